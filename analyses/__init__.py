@@ -1,0 +1,1 @@
+"""Analyses that consume checkpoints: path-norms, mode connectivity, neural collapse, NTK dynamics."""

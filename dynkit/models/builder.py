@@ -1,0 +1,141 @@
+"""``GraphBuilder``: appends ``Node``s with shape inference; every architecture uses it.
+
+Parameterizations (how a layer's weight is split into a stored ``w`` and a fixed multiplier):
+
+============  =====================  ==========================  =====================
+name          stored ``w`` std        multiplier ``w_mult``        source
+============  =====================  ==========================  =====================
+standard      ``W_std / sqrt(fan_in)``  1                          LeCun/He init
+ntk           1                      ``W_std / sqrt(fan_in)``      Jacot et al. 2018
+meanfield     as ntk; read-out:      read-out ``W_std / fan_in``  Mei, Montanari &
+              1                                                    Nguyen 2018
+mup           input ``1/sqrt(n)``,   input ``W_std sqrt(n/d)``,    Yang & Hu 2021
+              hidden/read-out        hidden 1, read-out            (Tensor Programs IV,
+              ``W_std/sqrt(n)``      ``1/sqrt(n)``                 abc-table for SGD)
+============  =====================  ==========================  =====================
+
+Biases: standard stores ``b ~ N(0, b_std^2)`` with multiplier 1; the others store
+``b ~ N(0, 1)`` with multiplier ``b_std``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from dynkit.errors import InvalidArgumentError
+from dynkit.models.graph import Model, Node
+
+PARAMETERIZATIONS = ("standard", "ntk", "meanfield", "mup")
+
+
+def layer_scales(
+    parameterization: str, fan_in: int, fan_out: int, W_std: float, b_std: float, role: str
+) -> dict[str, float]:
+    """Initialisation std and forward multipliers of one layer (table in the module doc).
+
+    ``role`` is ``"input"``, ``"hidden"`` or ``"readout"``."""
+    if parameterization not in PARAMETERIZATIONS:
+        raise InvalidArgumentError(
+            f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
+        )
+    if parameterization == "standard":
+        return dict(init_std=W_std / math.sqrt(fan_in), w_mult=1.0, b_init_std=b_std, b_mult=1.0)
+    bias = dict(b_init_std=1.0, b_mult=b_std)
+    if parameterization == "ntk" or (parameterization == "meanfield" and role != "readout"):
+        return dict(init_std=1.0, w_mult=W_std / math.sqrt(fan_in), **bias)
+    if parameterization == "meanfield":
+        return dict(init_std=1.0, w_mult=W_std / fan_in, **bias)
+    # mup: width n is fan_out for the input layer and fan_in otherwise
+    if role == "input":
+        return dict(init_std=1 / math.sqrt(fan_out), w_mult=W_std * math.sqrt(fan_out / fan_in), **bias)
+    if role == "hidden":
+        return dict(init_std=W_std / math.sqrt(fan_in), w_mult=1.0, **bias)
+    return dict(init_std=W_std / math.sqrt(fan_in), w_mult=1 / math.sqrt(fan_in), **bias)
+
+
+def _out_len(n: int, k: int, s: int, padding) -> int:
+    if padding == "SAME":
+        return -(-n // s)
+    if padding == "VALID":
+        return -(-(n - k + 1) // s)
+    return (n + 2 * int(padding) - k) // s + 1
+
+
+def _seq(v, nd) -> tuple[int, ...]:
+    return tuple(int(u) for u in v) if isinstance(v, (tuple, list)) else (int(v),) * nd
+
+
+class GraphBuilder:
+    """Build a ``Model`` node by node; each method returns the new node's name.
+
+    Shapes exclude the batch axis; images are channels-last."""
+
+    def __init__(self, input_shape: Sequence[int], parameterization: str = "standard"):
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.parameterization = parameterization
+        self.nodes: list[Node] = [Node("input", "input")]
+        self.shapes: dict[str, tuple[int, ...]] = {"input": self.input_shape}
+
+    def add(self, name: str, op: str, inputs: Sequence[str], shape, **attrs: Any) -> str:
+        if name in self.shapes:
+            raise ValueError(f"duplicate node name {name!r}")
+        self.nodes.append(Node(name, op, tuple(inputs), dict(attrs)))
+        self.shapes[name] = tuple(shape)
+        return name
+
+    def dense(self, x, out_dim, *, name, bias=True, W_std=1.0, b_std=0.0, role="hidden", **kw):
+        in_dim = self.shapes[x][-1]
+        sc = layer_scales(self.parameterization, in_dim, out_dim, W_std, b_std, role)
+        return self.add(name, "dense", [x], (*self.shapes[x][:-1], out_dim), in_dim=in_dim,
+                        out_dim=int(out_dim), bias=bias, **sc, **kw)
+
+    def conv(self, x, out_ch, kernel, *, name, stride=1, padding="SAME", bias=True,
+             W_std=1.0, b_std=0.0, role="hidden", **kw):
+        shape = self.shapes[x]
+        nd = len(shape) - 1
+        kernel, stride = _seq(kernel, nd), _seq(stride, nd)
+        in_ch = shape[-1]
+        fan_in = in_ch * math.prod(kernel)
+        sc = layer_scales(self.parameterization, fan_in, out_ch, W_std, b_std, role)
+        spatial = tuple(_out_len(n, k, s, padding) for n, k, s in zip(shape[:-1], kernel, stride))
+        return self.add(name, "conv", [x], (*spatial, out_ch), in_ch=in_ch, out_ch=int(out_ch),
+                        kernel=list(kernel), stride=list(stride), padding=padding, bias=bias,
+                        **sc, **kw)
+
+    def batchnorm(self, x, *, name, eps=1e-5, momentum=0.1):
+        return self.add(name, "batchnorm", [x], self.shapes[x],
+                        num_features=self.shapes[x][-1], eps=eps, momentum=momentum)
+
+    def relu(self, x, *, name, tap=False):
+        return self.add(name, "relu", [x], self.shapes[x], tap=tap)
+
+    def act(self, x, fn, *, name, tap=False):
+        return self.add(name, "act", [x], self.shapes[x], fn=fn, tap=tap)
+
+    def pool(self, x, kind, window, *, name, stride=None, padding="VALID", tap=False):
+        shape = self.shapes[x]
+        nd = len(shape) - 1
+        window = _seq(window, nd)
+        stride = _seq(stride if stride is not None else window, nd)
+        spatial = tuple(_out_len(n, k, s, padding) for n, k, s in zip(shape[:-1], window, stride))
+        return self.add(name, f"{kind}pool", [x], (*spatial, shape[-1]), window=list(window),
+                        stride=list(stride), padding=padding, tap=tap)
+
+    def global_avgpool(self, x, *, name="avgpool", tap=False):
+        return self.add(name, "global_avgpool", [x], (self.shapes[x][-1],), tap=tap)
+
+    def flatten(self, x, *, name="flatten"):
+        return self.add(name, "flatten", [x], (math.prod(self.shapes[x]),))
+
+    def add_(self, inputs: Sequence[str], *, name, tap=False):
+        shapes = {self.shapes[s] for s in inputs}
+        if len(shapes) != 1:
+            raise ValueError(f"cannot add tensors of shapes {sorted(shapes)} at {name!r}")
+        return self.add(name, "add", inputs, self.shapes[inputs[0]], tap=tap)
+
+    def scale(self, x, factor, *, name):
+        return self.add(name, "scale", [x], self.shapes[x], factor=float(factor))
+
+    def build(self, config: Mapping[str, Any], output: str, feature: str) -> Model:
+        return Model(dict(config), tuple(self.nodes), output, feature, self.input_shape)

@@ -1,0 +1,345 @@
+"""A model is explicit data: a topologically ordered list of ``Node``s plus pure functions.
+
+Analyses walk ``Model.nodes`` (path-norms rewrite the network, mode connectivity derives
+permutation specs from it), so every layer is a plain record ``Node(name, op, inputs, attrs)``.
+
+Parameters are a nested dict ``{node_name: {param_name: array}}``:
+
+* ``dense``: ``w`` of shape ``(in, out)``, ``b`` of shape ``(out,)`` (if ``attrs["bias"]``);
+* ``conv``: ``w`` of shape ``(*kernel, in, out)`` (HWIO; inputs are NHWC / NWC), ``b``;
+* ``batchnorm``: trainable ``scale``, ``bias``; running statistics ``mean``, ``var``.
+
+Dense and conv layers compute ``w_mult * (x @ w) + b_mult * b``; the multipliers come from the
+parameterization (standard: 1; NTK: ``W_std / sqrt(fan_in)``, Jacot et al. 2018; mean-field:
+``1 / fan_in`` on the read-out, Mei et al. 2018). The *effective* weight is ``w_mult * w``.
+
+Node names mirror the module names of the PyTorch counterpart (``layer1.0.conv1``, ``fc``),
+so state_dict conversion is a rename plus a transpose.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+
+Params = dict[str, dict[str, Any]]
+
+#: Parameter entries that are running statistics, not trained by gradient descent.
+STAT_KEYS = ("mean", "var")
+
+#: Elementwise activations a node of op ``"act"`` may name (``relu`` has its own op).
+ACTIVATIONS: dict[str, Callable] = {
+    "tanh": jnp.tanh,
+    "erf": jax.scipy.special.erf,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "sigmoid": jax.nn.sigmoid,
+    "identity": lambda x: x,
+    "leaky_relu": jax.nn.leaky_relu,
+    "abs": jnp.abs,
+}
+
+
+@dataclass(frozen=True)
+class Node:
+    """One layer of a model graph.
+
+    ``op`` is one of ``input, dense, conv, batchnorm, relu, act, maxpool, avgpool,
+    global_avgpool, flatten, add, scale``. ``inputs`` names the nodes feeding it; ``attrs``
+    holds shapes and hyper-parameters (all JSON-serialisable).
+    """
+
+    name: str
+    op: str
+    inputs: tuple[str, ...] = ()
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A pure-JAX network: graph data plus ``init``/``apply``/``features``.
+
+    ``config`` is the JSON-serialisable recipe (``{"arch": "mlp", ...}``) from which
+    ``dynkit.models.build(config)`` rebuilds the same model; checkpoints store it.
+    """
+
+    config: Mapping[str, Any]
+    nodes: tuple[Node, ...]
+    output: str
+    feature: str
+    input_shape: tuple[int, ...]
+
+    # ----------------------------------------------------------------- structure
+    @property
+    def arch(self) -> str:
+        return self.config["arch"]
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"model {self.arch!r} has no node named {name!r}")
+
+    @property
+    def has_batchnorm(self) -> bool:
+        return any(n.op == "batchnorm" for n in self.nodes)
+
+    def layer_names(self) -> list[str]:
+        """Names of the nodes whose outputs are the model's layer representations
+        (post-activation outputs and block outputs, marked ``attrs["tap"]``), in order."""
+        return [n.name for n in self.nodes if n.attrs.get("tap")]
+
+    def param_shapes(self) -> dict[str, dict[str, tuple[int, ...]]]:
+        """``{node: {param: shape}}`` for every parameter, without allocating arrays."""
+        shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+        for n in self.nodes:
+            a = n.attrs
+            if n.op == "dense":
+                shapes[n.name] = {"w": (a["in_dim"], a["out_dim"])}
+                if a.get("bias", True):
+                    shapes[n.name]["b"] = (a["out_dim"],)
+            elif n.op == "conv":
+                shapes[n.name] = {"w": (*a["kernel"], a["in_ch"], a["out_ch"])}
+                if a.get("bias", True):
+                    shapes[n.name]["b"] = (a["out_ch"],)
+            elif n.op == "batchnorm":
+                c = a["num_features"]
+                shapes[n.name] = {k: (c,) for k in ("scale", "bias", "mean", "var")}
+        return shapes
+
+    def num_params(self, trainable_only: bool = True) -> int:
+        """Number of scalar parameters (running BatchNorm statistics excluded by default)."""
+        total = 0
+        for pname in self.param_shapes().values():
+            for k, shape in pname.items():
+                if trainable_only and k in STAT_KEYS:
+                    continue
+                total += int(np.prod(shape))
+        return total
+
+    # ----------------------------------------------------------------- init
+    def init(self, key: jax.Array, dtype=jnp.float32) -> Params:
+        """Sample parameters: ``w ~ N(0, init_std^2)``, ``b ~ N(0, b_init_std^2)``,
+        BatchNorm ``scale=1, bias=0, mean=0, var=1``."""
+        params: Params = {}
+        shapes = self.param_shapes()
+        keys = jax.random.split(key, max(len(shapes), 1))
+        for k, (name, pshapes) in zip(keys, shapes.items()):
+            a = self.node(name).attrs
+            kw, kb = jax.random.split(k)
+            if "w" in pshapes:
+                entry = {"w": a["init_std"] * jax.random.normal(kw, pshapes["w"], dtype)}
+                if "b" in pshapes:
+                    entry["b"] = a.get("b_init_std", 0.0) * jax.random.normal(
+                        kb, pshapes["b"], dtype
+                    )
+                params[name] = entry
+            else:
+                c = pshapes["scale"]
+                params[name] = {
+                    "scale": jnp.ones(c, dtype),
+                    "bias": jnp.zeros(c, dtype),
+                    "mean": jnp.zeros(c, dtype),
+                    "var": jnp.ones(c, dtype),
+                }
+        return params
+
+    # ----------------------------------------------------------------- forward
+    def _check_input(self, x) -> None:
+        if tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ShapeMismatchError(
+                f"model {self.arch!r} expects inputs of shape (batch, "
+                f"{', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}"
+            )
+
+    def _run(self, params: Params, x, train: bool, keep: Sequence[str] | None, stop: str | None):
+        """Evaluate the graph. Returns ``(outputs, batch_stats)`` where ``outputs`` maps the
+        requested node names to activations and ``batch_stats`` the BatchNorm batch moments
+        (train mode only)."""
+        self._check_input(x)
+        env: dict[str, Any] = {}
+        stats: dict[str, tuple] = {}
+        wanted = set(keep or ())
+        out: dict[str, Any] = {}
+        consumers = _last_use(self.nodes)
+        for i, n in enumerate(self.nodes):
+            ins = [env[s] for s in n.inputs]
+            if n.op == "input":
+                y = x
+            elif n.op == "batchnorm":
+                y, moments = _batchnorm(params[n.name], ins[0], n.attrs, train)
+                if moments is not None:
+                    stats[n.name] = moments
+            elif n.op in ("dense", "conv"):
+                y = _OPS[n.op](params[n.name], ins[0], n.attrs)
+            else:
+                y = _OPS[n.op](ins, n.attrs)
+            env[n.name] = y
+            if n.name in wanted:
+                out[n.name] = y
+            if n.name == stop:
+                break
+            for s in n.inputs:  # free activations nobody needs any more
+                if consumers[s] == i and s not in wanted:
+                    env.pop(s, None)
+        out.setdefault(stop or self.output, env.get(stop or self.output))
+        return out, stats
+
+    def apply(self, params: Params, x, *, train: bool = False):
+        """Logits. ``train=True`` normalises BatchNorm with batch statistics (no update);
+        ``train=False`` uses the running statistics stored in ``params``."""
+        out, _ = self._run(params, x, train, None, self.output)
+        return out[self.output]
+
+    def apply_train(self, params: Params, x, momentum: float = 0.1):
+        """Train-mode forward pass: ``(logits, params_with_updated_running_stats)``.
+
+        Running statistics follow PyTorch: ``r <- (1 - momentum) r + momentum * batch``,
+        with the unbiased batch variance."""
+        out, stats = self._run(params, x, True, None, self.output)
+        if not stats:
+            return out[self.output], params
+        new = dict(params)
+        for name, (mean, var, count) in stats.items():
+            m = self.node(name).attrs.get("momentum", momentum)
+            unbiased = var * count / max(count - 1, 1)
+            p = dict(params[name])
+            p["mean"] = (1 - m) * p["mean"] + m * jax.lax.stop_gradient(mean)
+            p["var"] = (1 - m) * p["var"] + m * jax.lax.stop_gradient(unbiased)
+            new[name] = p
+        return out[self.output], new
+
+    def features(self, params: Params, x, *, train: bool = False):
+        """The penultimate representation (input of the read-out layer), shape ``(batch, D)``."""
+        out, _ = self._run(params, x, train, [self.feature], self.feature)
+        f = out[self.feature]
+        return f.reshape(f.shape[0], -1)
+
+    def intermediates(self, params: Params, x, names: Sequence[str] | None = None, *, train=False):
+        """Outputs of the named nodes (default: ``layer_names()``), each flattened to
+        ``(batch, D)``, in graph order."""
+        names = list(names) if names is not None else self.layer_names()
+        unknown = [s for s in names if s not in {n.name for n in self.nodes}]
+        if unknown:
+            raise InvalidArgumentError(f"unknown layer name(s) {unknown}; see model.layer_names()")
+        out, _ = self._run(params, x, train, names, None)
+        return {s: out[s].reshape(out[s].shape[0], -1) for s in names}
+
+
+# --------------------------------------------------------------------- parameter helpers
+def is_stat_path(path) -> bool:
+    """True for a pytree path ending in a running-statistics key (``mean``/``var``)."""
+    last = path[-1]
+    return getattr(last, "key", None) in STAT_KEYS
+
+
+def split_params(params: Params) -> tuple[Params, Params]:
+    """``(trainable, stats)``: BatchNorm running statistics separated from trained weights."""
+    trainable = {n: {k: v for k, v in p.items() if k not in STAT_KEYS} for n, p in params.items()}
+    stats = {n: {k: v for k, v in p.items() if k in STAT_KEYS} for n, p in params.items()}
+    return trainable, {n: p for n, p in stats.items() if p}
+
+
+def merge_params(trainable: Params, stats: Params) -> Params:
+    """Inverse of ``split_params``."""
+    merged = {n: dict(p) for n, p in trainable.items()}
+    for n, p in stats.items():
+        merged.setdefault(n, {}).update(p)
+    return merged
+
+
+def trainable_mask(params: Params):
+    """Pytree of bools: True for trained leaves, False for running statistics (for optax.masked)."""
+    return {n: {k: k not in STAT_KEYS for k in p} for n, p in params.items()}
+
+
+# --------------------------------------------------------------------- ops
+def _last_use(nodes: Sequence[Node]) -> dict[str, int]:
+    last = {n.name: len(nodes) for n in nodes}
+    for i, n in enumerate(nodes):
+        for s in n.inputs:
+            last[s] = i
+    return last
+
+
+def _dense(p, x, a):
+    y = a["w_mult"] * (x @ p["w"])
+    if "b" in p:
+        y = y + a.get("b_mult", 1.0) * p["b"]
+    return y
+
+
+def _conv(p, x, a):
+    nd = len(a["kernel"])
+    spatial = "HW"[:nd] if nd <= 2 else "DHW"
+    dn = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
+    pad = a.get("padding", "SAME")
+    if isinstance(pad, int):
+        pad = [(pad, pad)] * nd
+    y = jax.lax.conv_general_dilated(
+        x,
+        p["w"],
+        window_strides=_tuple(a.get("stride", 1), nd),
+        padding=pad,
+        dimension_numbers=dn,
+    )
+    y = a["w_mult"] * y
+    if "b" in p:
+        y = y + a.get("b_mult", 1.0) * p["b"]
+    return y
+
+
+def _batchnorm(p, x, a, train):
+    eps = a.get("eps", 1e-5)
+    axes = tuple(range(x.ndim - 1))
+    if train:
+        mean = jnp.mean(x, axes)
+        var = jnp.var(x, axes)
+        count = int(np.prod([x.shape[i] for i in axes]))
+        moments = (mean, var, count)
+    else:
+        mean, var, moments = p["mean"], p["var"], None
+    y = (x - mean) * jax.lax.rsqrt(var + eps) * p["scale"] + p["bias"]
+    return y, moments
+
+
+def _tuple(v, nd):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
+
+
+def _pool(ins, a, kind):
+    x = ins[0]
+    nd = x.ndim - 2
+    win = (1, *_tuple(a["window"], nd), 1)
+    strides = (1, *_tuple(a.get("stride", a["window"]), nd), 1)
+    pad = a.get("padding", "VALID")
+    if isinstance(pad, int):
+        pad = [(0, 0)] + [(pad, pad)] * nd + [(0, 0)]
+    if kind == "max":
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, win, strides, pad)
+    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, win, strides, pad)
+    if a.get("count_include_pad", True) or pad == "VALID":
+        return summed / math.prod(win)
+    ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
+    counts = jax.lax.reduce_window(ones, 0.0, jax.lax.add, win, strides, pad)
+    return summed / counts
+
+
+_OPS: dict[str, Callable] = {
+    "dense": _dense,
+    "conv": _conv,
+    "relu": lambda ins, a: jax.nn.relu(ins[0]),
+    "act": lambda ins, a: ACTIVATIONS[a["fn"]](ins[0]),
+    "maxpool": lambda ins, a: _pool(ins, a, "max"),
+    "avgpool": lambda ins, a: _pool(ins, a, "avg"),
+    "global_avgpool": lambda ins, a: jnp.mean(ins[0], axis=tuple(range(1, ins[0].ndim - 1))),
+    "flatten": lambda ins, a: ins[0].reshape(ins[0].shape[0], -1),
+    "add": lambda ins, a: sum(ins[1:], ins[0]),
+    "scale": lambda ins, a: a["factor"] * ins[0],
+}

@@ -1,0 +1,1 @@
+"""Paper figures: one module per figure, a registry, and one matplotlib style."""

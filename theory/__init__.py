@@ -1,0 +1,1 @@
+"""Mathematics of the infinite-width, mean-field and two-layer limits."""
