@@ -1,1 +1,28 @@
-"""Paper figures: one module per figure, a registry, and one matplotlib style."""
+"""Paper figures: one module per figure, the ``FIGURES`` registry, one matplotlib style.
+
+Each figure module registers ``make(out_dir, quick) -> list[Path]`` (PNG plus CSV data) in
+``dynkit.registry.FIGURES`` when imported; ``load_figures()`` imports them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from dynkit.registry import FIGURES
+
+#: Modules that register figures (one per paper figure).
+FIGURE_MODULES: tuple[str, ...] = ()
+
+
+def load_figures() -> list[str]:
+    """Import every figure module and return the registered names."""
+    for module in FIGURE_MODULES:
+        importlib.import_module(module)
+    return FIGURES.names()
+
+
+def make(name: str, out_dir: str | Path = "figures-out", quick: bool = False) -> list[Path]:
+    """Produce the named figure (PNG + CSV) under ``out_dir``; ``quick`` is the CPU-minute mode."""
+    load_figures()
+    return FIGURES.get(name).func(Path(out_dir), quick)

@@ -1,0 +1,214 @@
+"""The ``dynkit`` command line: ``train``, ``info``, ``metrics``, ``figures``, ``demo``.
+
+Every user error is a ``DynkitError``; the CLI prints it on one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dynkit.errors import DynkitError, InvalidArgumentError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def model_for_data(arch: str, data, widths: list[int]):
+    """Build architecture ``arch`` sized for ``data`` (input shape, number of outputs)."""
+    from dynkit import models
+
+    outputs = data.num_classes or int(np.prod(data.y_train.shape[1:]) or 1)
+    if arch == "mlp":
+        return models.mlp(int(np.prod(data.input_shape)), widths, outputs)
+    if arch not in models.ARCHITECTURES:
+        raise InvalidArgumentError(f"unknown --model {arch!r}; known: {sorted(models.ARCHITECTURES)}")
+    if len(data.input_shape) < 2:
+        raise InvalidArgumentError(
+            f"--model {arch} needs image-shaped inputs, but {data.name} gives {data.input_shape}; "
+            "use --model mlp, or a data source with images (e.g. --data digits --image)"
+        )
+    return models.build({"arch": arch, "input_shape": list(data.input_shape), "num_classes": outputs})
+
+
+def _load_data(args):
+    from dynkit import data
+
+    kwargs = {"image": True} if getattr(args, "image", False) else {}
+    return data.load(args.data, seed=args.data_seed, **kwargs)
+
+
+def cmd_train(args) -> int:
+    from dynkit.train import fit
+
+    data = _load_data(args)
+    model = model_for_data(args.model, data, args.widths)
+    result = fit(model, data, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                 batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
+                 out_dir=args.out, save_every=args.save_every, progress=not args.quiet)
+    final = result.history[result.history["step"] == result.history["step"].max()]
+    print(final.to_string(index=False))
+    print(f"checkpoints and metrics.csv in {result.out_dir}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from dynkit.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    model = ckpt.model
+    print(f"file:       {ckpt.path}")
+    print(f"arch:       {model.arch}")
+    print(f"config:     {json.dumps(dict(model.config))}")
+    print(f"step:       {ckpt.step}")
+    print(f"parameters: {model.num_params():,}")
+    if ckpt.meta:
+        print(f"meta:       {json.dumps(ckpt.meta)}")
+    print("layers:")
+    for node in model.nodes:
+        shapes = {k: tuple(np.shape(v)) for k, v in ckpt.params.get(node.name, {}).items()}
+        print(f"  {node.name:<28} {node.op:<15} {shapes if shapes else ''}")
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    import pandas as pd
+
+    from dynkit.checkpoints import load_checkpoint, load_run
+    from dynkit.io import atomic_write
+    from dynkit.metrics import compute_metrics, load_metrics, metrics_over_run
+
+    available = load_metrics()
+    names = args.metrics or available
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise InvalidArgumentError(f"unknown metric(s) {unknown}; available: {available}")
+    data = _load_data(args)
+    path = Path(args.path)
+    if path.is_dir():
+        table = metrics_over_run(load_run(path), data, names, every=args.every)
+    else:
+        ckpt = load_checkpoint(path)
+        table = compute_metrics(ckpt.model, ckpt.params, data, names).assign(step=ckpt.step)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "metrics.csv") as fh:
+        fh.write(table.to_csv(index=False).encode())
+    with atomic_write(out / "metrics.json") as fh:
+        fh.write(table.to_json(orient="records", indent=1).encode())
+    with pd.option_context("display.max_rows", 200, "display.width", 120):
+        print(table.to_string(index=False))
+    if path.is_dir():
+        from dynkit.figures.demo import plot_series
+        from dynkit.figures.common import save_figure
+
+        for group in names:
+            sub = table[table["group"] == group]
+            metrics = list(dict.fromkeys(sub["metric"]))[:4]
+            save_figure(plot_series(sub, metrics, ["split", "layer"]), out / f"{group}.png")
+    print(f"wrote {out / 'metrics.csv'} and {out / 'metrics.json'}")
+    return 0
+
+
+def cmd_figures(args) -> int:
+    from dynkit import figures
+
+    if args.action == "list":
+        from dynkit.registry import FIGURES
+
+        figures.load_figures()
+        for entry in FIGURES.entries():
+            print(f"{entry.name:<28} {entry.help}")
+        return 0
+    if not args.name:
+        raise InvalidArgumentError("figures make needs a figure name; see `dynkit figures list`")
+    for path in figures.make(args.name, args.out, quick=args.quick):
+        print(path)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from dynkit.figures.demo import run_demo
+
+    index = run_demo(args.out, quick=args.quick, progress=not args.quiet)
+    print(f"report written: {index} (and {index.with_name('README.md')})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dynkit", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def data_args(sp):
+        sp.add_argument("--data", default="digits", help="data source (see dynkit.data.names())")
+        sp.add_argument("--data-seed", type=int, default=0)
+        sp.add_argument("--image", action="store_true", help="image-shaped inputs (digits: 8x8x1)")
+
+    t = sub.add_parser("train", help="train a model and write a checkpoint series")
+    data_args(t)
+    t.add_argument("--model", default="mlp")
+    t.add_argument("--widths", type=_ints, default=[128, 128], help="hidden widths of an mlp")
+    t.add_argument("--optimizer", default="momentum", choices=["sgd", "momentum", "adam", "adamw"])
+    t.add_argument("--lr", type=float, default=0.05)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--save-every", type=int, default=50, help="checkpoint every k steps")
+    t.add_argument("--out", default="runs/mlp")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("info", help="describe a checkpoint")
+    i.add_argument("checkpoint")
+    i.set_defaults(func=cmd_info)
+
+    m = sub.add_parser("metrics", help="metrics of a checkpoint or a run folder")
+    m.add_argument("path", help="a checkpoint file or a folder of checkpoints")
+    data_args(m)
+    m.add_argument("--metrics", type=_names, default=None, help="comma-separated; default all")
+    m.add_argument("--every", type=int, default=1, help="every k-th checkpoint of a run")
+    m.add_argument("--out", default="dynkit-metrics")
+    m.set_defaults(func=cmd_metrics)
+
+    f = sub.add_parser("figures", help="paper figures: list | make NAME")
+    f.add_argument("action", choices=["list", "make"])
+    f.add_argument("name", nargs="?")
+    f.add_argument("--quick", action="store_true", help="small CPU-minute version")
+    f.add_argument("--out", default="dynkit-figures")
+    f.set_defaults(func=cmd_figures)
+
+    d = sub.add_parser("demo", help="train two seeds on digits and write a report of every metric")
+    d.add_argument("--out", default="dynkit-report")
+    d.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DynkitError as exc:
+        print(f"dynkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dynkit: interrupted; completed checkpoints are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
