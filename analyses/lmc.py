@@ -1,0 +1,182 @@
+"""Linear mode connectivity: interpolation curves, barriers, alignment, layer-wise LMC.
+
+``interpolate`` evaluates ``θ(α) = (1 − α) θ_A + α θ_B`` on a grid of α. For BatchNorm networks
+the running statistics of ``θ(α)`` are wrong (variance collapse, Jordan et al. 2023), so by default
+they are re-estimated on training data at every α ("reset BN"); ``bn="repair"`` additionally
+applies REPAIR (Jordan et al. 2023), ``bn="interpolate"`` keeps the interpolated statistics.
+Permutation alignment (Git Re-Basin) lives in ``dynkit.analyses.permutation`` and is re-exported.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from dynkit.errors import InvalidArgumentError
+from dynkit.losses import accuracy, loss_fn
+from dynkit.models.graph import Model
+from dynkit.analyses.permutation import (  # noqa: F401  (re-exported API)
+    Permutation,
+    activation_matching,
+    apply_permutation,
+    permutation_spec,
+    weight_matching,
+)
+
+BARRIERS = ("linear", "mean")
+BN_MODES = ("reset", "interpolate", "repair")
+
+
+def _alpha_grid(alphas) -> np.ndarray:
+    grid = np.linspace(0.0, 1.0, int(alphas)) if np.isscalar(alphas) else np.asarray(alphas, float)
+    if grid.size == 0 or (np.isscalar(alphas) and int(alphas) < 2):
+        raise InvalidArgumentError("alphas must be a grid of at least two points in [0, 1] "
+                                   f"(or a count ≥ 2), got {alphas!r}")
+    if not np.all(np.isfinite(grid)):
+        raise InvalidArgumentError("alphas must be finite")
+    return grid
+
+
+def lerp(params_a, params_b, alpha: float):
+    """``(1 − α) θ_A + α θ_B``, leaf by leaf."""
+    return jax.tree_util.tree_map(lambda a, b: (1 - alpha) * a + alpha * b, params_a, params_b)
+
+
+def reset_batchnorm(model: Model, params, x, max_samples: int = 2048):
+    """Re-estimate every BatchNorm's running mean and (unbiased) variance on ``x`` in one
+    train-mode pass over up to ``max_samples`` inputs (momentum 1: the batch statistics)."""
+    if not model.has_batchnorm:
+        return params
+    _, new = model.apply_train(params, jnp.asarray(x[:max_samples]), momentum=1.0)
+    return new
+
+
+def _evaluate(model, params, x, y, task_loss, batch_size=1024):
+    logits = jnp.concatenate([model.apply(params, jnp.asarray(x[i:i + batch_size]))
+                              for i in range(0, len(x), batch_size)])
+    y = jnp.asarray(y)
+    acc = float(accuracy(logits, y)) if logits.ndim == 2 and y.ndim == 1 else np.nan
+    return float(task_loss(logits, y)), acc
+
+
+def interpolate(model: Model, params_a, params_b, x, y, alphas=21, *, x_test=None, y_test=None,
+                loss: str = "cross_entropy", bn: str = "reset", bn_data=None) -> pd.DataFrame:
+    """Loss and accuracy along the segment ``θ(α) = (1 − α) θ_A + α θ_B``.
+
+    Returns a tidy frame with columns ``alpha, split, loss, accuracy, error`` (split ``train``
+    for ``(x, y)``, ``test`` for ``(x_test, y_test)`` when given). ``bn`` chooses how BatchNorm
+    statistics are set at each α (module docstring); statistics are estimated on ``bn_data``
+    (default ``x``)."""
+    from dynkit.analyses.permutation import _check_compatible
+
+    _check_compatible(model, params_a, params_b)
+    if bn not in BN_MODES:
+        raise InvalidArgumentError(f"bn must be one of {BN_MODES}, got {bn!r}")
+    grid = _alpha_grid(alphas)
+    num_classes = int(np.max(y)) + 1 if loss == "cross_entropy" or np.ndim(y) == 1 else None
+    task_loss = loss_fn(loss, num_classes)
+    splits = [("train", x, y)] + ([("test", x_test, y_test)] if x_test is not None else [])
+    rows = []
+    stats_x = x if bn_data is None else bn_data
+    for alpha in grid:
+        p = lerp(params_a, params_b, float(alpha))
+        if bn == "reset":
+            p = reset_batchnorm(model, p, stats_x)
+        elif bn == "repair":
+            p = repair(model, params_a, params_b, p, float(alpha), stats_x)
+        for split, xs, ys in splits:
+            lo, acc = _evaluate(model, p, xs, ys, task_loss)
+            rows.append(dict(alpha=float(alpha), split=split, loss=lo, accuracy=acc, error=1 - acc))
+    return pd.DataFrame(rows)
+
+
+def barrier(curve: pd.DataFrame, *, definition: str = "linear", metric: str = "loss",
+            split: str = "train") -> float:
+    """Height of the barrier on an interpolation curve.
+
+    * ``"linear"``: ``max_α [L(α) − ((1 − α) L(0) + α L(1))]`` (Frankle et al. 2020;
+      Entezari et al. 2022);
+    * ``"mean"``: ``max_α L(α) − ½ (L(0) + L(1))`` (Ainsworth et al. 2023).
+
+    ``metric="error"`` gives the error barrier (error = 1 − accuracy)."""
+    if definition not in BARRIERS:
+        raise InvalidArgumentError(f"definition must be one of {BARRIERS}, got {definition!r}")
+    c = curve[curve["split"] == split].sort_values("alpha")
+    if c.empty:
+        raise InvalidArgumentError(f"the curve has no rows for split {split!r}")
+    a, v = c["alpha"].to_numpy(), c[metric].to_numpy()
+    if a[0] != 0.0 or a[-1] != 1.0:
+        raise InvalidArgumentError("a barrier needs the endpoints α = 0 and α = 1 on the grid")
+    if definition == "linear":
+        return float(np.max(v - ((1 - a) * v[0] + a * v[-1])))
+    return float(np.max(v) - 0.5 * (v[0] + v[-1]))
+
+
+def layerwise_interpolate(model: Model, params_a, params_b, x, y, alphas=11, *,
+                          loss: str = "cross_entropy", groups: Sequence[str] | None = None,
+                          bn: str = "reset") -> pd.DataFrame:
+    """Layer-wise LMC (Adilova et al. 2024): interpolate one layer at a time, the rest at θ_A.
+
+    For each parameterised node ``l``: ``θ_l(α) = θ_A`` except ``θ_A^l → (1 − α) θ_A^l + α θ_B^l``.
+    Returns ``layer, alpha, loss, accuracy`` (train split) and the per-layer barrier is
+    ``barrier(...)`` of each layer's curve."""
+    names = list(groups) if groups is not None else [n.name for n in model.nodes if n.name in params_a]
+    grid = _alpha_grid(alphas)
+    frames = []
+    for name in names:
+        if name not in params_a:
+            raise InvalidArgumentError(f"{name!r} is not a parameterised layer of {model.arch!r}")
+        b_only = {k: (params_b[k] if k == name else v) for k, v in params_a.items()}
+        curve = interpolate(model, params_a, b_only, x, y, grid, loss=loss, bn=bn)
+        frames.append(curve.assign(layer=name))
+    return pd.concat(frames, ignore_index=True)
+
+
+def repair(model: Model, params_a, params_b, params_alpha, alpha: float, x, max_samples: int = 2048):
+    """REPAIR (Jordan et al. 2023): rescale every dense/conv output channel of the interpolated
+    network so that its mean and std on ``x`` equal the interpolation of the endpoints',
+    ``μ = (1 − α) μ_A + α μ_B``, ``σ = (1 − α) σ_A + α σ_B``. Layers are corrected in graph
+    order (each correction changes the statistics downstream). Layers followed by BatchNorm are
+    left to the BatchNorm reset that ends the procedure (it restores their statistics exactly)."""
+    xs = jnp.asarray(x[:max_samples])
+    feeds_bn = {n.inputs[0] for n in model.nodes if n.op == "batchnorm"}
+    convs = [n for n in model.nodes if n.op in ("dense", "conv")
+             and n.name != _readout(model) and n.name not in feeds_bn]
+    stats_a = _channel_stats(model, params_a, xs, [n.name for n in convs])
+    stats_b = _channel_stats(model, params_b, xs, [n.name for n in convs])
+    p = {k: dict(v) for k, v in params_alpha.items()}
+    for node in convs:
+        mu_i, sd_i = _channel_stats(model, p, xs, [node.name])[node.name]
+        mu_t = (1 - alpha) * stats_a[node.name][0] + alpha * stats_b[node.name][0]
+        sd_t = (1 - alpha) * stats_a[node.name][1] + alpha * stats_b[node.name][1]
+        gain = sd_t / np.maximum(sd_i, 1e-12)
+        a = node.attrs
+        w, b = np.asarray(p[node.name]["w"]), np.asarray(p[node.name].get("b", 0.0))
+        # new output = gain * (out - mu_i) + mu_t, folded into w and b
+        p[node.name]["w"] = w * gain
+        shift = (mu_t - gain * mu_i)
+        if "b" not in p[node.name] or a.get("b_mult", 1.0) == 0:
+            raise InvalidArgumentError(f"REPAIR needs a trainable bias at {node.name!r}; use bn='reset'")
+        p[node.name]["b"] = b * gain + shift / a.get("b_mult", 1.0)
+    return reset_batchnorm(model, p, xs)
+
+
+def _readout(model: Model) -> str:
+    node = model.node(model.output)
+    while node.op not in ("dense", "conv"):
+        node = model.node(node.inputs[0])
+    return node.name
+
+
+def _channel_stats(model, params, x, names):
+    shapes = model.node_shapes()
+    out = model.intermediates(params, x, names)
+    res = {}
+    for n in names:
+        z = np.asarray(out[n], np.float64).reshape(-1, shapes[n][-1])
+        res[n] = (z.mean(0), z.std(0))
+    return res

@@ -1,0 +1,190 @@
+"""Mode connectivity: permutation recovery, function preservation, barriers, stability."""
+
+import jax
+import numpy as np
+import pytest
+
+import dynkit as dk
+from dynkit.analyses import lmc
+from dynkit.analyses.lmc_stability import dropout_path, dropout_stability, drop_units, instability
+from dynkit.analyses.permutation import permutation_spec
+from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+
+
+def _random_bn_stats(model, params, seed):
+    """Give BatchNorm layers non-trivial statistics and affine parameters."""
+    rng = np.random.default_rng(seed)
+    out = {k: dict(v) for k, v in params.items()}
+    for node in model.nodes:
+        if node.op == "batchnorm":
+            c = node.attrs["num_features"]
+            out[node.name] = dict(scale=rng.uniform(0.5, 1.5, c), bias=rng.normal(0, 0.1, c),
+                                  mean=rng.normal(0, 0.1, c), var=rng.uniform(0.5, 1.5, c))
+    return out
+
+
+MODELS = {
+    "mlp": lambda: dk.models.mlp(10, [24, 16], 4),
+    "cnn": lambda: dk.models.cnn((8, 8, 2), channels=(6, 8), num_classes=4),
+    "resnet20": lambda: dk.models.build({"arch": "resnet20", "input_shape": [8, 8, 3],
+                                         "num_classes": 4, "width": 1}),
+}
+
+
+@pytest.fixture(params=sorted(MODELS))
+def model_and_params(request):
+    try:
+        model = MODELS[request.param]()
+    except Exception as exc:  # a builder argument the family does not take
+        pytest.fail(f"cannot build {request.param}: {exc}")
+    params = _random_bn_stats(model, model.init(jax.random.PRNGKey(0), dtype=np.float64), 1)
+    return model, params
+
+
+def test_apply_permutation_preserves_function(model_and_params):
+    model, params = model_and_params
+    spec = permutation_spec(model)
+    rng = np.random.default_rng(0)
+    perm = {g: rng.permutation(n) for g, n in spec.sizes.items()}
+    permuted = lmc.apply_permutation(model, params, perm)
+    x = rng.normal(size=(5, *model.input_shape))
+    np.testing.assert_allclose(model.apply(permuted, x), model.apply(params, x), atol=1e-6)
+    assert any(not np.allclose(permuted[n]["w"], params[n]["w"]) for n in params if "w" in params[n])
+
+
+@pytest.mark.parametrize("method", ["weights", "activations"])
+def test_matching_recovers_random_permutation(model_and_params, method):
+    model, params = model_and_params
+    spec = permutation_spec(model)
+    rng = np.random.default_rng(3)
+    perm = {g: rng.permutation(n) for g, n in spec.sizes.items()}
+    params_b = lmc.apply_permutation(model, params, perm)
+    if method == "weights":
+        found = lmc.weight_matching(model, params, params_b)
+    else:
+        x = rng.normal(size=(64, *model.input_shape))
+        found = lmc.activation_matching(model, params, params_b, x)
+    aligned = lmc.apply_permutation(model, params_b, found)
+    for node, p in params.items():
+        for k, v in p.items():
+            np.testing.assert_array_equal(aligned[node][k], np.asarray(v))
+    x = rng.normal(size=(16, *model.input_shape))
+    y = rng.integers(0, 4, size=16)
+    curve = lmc.interpolate(model, params, aligned, x, y, alphas=5, bn="interpolate")
+    assert lmc.barrier(curve) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_residual_stream_is_one_group():
+    model = MODELS["resnet20"]()
+    spec = permutation_spec(model)
+    members = [set(m) for m in spec.members.values()]
+    # the stream of each stage ties the stem (or the projection) with every block's conv2/bn2
+    stage1 = next(m for m in members if "conv1" in m)
+    assert {"layer1.0.conv2", "layer1.1.conv2", "layer1.2.conv2"} <= stage1
+    assert "linear" not in {a.node for axes in spec.groups.values() for a in axes if a.axis == -1}
+
+
+def test_barrier_definitions_on_a_known_curve():
+    import pandas as pd
+
+    a = np.linspace(0, 1, 5)
+    loss = np.array([1.0, 2.0, 3.0, 2.5, 2.0])
+    curve = pd.DataFrame(dict(alpha=a, split="train", loss=loss, error=loss / 10))
+    # linear: max of loss - (1 + a): [0, 0.75, 1.5, 0.75, 0] -> 1.5 ; mean: 3 - 1.5
+    assert lmc.barrier(curve, definition="linear") == pytest.approx(1.5)
+    assert lmc.barrier(curve, definition="mean") == pytest.approx(1.5)
+    assert lmc.barrier(curve, definition="linear", metric="error") == pytest.approx(0.15)
+    with pytest.raises(InvalidArgumentError):
+        lmc.barrier(curve, definition="nope")
+
+
+def _digits_subset():
+    data = dk.data.load("digits", seed=0)
+    return data
+
+
+def test_same_init_same_order_gives_zero_barrier():
+    from dynkit.train import fit
+
+    data = _digits_subset()
+    model = dk.models.mlp(64, [32], 10)
+    runs = [fit(model, data, lr=0.1, steps=30, seed=0, progress=False).params for _ in range(2)]
+    curve = lmc.interpolate(model, *runs, data.x_train, data.y_train, alphas=5)
+    assert lmc.barrier(curve) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_alignment_reduces_barrier_of_independent_wide_mlps():
+    from dynkit.train import fit
+
+    data = _digits_subset()
+    model = dk.models.mlp(64, [256, 256], 10)
+    pa, pb = (fit(model, data, optimizer="momentum", lr=0.05, epochs=8, seed=s,
+                  progress=False).params for s in (0, 1))
+    naive = lmc.barrier(lmc.interpolate(model, pa, pb, data.x_train, data.y_train, alphas=11))
+    pb_aligned = lmc.apply_permutation(model, pb, lmc.weight_matching(model, pa, pb))
+    aligned = lmc.barrier(lmc.interpolate(model, pa, pb_aligned, data.x_train, data.y_train,
+                                          alphas=11))
+    assert naive > 0.05
+    assert aligned < 0.5 * naive
+
+
+def test_reset_bn_recovers_statistics():
+    model = MODELS["resnet20"]()
+    params = model.init(jax.random.PRNGKey(0), dtype=np.float64)
+    x = np.random.default_rng(0).normal(size=(32, *model.input_shape))
+    reset = lmc.reset_batchnorm(model, params, x)
+    # after the reset, eval mode on the same data equals train mode (batch statistics)
+    # up to the unbiased/biased variance factor n/(n-1) of each layer's sample count
+    out_eval = model.apply(reset, x)
+    out_train = model.apply(params, x, train=True)
+    assert np.corrcoef(np.ravel(out_eval), np.ravel(out_train))[0, 1] > 0.999
+
+
+def test_layerwise_table_and_errors():
+    model = MODELS["mlp"]()
+    rng = np.random.default_rng(0)
+    pa = model.init(jax.random.PRNGKey(0), dtype=np.float64)
+    pb = model.init(jax.random.PRNGKey(1), dtype=np.float64)
+    x, y = rng.normal(size=(20, 10)), rng.integers(0, 4, 20)
+    table = lmc.layerwise_interpolate(model, pa, pb, x, y, alphas=3)
+    assert set(table["layer"]) == {"fc0", "fc1", "head"}
+    # at alpha=0 every layer's curve is network A
+    at0 = table[table["alpha"] == 0.0]["loss"].to_numpy()
+    np.testing.assert_allclose(at0, at0[0])
+    with pytest.raises(InvalidArgumentError):
+        lmc.interpolate(model, pa, pb, x, y, alphas=[])
+    with pytest.raises(ShapeMismatchError):
+        lmc.interpolate(model, pa, MODELS["mlp"]().init(jax.random.PRNGKey(0)) | {
+            "fc0": {"w": np.zeros((3, 3)), "b": np.zeros(3)}}, x, y)
+    with pytest.raises(ShapeMismatchError):
+        lmc.weight_matching(model, pa, MODELS["cnn"]().init(jax.random.PRNGKey(0)))
+
+
+def test_dropout_keep_all_is_identity_and_path_is_bounded():
+    from dynkit.train import fit
+
+    data = _digits_subset()
+    model = dk.models.mlp(64, [128], 10)
+    pa, pb = (fit(model, data, lr=0.1, epochs=5, seed=s, progress=False).params for s in (0, 1))
+    kept = drop_units(model, pa, "act0", np.arange(128))
+    x = data.x_train[:50]
+    np.testing.assert_allclose(model.apply(kept, x), model.apply(pa, x), rtol=1e-6, atol=1e-6)
+    table = dropout_stability(model, pa, data.x_train, data.y_train, "act0", [32, 128], draws=3)
+    assert table.set_index("k").loc[128, "delta_loss"] == pytest.approx(0.0, abs=1e-6)
+    assert table.set_index("k").loc[32, "delta_loss"] > 0
+    path = dropout_path(model, pa, pb, data.x_train, data.y_train, points=5)
+    for seg in (1, 3, 5):  # convex in the read-out weights: never above the endpoints
+        s = path[path["segment"] == seg].sort_values("t")["loss"].to_numpy()
+        assert s.max() <= max(s[0], s[-1]) + 1e-9
+    swaps = path[path["segment"].isin([2, 4])]["loss"].to_numpy()
+    seg3 = path[path["segment"] == 3].sort_values("t")["loss"].to_numpy()
+    np.testing.assert_allclose(swaps, [seg3[0], seg3[-1]], rtol=1e-6)
+
+
+def test_instability_at_end_is_zero():
+    data = dk.data.load("gaussian_mixture", seed=0)
+    model = dk.models.mlp(data.input_shape[0], [16], data.num_classes)
+    table = instability(model, data, spawn_steps=[0, 20], total_steps=20, lr=0.1, alphas=3)
+    assert set(table["k"]) == {0, 20}
+    at_end = table[table["k"] == 20]
+    np.testing.assert_allclose(at_end["barrier_loss"], 0.0, atol=1e-9)
