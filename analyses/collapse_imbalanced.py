@@ -1,0 +1,149 @@
+"""Neural collapse with imbalanced classes: orthogonal frames and minority collapse.
+
+With class counts ``n_k`` the simplex ETF is no longer the optimal geometry.
+
+* Dang et al. 2023, "Neural Collapse in Deep Linear Networks: From Balanced to Imbalanced Data"
+  (bias-free MSE unconstrained-features model): features collapse to class means that are
+  *orthogonal* (uncentred), classifier rows are orthogonal and aligned with them, and the lengths
+  depend on ``n_k``. For the one-layer model
+  ``min_{W,H} 1/(2N) ‖WH - Y‖_F² + λ_W/2 ‖W‖_F² + λ_H/2 ‖H‖_F²`` the global minimiser has
+  ``p_k = (1 - N √(λ_W λ_H / n_k))_+``, ``‖w_k‖² = √(n_k λ_H / λ_W) p_k`` and
+  ``‖h_k‖² = √(λ_W / (n_k λ_H)) p_k``, so ``‖w_k‖ / ‖h_k‖ = √(n_k λ_H / λ_W)`` for every surviving
+  class, and classes with ``n_k <= N² λ_W λ_H`` collapse to zero. (Derived here from the
+  nuclear-norm form ``min_Z 1/(2N)‖Z - Y‖² + √(λ_Wλ_H)‖Z‖_*``, whose solution soft-thresholds the
+  singular values ``√n_k`` of ``Y`` at ``N√(λ_Wλ_H)``; it is the one-layer case of Dang et al.'s
+  imbalanced theorem, whose deep-linear version is not implemented.)
+* Fang et al. 2021, "Exploring deep neural networks via layer-peeled model: minority collapse in
+  imbalanced training" (PNAS): as the imbalance ratio grows the classifier rows of the minority
+  classes converge to one vector; ``minority_collapse`` is their mean pairwise cosine (-> 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dynkit.errors import InvalidArgumentError
+
+from .collapse import CollapseResult, check_classifier
+from .collapse_stream import CollapseAccumulator
+
+
+def _class_means(features, labels, num_classes):
+    acc = CollapseAccumulator(num_classes)
+    acc.update(features, labels)
+    return acc.counts, acc.means
+
+
+def class_norms(features, labels, W=None, *, num_classes: int | None = None) -> pd.DataFrame:
+    """One row per class: ``class, count, mean_norm`` (‖μ_k‖, uncentred), ``centred_mean_norm``
+    (‖μ_k - μ_G‖, sample-weighted global mean) and, given ``W`` ``(C, D)``, ``w_norm`` (‖w_k‖)."""
+    if W is not None:
+        num_classes = np.shape(W)[0] if num_classes is None else num_classes
+    counts, means = _class_means(features, labels, num_classes)
+    mu_g = counts @ means / counts.sum()
+    df = pd.DataFrame({
+        "class": np.arange(len(counts)),
+        "count": counts,
+        "mean_norm": np.linalg.norm(means, axis=1),
+        "centred_mean_norm": np.linalg.norm(means - mu_g, axis=1),
+    })
+    if W is not None:
+        W, _ = check_classifier(W, None, len(counts), means.shape[1])
+        df["w_norm"] = np.linalg.norm(W, axis=1)
+    return df[counts > 0].reset_index(drop=True)
+
+
+def orthogonality(V) -> float:
+    """``mean_{k≠l} |cos(v_k, v_l)|`` over the rows of ``V``: 0 exactly for an orthogonal frame
+    (Dang et al. 2023), ``1/(C-1)`` for a simplex ETF."""
+    V = np.asarray(V, dtype=np.float64)
+    u = V / np.linalg.norm(V, axis=1, keepdims=True)
+    iu = np.triu_indices(len(V), 1)
+    return float(np.mean(np.abs((u @ u.T)[iu])))
+
+
+def ufm_imbalanced_norms(counts, lambda_W: float, lambda_H: float) -> pd.DataFrame:
+    """Predicted norms of the bias-free MSE UFM minimiser (module docstring, Dang et al. 2023):
+    columns ``class, count, w_norm, h_norm`` with ``‖w_k‖² = √(n_k λ_H/λ_W) p_k``,
+    ``‖h_k‖² = √(λ_W/(n_k λ_H)) p_k``, ``p_k = (1 - N√(λ_Wλ_H/n_k))_+``."""
+    n = np.asarray(counts, dtype=np.float64)
+    if n.ndim != 1 or np.any(n <= 0) or lambda_W <= 0 or lambda_H <= 0:
+        raise InvalidArgumentError(
+            "counts must be a 1-D array of positive class counts and lambda_W, lambda_H > 0"
+        )
+    p = np.maximum(1.0 - n.sum() * np.sqrt(lambda_W * lambda_H / n), 0.0)
+    return pd.DataFrame({
+        "class": np.arange(len(n)),
+        "count": n.astype(np.int64),
+        "w_norm": np.sqrt(np.sqrt(n * lambda_H / lambda_W) * p),
+        "h_norm": np.sqrt(np.sqrt(lambda_W / (n * lambda_H)) * p),
+    })
+
+
+def minority_collapse(W, counts, minority=None) -> float:
+    """Mean pairwise cosine between the classifier rows of the minority classes (Fang et al.
+    2021); 1 when they have collapsed onto one direction. ``minority`` lists class indices
+    (default: classes with fewer samples than the largest class)."""
+    W = np.asarray(W, dtype=np.float64)
+    counts = np.asarray(counts)
+    idx = np.flatnonzero(counts < counts.max()) if minority is None else np.asarray(minority)
+    if len(idx) < 2:
+        raise InvalidArgumentError(
+            f"minority collapse needs at least 2 minority classes; got {list(idx)}"
+        )
+    u = W[idx] / np.linalg.norm(W[idx], axis=1, keepdims=True)
+    iu = np.triu_indices(len(idx), 1)
+    return float(np.mean((u @ u.T)[iu]))
+
+
+def imbalanced_collapse(
+    features,
+    labels,
+    W=None,
+    *,
+    num_classes: int | None = None,
+    lambda_W: float | None = None,
+    lambda_H: float | None = None,
+    minority=None,
+) -> CollapseResult:
+    """Compare measured geometry with the imbalanced predictions (Dang et al. 2023, Fang et al.
+    2021). Keys: ``orthogonality`` (of the uncentred class means, 0 predicted); given ``W``:
+    ``orthogonality_W``, ``alignment`` (``‖W/‖W‖_F - Γ/‖Γ‖_F‖_F²`` with rows ``γ_k = √n_k μ_k``),
+    ``norm_ratio_cv`` (coefficient of variation over classes of ``‖w_k‖ / (√n_k ‖μ_k‖)``) and,
+    with at least two minority classes, ``minority_collapse``; given ``lambda_W, lambda_H``:
+    ``mean_norm_error`` / ``w_norm_error`` (largest relative deviation from
+    ``ufm_imbalanced_norms``; needs every class above the collapse threshold).
+
+    At the minimiser ``w_k = √(λ_H/λ_W) √n_k μ_k`` for every class, so ``orthogonality``,
+    ``orthogonality_W``, ``alignment`` and ``norm_ratio_cv`` are all predicted to be 0 whatever
+    λ_W, λ_H are. Classes without samples are left out.
+    """
+    if W is not None:
+        num_classes = np.shape(W)[0] if num_classes is None else num_classes
+    counts, means = _class_means(features, labels, num_classes)
+    present = counts > 0
+    n, mu = counts[present].astype(np.float64), means[present]
+    out = {"orthogonality": orthogonality(mu)}
+    if W is not None:
+        W, _ = check_classifier(W, None, len(counts), means.shape[1])
+        Wp = W[present]
+        out["orthogonality_W"] = orthogonality(Wp)
+        gamma = np.sqrt(n)[:, None] * mu
+        out["alignment"] = float(
+            np.linalg.norm(Wp / np.linalg.norm(Wp) - gamma / np.linalg.norm(gamma)) ** 2
+        )
+        ratio = np.linalg.norm(Wp, axis=1) / (np.sqrt(n) * np.linalg.norm(mu, axis=1))
+        out["norm_ratio_cv"] = float(np.std(ratio) / np.mean(ratio))
+        if minority is None:
+            minority = np.flatnonzero(present & (counts < counts.max()))
+        if len(minority) >= 2:
+            out["minority_collapse"] = minority_collapse(W, counts, minority)
+    if lambda_W is not None and lambda_H is not None:
+        pred = ufm_imbalanced_norms(n, lambda_W, lambda_H)
+        h = pred["h_norm"].to_numpy()
+        out["mean_norm_error"] = float(np.max(np.abs(np.linalg.norm(mu, axis=1) - h) / h))
+        if W is not None:
+            w = pred["w_norm"].to_numpy()
+            out["w_norm_error"] = float(np.max(np.abs(np.linalg.norm(Wp, axis=1) - w) / w))
+    return CollapseResult(out)

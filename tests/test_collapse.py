@@ -1,0 +1,358 @@
+"""Neural-collapse metrics against closed forms, symmetries and an independent dense reference."""
+
+from types import SimpleNamespace
+
+import jax
+import numpy as np
+import pytest
+from dynkit.analyses import collapse as co
+from dynkit.analyses import collapse_imbalanced as ci
+from dynkit.analyses.collapse_stream import CollapseAccumulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import minimize
+
+import dynkit as dk
+from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
+from dynkit.registry import METRICS
+
+
+# --------------------------------------------------------------------- independent reference
+def reference(h, y, W=None, b=None, global_mean="samples", centred=True):
+    """Plain dense NC1-NC4 straight from the definitions (D x D matrices, np.linalg.pinv)."""
+    classes = np.unique(y)
+    C, N = len(classes), len(y)
+    mu = np.stack([h[y == c].mean(0) for c in classes])
+    mu_g = h.mean(0) if global_mean == "samples" else mu.mean(0)
+    sw = sum(np.outer(h[i] - mu[np.searchsorted(classes, y[i])],
+                      h[i] - mu[np.searchsorted(classes, y[i])]) for i in range(N)) / N
+    sb = sum(np.outer(m - mu_g, m - mu_g) for m in mu) / C
+    out = {"nc1": np.trace(sw @ np.linalg.pinv(sb, rcond=1e-10, hermitian=True)) / C,
+           "nc1_trace_ratio": np.trace(sw) / np.trace(sb)}
+    V = mu - mu_g if centred else mu
+    norms = np.linalg.norm(V, axis=1)
+    out["nc2_equinorm"] = norms.std() / norms.mean()
+    cos = [V[i] @ V[j] / norms[i] / norms[j] for i in range(C) for j in range(i + 1, C)]
+    out["nc2_equiangle"] = np.std(cos)
+    out["nc2_equiangle_shift"] = np.mean(np.abs(np.array(cos) + 1 / (C - 1)))
+    G = V @ V.T
+    P = np.eye(C) - 1 / C
+    out["nc2_etf"] = np.linalg.norm(G / np.linalg.norm(G) - P / np.linalg.norm(P))
+    if W is not None:
+        Wp = W[classes]
+        wn = np.linalg.norm(Wp, axis=1)
+        out["nc2_equinorm_W"] = wn.std() / wn.mean()
+        out["nc2_equiangle_W"] = np.std(
+            [Wp[i] @ Wp[j] / wn[i] / wn[j] for i in range(C) for j in range(i + 1, C)])
+        out["nc3"] = np.sum((Wp / np.linalg.norm(Wp) - V / np.linalg.norm(V)) ** 2)
+        pred = np.argmax(h @ W.T + (0 if b is None else b), axis=1)
+        ncc = classes[np.argmin(((h[:, None, :] - mu[None]) ** 2).sum(-1), axis=1)]
+        out["nc4"] = np.mean(ncc != pred)
+    return out
+
+
+def random_problem(seed, N=120, D=9, C=4, spread=0.7):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, N)
+    y[:C] = np.arange(C)
+    h = rng.normal(size=(C, D))[y] * 2 + spread * rng.normal(size=(N, D))
+    W = rng.normal(size=(C, D))
+    b = rng.normal(size=C)
+    return h, y, W, b
+
+
+def assert_metrics(res, ref, keys=None, rtol=1e-10):
+    keys = keys or [k for k in res if k in ref]
+    assert keys
+    for k in keys:
+        np.testing.assert_allclose(res[k], ref[k], rtol=rtol, atol=1e-12, err_msg=k)
+
+
+def simplex_etf(C, D, seed=0):
+    """Rows: the C vertices of a simplex ETF embedded by a random isometry in R^D."""
+    Q = np.linalg.qr(np.random.default_rng(seed).normal(size=(D, C)))[0]
+    return np.sqrt(C / (C - 1)) * (np.eye(C) - 1 / C) @ Q.T
+
+
+# --------------------------------------------------------------------- closed forms
+@pytest.mark.parametrize("method", ["subspace", "dense"])
+def test_exact_simplex_etf_has_no_collapse_residual(method):
+    C, D, n = 5, 8, 7
+    M = simplex_etf(C, D)
+    y = np.repeat(np.arange(C), n)
+    res = co.neural_collapse(M[y], y, W=M, b=np.zeros(C), method=method)
+    assert set(res) == {"nc1", "nc2_equinorm", "nc2_equiangle", "nc2_equiangle_shift",
+                        "nc2_etf", "nc2_equinorm_W", "nc2_equiangle_W", "nc3", "nc4"}
+    for k, v in res.items():
+        assert abs(v) < 1e-10, (k, v)
+
+
+def test_result_is_frozen_mapping_with_frame():
+    h, y, W, b = random_problem(0)
+    res = co.neural_collapse(h, y, W, b)
+    assert res.nc1 == res["nc1"] and dict(res)["nc3"] == res.nc3
+    df = res.to_frame()
+    assert list(df.columns) == ["metric", "value"] and len(df) == len(res)
+    with pytest.raises(TypeError):
+        res.metrics["nc1"] = 0.0
+    with pytest.raises(AttributeError):
+        _ = res.nc9
+
+
+def test_nc1_closed_form_two_classes_isotropic():
+    # two classes at ±a e_1 with within-class noise exactly ±s along e_1 and e_2:
+    # Σ_B = a² e1e1ᵀ, Σ_W = s²/2 (e1e1ᵀ + e2e2ᵀ) -> NC1 = (s²/2)/a² / C
+    a, s = 3.0, 0.5
+    base = np.array([[s, 0], [-s, 0], [0, s], [0, -s]])
+    h = np.concatenate([base + [a, 0], base - [a, 0]])
+    y = np.repeat([0, 1], 4)
+    res = co.neural_collapse(h, y)
+    assert res.nc1 == pytest.approx(s**2 / 2 / a**2 / 2, rel=1e-12)
+
+
+# --------------------------------------------------------------------- independent reference
+@pytest.mark.parametrize("global_mean", ["samples", "classes"])
+@pytest.mark.parametrize("nc2_variant", ["centred", "uncentred"])
+def test_dense_matches_reference(global_mean, nc2_variant):
+    h, y, W, b = random_problem(1)
+    ref = reference(h, y, W, b, global_mean, nc2_variant == "centred")
+    for method in ("subspace", "dense"):
+        res = co.neural_collapse(h, y, W, b, method=method, global_mean=global_mean,
+                                 nc2_variant=nc2_variant)
+        assert_metrics(res, ref)
+    tr = co.neural_collapse(h, y, nc1_variant="trace_ratio", global_mean=global_mean)
+    assert tr.nc1 == pytest.approx(ref["nc1_trace_ratio"], rel=1e-10)
+
+
+@pytest.mark.parametrize("method", ["subspace", "dense"])
+def test_stream_matches_reference_on_random_batches(method):
+    h, y, W, b = random_problem(2, N=301, D=11, C=5)
+    ref = reference(h, y, W, b)
+    logits = h @ W.T + b
+
+    def batches():  # uneven batches, some missing classes, labels unsorted
+        for i in range(0, len(y), 37):
+            yield h[i:i + 37], y[i:i + 37], logits[i:i + 37]
+
+    res = co.neural_collapse_stream(batches, W, b, method=method)
+    assert_metrics(res, ref)
+    no_w = co.neural_collapse_stream(lambda: ((a, c) for a, c, _ in batches()), method=method)
+    assert "nc3" not in no_w and "nc4" not in no_w
+    assert_metrics(no_w, ref, ["nc1", "nc2_equinorm", "nc2_equiangle", "nc2_etf"])
+
+
+def test_subspace_nc1_equals_dense_when_d_exceeds_n():
+    rng = np.random.default_rng(3)
+    C, D, N = 6, 80, 40
+    y = np.arange(N) % C
+    h = rng.normal(size=(C, D))[y] + 0.3 * rng.normal(size=(N, D))
+    ref = reference(h, y)
+    sub = co.neural_collapse(h, y, method="subspace")
+    dense = co.neural_collapse(h, y, method="dense")
+    assert sub.nc1 == pytest.approx(ref["nc1"], rel=1e-10)
+    assert dense.nc1 == pytest.approx(ref["nc1"], rel=1e-10)
+
+
+def test_accumulator_chan_merge_matches_direct_scatter():
+    h, y, _, _ = random_problem(4, N=200, D=6, C=3)
+    acc = CollapseAccumulator(dense=True)
+    for i in range(0, 200, 23):
+        acc.update(h[i:i + 23] + 1e6, y[i:i + 23])  # large offset: cancellation-free merge
+    st_ = acc.stats()
+    mu = np.stack([h[y == c].mean(0) for c in range(3)])
+    centred = h - mu[y]
+    np.testing.assert_allclose(st_.means, mu + 1e6, rtol=1e-14)
+    np.testing.assert_allclose(st_.scatter, centred.T @ centred, rtol=1e-8)
+    assert st_.within_trace == pytest.approx(np.sum(centred**2), rel=1e-8)
+
+
+def test_nc4_with_given_predictions():
+    h, y, _, _ = random_problem(5)
+    pred = np.random.default_rng(0).integers(0, 4, len(y))
+    mu = np.stack([h[y == c].mean(0) for c in range(4)])
+    ncc = np.argmin(((h[:, None] - mu[None]) ** 2).sum(-1), axis=1)
+    res = co.neural_collapse(h, y, predictions=pred)
+    assert res.nc4 == np.mean(ncc != pred)
+    logits = np.eye(4)[pred]
+    assert co.neural_collapse(h, y, predictions=logits).nc4 == res.nc4
+
+
+# --------------------------------------------------------------------- symmetry
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), scale=st.floats(1e-2, 1e2),
+       method=st.sampled_from(["subspace", "dense"]))
+def test_invariant_to_rotation_and_scaling(seed, scale, method):
+    h, y, W, b = random_problem(seed, N=60, D=7, C=4)
+    R = np.linalg.qr(np.random.default_rng(seed + 1).normal(size=(7, 7)))[0]
+    base = co.neural_collapse(h, y, W, b, method=method)
+    moved = co.neural_collapse(scale * h @ R.T, y, W @ R.T / scale, b, method=method)
+    assert set(base) == set(moved)
+    for k in base:
+        np.testing.assert_allclose(moved[k], base[k], rtol=1e-7, atol=1e-9, err_msg=k)
+
+
+# --------------------------------------------------------------------- bad input
+def test_bad_input():
+    h, y, W, b = random_problem(6)
+    with pytest.raises(InvalidArgumentError, match="at least 2 classes"):
+        co.neural_collapse(h, np.zeros(len(y), int))
+    with pytest.raises(ShapeMismatchError, match="labels"):
+        co.neural_collapse(h, y[:-1])
+    bad = h.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        co.neural_collapse(bad, y)
+    with pytest.raises(ShapeMismatchError, match="W must have shape"):
+        co.neural_collapse(h, y, W.T)
+    with pytest.raises(ShapeMismatchError, match="W must have shape"):
+        co.neural_collapse(h, y, W[:, :-1])
+    with pytest.raises(ShapeMismatchError, match="bias"):
+        co.neural_collapse(h, y, W, b[:-1])
+    with pytest.raises(ShapeMismatchError):
+        co.neural_collapse(h[0], y)
+    with pytest.raises(ShapeMismatchError, match="predictions"):
+        co.neural_collapse(h, y, predictions=y[:-2])
+    with pytest.raises(InvalidArgumentError, match="integer"):
+        co.neural_collapse(h, y.astype(float))
+    with pytest.raises(InvalidArgumentError, match="nc2_variant"):
+        co.neural_collapse(h, y, nc2_variant="bogus")
+
+
+def test_stream_detects_a_one_shot_iterator():
+    h, y, _, _ = random_problem(7)
+    it = iter([(h, y)])
+    with pytest.raises(InvalidArgumentError, match="same samples"):
+        co.neural_collapse_stream(lambda: it)
+
+
+# --------------------------------------------------------------------- models
+@pytest.fixture(scope="module")
+def trained_like():
+    model = dk.models.mlp(in_dim=5, widths=[16, 12], out_dim=3, parameterization="ntk", alpha=0.5,
+                          b_std=0.3)
+    params = model.init(jax.random.PRNGKey(0), dtype=np.float64)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 5))
+    y = np.arange(90) % 3
+    return model, params, x, y
+
+
+def test_readout_reproduces_logits(trained_like):
+    model, params, x, _ = trained_like
+    W, b = co.readout(model, params)
+    feats = np.asarray(model.features(params, x))
+    np.testing.assert_allclose(feats @ W.T + b, np.asarray(model.apply(params, x)), rtol=1e-12)
+
+
+def test_collapse_of_model_equals_dense(trained_like):
+    model, params, x, y = trained_like
+    feats = np.asarray(model.features(params, x))
+    logits = np.asarray(model.apply(params, x))
+    W, b = co.readout(model, params)
+    ref = reference(feats, y, W, b)
+    res = co.collapse_of_model(model, params, x, y, batch_size=32)
+    assert_metrics(res, ref, rtol=1e-9)
+    assert res.nc4 == co.neural_collapse(feats, y, predictions=logits).nc4
+
+
+def test_collapse_by_layer(trained_like):
+    model, params, x, y = trained_like
+    df = co.collapse_by_layer(model, params, x, y, batch_size=40)
+    assert list(df.columns) == ["layer", "metric", "value"]
+    assert list(dict.fromkeys(df.layer)) == model.layer_names()
+    logits = np.asarray(model.apply(params, x))
+    inter = model.intermediates(params, x)
+    for layer, acts in inter.items():
+        got = df[df.layer == layer].set_index("metric").value
+        ref = co.neural_collapse(np.asarray(acts), y, predictions=logits)
+        for k in ("nc1", "nc2_etf", "nc4"):
+            assert got[k] == pytest.approx(ref[k], rel=1e-9, abs=1e-12)
+    feat = df[df.layer == model.feature].set_index("metric").value
+    assert feat["nc3"] == pytest.approx(co.collapse_of_model(model, params, x, y).nc3, rel=1e-9)
+
+
+def test_readout_rejects_non_dense_head():
+    model = dk.models.mlp(in_dim=3, widths=[4], out_dim=2)
+    nodes = model.nodes + (dk.models.Node("post", "relu", (model.output,), {}),)
+    broken = type(model)(model.config, nodes, "post", model.feature, model.input_shape)
+    with pytest.raises(UnsupportedLayerError):
+        co.readout(broken, model.init(jax.random.PRNGKey(0)))
+
+
+def test_registered_metric(trained_like):
+    model, params, x, y = trained_like
+    data = SimpleNamespace(x_train=x, y_train=y, x_test=x[:30], y_test=y[:30], num_classes=3)
+    df = METRICS.get("collapse").func(model, params, data)
+    assert list(df.columns) == ["metric", "value", "split"]
+    assert set(df.split) == {"train", "test"}
+    train = df[df.split == "train"].set_index("metric").value
+    assert train["nc1"] == pytest.approx(co.collapse_of_model(model, params, x, y).nc1, rel=1e-12)
+
+
+# --------------------------------------------------------------------- imbalanced
+def orthogonal_frame(counts, lam_w, lam_h, D, seed=0):
+    pred = ci.ufm_imbalanced_norms(counts, lam_w, lam_h)
+    C = len(counts)
+    Q = np.linalg.qr(np.random.default_rng(seed).normal(size=(D, C)))[0].T
+    y = np.repeat(np.arange(C), counts)
+    H = (pred.h_norm.to_numpy()[:, None] * Q)[y]
+    W = pred.w_norm.to_numpy()[:, None] * Q
+    return H, y, W, pred
+
+
+def test_constructed_orthogonal_frame_gives_predicted_values():
+    counts, lw, lh = np.array([40, 40, 10, 5, 5]), 1e-4, 2e-4
+    H, y, W, pred = orthogonal_frame(counts, lw, lh, D=8)
+    res = ci.imbalanced_collapse(H, y, W, lambda_W=lw, lambda_H=lh)
+    for k in ("orthogonality", "orthogonality_W", "alignment", "norm_ratio_cv",
+              "mean_norm_error", "w_norm_error"):
+        assert abs(res[k]) < 1e-12, (k, res[k])
+    assert res.minority_collapse == pytest.approx(0.0, abs=1e-12)  # orthogonal rows
+    ratio = pred.w_norm / pred.h_norm
+    np.testing.assert_allclose(ratio, np.sqrt(counts * lh / lw), rtol=1e-12)
+    table = ci.class_norms(H, y, W)
+    np.testing.assert_allclose(table.mean_norm, pred.h_norm, rtol=1e-12)
+    np.testing.assert_allclose(table.w_norm, pred.w_norm, rtol=1e-12)
+    assert list(table["count"]) == list(counts)
+    # the balanced-data ETF measure is far from 0 on an orthogonal frame
+    assert co.neural_collapse(H, y, W).nc2_etf > 0.1
+
+
+def test_ufm_prediction_matches_numerical_minimiser():
+    counts, lw, lh = np.array([6, 3, 2]), 5e-3, 5e-3
+    C, D, N = 3, 4, counts.sum()
+    y = np.repeat(np.arange(C), counts)
+    Y = np.eye(C)[y].T
+
+    def loss(z):
+        W, H = z[:C * D].reshape(C, D), z[C * D:].reshape(D, N)
+        R = W @ H - Y
+        f = np.sum(R**2) / (2 * N) + lw / 2 * np.sum(W**2) + lh / 2 * np.sum(H**2)
+        g = np.concatenate([(R @ H.T / N + lw * W).ravel(), (W.T @ R / N + lh * H).ravel()])
+        return f, g
+
+    z0 = np.random.default_rng(0).normal(scale=0.5, size=C * D + D * N)
+    opts = {"gtol": 1e-12, "ftol": 1e-15, "maxiter": 20000}
+    z = minimize(loss, z0, jac=True, method="L-BFGS-B", options=opts).x
+    W, H = z[:C * D].reshape(C, D), z[C * D:].reshape(D, N)
+    pred = ci.ufm_imbalanced_norms(counts, lw, lh)
+    np.testing.assert_allclose(np.linalg.norm(W, axis=1), pred.w_norm, rtol=1e-4)
+    res = ci.imbalanced_collapse(H.T, y, W, lambda_W=lw, lambda_H=lh)
+    assert res.orthogonality < 1e-4 and res.norm_ratio_cv < 1e-4 and res.mean_norm_error < 1e-4
+
+
+def test_minority_collapse_and_thresholds():
+    counts = np.array([50, 50, 2, 2, 2])
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(5, 6))
+    W[2:] = 3.0 * W[2]  # minority rows collapsed onto one direction
+    assert ci.minority_collapse(W, counts) == pytest.approx(1.0, abs=1e-12)
+    assert ci.orthogonality(simplex_etf(5, 7)) == pytest.approx(1 / 4, rel=1e-12)
+    # a class survives iff n_k > N² λ_W λ_H (N = 106)
+    alive = ci.ufm_imbalanced_norms(counts, 1e-2, 1e-2)  # threshold 1.12 < 2
+    assert np.all(alive.w_norm > 0) and np.all(alive.h_norm > 0)
+    dead = ci.ufm_imbalanced_norms(counts, 2e-2, 2e-2)  # threshold 4.49: minorities vanish
+    np.testing.assert_array_equal(dead.w_norm.to_numpy()[2:], 0.0)
+    assert np.all(dead.w_norm.to_numpy()[:2] > 0)
+    with pytest.raises(InvalidArgumentError):
+        ci.minority_collapse(W, np.array([5, 5, 5, 5, 1]))
