@@ -1,6 +1,7 @@
 """dynkit: theory and analysis of neural-network training dynamics."""
 
-from dynkit import models
+from dynkit import data, models, registry
+from dynkit.checkpoints import Checkpoint, load_checkpoint, load_run, save_checkpoint
 from dynkit.errors import (
     CheckpointError,
     DynkitError,
@@ -13,6 +14,7 @@ from dynkit.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "DynkitError", "InvalidArgumentError", "MissingDependencyError",
-    "ShapeMismatchError", "UnsupportedLayerError", "models",
+    "Checkpoint", "CheckpointError", "DynkitError", "InvalidArgumentError",
+    "MissingDependencyError", "ShapeMismatchError", "UnsupportedLayerError", "data",
+    "load_checkpoint", "load_run", "models", "registry", "save_checkpoint",
 ]

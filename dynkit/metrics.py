@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dynkit.checkpoints import load_checkpoint
 from dynkit.losses import accuracy, loss_fn
 from dynkit.models.graph import split_params
 from dynkit.registry import METRICS
@@ -80,6 +79,6 @@ def metrics_over_run(run, data, names, every: int = 1, progress: bool = True) ->
     indices = sorted(set(range(0, len(run), every)) | {len(run) - 1})
     frames = []
     for i in tqdm(indices, desc="checkpoints", disable=not progress):
-        ckpt = load_checkpoint(run.paths[i])
+        ckpt = run[i]
         frames.append(compute_metrics(ckpt.model, ckpt.params, data, names).assign(step=ckpt.step))
     return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,94 @@
+"""``load_checkpoint``: one entry point for native and foreign checkpoint files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+
+from dynkit.checkpoints.native import (
+    check_dtypes,
+    check_params,
+    read_npz,
+    read_safetensors,
+    sniff_format,
+    unflatten_params,
+    warn_nonfinite,
+)
+from dynkit.checkpoints.torch_import import convert_state_dict, read_pt
+from dynkit.errors import CheckpointError, DynkitError
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """A loaded checkpoint: the model, its params (``{node: {param: jax array}}``), the
+    training step (or None), user metadata (or None) and the file it came from."""
+
+    model: Any
+    params: dict
+    step: int | None
+    meta: Mapping[str, Any] | None
+    path: Path
+
+
+def load_checkpoint(path, *, model=None) -> Checkpoint:
+    """Load a checkpoint safely (no code from the file is ever executed).
+
+    * dynkit safetensors/npz (written by ``save_checkpoint``): the model is rebuilt from the
+      stored config; ``model=`` may be given to use that model instead (shapes are checked).
+    * foreign files (a PyTorch ``.pt``/``.pth`` state_dict, a safetensors or npz file of
+      torch-named tensors): ``model=`` is required; the tensors are converted with the name map
+      of ``model.arch`` (``dynkit.checkpoints.convert_state_dict``). ``.pt`` files are read with
+      ``torch.load(weights_only=True)`` and need the ``dynkit[torch]`` extra.
+
+    The format is detected from the content, so a renamed file is never misread. Errors are
+    ``CheckpointError`` (missing, truncated, corrupt, foreign, unsafe, wrong keys) or
+    ``ShapeMismatchError``; NaN/Inf weights give a ``RuntimeWarning`` naming the tensors.
+    """
+    path = Path(path)
+    fmt = sniff_format(path)
+    source = repr(str(path))
+    step = None
+    if fmt == "pt":
+        tensors, step = read_pt(path)
+        header = None
+    elif fmt == "safetensors":
+        tensors, header = read_safetensors(path)
+    else:
+        tensors, header = read_npz(path)
+    check_dtypes(tensors, source)
+    warn_nonfinite(tensors, source)
+
+    if header is not None:
+        if model is None:
+            model = _rebuild(header["config"], source)
+        params = unflatten_params(tensors)
+        check_params(model, params, source)
+        params = {n: {k: jnp.asarray(v) for k, v in e.items()} for n, e in params.items()}
+        return Checkpoint(model, params, header.get("step"), header.get("meta"), path)
+
+    if model is None:
+        raise CheckpointError(
+            f"{source} is a foreign {fmt} checkpoint (not written by dynkit), so it does not "
+            f"say which architecture it holds: pass model=, e.g. "
+            f"load_checkpoint(path, model=dynkit.models.resnet18(...))"
+        )
+    try:
+        params = convert_state_dict(model, tensors)
+    except DynkitError as exc:
+        raise type(exc)(f"{source}: {exc}") from exc
+    return Checkpoint(model, params, step, {"source": fmt}, path)
+
+
+def _rebuild(config: Mapping[str, Any], source: str):
+    from dynkit.models import build
+
+    try:
+        return build(config)
+    except DynkitError as exc:
+        raise CheckpointError(
+            f"{source}: cannot rebuild the model from the stored config {dict(config)}: {exc}"
+        ) from exc
