@@ -572,3 +572,15 @@ def test_load_run_bad_input(tmp_path):
     dk.save_checkpoint(tmp_path / "final.npz", model, params)
     with pytest.raises(CheckpointError, match="cannot tell the step.*final.npz"):
         dk.load_run(tmp_path)
+
+
+def test_safetensors_header_length_starting_like_a_pickle_is_not_a_pickle(tmp_path):
+    # a header of length 0x380 makes the file start with b"\x80\x03", the pickle protocol-3 mark
+    from dynkit.checkpoints.native import sniff_format
+
+    path = tmp_path / "x.safetensors"
+    header = b'{"__metadata__":{"a":"' + b"b" * (0x380 - 25) + b'"}}'
+    assert len(header) == 0x380
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    assert path.read_bytes()[:2] == b"\x80\x03"
+    assert sniff_format(path) == "safetensors"

@@ -223,12 +223,13 @@ def sniff_format(path: Path) -> str:
         if any(n.endswith("data.pkl") for n in names):
             return "pt"
         return "npz"
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "pt"
+    # safetensors first: its u64 header length can start with 0x80 like a pickle (e.g. 0x380)
     if len(head) >= 9 and head[8:9] == b"{":
         (n,) = struct.unpack("<Q", head[:8])
         if n <= _MAX_HEADER:
             return "safetensors"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pt"
     what = next((d for sig, d in _SIGNATURES.items() if head.startswith(sig)), None)
     if what is None:
         what = "empty" if size == 0 else f"of unknown format (first bytes {head[:8]!r})"
