@@ -35,6 +35,7 @@ def layer_scales(
     """Initialisation std and forward multipliers of one layer (table in the module doc).
 
     ``role`` is ``"input"``, ``"hidden"`` or ``"readout"``."""
+    W_std, b_std = float(W_std), float(b_std)  # numpy scalars would promote float32 weights
     if parameterization not in PARAMETERIZATIONS:
         raise InvalidArgumentError(
             f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"

@@ -1,0 +1,358 @@
+"""A small optax trainer that writes a checkpoint series, a metrics table and a resumable state.
+
+``fit(model, data, ...)`` runs mini-batch training with a jit-compiled step. With ``out_dir`` it
+writes, at step 0, every ``save_every`` steps and at the end:
+
+* ``step_{step:06d}.safetensors``: the parameters (``dynkit.save_checkpoint``, run info in
+  ``meta``);
+* ``metrics.csv``: the tidy history (``step, epoch, split, loss, accuracy``) so far;
+* ``trainer_state.npz``: parameters, flattened optax state leaves, step and run info (no pickle).
+
+Every file is replaced atomically (temporary file, then ``os.replace``) and
+``trainer_state.npz`` is written last, so a run killed at any moment (SIGKILL, Ctrl-C) resumes
+from its last complete save point. The data order depends only on ``(seed, epoch)``, so a
+resumed run ends with the same parameters as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+from tqdm.auto import tqdm
+
+from dynkit.data import Dataset, load
+from dynkit.errors import CheckpointError, InvalidArgumentError, ShapeMismatchError
+from dynkit.io import atomic_write
+from dynkit.losses import LOSSES, accuracy, loss_fn
+from dynkit.models.graph import Model, Params, merge_params, split_params
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+STATE_FILE = "trainer_state.npz"
+METRICS_FILE = "metrics.csv"
+COLUMNS = ["step", "epoch", "split", "loss", "accuracy"]
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    """Final parameters, the tidy history (one row per step and split) and the output folder."""
+
+    params: Params
+    history: pd.DataFrame
+    out_dir: Path | None
+
+
+def make_optimizer(name: str, lr: float, momentum: float = 0.9,
+                   weight_decay: float = 0.0) -> optax.GradientTransformation:
+    """The optax transformation for ``name``, acting on trainable parameters only.
+
+    ``sgd``: ``p <- p - lr (g + wd p)``; ``momentum``: heavy ball ``m <- mu m + g + wd p``,
+    ``p <- p - lr m`` (PyTorch's SGD with momentum); ``adam``: Adam (Kingma & Ba 2015) on
+    ``g + wd p`` (coupled L2); ``adamw``: decoupled weight decay ``p <- p - lr (adam + wd p)``
+    (Loshchilov & Hutter 2019)."""
+    if name not in OPTIMIZERS:
+        raise InvalidArgumentError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    if not lr > 0:
+        raise InvalidArgumentError(f"lr must be > 0, got {lr}")
+    if weight_decay < 0:
+        raise InvalidArgumentError(f"weight_decay must be >= 0, got {weight_decay}")
+    if name == "adamw":
+        return optax.adamw(lr, weight_decay=weight_decay)
+    base = {
+        "sgd": lambda: optax.sgd(lr),
+        "momentum": lambda: optax.sgd(lr, momentum=momentum),
+        "adam": lambda: optax.adam(lr),
+    }[name]()
+    return optax.chain(optax.add_decayed_weights(weight_decay), base)
+
+
+def fit(
+    model: Model,
+    data: Dataset | str,
+    *,
+    optimizer: str = "sgd",
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    batch_size: int = 128,
+    epochs: int | None = 10,
+    steps: int | None = None,
+    loss: str = "cross_entropy",
+    seed: int = 0,
+    params: Params | None = None,
+    out_dir: str | os.PathLike | None = None,
+    save_every: int | None = None,
+    progress: bool = True,
+    resume: bool = True,
+) -> TrainResult:
+    """Train ``model`` on ``data`` (a ``Dataset`` or a ``dynkit.data`` name) by mini-batch
+    gradient descent; see the module docstring for the files written to ``out_dir``.
+
+    Each step uses ``batch_size`` examples (``min(batch_size, n_train)``), the slice of the
+    epoch's permutation ``default_rng((seed, epoch)).permutation(n_train)`` (the last partial
+    batch of an epoch is dropped). ``steps`` overrides ``epochs``. Parameters start at
+    ``params`` or ``model.init(PRNGKey(seed))``. BatchNorm models train with
+    ``model.apply_train`` (running statistics updated, never decayed nor differentiated) and
+    are evaluated with ``model.apply(train=False)``. ``loss`` is ``cross_entropy`` or ``mse``
+    (``(1/2n) sum |f - y|^2``, one-hot targets for classification). ``weight_decay`` acts on
+    every trained leaf (weights, biases, BatchNorm scale/bias, as PyTorch's default), never on
+    running statistics; see ``make_optimizer`` for the update rules. Train and test loss and
+    accuracy (NaN for regression) are recorded at step 0, every ``save_every`` steps and at the
+    end. With ``resume`` and an ``out_dir`` holding ``trainer_state.npz`` of the same run,
+    training continues from its step."""
+    if isinstance(data, str):
+        data = load(data, seed=seed)
+    if loss not in LOSSES:
+        raise InvalidArgumentError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if loss == "cross_entropy" and data.task != "classification":
+        raise InvalidArgumentError(f"loss='cross_entropy' needs a classification data set; "
+                                   f"{data.name!r} is {data.task}: use loss='mse'")
+    if int(batch_size) < 1:
+        raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
+    if save_every is not None and int(save_every) < 1:
+        raise InvalidArgumentError(f"save_every must be >= 1 steps, got {save_every}")
+    opt = make_optimizer(optimizer, lr, momentum, weight_decay)
+
+    n = len(data.x_train)
+    if n < 1:
+        raise InvalidArgumentError(f"data set {data.name!r} has no training examples")
+    bs = min(int(batch_size), n)
+    per_epoch = n // bs
+    if steps is not None:
+        total = int(steps)
+    elif epochs is not None:
+        total = int(epochs) * per_epoch
+    else:
+        raise InvalidArgumentError("give the training length as epochs=... or steps=...")
+    if total < 0:
+        raise InvalidArgumentError(f"the number of steps must be >= 0, got {total}")
+
+    key = jax.random.PRNGKey(seed)
+    # shapes and dtypes only: bad input fails before anything is compiled
+    abstract = jax.eval_shape(model.init, key) if params is None else params
+    dtype = jnp.result_type(*(leaf.dtype for leaf in jax.tree_util.tree_leaves(abstract)))
+    _check_model_data(model, abstract, data, loss, dtype)
+    run = {"optimizer": optimizer, "lr": float(lr), "momentum": float(momentum),
+           "weight_decay": float(weight_decay), "batch_size": bs, "seed": int(seed),
+           "loss": loss, "data": data.name, "n_train": n,
+           "model": json.loads(json.dumps(dict(model.config)))}
+
+    out = Path(out_dir) if out_dir is not None else None
+    start, rows = 0, []
+    if out is not None and (out / STATE_FILE).exists():
+        if not resume:
+            raise InvalidArgumentError(
+                f"{str(out)!r} already holds a training run ({STATE_FILE}); pass resume=True "
+                "to continue it, or choose an empty out_dir")
+        trainable, stats = split_params(abstract)
+        start, trainable, stats, opt_state = _load_state(
+            out / STATE_FILE, run, trainable, stats, jax.eval_shape(opt.init, trainable))
+        if start > total:
+            raise InvalidArgumentError(f"the run in {str(out)!r} is already at step {start}, "
+                                       f"beyond the requested {total} steps")
+        rows = _load_rows(out / METRICS_FILE, start)
+    else:
+        trainable, stats = split_params(model.init(key) if params is None else params)
+        opt_state = opt.init(trainable)
+
+    x_all = jnp.asarray(data.x_train, dtype)
+    y_all = jnp.asarray(data.y_train, dtype if data.task == "regression" else None)
+    step_fn = _make_step(model, optimizer, float(lr), float(momentum), float(weight_decay),
+                         loss, data.num_classes)
+    evaluate = _make_evaluator(model, data, loss, dtype)
+    points = {0, total} | (set(range(0, total, int(save_every))) if save_every else set())
+
+    def save_point(step: int) -> None:
+        p = merge_params(trainable, stats)
+        epoch = step / per_epoch
+        rows.extend(dict(step=step, epoch=epoch, **r) for r in evaluate(p))
+        if out is None:
+            return
+        from dynkit.checkpoints import save_checkpoint
+
+        meta = {k: v for k, v in run.items() if k not in ("model", "n_train")}
+        save_checkpoint(out / f"step_{step:06d}.safetensors", model, p, step=step,
+                        meta=dict(meta, epoch=epoch))
+        with atomic_write(out / METRICS_FILE, "w", newline="") as f:
+            _history(rows).to_csv(f, index=False)
+        _save_state(out / STATE_FILE, step, run, p, opt_state)
+
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if start == 0 and not rows:
+        save_point(0)
+    with tqdm(total=total, initial=start, disable=not progress, desc=f"train {data.name}",
+              unit="step") as bar:
+        order_epoch, order = -1, None
+        for step in range(start, total):
+            epoch, i = divmod(step, per_epoch)
+            if epoch != order_epoch:
+                order_epoch, order = epoch, _epoch_order(seed, epoch, n)
+            idx = order[i * bs:(i + 1) * bs]
+            trainable, stats, opt_state, batch_loss = step_fn(trainable, stats, opt_state,
+                                                              x_all, y_all, idx)
+            bar.update(1)
+            if step + 1 in points:
+                save_point(step + 1)
+                bar.set_postfix(loss=f"{float(batch_loss):.4g}")
+    return TrainResult(merge_params(trainable, stats), _history(rows), out)
+
+
+# --------------------------------------------------------------------- pieces
+def _check_model_data(model: Model, params, data: Dataset, loss: str, dtype) -> None:
+    if tuple(model.input_shape) != data.input_shape:
+        raise ShapeMismatchError(f"model {model.arch!r} takes inputs of shape "
+                                 f"{tuple(model.input_shape)} but data set {data.name!r} has "
+                                 f"{data.input_shape}")
+    x = jax.ShapeDtypeStruct((1, *data.input_shape), dtype)
+    out_shape = jax.eval_shape(lambda p, xb: model.apply(p, xb), params, x).shape[1:]
+    if data.task == "classification":
+        want = (data.num_classes,) if loss == "cross_entropy" or out_shape != (1,) else (1,)
+    else:
+        want = data.y_train.shape[1:]
+    if tuple(out_shape) != tuple(want):
+        raise ShapeMismatchError(f"model {model.arch!r} outputs shape {tuple(out_shape)} per "
+                                 f"example but data set {data.name!r} ({data.task}) needs "
+                                 f"{tuple(want)}")
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng((int(seed), int(epoch))).permutation(n)
+
+
+@functools.lru_cache(maxsize=16)
+def _make_step(model: Model, optimizer: str, lr: float, momentum: float, weight_decay: float,
+               loss: str, num_classes: int | None):
+    """The jit-compiled training step, cached so repeated ``fit`` calls with the same model
+    and settings (resuming, sweeps over seeds) compile once."""
+    opt = make_optimizer(optimizer, lr, momentum, weight_decay)
+    loss_f = loss_fn(loss, num_classes)
+
+    def objective(trainable, stats, xb, yb):
+        p = merge_params(trainable, stats)
+        if model.has_batchnorm:
+            logits, new = model.apply_train(p, xb)
+            stats = jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype),
+                                           split_params(new)[1], stats)
+        else:
+            logits = model.apply(p, xb)
+        return loss_f(logits, yb), stats
+
+    @jax.jit
+    def step(trainable, stats, opt_state, x_all, y_all, idx):
+        (value, stats), grads = jax.value_and_grad(objective, has_aux=True)(
+            trainable, stats, x_all[idx], y_all[idx])
+        updates, opt_state = opt.update(grads, opt_state, trainable)
+        return optax.apply_updates(trainable, updates), stats, opt_state, value
+
+    return step
+
+
+@functools.lru_cache(maxsize=16)
+def _eval_apply(model: Model):
+    return jax.jit(lambda p, xb: model.apply(p, xb, train=False))
+
+
+def _make_evaluator(model: Model, data: Dataset, loss: str, dtype, batch_size: int = 1024):
+    """``params -> [{split, loss, accuracy}]`` with ``model.apply(train=False)``, in chunks of
+    one fixed size (the last one zero-padded) so that a single compilation serves both splits."""
+    loss_f = loss_fn(loss, data.num_classes)
+    apply = _eval_apply(model)
+    splits = {s: data.split(s) for s in ("train", "test")}
+    chunk = min(batch_size, max(len(x) for x, _ in splits.values()))
+
+    def logits_of(params, x):
+        out = []
+        for i in range(0, len(x), chunk):
+            xb = np.asarray(x[i:i + chunk])
+            pad = np.zeros((chunk - len(xb), *xb.shape[1:]), xb.dtype)
+            out.append(apply(params, jnp.asarray(np.concatenate([xb, pad]), dtype))[:len(xb)])
+        return jnp.concatenate(out)
+
+    def evaluate(params) -> list[dict[str, Any]]:
+        rows = []
+        for split, (x, y) in splits.items():
+            if len(x) == 0:
+                continue
+            logits = logits_of(params, x)
+            y = jnp.asarray(y, dtype if data.task == "regression" else None)
+            acc = float(accuracy(logits, y)) if data.task == "classification" else float("nan")
+            rows.append({"split": split, "loss": float(loss_f(logits, y)), "accuracy": acc})
+        return rows
+
+    return evaluate
+
+
+def _history(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return df.astype({"step": "int64", "epoch": "float64", "loss": "float64",
+                      "accuracy": "float64"})
+
+
+def _load_rows(path: Path, upto: int) -> list[dict]:
+    if not path.exists():
+        return []
+    df = pd.read_csv(path)
+    return df[df["step"] <= upto][COLUMNS].to_dict("records")
+
+
+# --------------------------------------------------------------------- resumable state
+def _save_state(path: Path, step: int, run: dict, params: Params, opt_state) -> None:
+    """``trainer_state.npz``: ``step``, ``run`` (JSON), ``params/<node>/<name>`` and the optax
+    state leaves ``opt/<i>`` in ``jax.tree_util`` order."""
+    arrays = {"step": np.asarray(step, np.int64), "run": np.asarray(json.dumps(run))}
+    for node, entry in params.items():
+        for k, v in entry.items():
+            arrays[f"params/{node}/{k}"] = np.asarray(v)
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(opt_state)):
+        arrays[f"opt/{i:05d}"] = np.asarray(leaf)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
+
+
+def _load_state(path: Path, run: dict, trainable, stats, opt_state):
+    """Restore ``(step, trainable, stats, opt_state)`` into the structure, shapes and dtypes of
+    the given templates (arrays or ``jax.ShapeDtypeStruct``), checking the run matches ``run``."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read trainer state {str(path)!r}: {exc}") from exc
+    saved = json.loads(str(arrays["run"]))
+    diff = {k: (saved.get(k), v) for k, v in run.items() if saved.get(k) != v}
+    if diff:
+        raise InvalidArgumentError(
+            f"cannot resume {str(path.parent)!r}: the saved run differs in "
+            + ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, (a, b) in diff.items())
+            + "; use the same settings, or another out_dir")
+
+    def restore(tree, prefix):
+        out = {}
+        for node, entry in tree.items():
+            out[node] = {}
+            for k, v in entry.items():
+                key = f"{prefix}/{node}/{k}"
+                if key not in arrays or arrays[key].shape != v.shape:
+                    raise CheckpointError(f"trainer state {str(path)!r} lacks {key} of shape "
+                                          f"{v.shape}")
+                out[node][k] = jnp.asarray(arrays[key], v.dtype)
+        return out
+
+    leaves, treedef = jax.tree_util.tree_flatten(opt_state)
+    saved_leaves = [arrays.get(f"opt/{i:05d}") for i in range(len(leaves))]
+    if any(s is None or s.shape != v.shape for s, v in zip(saved_leaves, leaves)):
+        raise CheckpointError(f"trainer state {str(path)!r}: optimizer state does not match "
+                              f"the {run['optimizer']!r} optimizer of this model")
+    opt_state = jax.tree_util.tree_unflatten(
+        treedef, [jnp.asarray(s, v.dtype) for s, v in zip(saved_leaves, leaves)])
+    return (int(arrays["step"]), restore(trainable, "params"), restore(stats, "params"),
+            opt_state)
