@@ -30,6 +30,7 @@ import optax
 import pandas as pd
 from tqdm.auto import tqdm
 
+from dynkit.checkpoints.run import TRAINER_STATE
 from dynkit.data import Dataset, load
 from dynkit.errors import CheckpointError, InvalidArgumentError, ShapeMismatchError
 from dynkit.io import atomic_write
@@ -37,7 +38,7 @@ from dynkit.losses import LOSSES, accuracy, loss_fn
 from dynkit.models.graph import Model, Params, merge_params, split_params
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-STATE_FILE = "trainer_state.npz"
+STATE_FILE = TRAINER_STATE  # load_run skips it
 METRICS_FILE = "metrics.csv"
 COLUMNS = ["step", "epoch", "split", "loss", "accuracy"]
 
