@@ -1,4 +1,4 @@
-"""The ``dynkit`` command line: ``train``, ``info``, ``metrics``, ``figures``, ``demo``.
+"""The ``dynkit`` command line: ``train``, ``info``, ``metrics``, ``lmc``, ``figures``, ``demo``.
 
 Every user error is a ``DynkitError``; the CLI prints it on one line and exits with status 2.
 """
@@ -122,6 +122,53 @@ def cmd_metrics(args) -> int:
     return 0
 
 
+def cmd_lmc(args) -> int:
+    import pandas as pd
+
+    from dynkit.analyses import lmc
+    from dynkit.checkpoints import load_checkpoint
+    from dynkit.figures.common import save_figure, save_table
+    from dynkit.figures.lmc_plots import plot_interpolation, plot_layerwise_heatmap
+
+    a, b = load_checkpoint(args.a), load_checkpoint(args.b)
+    if dict(a.model.config) != dict(b.model.config):
+        raise InvalidArgumentError(
+            f"{args.a} ({a.model.arch}) and {args.b} ({b.model.arch}) have different "
+            "architectures; mode connectivity needs two networks of the same architecture")
+    data = _load_data(args)
+    model, pa, pb = a.model, a.params, b.params
+    curves = [lmc.interpolate(model, pa, pb, data.x_train, data.y_train, args.alphas,
+                              x_test=data.x_test, y_test=data.y_test).assign(alignment="none")]
+    if args.align != "none":
+        if args.align == "weights":
+            perm = lmc.weight_matching(model, pa, pb)
+        else:
+            perm = lmc.activation_matching(model, pa, pb, data.x_train)
+        pb = lmc.apply_permutation(model, pb, perm)
+        curves.append(lmc.interpolate(model, pa, pb, data.x_train, data.y_train, args.alphas,
+                                      x_test=data.x_test, y_test=data.y_test)
+                      .assign(alignment=args.align))
+    curve = pd.concat(curves, ignore_index=True)
+    rows = []
+    for (alignment, split), _ in curve.groupby(["alignment", "split"]):
+        c = curve[curve["alignment"] == alignment]
+        rows.append(dict(alignment=alignment, split=split,
+                         loss_barrier=lmc.barrier(c, split=split, definition=args.barrier),
+                         error_barrier=lmc.barrier(c, split=split, metric="error",
+                                                   definition=args.barrier)))
+    barriers = pd.DataFrame(rows)
+    print(barriers.to_string(index=False))
+    layerwise = lmc.layerwise_interpolate(model, a.params, pb, data.x_train, data.y_train,
+                                          alphas=min(args.alphas, 11))
+    out = Path(args.out)
+    paths = [save_table(curve, out / "interpolation.csv"), save_table(barriers, out / "barriers.csv"),
+             save_table(layerwise, out / "layerwise.csv"),
+             save_figure(plot_interpolation(curve), out / "interpolation.png"),
+             save_figure(plot_layerwise_heatmap(layerwise), out / "layerwise.png")]
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_figures(args) -> int:
     from dynkit import figures
 
@@ -182,6 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--every", type=int, default=1, help="every k-th checkpoint of a run")
     m.add_argument("--out", default="dynkit-metrics")
     m.set_defaults(func=cmd_metrics)
+
+    lm = sub.add_parser("lmc", help="linear mode connectivity of two checkpoints")
+    lm.add_argument("a")
+    lm.add_argument("b")
+    data_args(lm)
+    lm.add_argument("--align", choices=["none", "weights", "activations"], default="weights")
+    lm.add_argument("--alphas", type=int, default=21, help="number of points on the segment")
+    lm.add_argument("--barrier", choices=["linear", "mean"], default="linear")
+    lm.add_argument("--out", default="dynkit-lmc")
+    lm.set_defaults(func=cmd_lmc)
 
     f = sub.add_parser("figures", help="paper figures: list | make NAME")
     f.add_argument("action", choices=["list", "make"])

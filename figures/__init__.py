@@ -12,7 +12,12 @@ from pathlib import Path
 from dynkit.registry import FIGURES
 
 #: Modules that register figures (one per paper figure).
-FIGURE_MODULES: tuple[str, ...] = ()
+FIGURE_MODULES: tuple[str, ...] = (
+    "dynkit.figures.lmc_rebasin",
+    "dynkit.figures.layerwise_lmc",
+    "dynkit.figures.lmc_instability",
+    "dynkit.figures.dropout_stability",
+)
 
 
 def load_figures() -> list[str]:

@@ -4,6 +4,7 @@ registered metric along both runs, and write a report folder (HTML + Markdown, P
 from __future__ import annotations
 
 import html
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +12,12 @@ from pathlib import Path
 import pandas as pd
 
 import dynkit as dk
+from dynkit.analyses import lmc
 from dynkit.io import atomic_write
 from dynkit.metrics import load_metrics, metrics_over_run
 from dynkit.train import fit
 from dynkit.figures.common import new_figure, save_figure, save_table, style
+from dynkit.figures.lmc_plots import plot_interpolation
 
 SEEDS = (0, 1)
 
@@ -42,14 +45,17 @@ def run_demo(out_dir: str | Path = "dynkit-report", quick: bool = False, progres
     started = time.perf_counter()
     data = dk.data.load("digits", seed=0)
     model = dk.models.mlp(data.input_shape[0], list(cfg.widths), data.num_classes)
-    histories, tables = [], []
+    histories, tables, finals = [], [], []
     names = load_metrics()
     for seed in cfg.seeds:
         run_dir = out / "runs" / f"seed{seed}"
+        if run_dir.exists():  # the demo owns its report folder: start each run afresh
+            shutil.rmtree(run_dir)
         result = fit(model, data, optimizer="momentum", lr=cfg.lr, batch_size=cfg.batch_size,
                      epochs=cfg.epochs, seed=seed, out_dir=run_dir, save_every=cfg.save_every,
                      progress=progress, resume=False)
         histories.append(result.history.assign(seed=seed))
+        finals.append(result.params)
         tables.append(metrics_over_run(dk.load_run(run_dir), data, names, progress=progress)
                       .assign(seed=seed))
     history = pd.concat(histories, ignore_index=True)
@@ -57,6 +63,7 @@ def run_demo(out_dir: str | Path = "dynkit-report", quick: bool = False, progres
     sections = [_learning_curves(out, history)]
     for group in names:
         sections.append(_metric_section(out, group, metrics[metrics["group"] == group]))
+    sections.append(_lmc_section(out, model, data, *finals[:2]))
     elapsed = time.perf_counter() - started
     return _write_pages(out, model, data, cfg, sections, elapsed)
 
@@ -117,8 +124,28 @@ def _metric_section(out: Path, group: str, df: pd.DataFrame) -> Section:
                    save_table(df, out / "tables" / f"{group}.csv"))
 
 
+def _lmc_section(out: Path, model, data, params_a, params_b) -> Section:
+    curves = []
+    for alignment, pb in (("none", params_b), ("weights", lmc.apply_permutation(
+            model, params_b, lmc.weight_matching(model, params_a, params_b)))):
+        curves.append(lmc.interpolate(model, params_a, pb, data.x_train, data.y_train, 11,
+                                      x_test=data.x_test, y_test=data.y_test)
+                      .assign(alignment=alignment))
+    curve = pd.concat(curves, ignore_index=True)
+    rows = [dict(alignment=a, split=s, loss_barrier=lmc.barrier(g, split=s),
+                 error_barrier=lmc.barrier(g, split=s, metric="error"))
+            for a, g in curve.groupby("alignment") for s in ("train", "test")]
+    table = pd.DataFrame(rows).set_index(["alignment", "split"])
+    return Section("Linear mode connectivity of the two seeds",
+                   "Loss along θ = (1 − α) θ_seed0 + α θ_seed1, naive and after Git Re-Basin "
+                   "weight matching (Ainsworth et al. 2023); barrier = max_α [L(α) − "
+                   "((1 − α) L(0) + α L(1))] (Frankle et al. 2020).",
+                   save_figure(plot_interpolation(curve), out / "lmc_interpolation.png"),
+                   table, save_table(curve, out / "tables" / "lmc_interpolation.csv"))
+
+
 def _markdown_table(df: pd.DataFrame) -> str:
-    flat = df.reset_index()
+    flat = df.reset_index() if any(n is not None for n in df.index.names) else df
     cols = [str(c) if not isinstance(c, int) else f"seed {c}" for c in flat.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in flat.itertuples(index=False):

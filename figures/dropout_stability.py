@@ -1,0 +1,64 @@
+"""``dropout-stability``: keeping k of N hidden units (rescaled by N/k) costs less loss as the
+width N grows, and two wide networks connect through a piecewise-linear path of low loss
+(Shevchenko & Mondelli 2020)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import dynkit as dk
+from dynkit.analyses.lmc_stability import dropout_path, dropout_stability
+from dynkit.figures.common import new_figure, save_figure, save_table, style
+from dynkit.registry import FIGURES
+from dynkit.train import fit
+
+
+def data(quick: bool = False) -> pd.DataFrame:
+    """Δloss vs kept fraction for two-layer nets of several widths on digits, and the path
+    between the two widest networks (rows with ``kind == "path"``)."""
+    digits = dk.data.load("digits", seed=0)
+    widths = (32, 256) if quick else (32, 64, 128, 256, 512, 1024, 2048)
+    train = dict(optimizer="momentum", lr=0.05, epochs=4 if quick else 30, batch_size=64)
+    frames = []
+    for n in widths:
+        model = dk.models.mlp(64, [n], 10)
+        pa, pb = (fit(model, digits, seed=s, progress=False, **train).params for s in (0, 1))
+        ks = sorted({max(1, int(round(f * n))) for f in (0.125, 0.25, 0.5, 0.75, 1.0)})
+        frames.append(dropout_stability(model, pa, digits.x_train, digits.y_train, "act0", ks,
+                                        draws=3 if quick else 10).assign(kind="dropout"))
+    path = dropout_path(model, pa, pb, digits.x_train, digits.y_train, points=6 if quick else 21)
+    frames.append(path.assign(kind="path", N=widths[-1]))
+    df = pd.concat(frames, ignore_index=True)
+    df["keep_fraction"] = df["k"] / df["N"]
+    return df
+
+
+def plot(df: pd.DataFrame):
+    with style():
+        fig, axes = new_figure(1, 2)
+        ax = axes[0, 0]
+        drop = df[df["kind"] == "dropout"]
+        for n, g in drop.groupby("N"):
+            ax.plot(g["keep_fraction"], g["delta_loss"], marker="o", label=f"N = {n}")
+        ax.set_xlabel("kept fraction k / N")
+        ax.set_ylabel("Δ train loss")
+        ax.legend()
+        ax = axes[0, 1]
+        path = df[df["kind"] == "path"].sort_values(["segment", "t"])
+        ax.plot(np.arange(len(path)), path["loss"], marker=".")
+        ax.set_xlabel("position along the piecewise-linear path")
+        ax.set_ylabel("train loss")
+        ax.set_title(f"path between two N = {int(path['N'].iloc[0])} networks")
+        fig.tight_layout()
+    return fig
+
+
+@FIGURES.register("dropout-stability", "Δloss of keeping k of N units, and the dropout path "
+                                       "(Shevchenko & Mondelli 2020)")
+def make(out_dir: Path, quick: bool = False) -> list[Path]:
+    df = data(quick)
+    return [save_figure(plot(df), out_dir / "dropout-stability.png"),
+            save_table(df, out_dir / "dropout-stability.csv")]

@@ -1,0 +1,73 @@
+"""``lmc-rebasin``: loss barrier between two independently trained networks, naive vs after
+Git Re-Basin weight matching, as width grows (Ainsworth, Hayase & Srinivasa 2023, Fig. 2/5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+import dynkit as dk
+from dynkit.analyses import lmc
+from dynkit.figures.common import new_figure, save_figure, save_table, style
+from dynkit.registry import FIGURES
+from dynkit.train import fit
+
+
+def _barriers(model, data, seeds, train_kwargs, label):
+    pa, pb = (fit(model, data, seed=s, progress=False, **train_kwargs).params for s in seeds)
+    aligned = lmc.apply_permutation(model, pb, lmc.weight_matching(model, pa, pb))
+    rows = []
+    for alignment, p in (("naive", pb), ("weight matching", aligned)):
+        curve = lmc.interpolate(model, pa, p, data.x_train, data.y_train, 11,
+                                x_test=data.x_test, y_test=data.y_test)
+        for split in ("train", "test"):
+            rows.append(dict(family=label, alignment=alignment, split=split,
+                             loss_barrier=lmc.barrier(curve, split=split),
+                             error_barrier=lmc.barrier(curve, split=split, metric="error")))
+    return rows
+
+
+def data(quick: bool = False) -> pd.DataFrame:
+    """Barriers for MLPs of growing width on digits (and ResNet-20 of growing width multiplier
+    on 8×8 digits images in full mode)."""
+    digits = dk.data.load("digits", seed=0)
+    widths = (16, 128) if quick else (16, 32, 64, 128, 256, 512, 1024)
+    train = dict(optimizer="momentum", lr=0.05, epochs=4 if quick else 30, batch_size=64)
+    rows = []
+    for w in widths:
+        model = dk.models.mlp(64, [w, w], 10)
+        rows += [dict(r, width=w) for r in _barriers(model, digits, (0, 1), train, "MLP")]
+    if not quick:
+        images = dk.data.load("digits", seed=0, image=True)
+        for k in (1, 2, 4):
+            model = dk.models.build({"arch": "resnet20", "input_shape": [8, 8, 1],
+                                     "num_classes": 10, "width": k})
+            rows += [dict(r, width=16 * k) for r in
+                     _barriers(model, images, (0, 1), dict(train, epochs=15), "ResNet-20")]
+    return pd.DataFrame(rows)
+
+
+def plot(df: pd.DataFrame):
+    families = list(dict.fromkeys(df["family"]))
+    with style():
+        fig, axes = new_figure(1, len(families))
+        for ax, fam in zip(axes[0], families):
+            sub = df[(df["family"] == fam) & (df["split"] == "train")]
+            for alignment, g in sub.groupby("alignment"):
+                ax.plot(g["width"], g["loss_barrier"], marker="o", label=alignment)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("width")
+            ax.set_ylabel("train loss barrier")
+            ax.set_title(fam)
+            ax.legend()
+        fig.tight_layout()
+    return fig
+
+
+@FIGURES.register("lmc-rebasin", "loss barrier naive vs weight-matched as width grows "
+                                 "(Ainsworth et al. 2023)")
+def make(out_dir: Path, quick: bool = False) -> list[Path]:
+    df = data(quick)
+    return [save_figure(plot(df), out_dir / "lmc-rebasin.png"),
+            save_table(df, out_dir / "lmc-rebasin.csv")]
