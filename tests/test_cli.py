@@ -61,3 +61,25 @@ def test_errors_are_one_line(tmp_path, capsys):
 def test_python_m_dynkit_help():
     out = subprocess.run([sys.executable, "-m", "dynkit", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "demo" in out.stdout
+
+
+def test_train_then_lmc(tmp_path, capsys):
+    for seed in (0, 1):
+        assert main(["train", "--model", "cnn", "--image", "--epochs", "1", "--seed", str(seed),
+                     "--save-every", "5", "--out", str(tmp_path / f"s{seed}"), "--quiet"]) == 0
+    capsys.readouterr()
+    a, b = (sorted((tmp_path / f"s{s}").glob("*.safetensors"))[-1] for s in (0, 1))
+    out = tmp_path / "lmc"
+    assert main(["lmc", str(a), str(b), "--image", "--align", "weights", "--alphas", "5",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "loss_barrier" in printed
+    barriers = pd.read_csv(out / "barriers.csv")
+    assert set(barriers["alignment"]) == {"none", "weights"}
+    assert (out / "interpolation.png").exists() and (out / "layerwise.png").exists()
+    # a checkpoint of another architecture is refused with a clear message
+    assert main(["train", "--epochs", "1", "--widths", "8", "--out", str(tmp_path / "m"),
+                 "--quiet"]) == 0
+    other = sorted((tmp_path / "m").glob("*.safetensors"))[-1]
+    assert main(["lmc", str(a), str(other), "--image"]) == 2
+    assert "different architectures" in capsys.readouterr().err
