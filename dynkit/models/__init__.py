@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from dynkit.errors import InvalidArgumentError
 from dynkit.models.builder import PARAMETERIZATIONS, GraphBuilder, layer_scales
+from dynkit.models.cnn import cnn
 from dynkit.models.graph import (
     Model,
     Node,
@@ -14,9 +16,45 @@ from dynkit.models.graph import (
     trainable_mask,
 )
 from dynkit.models.mlp import mlp
+from dynkit.models.resnet import (
+    cifar_resnet,
+    resnet,
+    resnet18,
+    resnet20,
+    resnet32,
+    resnet34,
+    resnet44,
+    resnet50,
+    resnet56,
+    resnet101,
+    resnet110,
+    resnet152,
+)
+from dynkit.models.vgg import vgg, vgg11
+from dynkit.models.wrn import wrn
 
-#: Architecture name -> builder; ``build({"arch": name, **kwargs})`` calls it.
-ARCHITECTURES: dict[str, Callable[..., Model]] = {"mlp": mlp}
+#: Architecture name -> builder; ``build({"arch": name, **kwargs})`` calls it. Models record
+#: the family name (``cifar_resnet``, ``resnet``, ``vgg`` with a ``depth``); the named
+#: variants (``resnet20``, ``resnet18``, ``vgg11``, ...) are accepted as well.
+ARCHITECTURES: dict[str, Callable[..., Model]] = {
+    "mlp": mlp,
+    "cnn": cnn,
+    "cifar_resnet": cifar_resnet,
+    "resnet20": resnet20,
+    "resnet32": resnet32,
+    "resnet44": resnet44,
+    "resnet56": resnet56,
+    "resnet110": resnet110,
+    "resnet": resnet,
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "resnet50": resnet50,
+    "resnet101": resnet101,
+    "resnet152": resnet152,
+    "wrn": wrn,
+    "vgg": vgg,
+    "vgg11": vgg11,
+}
 
 
 def build(config: Mapping[str, Any]) -> Model:
@@ -34,6 +72,31 @@ def build(config: Mapping[str, Any]) -> Model:
 
 
 __all__ = [
-    "ARCHITECTURES", "PARAMETERIZATIONS", "GraphBuilder", "Model", "Node", "build",
-    "layer_scales", "merge_params", "mlp", "split_params", "trainable_mask",
+    "ARCHITECTURES",
+    "PARAMETERIZATIONS",
+    "GraphBuilder",
+    "Model",
+    "Node",
+    "build",
+    "cifar_resnet",
+    "cnn",
+    "layer_scales",
+    "merge_params",
+    "mlp",
+    "resnet",
+    "resnet18",
+    "resnet20",
+    "resnet32",
+    "resnet34",
+    "resnet44",
+    "resnet50",
+    "resnet56",
+    "resnet101",
+    "resnet110",
+    "resnet152",
+    "split_params",
+    "trainable_mask",
+    "vgg",
+    "vgg11",
+    "wrn",
 ]

@@ -113,6 +113,14 @@ class Model:
                 shapes[n.name] = {k: (c,) for k in ("scale", "bias", "mean", "var")}
         return shapes
 
+    def node_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Output shape (without the batch axis) of every node, by abstract evaluation."""
+        x = jax.ShapeDtypeStruct((1, *self.input_shape), jnp.float32)
+        params = jax.eval_shape(self.init, jax.random.PRNGKey(0))
+        names = [n.name for n in self.nodes]
+        out = jax.eval_shape(lambda p, v: self._run(p, v, False, names, None)[0], params, x)
+        return {k: tuple(v.shape[1:]) for k, v in out.items()}
+
     def num_params(self, trainable_only: bool = True) -> int:
         """Number of scalar parameters (running BatchNorm statistics excluded by default)."""
         total = 0
@@ -126,28 +134,33 @@ class Model:
     # ----------------------------------------------------------------- init
     def init(self, key: jax.Array, dtype=jnp.float32) -> Params:
         """Sample parameters: ``w ~ N(0, init_std^2)``, ``b ~ N(0, b_init_std^2)``,
-        BatchNorm ``scale=1, bias=0, mean=0, var=1``."""
-        params: Params = {}
+        BatchNorm ``scale=1, bias=0, mean=0, var=1`` (one compiled call)."""
+        compiled = self.__dict__.get("_init_jit")
+        if compiled is None:  # a fresh jax.jit wrapper per call would recompile every time
+            compiled = jax.jit(self._init, static_argnums=1)
+            object.__setattr__(self, "_init_jit", compiled)
+        return compiled(key, jnp.dtype(dtype))
+
+    def _init(self, key: jax.Array, dtype) -> Params:
+        # One normal draw for every weight and bias, sliced: a single RNG op compiles in a
+        # fraction of the time of one op per array.
         shapes = self.param_shapes()
-        keys = jax.random.split(key, max(len(shapes), 1))
-        for k, (name, pshapes) in zip(keys, shapes.items()):
+        random = [(n, k, shape) for n, ps in shapes.items() for k, shape in ps.items()
+                  if k in ("w", "b")]
+        sizes = [math.prod(shape) for _, _, shape in random]
+        z = jax.random.normal(key, (max(sum(sizes), 1),), dtype)
+        params: Params = {}
+        offset = 0
+        for (name, k, shape), size in zip(random, sizes):
             a = self.node(name).attrs
-            kw, kb = jax.random.split(k)
-            if "w" in pshapes:
-                entry = {"w": a["init_std"] * jax.random.normal(kw, pshapes["w"], dtype)}
-                if "b" in pshapes:
-                    entry["b"] = a.get("b_init_std", 0.0) * jax.random.normal(
-                        kb, pshapes["b"], dtype
-                    )
-                params[name] = entry
-            else:
-                c = pshapes["scale"]
-                params[name] = {
-                    "scale": jnp.ones(c, dtype),
-                    "bias": jnp.zeros(c, dtype),
-                    "mean": jnp.zeros(c, dtype),
-                    "var": jnp.ones(c, dtype),
-                }
+            std = a["init_std"] if k == "w" else a.get("b_init_std", 0.0)
+            params.setdefault(name, {})[k] = std * z[offset:offset + size].reshape(shape)
+            offset += size
+        for name, ps in shapes.items():
+            if "scale" in ps:
+                c = ps["scale"]
+                params[name] = {"scale": jnp.ones(c, dtype), "bias": jnp.zeros(c, dtype),
+                                "mean": jnp.zeros(c, dtype), "var": jnp.ones(c, dtype)}
         return params
 
     # ----------------------------------------------------------------- forward
@@ -197,17 +210,18 @@ class Model:
         out, _ = self._run(params, x, train, None, self.output)
         return out[self.output]
 
-    def apply_train(self, params: Params, x, momentum: float = 0.1):
+    def apply_train(self, params: Params, x, momentum: float | None = None):
         """Train-mode forward pass: ``(logits, params_with_updated_running_stats)``.
 
         Running statistics follow PyTorch: ``r <- (1 - momentum) r + momentum * batch``,
-        with the unbiased batch variance."""
+        with the unbiased batch variance. ``momentum`` overrides every BatchNorm node's own
+        ``attrs["momentum"]`` (0.1 by default, as in PyTorch)."""
         out, stats = self._run(params, x, True, None, self.output)
         if not stats:
             return out[self.output], params
         new = dict(params)
         for name, (mean, var, count) in stats.items():
-            m = self.node(name).attrs.get("momentum", momentum)
+            m = momentum if momentum is not None else self.node(name).attrs.get("momentum", 0.1)
             unbiased = var * count / max(count - 1, 1)
             p = dict(params[name])
             p["mean"] = (1 - m) * p["mean"] + m * jax.lax.stop_gradient(mean)
@@ -282,9 +296,10 @@ def _conv(p, x, a):
     pad = a.get("padding", "SAME")
     if isinstance(pad, int):
         pad = [(pad, pad)] * nd
+    dtype = jnp.result_type(x, p["w"])  # promote like ``x @ w`` does for dense layers
     y = jax.lax.conv_general_dilated(
-        x,
-        p["w"],
+        x.astype(dtype),
+        p["w"].astype(dtype),
         window_strides=_tuple(a.get("stride", 1), nd),
         padding=pad,
         dimension_numbers=dn,

@@ -1,0 +1,196 @@
+"""Residual networks (He, Zhang, Ren & Sun 2016, "Deep Residual Learning for Image
+Recognition"): the CIFAR family ``resnet{20,32,44,56,110}`` and the torchvision ImageNet
+family ``resnet{18,34,50,101,152}``.
+
+Node names mirror the PyTorch modules (``/work/notes/naming.md``): CIFAR nets follow
+akamaster/pytorch_resnet_cifar10 with option-B (projection) shortcuts, ImageNet nets follow
+torchvision exactly (Bottleneck v1.5: stride on the 3x3 ``conv2``). Convolutions have no bias
+and explicit torch padding ``k // 2``. Non-parameter nodes of block ``p`` are ``p.relu1``,
+``p.add``, ``p.relu2`` (BasicBlock) or ``p.relu1, p.relu2, p.add, p.relu3`` (Bottleneck); the
+block output (its last relu) is tapped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from dynkit.errors import InvalidArgumentError
+from dynkit.models.builder import GraphBuilder
+from dynkit.models.cnn import image_shape
+from dynkit.models.graph import Model
+
+HE_STD = math.sqrt(2.0)
+CIFAR_DEPTHS = (20, 32, 44, 56, 110)
+#: torchvision depth -> (block type, blocks per stage)
+IMAGENET_LAYERS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+
+
+def conv_bn(g: GraphBuilder, x: str, out_ch: int, kernel: int, stride: int, conv: str, bn: str,
+            role: str = "hidden") -> str:
+    """``bn(conv(x))``: a bias-free ``kernel x kernel`` convolution with torch padding
+    ``kernel // 2`` and He initialisation ``w ~ N(0, 2 / fan_in)``, then BatchNorm."""
+    h = g.conv(x, out_ch, kernel, name=conv, stride=stride, padding=kernel // 2, bias=False,
+               W_std=HE_STD, role=role)
+    return g.batchnorm(h, name=bn)
+
+
+def basic_block(g: GraphBuilder, x: str, planes: int, stride: int, prefix: str,
+                shortcut: str) -> str:
+    """He et al. (2016) BasicBlock: ``relu(bn2(conv2(relu(bn1(conv1 x)))) + s(x))`` with
+    ``s`` the identity, or a 1x1 projection + BN (``{prefix}.{shortcut}.0/.1``) when the
+    stride or the width changes (option B)."""
+    h = conv_bn(g, x, planes, 3, stride, f"{prefix}.conv1", f"{prefix}.bn1")
+    h = g.relu(h, name=f"{prefix}.relu1")
+    h = conv_bn(g, h, planes, 3, 1, f"{prefix}.conv2", f"{prefix}.bn2")
+    s = _shortcut(g, x, planes, stride, f"{prefix}.{shortcut}")
+    h = g.add_([h, s], name=f"{prefix}.add")
+    return g.relu(h, name=f"{prefix}.relu2", tap=True)
+
+
+def bottleneck_block(g: GraphBuilder, x: str, planes: int, stride: int, prefix: str) -> str:
+    """torchvision Bottleneck v1.5: 1x1 (``planes``) -> 3x3 stride ``stride`` -> 1x1
+    (``4 planes``), each with BN, plus a ``downsample`` projection when shapes change."""
+    h = conv_bn(g, x, planes, 1, 1, f"{prefix}.conv1", f"{prefix}.bn1")
+    h = g.relu(h, name=f"{prefix}.relu1")
+    h = conv_bn(g, h, planes, 3, stride, f"{prefix}.conv2", f"{prefix}.bn2")
+    h = g.relu(h, name=f"{prefix}.relu2")
+    h = conv_bn(g, h, 4 * planes, 1, 1, f"{prefix}.conv3", f"{prefix}.bn3")
+    s = _shortcut(g, x, 4 * planes, stride, f"{prefix}.downsample")
+    h = g.add_([h, s], name=f"{prefix}.add")
+    return g.relu(h, name=f"{prefix}.relu3", tap=True)
+
+
+def _shortcut(g: GraphBuilder, x: str, out_ch: int, stride: int, prefix: str) -> str:
+    if stride == 1 and g.shapes[x][-1] == out_ch:
+        return x
+    return conv_bn(g, x, out_ch, 1, stride, f"{prefix}.0", f"{prefix}.1")
+
+
+def cifar_resnet(
+    depth: int = 20,
+    num_classes: int = 10,
+    *,
+    input_shape: Sequence[int] = (32, 32, 3),
+    width: int = 16,
+    parameterization: str = "standard",
+) -> Model:
+    """CIFAR ResNet of He et al. (2016, Sec. 4.2): ``depth = 6n + 2``.
+
+    ``conv1`` (3x3, ``width``) -> ``bn1`` -> relu -> three stages ``layer{1,2,3}`` of ``n``
+    BasicBlocks with widths ``width * (1, 2, 4)`` and strides ``(1, 2, 2)`` -> global average
+    pool -> ``linear``. Shortcuts are option B (1x1 conv + BN, ``layer{k}.{j}.shortcut.0/.1``)
+    where the shape changes. ``width=16`` gives the paper's net (resnet20: 0.27M parameters).
+    """
+    if (depth - 2) % 6 or depth < 8:
+        raise InvalidArgumentError(
+            f"cifar_resnet: depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110), got {depth}")
+    shape = image_shape(input_shape, "cifar_resnet")
+    config = {
+        "arch": "cifar_resnet", "depth": int(depth), "num_classes": int(num_classes),
+        "input_shape": list(shape), "width": int(width), "parameterization": parameterization,
+    }
+    n = (depth - 2) // 6
+    g = GraphBuilder(shape, parameterization)
+    h = conv_bn(g, "input", width, 3, 1, "conv1", "bn1", role="input")
+    h = g.relu(h, name="relu")
+    for stage, (mult, stride) in enumerate(zip((1, 2, 4), (1, 2, 2)), start=1):
+        for j in range(n):
+            h = basic_block(g, h, width * mult, stride if j == 0 else 1, f"layer{stage}.{j}",
+                            "shortcut")
+    feature = g.global_avgpool(h, name="avgpool")
+    out = g.dense(feature, num_classes, name="linear", W_std=1.0, role="readout")
+    return g.build(config, out, feature)
+
+
+def resnet(
+    depth: int = 18,
+    num_classes: int = 1000,
+    *,
+    input_shape: Sequence[int] = (224, 224, 3),
+    parameterization: str = "standard",
+) -> Model:
+    """torchvision ImageNet ResNet (He et al. 2016, Table 1), ``depth`` in 18, 34, 50, 101, 152.
+
+    ``conv1`` (7x7 stride 2 padding 3) -> ``bn1`` -> ``relu`` -> ``maxpool`` (3x3 stride 2
+    padding 1, padded with -inf) -> ``layer1..4`` (widths 64, 128, 256, 512, strides 1, 2, 2, 2;
+    BasicBlocks for 18/34, Bottlenecks v1.5 for 50+) -> ``avgpool`` (global) -> ``fc``.
+    """
+    if depth not in IMAGENET_LAYERS:
+        raise InvalidArgumentError(
+            f"resnet: depth must be one of {sorted(IMAGENET_LAYERS)}, got {depth}")
+    shape = image_shape(input_shape, "resnet")
+    config = {"arch": "resnet", "depth": int(depth), "num_classes": int(num_classes),
+              "input_shape": list(shape), "parameterization": parameterization}
+    kind, layers = IMAGENET_LAYERS[depth]
+    g = GraphBuilder(shape, parameterization)
+    h = conv_bn(g, "input", 64, 7, 2, "conv1", "bn1", role="input")
+    h = g.relu(h, name="relu")
+    h = g.pool(h, "max", 3, name="maxpool", stride=2, padding=1)
+    for stage, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers), start=1):
+        for j in range(blocks):
+            stride = 2 if stage > 1 and j == 0 else 1
+            prefix = f"layer{stage}.{j}"
+            if kind == "basic":
+                h = basic_block(g, h, planes, stride, prefix, "downsample")
+            else:
+                h = bottleneck_block(g, h, planes, stride, prefix)
+    feature = g.global_avgpool(h, name="avgpool")
+    out = g.dense(feature, num_classes, name="fc", W_std=1.0, role="readout")
+    return g.build(config, out, feature)
+
+
+def resnet20(num_classes: int = 10, **kwargs) -> Model:
+    """CIFAR ResNet-20 (He et al. 2016); see ``cifar_resnet``."""
+    return cifar_resnet(20, num_classes, **kwargs)
+
+
+def resnet32(num_classes: int = 10, **kwargs) -> Model:
+    """CIFAR ResNet-32 (He et al. 2016); see ``cifar_resnet``."""
+    return cifar_resnet(32, num_classes, **kwargs)
+
+
+def resnet44(num_classes: int = 10, **kwargs) -> Model:
+    """CIFAR ResNet-44 (He et al. 2016); see ``cifar_resnet``."""
+    return cifar_resnet(44, num_classes, **kwargs)
+
+
+def resnet56(num_classes: int = 10, **kwargs) -> Model:
+    """CIFAR ResNet-56 (He et al. 2016); see ``cifar_resnet``."""
+    return cifar_resnet(56, num_classes, **kwargs)
+
+
+def resnet110(num_classes: int = 10, **kwargs) -> Model:
+    """CIFAR ResNet-110 (He et al. 2016); see ``cifar_resnet``."""
+    return cifar_resnet(110, num_classes, **kwargs)
+
+
+def resnet18(num_classes: int = 1000, **kwargs) -> Model:
+    """torchvision ResNet-18 (He et al. 2016); 11,689,512 parameters with 1000 classes."""
+    return resnet(18, num_classes, **kwargs)
+
+
+def resnet34(num_classes: int = 1000, **kwargs) -> Model:
+    """torchvision ResNet-34 (He et al. 2016); see ``resnet``."""
+    return resnet(34, num_classes, **kwargs)
+
+
+def resnet50(num_classes: int = 1000, **kwargs) -> Model:
+    """torchvision ResNet-50 v1.5 (He et al. 2016); 25,557,032 parameters with 1000 classes."""
+    return resnet(50, num_classes, **kwargs)
+
+
+def resnet101(num_classes: int = 1000, **kwargs) -> Model:
+    """torchvision ResNet-101 v1.5 (He et al. 2016); see ``resnet``."""
+    return resnet(101, num_classes, **kwargs)
+
+
+def resnet152(num_classes: int = 1000, **kwargs) -> Model:
+    """torchvision ResNet-152 v1.5 (He et al. 2016); see ``resnet``."""
+    return resnet(152, num_classes, **kwargs)
