@@ -1,0 +1,480 @@
+"""Infinite-width NNGP / NTK kernels in the neural-tangents ``stax`` vocabulary, on public JAX.
+
+Every layer is a triple ``(init_fn, apply_fn, kernel_fn)``:
+
+* ``init_fn(key, input_shape) -> (output_shape, params)`` (shapes include the batch axis),
+* ``apply_fn(params, x)`` runs the finite network,
+* ``kernel_fn(x1, x2=None, get=None)`` returns the infinite-width kernels of the output:
+  ``get="nngp"`` or ``"ntk"`` -> an array ``(N1, N2)``; a tuple -> a namedtuple with those
+  fields; ``None`` -> the full :class:`Kernel` (``nngp, ntk, cov1, cov2, shape1``).
+
+Combinators ``serial``, ``parallel``, ``FanOut``, ``FanInSum``, ``FanInConcat`` compose all three
+at once (Novak et al. 2020, "Neural Tangents: fast and easy infinite neural networks in
+Python"). The kernel recursions are Lee et al. 2018 (NNGP), Jacot et al. 2018 (NTK),
+Novak et al. 2019 / Garriga-Alonso et al. 2019 (CNN-GP) and Arora et al. 2019 (CNTK, GAP);
+the closed-form activations live in :mod:`dynkit.theory.dual_activations`.
+
+Conventions follow neural-tangents 0.6.5 so its numbers are reproduced: covariances are
+channel averages, NTK parameterization by default, ``standard`` parameterization NTKs carry
+the ``fan_in`` factors of the raw weights, ``Conv``/pool padding defaults to ``"VALID"``,
+inputs are channels-last (``NWC``, ``NHWC``). ``kernel_fn`` is ``jax.jit``-compiled inside
+(``get`` static) and itself traceable under an outer ``jax.jit``. Only the covariances that
+are needed are tracked: per-sample diagonals plus the x1-x2 cross block, and for spatial
+inputs only the pixel diagonal unless a pooling layer needs pixel pairs. A network whose
+output is still spatial returns ``nngp`` of shape ``(N1, N2, H, H', W, W')`` (the
+neural-tangents layout).
+
+Example::
+
+    init_fn, apply_fn, kernel_fn = stax.serial(stax.Dense(512, W_std=1.5, b_std=0.05),
+                                               stax.Relu(), stax.Dense(1))
+    k = kernel_fn(x1, x2, ("nngp", "ntk"))      # k.nngp, k.ntk
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import inspect
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import erf as _erf
+
+from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
+from dynkit.theory import dual_activations as duals
+from dynkit.theory import stax_layers as L
+from dynkit.theory.stax_batching import batch
+from dynkit.theory.stax_layers import Kernel
+
+__all__ = [
+    "ABRelu",
+    "Abs",
+    "AvgPool",
+    "Conv",
+    "Cos",
+    "Dense",
+    "ElementwiseNumerical",
+    "Erf",
+    "FanInConcat",
+    "FanInSum",
+    "FanOut",
+    "Flatten",
+    "Gelu",
+    "GlobalAvgPool",
+    "GlobalSumPool",
+    "Identity",
+    "Kernel",
+    "LayerNorm",
+    "LeakyRelu",
+    "Relu",
+    "Sigmoid_like",
+    "Sign",
+    "Sin",
+    "SumPool",
+    "batch",
+    "from_spec",
+    "parallel",
+    "serial",
+]
+
+_GETS = ("nngp", "ntk")
+
+
+@functools.cache
+def _namedtuple(fields: tuple):
+    return collections.namedtuple("Kernels", fields)
+
+
+def _parse_get(get):
+    """``get`` -> (tuple of names, how to return): 'kernel' | 'single' | 'tuple'."""
+    if get is None:
+        return _GETS, "kernel"
+    names = (get,) if isinstance(get, str) else tuple(get)
+    bad = [g for g in names if g not in _GETS]
+    if bad or not names or len(set(names)) != len(names):
+        raise InvalidArgumentError(f"get must be 'nngp', 'ntk', a tuple of them or None, "
+                                   f"got {get!r}")
+    return names, ("single" if isinstance(get, str) else "tuple")
+
+
+def _nt_layout(t, nb: int, d: int):
+    """``(*batch, *S, *S')`` -> neural-tangents' interleaved ``(*batch, S0, S0', S1, S1', ...)``."""
+    perm = list(range(nb)) + [a for i in range(d) for a in (nb + i, nb + d + i)]
+    return jnp.transpose(t, perm)
+
+
+def _float(x):
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.zeros(()).dtype)
+
+
+def _check_inputs(x1, x2):
+    if x1.ndim < 2:
+        raise ShapeMismatchError(f"kernel_fn: x1 must have a batch axis and features, "
+                                 f"(N, ...), got shape {x1.shape}")
+    if x2 is not None and x2.shape[1:] != x1.shape[1:]:
+        raise ShapeMismatchError(f"kernel_fn: x1 and x2 must have the same per-sample shape, "
+                                 f"got {x1.shape} and {x2.shape}")
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is None:
+            continue
+        try:
+            finite = bool(jnp.all(jnp.isfinite(x)))
+        except jax.errors.ConcretizationTypeError:  # traced under an outer jit: no values
+            continue
+        if not finite:
+            raise InvalidArgumentError(f"kernel_fn: {name} contains NaN or inf")
+
+
+class KernelFn:
+    """Callable ``kernel_fn(x1, x2=None, get=None)`` of a layer (see the module docstring)."""
+
+    def __init__(self, layer: L.Layer):
+        self.layer = layer
+        self._jitted = jax.jit(self._compute, static_argnames=("names",))
+
+    def _compute(self, x1, x2, names):
+        per = tuple(x1.shape[1:])
+        out = self.layer.out_shape(per)
+        if isinstance(out, list):
+            raise ShapeMismatchError(f"{self.layer.describe()}: the network ends with "
+                                     f"{len(out)} outputs; merge them with FanInSum/FanInConcat")
+        out_full = len(out) > 1
+        in_full = self.layer.needs_full(out_full) and len(per) > 1
+        k = L.input_kernel(x1, x2, in_full, "ntk" in names)
+        k = L.kernel_of(self.layer, k, out_full)
+        if k.full:
+            d = len(k.spatial)
+            k = k.replace(nngp=_nt_layout(k.nngp, 2, d),
+                          ntk=None if k.ntk is None else _nt_layout(k.ntk, 2, d),
+                          cov=None if k.cov is None else _nt_layout(k.cov, 1, d))
+        if "ntk" not in names:
+            k = k.replace(ntk=None)
+        return k
+
+    def __call__(self, x1, x2=None, get=None):
+        names, mode = _parse_get(get)
+        x1 = _float(x1)
+        if x2 is not None:
+            x2 = _float(x2)
+            dtype = jnp.promote_types(x1.dtype, x2.dtype)
+            x1, x2 = x1.astype(dtype), x2.astype(dtype)
+        _check_inputs(x1, x2)
+        k = self._jitted(x1, x2, names)
+        if mode == "kernel":
+            return k
+        if mode == "single":
+            return getattr(k, names[0])
+        return _namedtuple(names)(*(getattr(k, g) for g in names))
+
+
+def _per_sample(shape):
+    if isinstance(shape, list):
+        return [_per_sample(s) for s in shape]
+    return tuple(shape[1:])
+
+
+def _with_batch(batch_dim, shape):
+    if isinstance(shape, list):
+        return [_with_batch(batch_dim, s) for s in shape]
+    return (batch_dim,) + tuple(shape)
+
+
+def _batch_dim(shape):
+    return _batch_dim(shape[0]) if isinstance(shape, list) else shape[0]
+
+
+def _triple(layer: L.Layer):
+    """Wrap an internal layer as ``(init_fn, apply_fn, kernel_fn)``."""
+
+    def init_fn(key, input_shape):
+        per = _per_sample(input_shape)
+        out = layer.out_shape(per)
+        return _with_batch(_batch_dim(input_shape), out), layer.init(key, per)
+
+    def apply_fn(params, x, **kwargs):
+        return layer.apply(params, x, **kwargs)
+
+    init_fn.layer = apply_fn.layer = layer
+    return init_fn, apply_fn, KernelFn(layer)
+
+
+def _layer_of(triple) -> L.Layer:
+    try:
+        kernel_fn = triple[2]
+    except (TypeError, IndexError, KeyError):
+        kernel_fn = None
+    if not isinstance(kernel_fn, KernelFn):
+        raise InvalidArgumentError(f"expected a stax layer triple (init_fn, apply_fn, kernel_fn) "
+                                   f"from dynkit.theory.stax, got {type(triple).__name__}")
+    return kernel_fn.layer
+
+
+# ----------------------------------------------------------------------------- combinators
+
+
+def serial(*layers):
+    """Compose layers: ``serial(a, b)(x) = b(a(x))``; kernels are composed the same way."""
+    return _triple(L.Serial([_layer_of(t) for t in layers]))
+
+
+def parallel(*layers):
+    """Apply the i-th layer to the i-th input of a list (e.g. after ``FanOut``)."""
+    return _triple(L.Parallel([_layer_of(t) for t in layers]))
+
+
+def FanOut(num):
+    """Copy the input into a list of ``num`` inputs."""
+    return _triple(L.FanOut(num))
+
+
+def FanInSum():
+    """Sum a list of inputs; kernel = sum of kernels (independent branches)."""
+    return _triple(L.FanInSum())
+
+
+def FanInConcat(axis=-1):
+    """Concatenate a list of inputs along channels; kernel = channel-weighted mean."""
+    return _triple(L.FanInConcat(axis))
+
+
+# ----------------------------------------------------------------------------- linear layers
+
+
+def Dense(out_dim, W_std=1.0, b_std=None, parameterization="ntk"):
+    """Fully connected layer (see :class:`dynkit.theory.stax_layers.Dense` for the maths)."""
+    return _triple(L.Dense(out_dim, W_std, b_std, parameterization))
+
+
+def Conv(out_chan, filter_shape, strides=None, padding="VALID", W_std=1.0, b_std=None,
+         parameterization="ntk"):
+    """Convolution over 1-3 spatial dims, channels last (CNN-GP / CNTK recursion)."""
+    return _triple(L.Conv(out_chan, filter_shape, strides, padding, W_std, b_std,
+                          parameterization))
+
+
+def AvgPool(window_shape, strides=None, padding="VALID", normalize_edges=False):
+    """Average pooling (``strides`` default 1); needs the full pixel-pixel covariance."""
+    return _triple(L.Pool("avg", window_shape, strides, padding, normalize_edges))
+
+
+def SumPool(window_shape, strides=None, padding="VALID"):
+    """Sum pooling (``strides`` default 1)."""
+    return _triple(L.Pool("sum", window_shape, strides, padding))
+
+
+def GlobalAvgPool():
+    """Mean over all spatial positions (Arora et al. 2019 CNTK-GAP)."""
+    return _triple(L.GlobalPool("avg"))
+
+
+def GlobalSumPool():
+    """Sum over all spatial positions."""
+    return _triple(L.GlobalPool("sum"))
+
+
+def Flatten():
+    """Flatten the non-batch axes; kernel = mean of the pixel diagonal."""
+    return _triple(L.Flatten())
+
+
+def Identity():
+    """No-op."""
+    return _triple(L.Identity())
+
+
+def LayerNorm(axis=-1, eps=1e-12):
+    """Layer normalisation over channels; kernel = correlation ``nngp / sqrt(q11 q22)``."""
+    return _triple(L.LayerNorm(axis, eps))
+
+
+# ----------------------------------------------------------------------------- nonlinearities
+
+
+def _act(name, fn, dual):
+    return _triple(L.Elementwise(name, fn, dual))
+
+
+def Relu():
+    """``max(x, 0)``; arc-cosine kernel of order 1 (Cho & Saul 2009)."""
+    return _act("Relu", jax.nn.relu, duals.relu_dual)
+
+
+def ABRelu(a, b):
+    """``a x`` for ``x < 0``, ``b x`` for ``x >= 0``."""
+    return _act("ABRelu", lambda x: jnp.where(x < 0, a * x, b * x),
+                lambda q11, q12, q22: duals.abrelu_dual(q11, q12, q22, a, b))
+
+
+def LeakyRelu(alpha=0.01):
+    """``max(x, alpha x)`` (= ``ABRelu(alpha, 1)``)."""
+    return _act("LeakyRelu", lambda x: jnp.where(x < 0, alpha * x, x),
+                lambda q11, q12, q22: duals.leaky_relu_dual(q11, q12, q22, alpha))
+
+
+def Abs():
+    """``|x|`` (= ``ABRelu(-1, 1)``)."""
+    return _act("Abs", jnp.abs, duals.abs_dual)
+
+
+def Erf(a=1.0, b=1.0, c=0.0):
+    """``a erf(b x) + c`` (Williams 1997)."""
+    return _act("Erf", lambda x: a * _erf(b * x) + c,
+                lambda q11, q12, q22: duals.erf_dual(q11, q12, q22, a, b, c))
+
+
+def Sigmoid_like():
+    """``0.5 erf(x / 2.4020563531719796) + 0.5``, an erf-based sigmoid with a closed form."""
+    s = duals.SIGMOID_LIKE_SCALE
+    return _act("Sigmoid_like", lambda x: 0.5 * _erf(x / s) + 0.5, duals.sigmoid_like_dual)
+
+
+def Gelu(approximate=False):
+    """Exact GELU ``x Phi(x)`` (closed form); ``approximate=True`` (tanh form) falls back to
+    Gauss-Hermite quadrature."""
+    if approximate:
+        return ElementwiseNumerical(lambda x: jax.nn.gelu(x, approximate=True), deg=25)
+    return _act("Gelu", lambda x: jax.nn.gelu(x, approximate=False), duals.gelu_dual)
+
+
+def Sin(a=1.0, b=1.0, c=0.0):
+    """``a sin(b x + c)``."""
+    return _act("Sin", lambda x: a * jnp.sin(b * x + c),
+                lambda q11, q12, q22: duals.sin_dual(q11, q12, q22, a, b, c))
+
+
+def Cos(a=1.0, b=1.0, c=0.0):
+    """``a cos(b x + c)``."""
+    return _act("Cos", lambda x: a * jnp.cos(b * x + c),
+                lambda q11, q12, q22: duals.cos_dual(q11, q12, q22, a, b, c))
+
+
+def Sign():
+    """``sign(x)``; arc-cosine kernel of order 0, zero derivative (NTK term vanishes)."""
+    return _act("Sign", jnp.sign, duals.sign_dual)
+
+
+def ElementwiseNumerical(fn, deg=25, df=None):
+    """Any elementwise ``fn`` (tanh, swish, ...): kernels by ``deg``-point 2-D Gauss-Hermite
+    quadrature, the NTK factor from ``df`` (default ``jax.grad(fn)``)."""
+    if int(deg) < 2:
+        raise InvalidArgumentError(f"ElementwiseNumerical: deg must be >= 2, got {deg}")
+    dual = functools.partial(_numerical_dual, fn, int(deg), df)
+    return _act("ElementwiseNumerical", fn, dual)
+
+
+def _numerical_dual(fn, deg, df, q11, q12, q22):
+    return duals.gauss_hermite_dual(fn, q11, q12, q22, deg=deg, df=df)
+
+
+# ----------------------------------------------------------------------------- JSON specs
+
+_CONSTRUCTORS = {
+    "Dense": Dense, "Conv": Conv, "AvgPool": AvgPool, "SumPool": SumPool,
+    "GlobalAvgPool": GlobalAvgPool, "GlobalSumPool": GlobalSumPool, "Flatten": Flatten,
+    "Identity": Identity, "LayerNorm": LayerNorm, "Relu": Relu, "LeakyRelu": LeakyRelu,
+    "ABRelu": ABRelu, "Abs": Abs, "Erf": Erf, "Gelu": Gelu, "Sin": Sin, "Cos": Cos,
+    "Sign": Sign, "Sigmoid_like": Sigmoid_like, "ElementwiseNumerical": ElementwiseNumerical,
+    "FanOut": FanOut, "FanInSum": FanInSum, "FanInConcat": FanInConcat,
+}
+
+
+_NUMERICAL_FNS = {
+    "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "swish": jax.nn.silu, "silu": jax.nn.silu,
+    "softplus": jax.nn.softplus, "elu": jax.nn.elu, "selu": jax.nn.selu, "erf": _erf,
+    "relu": jax.nn.relu, "sin": jnp.sin, "cos": jnp.cos,
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+}
+
+_UNSUPPORTED = {
+    "MaxPool": "the max of correlated Gaussians has no closed-form covariance; use AvgPool",
+    "BatchNorm": "batch statistics couple the samples of a batch, so there is no per-pair "
+                 "kernel; use LayerNorm",
+    "Dropout": "dropout makes the kernel stochastic; it is not implemented",
+    "Aggregate": "graph aggregation is not implemented",
+    "DotGeneral": "constant dot_general layers are not implemented",
+    "ImageResize": "image resizing is not implemented",
+    "GlobalSelfAttention": "attention kernels are not implemented",
+    "ConvTranspose": "transposed convolutions are not implemented",
+    "ConvLocal": "locally connected layers are not implemented",
+    "Exp": "no closed form here; use ['ElementwiseNumerical', {'fn': ...}]",
+    "Elu": "no closed form here; use ['ElementwiseNumerical', {'fn': 'elu'}]",
+    "Selu": "no closed form here; use ['ElementwiseNumerical', {'fn': 'selu'}]",
+    "Rbf": "no closed form here; use ElementwiseNumerical",
+    "Gaussian": "no closed form here; use ElementwiseNumerical",
+    "Hermite": "no closed form here; use ElementwiseNumerical",
+    "Monomial": "no closed form here; use ElementwiseNumerical",
+    "RectifiedMonomial": "no closed form here; use ElementwiseNumerical",
+    "Polynomial": "no closed form here; use ElementwiseNumerical",
+}
+
+
+def from_spec(spec):
+    """Build ``(init_fn, apply_fn, kernel_fn)`` from a JSON spec: a list of
+    ``[LayerName, {kwargs}]`` pairs in the neural-tangents vocabulary (see
+    ``tests/data/neural_tangents/README.md``), plus the blocks ``["Residual", [spec]]``
+    (= ``serial(FanOut(2), parallel(serial(*block), Identity()), FanInSum())``),
+    ``["Serial", [spec]]`` and ``["Parallel", [spec, spec, ...]]``.
+    ``ElementwiseNumerical`` takes ``{"fn": "tanh" | "sigmoid" | "swish" | ..., "deg": 25}``.
+
+    Errors name the offending entry (``spec[i]``): ``InvalidArgumentError`` for an unknown
+    layer or keyword, ``UnsupportedLayerError`` for a neural-tangents layer with no
+    infinite-width kernel here; shape errors at ``init_fn``/``kernel_fn`` time name it too.
+    """
+    return serial(*_spec_layers(spec, "spec"))
+
+
+def _spec_layers(spec, where):
+    if not isinstance(spec, (list, tuple)):
+        raise InvalidArgumentError(f"{where}: a spec is a list of [LayerName, {{kwargs}}] "
+                                   f"pairs, got {type(spec).__name__}")
+    return [_spec_layer(item, f"{where}[{i}]") for i, item in enumerate(spec)]
+
+
+def _spec_layer(item, where):
+    if (not isinstance(item, (list, tuple)) or not 1 <= len(item) <= 2
+            or not isinstance(item[0], str)):
+        raise InvalidArgumentError(f"{where}: expected [LayerName, {{kwargs}}], got {item!r}")
+    name, arg = item[0], (item[1] if len(item) == 2 else {})
+    label = f"{where} {name}"
+    if name == "Residual":
+        block = serial(*_spec_layers(arg, f"{where}.Residual"))
+        triple = serial(FanOut(2), parallel(block, Identity()), FanInSum())
+    elif name == "Serial":
+        triple = serial(*_spec_layers(arg, f"{where}.Serial"))
+    elif name == "Parallel":
+        if not isinstance(arg, (list, tuple)):
+            raise InvalidArgumentError(f"{label}: expects a list of specs, got {arg!r}")
+        triple = parallel(*[serial(*_spec_layers(b, f"{where}.Parallel[{j}]"))
+                            for j, b in enumerate(arg)])
+    elif name in _UNSUPPORTED:
+        raise UnsupportedLayerError(f"{label}: no infinite-width kernel: {_UNSUPPORTED[name]}")
+    elif name not in _CONSTRUCTORS:
+        raise InvalidArgumentError(f"{label}: unknown layer {name!r}; known layers: "
+                                   f"{sorted(_CONSTRUCTORS) + ['Parallel', 'Residual', 'Serial']}")
+    else:
+        triple = _build(name, arg, label)
+    _layer_of(triple).label = label
+    return triple
+
+
+def _build(name, kwargs, label):
+    if not isinstance(kwargs, dict):
+        raise InvalidArgumentError(f"{label}: keyword arguments must be a dict, got {kwargs!r}")
+    kwargs = dict(kwargs)
+    if name == "ElementwiseNumerical":
+        fn = kwargs.get("fn")
+        if fn not in _NUMERICAL_FNS:
+            raise InvalidArgumentError(f"{label}: fn must be one of {sorted(_NUMERICAL_FNS)}, "
+                                       f"got {fn!r}")
+        kwargs["fn"] = _NUMERICAL_FNS[fn]
+    allowed = set(inspect.signature(_CONSTRUCTORS[name]).parameters)
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise InvalidArgumentError(f"{label}: unknown keyword(s) {unknown}; {name} accepts "
+                                   f"{sorted(allowed)}")
+    try:
+        return _CONSTRUCTORS[name](**kwargs)
+    except TypeError as exc:
+        raise InvalidArgumentError(f"{label}: {exc}") from exc

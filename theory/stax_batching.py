@@ -1,0 +1,103 @@
+"""Tile-by-tile evaluation of big infinite-width kernels (``stax.batch``).
+
+Memory is bounded by one tile (``batch_size x batch_size`` entries of every intermediate
+covariance, per device in flight) plus the output, which is kept in host numpy arrays.
+Tiles are dispatched asynchronously, round-robin over ``jax.local_devices()`` (every GPU when
+present), with a ``tqdm.auto`` progress bar. With ``x2=None`` the kernel is symmetric: only
+the tiles on and above the diagonal are computed and the others are mirrored.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+
+__all__ = ["batch"]
+
+
+def _pad_rows(x: np.ndarray, size: int) -> np.ndarray:
+    """Pad to ``size`` rows by repeating the last row (keeps one compiled tile shape and
+    avoids zero inputs, whose zero variance has no angle)."""
+    if x.shape[0] == size:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], size - x.shape[0], axis=0)])
+
+
+def batch(kernel_fn, batch_size: int, devices=None, progress: bool = True):
+    """Wrap ``kernel_fn`` so that ``batched(x1, x2=None, get=("nngp", "ntk"))`` computes the
+    kernel in ``batch_size x batch_size`` tiles and returns host numpy arrays.
+
+    ``get`` as for ``kernel_fn`` (a name -> one array; a tuple or ``None`` -> a namedtuple
+    of arrays; ``None`` means ``("nngp", "ntk")``). ``devices`` defaults to
+    ``jax.local_devices()``. The result equals the unbatched kernel (each entry is computed
+    from the same pair of inputs by the same compiled program).
+    """
+    if int(batch_size) < 1:
+        raise InvalidArgumentError(f"batch: batch_size must be a positive integer, got "
+                                   f"{batch_size!r}")
+    bs = int(batch_size)
+    devices = list(devices) if devices is not None else jax.local_devices()
+
+    def batched(x1, x2=None, get=None):
+        names = ("nngp", "ntk") if get is None else ((get,) if isinstance(get, str)
+                                                      else tuple(get))
+        x1 = np.asarray(x1)
+        symmetric = x2 is None
+        x2 = x1 if symmetric else np.asarray(x2)
+        if x1.ndim < 2 or x2.shape[1:] != x1.shape[1:]:
+            raise ShapeMismatchError(f"batch: x1 and x2 must be (N, ...) arrays with equal "
+                                     f"per-sample shapes, got {x1.shape} and {x2.shape}")
+        for name, x in (("x1", x1), ("x2", x2)):
+            if not np.all(np.isfinite(x)):
+                raise InvalidArgumentError(f"batch: {name} contains NaN or inf")
+        tile = jax.jit(functools.partial(_tile, kernel_fn, names))
+        self_tile = jax.jit(lambda a: _tile(kernel_fn, names, a, None))
+        n1, n2 = x1.shape[0], x2.shape[0]
+        b1, b2 = min(bs, n1), min(bs, n2)
+        spec = jax.eval_shape(tile, x1[:b1], x2[:b2])
+        outs = [np.empty((n1, n2) + s.shape[2:], s.dtype) for s in spec]
+        mirror = symmetric and all(s.ndim == 2 for s in spec)
+        jobs = [(i, j) for i in range(0, n1, b1) for j in range(0, n2, b2)
+                if not mirror or j >= i]
+        pending = collections.deque()
+        bar = tqdm(total=len(jobs), desc="kernel tiles", disable=not progress)
+
+        def collect():
+            (i, j), res = pending.popleft()
+            m, n = min(b1, n1 - i), min(b2, n2 - j)
+            for out, r in zip(outs, res):
+                block = np.asarray(r)[:m, :n]
+                out[i:i + m, j:j + n] = block
+                if mirror and i != j:
+                    out[j:j + n, i:i + m] = block.T
+            bar.update(1)
+
+        for t, (i, j) in enumerate(jobs):
+            dev = devices[t % len(devices)]
+            a = jax.device_put(_pad_rows(x1[i:i + b1], b1), dev)
+            if symmetric and i == j:  # same code path (and rounding) as kernel_fn(x, None)
+                pending.append(((i, j), self_tile(a)))
+            else:
+                b = jax.device_put(_pad_rows(x2[j:j + b2], b2), dev)
+                pending.append(((i, j), tile(a, b)))
+            while len(pending) >= 2 * len(devices):
+                collect()
+        while pending:
+            collect()
+        bar.close()
+        if isinstance(get, str):
+            return outs[0]
+        return collections.namedtuple("Kernels", names)(*outs)
+
+    return batched
+
+
+def _tile(kernel_fn, names, a, b):
+    res = kernel_fn(a, b, names)
+    return tuple(getattr(res, g) for g in names)
