@@ -1,0 +1,431 @@
+"""L^q path-norms of DAG ReLU networks in one forward pass (Gonon, Brisebarre, Riccietti &
+Gribonval, ICLR 2024, "A path-norm toolkit for modern networks: consequences, promises and
+challenges", arXiv:2310.01225).
+
+Definition (their Sec. 2). View the network as a DAG of neurons: an edge ``u -> v`` carries
+the effective weight ``w_{u->v}`` (``w_mult * w``), every non-input neuron ``v`` has a bias
+``b_v``. The path-lifting ``Phi(theta)`` has one coordinate per path ``p = (v_0 -> ... -> v_L)``
+that ends at an output neuron and starts either at an input neuron or at any neuron carrying
+a bias (a path may be a single neuron)::
+
+    Phi_p(theta) = prod_{edges of p} w_e              if v_0 is an input neuron,
+    Phi_p(theta) = b_{v_0} * prod_{edges of p} w_e    otherwise,
+
+and ``||Phi(theta)||_q = (sum_p |Phi_p(theta)|^q)^(1/q)``. ReLU neurons and *-max-pooling
+neurons (max over their antecedents) both have this path set; a max-pooling neuron's incoming
+edges have weight 1.
+
+Computation (their Theorem A.1): ``||Phi(theta)||_q^q`` is the sum of the outputs of the
+*rewritten* network evaluated on the all-ones input, where every weight and bias ``t`` is
+replaced by ``|t|^q``, every ReLU by the identity, and every max-pooling neuron by the *sum*
+over its window (its edges, of weight ``1^q = 1``). Layer by layer in ``dynkit``:
+
+=================  ======================================================================
+node op            rewritten as
+=================  ======================================================================
+dense / conv       ``|w_mult w|^q`` and ``|b_mult b|^q``; a BatchNorm that directly follows
+                   it (and is its only consumer) is folded in *before* ``|.|^q``:
+                   ``W' = a W``, ``b' = a b + c`` (eval-mode BN is ``y = a x + c`` with
+                   ``a = scale / sqrt(var + eps)``, ``c = bias - a mean``)
+batchnorm (other)  a layer of neurons with one edge each: ``|a|^q x + |c|^q``
+relu               identity (``act`` with ``fn="identity"`` too)
+maxpool            sum over the window (padding positions are not neurons: they add 0)
+avgpool            sum over the window times ``(1/k)^q``, ``k`` the divisor of that window
+global_avgpool     sum over positions times ``(1/(H W))^q``
+flatten            reshape
+add                sum: a skip is an edge of weight 1 (identity) or a projection branch
+                   whose own (folded) biases start paths, exactly like the authors' code
+scale              ``|factor|^q``
+anything else      ``UnsupportedLayerError`` (non-ReLU activations are outside the model)
+=================  ======================================================================
+
+Numerics: float64 throughout, and each tensor is kept as ``h * exp(s)`` with ``max h = 1``
+(renormalised after every dense/conv/BatchNorm node, ``s`` accumulated in log space; weights
+enter as ``(|w| / max|w|)^q`` with ``q log max|w|`` added to ``s``), so ResNet-50's L^1
+path-norm (about 1e69 on ImageNet weights) or any L^q with large ``q`` never overflows;
+``log_value`` is exact to rounding. The pass is compiled once per architecture (``q`` is
+traced, so other exponents reuse the compilation).
+
+Input size: the path-norm is a property of the network *on its input domain*
+``model.input_shape``. For convolutional networks it depends on that size: with zero padding
+border neurons have fewer antecedents, and a global average pool contributes
+``(1/(H W))^q`` per edge, so for ``q != 1`` the sum ``||Phi||_q^q`` scales like
+``(H W)^(1 - q)`` (exactly so for 1x1 convolutions). Compare path-norms only at equal input
+size.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from dynkit.errors import InvalidArgumentError, UnsupportedLayerError
+from dynkit.registry import METRICS
+
+#: Ops the rewritten forward pass understands.
+SUPPORTED_OPS = ("input", "dense", "conv", "batchnorm", "relu", "act", "maxpool", "avgpool",
+                 "global_avgpool", "flatten", "add", "scale")
+
+_LOG_FLOAT64_MAX = math.log(np.finfo(np.float64).max)
+_BN_KEYS = ("scale", "bias", "mean", "var")
+
+
+@dataclass(frozen=True)
+class PathNorm:
+    """``value = ||Phi(theta)||_q`` and ``log_value = log ||Phi(theta)||_q``.
+
+    ``value`` is ``inf`` (with a warning) only when it exceeds the float64 range; ``log_value``
+    is then still finite. A network whose every path vanishes has ``value = 0`` and
+    ``log_value = -inf``."""
+
+    value: float
+    log_value: float
+    q: float
+
+
+# --------------------------------------------------------------------- the rewriting plan
+def _freeze(v):
+    """Hashable, order-independent copy of JSON-like attributes."""
+    if isinstance(v, Mapping):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+def _ancestors(model) -> list:
+    """Nodes the output depends on, in graph order."""
+    by_name = {n.name: n for n in model.nodes}
+    need, stack = set(), [model.output]
+    while stack:
+        name = stack.pop()
+        if name not in need:
+            need.add(name)
+            stack.extend(by_name[name].inputs)
+    return [n for n in model.nodes if n.name in need]
+
+
+def _check_supported(node) -> None:
+    if node.op not in SUPPORTED_OPS:
+        raise UnsupportedLayerError(
+            f"path-norm: node {node.name!r} has op {node.op!r}, which the path-norm toolkit of "
+            f"Gonon et al. (2024) does not cover; supported ops: {', '.join(SUPPORTED_OPS)}")
+    if node.op == "act" and node.attrs.get("fn") != "identity":
+        raise UnsupportedLayerError(
+            f"path-norm: node {node.name!r} applies the activation {node.attrs.get('fn')!r}; "
+            "path-norms are defined for ReLU (and identity / max-pooling) neurons only, whose "
+            "positive homogeneity makes the network output <Phi(theta), A(theta, x)>")
+
+
+def plan(model) -> tuple:
+    """The rewritten network as hashable data: one ``(name, op, inputs, attrs, fold)`` per
+    node the output depends on, where ``fold`` names the BatchNorm folded into a dense/conv
+    node (``None`` otherwise); folded BatchNorm nodes become ``("bn_folded", ...)``.
+
+    Raises ``UnsupportedLayerError`` naming the first node outside the toolkit."""
+    nodes = _ancestors(model)
+    consumers: dict[str, list[str]] = {n.name: [] for n in nodes}
+    for n in nodes:
+        for s in n.inputs:
+            consumers[s].append(n.name)
+    by_name = {n.name: n for n in nodes}
+    folded_into: dict[str, str] = {}
+    for n in nodes:
+        _check_supported(n)
+        if n.op == "batchnorm":
+            src = by_name[n.inputs[0]]
+            if src.op in ("dense", "conv") and consumers[src.name] == [n.name]:
+                folded_into[src.name] = n.name
+    folded = set(folded_into.values())
+    out = []
+    for n in nodes:
+        op = "bn_folded" if n.name in folded else n.op
+        out.append((n.name, op, tuple(n.inputs), _freeze(n.attrs), folded_into.get(n.name)))
+    return tuple(out)
+
+
+def _attrs(frozen) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in frozen}
+
+
+def _needed_params(model, params, the_plan) -> dict:
+    """The parameter arrays the rewritten pass reads, checked for presence."""
+    wanted: dict[str, tuple[str, ...]] = {}
+    for name, op, _, _, fold in the_plan:
+        if op in ("dense", "conv"):
+            wanted[name] = ("w",)
+            if fold:
+                wanted[fold] = _BN_KEYS
+        elif op == "batchnorm":
+            wanted[name] = _BN_KEYS
+    needed = {}
+    for name, keys in wanted.items():
+        if name not in params:
+            raise InvalidArgumentError(
+                f"path-norm: params have no entry for node {name!r} of model {model.arch!r}")
+        missing = [k for k in keys if k not in params[name]]
+        if missing:
+            raise InvalidArgumentError(
+                f"path-norm: params[{name!r}] lacks {missing} (found {sorted(params[name])})")
+        needed[name] = dict(params[name])
+    return needed
+
+
+# --------------------------------------------------------------------- scaled arithmetic
+def _log_abs_pow(t, q):
+    """``(|t|^q / M, log M)`` with ``M = max |t|^q`` (``log M = 0`` when ``t == 0``)."""
+    a = jnp.abs(t)
+    m = jnp.max(a)
+    ok = m > 0
+    a = a / jnp.where(ok, m, 1.0)
+    aq = jax.lax.cond(q == 1.0, lambda: a, lambda: a**q)
+    return aq, jnp.where(ok, q * jnp.log(jnp.where(ok, m, 1.0)), 0.0)
+
+
+def _renorm(h, s):
+    m = jnp.max(h)
+    ok = m > 0
+    return jnp.where(ok, h / jnp.where(ok, m, 1.0), h), s + jnp.where(ok, jnp.log(m), 0.0)
+
+
+def _add_scaled(terms):
+    """``sum_i h_i exp(s_i)`` as ``(h, s)``."""
+    t = jnp.max(jnp.stack([s for _, s in terms]))
+    return sum(h * jnp.exp(s - t) for h, s in terms), t
+
+
+def _bn_affine(p, attrs):
+    a = p["scale"] / (p["var"] + attrs.get("eps", 1e-5)) ** 0.5  # numpy or jax arrays
+    return a, p["bias"] - a * p["mean"]
+
+
+def _tuple(v, nd):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
+
+
+def _pool_padding(pad, nd):
+    if isinstance(pad, int):
+        return [(0, 0)] + [(pad, pad)] * nd + [(0, 0)]
+    return pad
+
+
+def _sum_pool(x, attrs):
+    nd = x.ndim - 2
+    win = (1, *_tuple(attrs["window"], nd), 1)
+    strides = (1, *_tuple(attrs.get("stride", attrs["window"]), nd), 1)
+    pad = _pool_padding(attrs.get("padding", "VALID"), nd)
+    return jax.lax.reduce_window(x, 0.0, jax.lax.add, win, strides, pad), win, strides, pad
+
+
+def _affine(h, s, w, b, q, linear):
+    """``linear(h, |w|^q) + |b|^q`` in scaled form (``b`` may be ``None``)."""
+    wq, lw = _log_abs_pow(w, q)
+    y, sy = linear(h, wq), s + lw
+    if b is None:
+        return y, sy
+    bq, lb = _log_abs_pow(b, q)
+    return _add_scaled([(y, sy), (jnp.broadcast_to(bq, y.shape), lb)])
+
+
+def _conv_linear(attrs):
+    nd = len(attrs["kernel"])
+    spatial = "HW"[:nd] if nd <= 2 else "DHW"
+    dn = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
+    pad = attrs.get("padding", "SAME")
+    if isinstance(pad, int):
+        pad = [(pad, pad)] * nd
+    strides = _tuple(attrs.get("stride", 1), nd)
+    return lambda x, w: jax.lax.conv_general_dilated(x, w, strides, pad, dimension_numbers=dn)
+
+
+def _weights(p, attrs, bn=None, bn_attrs=None):
+    """Effective ``(W, b)`` of a dense/conv node, BatchNorm ``bn`` folded in if given."""
+    w = attrs["w_mult"] * p["w"]
+    b = attrs.get("b_mult", 1.0) * p["b"] if "b" in p else None
+    if bn is not None:
+        a, c = _bn_affine(bn, bn_attrs)
+        w = w * a
+        b = c if b is None else a * b + c
+    return w, b
+
+
+def _as64(tree):
+    return jax.tree_util.tree_map(lambda t: jnp.asarray(t, jnp.float64), tree)
+
+
+def _step(op, frozen, fold_frozen, q, ins, p, bn):
+    """One node of the rewritten network on scaled inputs ``ins = [(h, s), ...]``."""
+    a = _attrs(frozen)
+    if op in ("dense", "conv"):
+        w, b = _weights(_as64(p), a, _as64(bn) if bn is not None else None,
+                        _attrs(fold_frozen) if fold_frozen is not None else None)
+        linear = (lambda x, ww: x @ ww) if op == "dense" else _conv_linear(a)
+        return _renorm(*_affine(*ins[0], w, b, q, linear))
+    if op == "batchnorm":
+        scale, shift = _bn_affine(_as64(p), a)
+        return _renorm(*_affine(*ins[0], scale, shift, q, lambda x, ww: x * ww))
+    if op == "add":
+        return _add_scaled(ins)
+    x, s = ins[0]
+    if op == "maxpool":
+        return _sum_pool(x, a)[0], s
+    if op == "avgpool":
+        summed, win, strides, pad = _sum_pool(x, a)
+        if a.get("count_include_pad", True) or pad == "VALID":
+            weight = jnp.float64(1.0 / math.prod(win))
+        else:
+            ones = jnp.ones((1, *x.shape[1:-1], 1), jnp.float64)
+            weight = 1.0 / jax.lax.reduce_window(ones, 0.0, jax.lax.add, win, strides, pad)
+        return summed * weight**q, s
+    if op == "global_avgpool":
+        n = math.prod(x.shape[1:-1])
+        return jnp.sum(x, axis=tuple(range(1, x.ndim - 1))), s - q * math.log(n)
+    if op == "scale":
+        f = abs(float(a["factor"]))
+        return (x, s + q * math.log(f)) if f > 0 else (jnp.zeros_like(x), s)
+    raise UnsupportedLayerError(f"path-norm: op {op!r} is not supported")  # pragma: no cover
+
+
+@partial(jax.jit, static_argnums=(0, 2, 3))
+def _log_pathnorm_qq(the_plan, q, input_shape, output, params):
+    """``log ||Phi(theta)||_q^q``: the rewritten forward pass on the all-ones input, compiled
+    once per architecture (``q`` is traced: no recompilation per ``q``)."""
+    frozen_of = {name: frozen for name, _, _, frozen, _ in the_plan}
+    q = jnp.float64(q)
+    env: dict[str, tuple] = {}
+    for name, op, inputs, frozen, fold in the_plan:
+        ins = [env[s] for s in inputs]
+        if op == "input":
+            env[name] = (jnp.ones((1, *input_shape), jnp.float64), jnp.float64(0.0))
+        elif op in ("relu", "act", "bn_folded"):
+            env[name] = ins[0]
+        elif op == "flatten":
+            env[name] = (ins[0][0].reshape(1, -1), ins[0][1])
+        else:
+            env[name] = _step(op, frozen, frozen_of[fold] if fold else None, q, ins,
+                              params.get(name), params.get(fold) if fold else None)
+    h, s = env[output]
+    return jnp.log(jnp.sum(h)) + s
+
+
+def _check_q(q) -> float:
+    try:
+        q = float(q)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"path-norm: q must be a positive number, got {q!r}") from exc
+    if not (math.isfinite(q) and q > 0):
+        raise InvalidArgumentError(f"path-norm: q must be a finite number > 0, got {q}")
+    return q
+
+
+def _nonfinite_nodes(params) -> list[str]:
+    bad = []
+    for name, p in params.items():
+        if any(not np.all(np.isfinite(np.asarray(v))) for v in p.values()):
+            bad.append(name)
+    return bad
+
+
+def log_pathnorm_qq(model, params, q: float = 1.0) -> float:
+    """``log sum_p |Phi_p(theta)|^q = q log ||Phi(theta)||_q`` (see the module docstring)."""
+    q = _check_q(q)
+    the_plan = plan(model)
+    needed = _needed_params(model, params, the_plan)
+    with jax.enable_x64(True):
+        out = float(_log_pathnorm_qq(the_plan, q, tuple(model.input_shape), model.output,
+                                     needed))
+    if math.isnan(out):
+        bad = _nonfinite_nodes(needed)
+        raise InvalidArgumentError(
+            f"path-norm: the parameters of node(s) {bad or '?'} contain NaN/Inf values; the "
+            "path-norm is undefined")
+    return out
+
+
+def path_norm(model, params, q: float = 1) -> PathNorm:
+    """L^q path-norm ``||Phi(theta)||_q`` of a ReLU DAG network (Gonon et al., ICLR 2024).
+
+    ``||Phi(theta)||_q^q = sum_p |Phi_p(theta)|^q`` over all paths ending at an output neuron
+    and starting at an input neuron (coefficient: the product of the effective weights
+    ``w_mult * w`` along the path) or at a neuron with a bias (coefficient: that bias times the
+    product of the weights downstream). Computed by one float64 forward pass of the
+    rewritten network on the all-ones input (their Theorem A.1; rules in the module
+    docstring), in log space.
+
+    ``model``/``params`` are a ``dynkit.models.Model`` and its parameters (e.g.
+    ``ckpt.model, ckpt.params``); BatchNorm uses its running statistics (eval mode). ``q > 0``.
+    Raises ``UnsupportedLayerError`` for layers outside the toolkit (non-ReLU activations,
+    unknown ops) and ``InvalidArgumentError`` for missing or non-finite parameters."""
+    lq = log_pathnorm_qq(model, params, q)
+    q = float(q)
+    log_value = lq / q
+    if log_value > _LOG_FLOAT64_MAX:
+        warnings.warn(f"path-norm L^{q:g} of {model.arch!r} is exp({log_value:.6g}), beyond "
+                      "the float64 range: value=inf, use log_value", RuntimeWarning, stacklevel=2)
+        value = math.inf
+    else:
+        value = math.exp(log_value)
+    return PathNorm(value, log_value, q)
+
+
+# --------------------------------------------------------------------- series and metric
+def _checkpoints(run_or_dir) -> Iterable:
+    if isinstance(run_or_dir, (str, bytes)) or hasattr(run_or_dir, "__fspath__"):
+        from dynkit.checkpoints import load_run
+
+        return load_run(run_or_dir)
+    return run_or_dir
+
+
+def path_norm_series(run_or_dir, qs: Sequence[float] = (1, 2, 4)) -> pd.DataFrame:
+    """Path-norms along a training run: one row per ``(step, q)`` with columns
+    ``step, q, value, log_value``.
+
+    ``run_or_dir`` is a run folder (read with ``dynkit.load_run``), a ``Run``, or any iterable
+    of checkpoints (objects with ``model``, ``params``, ``step``)."""
+    qs = [_check_q(q) for q in qs]
+    rows = []
+    for ckpt in _checkpoints(run_or_dir):
+        for q in qs:
+            pn = path_norm(ckpt.model, ckpt.params, q)
+            rows.append({"step": ckpt.step, "q": q, "value": pn.value, "log_value": pn.log_value})
+    return pd.DataFrame(rows, columns=["step", "q", "value", "log_value"])
+
+
+def _q_name(q: float) -> str:
+    return f"{q:g}".replace(".", "p")
+
+
+@METRICS.register("pathnorm", "L^1, L^2, L^4 path-norms (Gonon et al. 2024) and the L^1 "
+                  "path-norm generalization bound")
+def pathnorm_metric(model, params, data: Any = None, qs: Sequence[float] = (1, 2, 4)):
+    """Metric table: rows ``pathnorm_l{q}`` and ``log_pathnorm_l{q}`` for each ``q`` and
+    ``bound`` (the Theorem 3.1 bound of ``pathnorm_bound``, with ``n_train`` and the input
+    bound taken from ``data.x_train``; NaN without data). Columns ``metric, value``."""
+    from dynkit.analyses.pathnorm_bound import pathnorm_bound
+
+    rows = []
+    log_l1 = None
+    for q in qs:
+        pn = path_norm(model, params, q)
+        rows.append(("pathnorm_l" + _q_name(q), pn.value))
+        rows.append(("log_pathnorm_l" + _q_name(q), pn.log_value))
+        if float(q) == 1.0:
+            log_l1 = pn.log_value
+    bound = math.nan
+    x = getattr(data, "x_train", None)
+    if x is not None and len(x):
+        b = pathnorm_bound(model, params, n_train=len(x), input_bound=float(np.max(np.abs(x))),
+                           log_pathnorm=log_l1)
+        bound = b.value
+    rows.append(("bound", bound))
+    return pd.DataFrame(rows, columns=["metric", "value"])

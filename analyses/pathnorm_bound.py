@@ -1,0 +1,262 @@
+"""Generalization bound from the L^1 path-norm (Gonon, Brisebarre, Riccietti & Gribonval,
+ICLR 2024, Theorem 3.1) and the classic product of operator norms it is compared with
+(Bartlett, Foster & Telgarsky 2017; Neyshabur, Bhojanapalli & Srebro 2018).
+
+Theorem 3.1 (as evaluated in the authors' Table 2 script for ResNets on ImageNet): for a DAG
+ReLU network with depth ``D``, ``P`` distinct kinds of *-max-pooling neurons of kernel size at
+most ``K``, input dimension ``d_in``, output dimension ``d_out``, trained on ``n`` i.i.d.
+samples with ``||x||_inf <= B``, the expected generalization gap of the cross-entropy loss is
+at most::
+
+    bound = 4 * C * B / sqrt(n) * ||Phi(theta)||_1,
+    C     = sqrt( D log((3 + 2P) K) + log( (3 + 2P) / (1 + P) * (d_in + 1) * d_out ) ).
+
+The sharpened constant of their Remark 3.1 (for plain max-pooling, ``P <= 1``, with ``M`` the
+largest number of max-pooling neurons on one path) is::
+
+    C_sharp = sqrt( D log 3 + M log K + log( (d_in + 1) * d_out ) ).
+
+With ``D=18, P=1, K=9, d_in=224*224*3, d_out=1000, n=0.99*1281167, B=2.64`` these give the
+published ``4 C B / sqrt(n) = 0.0881`` and ``0.0599`` (Table 2, ResNet-18); see the tests.
+
+Conventions of this implementation (all explicit in ``PathNormBound``):
+
+* ``B`` is ``max(input_bound, 1)``: the bias paths of ``Phi`` see the constant input 1, so an
+  input bound below 1 is not used (this can only enlarge the bound).
+* ``D`` defaults to the number of edge layers on the longest input-to-output path of the
+  neuron DAG that ``path_norm`` evaluates: dense, conv, stand-alone BatchNorm, pooling, add
+  (the skip edge) and scale nodes count one each; relu, flatten and BatchNorm folded into
+  its convolution count zero. This gives 28 for ResNet-18 (18 weight layers, 2 pools, 8
+  adds); the authors' Table 2 uses the nominal depth (18). Pass ``depth=`` to override.
+* ``K = 1`` and ``P = 0`` when there is no max-pooling.
+* The theorem bounds a supremum over a parameter set fixed before seeing the data; plugging
+  in the trained ``theta`` is the usual heuristic reading, as in the paper's Sec. 4.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dynkit.analyses.pathnorm import (
+    _attrs,
+    _bn_affine,
+    _conv_linear,
+    _weights,
+    path_norm,
+    plan,
+)
+from dynkit.errors import InvalidArgumentError
+
+#: Plan ops that are one layer of edges in the neuron DAG.
+_EDGE_OPS = ("dense", "conv", "batchnorm", "maxpool", "avgpool", "global_avgpool", "add",
+             "scale")
+
+
+@dataclass(frozen=True)
+class ArchitectureConstants:
+    """Architecture constants of Theorem 3.1: ``depth`` (D), ``pool_kinds`` (P),
+    ``pool_kernel`` (K), ``pools_on_path`` (M, for Remark 3.1), ``d_in``, ``d_out``."""
+
+    depth: int
+    pool_kinds: int
+    pool_kernel: int
+    pools_on_path: int
+    d_in: int
+    d_out: int
+
+
+@dataclass(frozen=True)
+class PathNormBound:
+    """Theorem 3.1 bound and its constituents.
+
+    ``value = factor * exp(log_pathnorm_l1)`` with ``factor = 4 C B / sqrt(n_train)``;
+    ``log_value`` its log (finite even when ``value`` overflows to inf). ``sharpened_value``
+    uses ``C_sharp`` (Remark 3.1; NaN when ``P > 1``)."""
+
+    value: float
+    log_value: float
+    factor: float
+    C: float
+    sharpened_value: float
+    sharpened_factor: float
+    C_sharp: float
+    log_pathnorm_l1: float
+    B: float
+    n_train: int
+    constants: ArchitectureConstants
+
+
+def architecture_constants(model, depth: int | None = None) -> ArchitectureConstants:
+    """``D, P, K, M, d_in, d_out`` of ``model`` (conventions in the module docstring)."""
+    the_plan = plan(model)
+    longest: dict[str, int] = {}
+    pools: dict[str, int] = {}
+    kernel = 1
+    for name, op, inputs, frozen, _ in the_plan:
+        longest[name] = max((longest[s] for s in inputs), default=0) + (op in _EDGE_OPS)
+        pools[name] = max((pools[s] for s in inputs), default=0) + (op == "maxpool")
+        if op == "maxpool":
+            window = _attrs(frozen)["window"]
+            kernel = max(kernel, math.prod(window if isinstance(window, list) else [window]))
+    n_pools = max(pools.values())
+    d_out = _output_dim(model)
+    return ArchitectureConstants(
+        depth=int(depth) if depth is not None else longest[model.output],
+        pool_kinds=1 if n_pools else 0,
+        pool_kernel=int(kernel),
+        pools_on_path=int(n_pools),
+        d_in=int(math.prod(model.input_shape)),
+        d_out=int(d_out),
+    )
+
+
+def _output_dim(model) -> int:
+    params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0)))
+    x = jax.ShapeDtypeStruct((1, *model.input_shape), jnp.float32)
+    out = jax.eval_shape(model.apply, params, x)
+    return int(math.prod(out.shape[1:]))
+
+
+def theorem_constants(c: ArchitectureConstants) -> tuple[float, float]:
+    """``(C, C_sharp)`` of Theorem 3.1 and Remark 3.1 (formulas in the module docstring)."""
+    P, K, D = c.pool_kinds, c.pool_kernel, c.depth
+    C = math.sqrt(D * math.log((3 + 2 * P) * K)
+                  + math.log((3 + 2 * P) / (1 + P) * (c.d_in + 1) * c.d_out))
+    if P > 1:
+        return C, math.nan
+    C_sharp = math.sqrt(D * math.log(3) + c.pools_on_path * math.log(K)
+                        + math.log((c.d_in + 1) * c.d_out))
+    return C, C_sharp
+
+
+def bound_factor(C: float, input_bound: float, n_train: int) -> float:
+    """``4 C max(B, 1) / sqrt(n)``: the factor multiplying ``||Phi(theta)||_1``."""
+    return 4.0 * C * max(float(input_bound), 1.0) / math.sqrt(n_train)
+
+
+def pathnorm_bound(model, params, n_train: int, input_bound: float, *, depth: int | None = None,
+                   log_pathnorm: float | None = None) -> PathNormBound:
+    """Generalization bound of Gonon et al. (ICLR 2024, Theorem 3.1) for ``(model, params)``.
+
+    ``bound = 4 C max(B, 1) / sqrt(n_train) * ||Phi(theta)||_1`` with
+    ``C = sqrt(D log((3+2P)K) + log((3+2P)/(1+P) (d_in+1) d_out))``; ``B = input_bound`` is
+    the largest ``||x||_inf`` of the (preprocessed) inputs; ``D, P, K, d_in, d_out`` come from
+    the graph (``architecture_constants``; ``depth`` overrides ``D``). ``log_pathnorm`` reuses
+    an already computed ``log ||Phi(theta)||_1``."""
+    if int(n_train) < 1:
+        raise InvalidArgumentError(f"pathnorm_bound: n_train must be >= 1, got {n_train}")
+    if not (math.isfinite(float(input_bound)) and float(input_bound) >= 0):
+        raise InvalidArgumentError(
+            f"pathnorm_bound: input_bound (max ||x||_inf) must be finite and >= 0, got "
+            f"{input_bound}")
+    consts = architecture_constants(model, depth)
+    C, C_sharp = theorem_constants(consts)
+    if log_pathnorm is None:
+        log_pathnorm = path_norm(model, params, 1).log_value
+    B = max(float(input_bound), 1.0)
+    factor = bound_factor(C, B, n_train)
+    sharp_factor = bound_factor(C_sharp, B, n_train) if math.isfinite(C_sharp) else math.nan
+    log_value = math.log(factor) + log_pathnorm
+    return PathNormBound(
+        value=_safe_exp(log_value), log_value=log_value, factor=factor, C=C,
+        sharpened_value=_safe_exp(math.log(sharp_factor) + log_pathnorm)
+        if math.isfinite(sharp_factor) else math.nan,
+        sharpened_factor=sharp_factor, C_sharp=C_sharp, log_pathnorm_l1=float(log_pathnorm),
+        B=B, n_train=int(n_train), constants=consts)
+
+
+def _safe_exp(x: float) -> float:
+    return math.exp(x) if x < 709.0 else math.inf
+
+
+# --------------------------------------------------------------------- operator norms
+@dataclass(frozen=True)
+class OperatorNormProduct:
+    """``value = prod_l ||A_l||_2`` over the linear layers, ``log_value`` its log, and
+    ``layers``: ``((name, ||A_l||_2), ...)`` in graph order."""
+
+    value: float
+    log_value: float
+    layers: tuple
+
+
+def _input_shapes(model, names) -> dict:
+    """Shapes (with batch 1) of the inputs of the named nodes."""
+    shapes = model.node_shapes()
+    return {n: (1, *shapes[model.node(n).inputs[0]]) for n in names}
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _conv_power_iteration(frozen, shape, n_iter, w, seed):
+    """``||A||_2`` of the convolution ``A x = conv(x, w)`` on inputs of ``shape`` by power
+    iteration on ``A^T A`` (float64; compiled once per conv signature). Converges from below:
+    the result is a lower estimate of the exact norm."""
+    linear = _conv_linear(_attrs(frozen))
+
+    def op(x):
+        return linear(x, w)
+
+    v0 = jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float64)
+    _, transpose = jax.vjp(op, v0)
+
+    def step(_, v):
+        u = transpose(op(v))[0]
+        return u / jnp.linalg.norm(u)
+
+    v = jax.lax.fori_loop(0, n_iter, step, v0 / jnp.linalg.norm(v0))
+    return jnp.linalg.norm(op(v))
+
+
+def operator_norm_product(model, params, *, n_iter: int = 100, seed: int = 0
+                          ) -> OperatorNormProduct:
+    """Product of the spectral norms of the linear layers, ``prod_l ||A_l||_2`` (the classic
+    capacity measure of Bartlett et al. 2017 / Neyshabur et al. 2018), in log space.
+
+    ``A_l`` is: a dense layer's effective matrix ``w_mult W`` (exact, via SVD); a convolution
+    as the linear operator on its actual input shape (padding and stride included), with a
+    following BatchNorm folded in, its norm estimated by ``n_iter`` power iterations on
+    ``A^T A`` (an estimate from below, not a certified upper bound); a stand-alone BatchNorm
+    ``max |a|``; a ``scale`` node ``|factor|``. Biases, pooling and skip connections do not
+    enter (so for residual networks this is the classic comparison, not a Lipschitz bound).
+    """
+    the_plan = plan(model)
+    convs = [name for name, op, *_ in the_plan if op == "conv"]
+    shapes = _input_shapes(model, convs) if convs else {}
+    layers = []
+    with jax.enable_x64(True):
+        for name, op, _, frozen, fold in the_plan:
+            a = _attrs(frozen)
+            if op in ("dense", "conv"):
+                bn = _np64(params[fold]) if fold else None
+                bn_attrs = model.node(fold).attrs if fold else None
+                w, _ = _weights(_np64(params[name]), a, bn, bn_attrs)
+                if op == "dense":
+                    norm = float(np.linalg.norm(w, 2))
+                else:
+                    norm = float(_conv_power_iteration(_conv_key(frozen), tuple(shapes[name]),
+                                                       int(n_iter), w, seed))
+            elif op == "batchnorm":
+                norm = float(np.max(np.abs(_bn_affine(_np64(params[name]), a)[0])))
+            elif op == "scale":
+                norm = abs(float(a["factor"]))
+            else:
+                continue
+            layers.append((name, norm))
+    logs = [math.log(v) if v > 0 else -math.inf for _, v in layers]
+    log_value = float(sum(logs))
+    return OperatorNormProduct(_safe_exp(log_value), log_value, tuple(layers))
+
+
+def _np64(p) -> dict:
+    return {k: np.asarray(v, np.float64) for k, v in p.items()}
+
+
+def _conv_key(frozen) -> tuple:
+    """The attributes that define a convolution operator (shared by identical layers)."""
+    return tuple((k, v) for k, v in frozen if k in ("kernel", "stride", "padding"))
