@@ -20,8 +20,9 @@ so state_dict conversion is a rename plus a transpose.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -171,7 +172,16 @@ class Model:
                 f"{', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}"
             )
 
-    def _run(self, params: Params, x, train: bool, keep: Sequence[str] | None, stop: str | None):
+    def forward(self, params: Params, x, *, keep: Sequence[str] = (), train: bool = False,
+                perturb: Mapping[str, Any] | None = None):
+        """Evaluate the graph; returns ``{name: activation}`` for the ``keep`` nodes and the
+        output node. ``perturb[name]`` is added to node ``name``'s output (probes for
+        per-layer gradients, e.g. the structured empirical NTK)."""
+        out, _ = self._run(params, x, train, keep, None, perturb)
+        return out
+
+    def _run(self, params: Params, x, train: bool, keep: Sequence[str] | None, stop: str | None,
+             perturb: Mapping[str, Any] | None = None):
         """Evaluate the graph. Returns ``(outputs, batch_stats)`` where ``outputs`` maps the
         requested node names to activations and ``batch_stats`` the BatchNorm batch moments
         (train mode only)."""
@@ -193,6 +203,8 @@ class Model:
                 y = _OPS[n.op](params[n.name], ins[0], n.attrs)
             else:
                 y = _OPS[n.op](ins, n.attrs)
+            if perturb is not None and n.name in perturb:
+                y = y + perturb[n.name]
             env[n.name] = y
             if n.name in wanted:
                 out[n.name] = y
