@@ -13,6 +13,15 @@ from dynkit.registry import FIGURES
 
 #: Modules that register figures (one per paper figure).
 FIGURE_MODULES: tuple[str, ...] = (
+    "dynkit.figures.jacot_ntk_convergence",
+    "dynkit.figures.nngp_finite_width",
+    "dynkit.figures.edge_of_chaos",
+    "dynkit.figures.lazy_vs_rich",
+    "dynkit.figures.meanfield_convergence",
+    "dynkit.figures.teacher_student_ode",
+    "dynkit.figures.early_alignment",
+    "dynkit.figures.meanfield_knots",
+    "dynkit.figures.xor_feature_learning",
     "dynkit.figures.lmc_rebasin",
     "dynkit.figures.layerwise_lmc",
     "dynkit.figures.lmc_instability",

@@ -224,3 +224,14 @@ def test_bad_inputs():
         stax.Dense(3, parameterization="mup")
     with pytest.raises(InvalidArgumentError):
         stax.serial(stax.Dense(3), "Relu")
+
+
+def test_float32_arccos_matches_float64_reference():
+    import numpy as np
+
+    from dynkit.theory.dual_activations import arccos
+
+    x = np.concatenate([np.linspace(-1, 1, 20001), [0.5, -0.5, 0.4999999, 1 - 1e-7]])
+    got = np.asarray(arccos(jnp.asarray(x, jnp.float32)), np.float64)
+    ref = np.arccos(np.asarray(np.float32(x), np.float64))
+    assert np.max(np.abs(got - ref)) < 4e-7

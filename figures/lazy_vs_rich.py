@@ -1,0 +1,90 @@
+"""``lazy-vs-rich-particles``: particle trajectories of a two-layer ReLU net in 2-D for small
+and large output scale alpha, and the distance travelled vs alpha (Chizat, Oyallon & Bach
+2019, "On lazy training in differentiable programming", Fig. 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from dynkit.figures.common import new_figure, save_figure, save_table, style
+from dynkit.registry import FIGURES
+from dynkit.theory import two_layer as tl
+
+NAME = "lazy-vs-rich-particles"
+TEACHER_ANGLES = (0.3, 2.4, 4.3)
+
+
+def data(quick: bool = False) -> pd.DataFrame:
+    """Gradient descent (mean-field scaling, symmetric balanced init so ``f_0 = 0``) on a
+    3-neuron ReLU teacher in 2-D, for several alpha with the ``1/alpha^2`` time scaling.
+
+    Rows ``kind="particle"``: ``alpha, step, neuron, px, py`` with ``(px, py) = alpha |a_i| w_i``;
+    rows ``kind="summary"``: ``alpha, rel_dist`` (``|theta(T) - theta(0)| / |theta(0)|``),
+    ``train_loss`` at the end.
+    """
+    alphas = (0.03, 1.0, 10.0) if quick else (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+    width, steps = (32, 600) if quick else (128, 4000)
+    ang = jax.random.uniform(jax.random.PRNGKey(0), (200,)) * 2 * np.pi
+    x = jnp.stack([jnp.cos(ang), jnp.sin(ang)], 1)
+    teacher = jnp.array([[np.cos(t), np.sin(t)] for t in TEACHER_ANGLES])
+    y = jnp.sum(jax.nn.relu(x @ teacher.T), 1)
+    frames = []
+    for alpha in alphas:
+        net = tl.TwoLayer(width=width, gamma=1.0, alpha=alpha)
+        p = tl.init(jax.random.PRNGKey(1), net, 2, symmetric=True, balanced=True)
+        tr = tl.gd(p, net, x, y, lr=0.02 * min(1.0, alpha), steps=steps,
+                   record_every=steps // 20)
+        a, w = np.asarray(tr.params["a"]), np.asarray(tr.params["w"])
+        pos = alpha * np.abs(a)[..., None] * w
+        r, m = a.shape
+        frames.append(pd.DataFrame({
+            "kind": "particle", "alpha": alpha, "step": np.repeat(tr.history["step"], m),
+            "neuron": np.tile(np.arange(m), r), "sign": np.sign(a).ravel(),
+            "px": pos[..., 0].ravel(), "py": pos[..., 1].ravel()}))
+        frames.append(pd.DataFrame({"kind": ["summary"], "alpha": [alpha],
+                                    "rel_dist": [tr.history["rel_dist"].iloc[-1]],
+                                    "train_loss": [tr.history["train_loss"].iloc[-1]]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot(df: pd.DataFrame):
+    parts = df[df["kind"] == "particle"]
+    summary = df[df["kind"] == "summary"].sort_values("alpha")
+    alphas = sorted(parts["alpha"].unique())
+    with style():
+        fig, axes = new_figure(1, 3)
+        for ax, alpha in zip(axes[0, :2], (alphas[0], alphas[-1])):
+            sub = parts[parts["alpha"] == alpha]
+            for _, g in sub.groupby("neuron"):
+                color = "tab:red" if g["sign"].iloc[-1] > 0 else "tab:blue"
+                ax.plot(g["px"], g["py"], color=color, lw=0.8, alpha=0.7)
+                ax.plot(g["px"].iloc[-1], g["py"].iloc[-1], "o", color=color, ms=2)
+            lim = 1.1 * np.abs(sub[["px", "py"]].to_numpy()).max()
+            for t in TEACHER_ANGLES:
+                ax.plot([0, lim * np.cos(t)], [0, lim * np.sin(t)], "k--", lw=0.8)
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+            ax.set_aspect("equal")
+            ax.set_title(f"alpha = {alpha:g}: " + ("rich" if alpha < 1 else "lazy"))
+            ax.set_xlabel("alpha |a| w_1")
+            ax.set_ylabel("alpha |a| w_2")
+        ax = axes[0, 2]
+        ax.loglog(summary["alpha"], summary["rel_dist"], "o-")
+        ax.set_xlabel("alpha")
+        ax.set_ylabel("|theta(T) - theta(0)| / |theta(0)|")
+        ax.set_title("distance travelled")
+        fig.tight_layout()
+    return fig
+
+
+@FIGURES.register(NAME, "2-D ReLU neurons move far for small alpha and stay put for large "
+                  "alpha (Chizat, Oyallon & Bach 2019)")
+def make(out_dir: Path, quick: bool = False) -> list[Path]:
+    df = data(quick)
+    return [save_figure(plot(df), Path(out_dir) / f"{NAME}.png"),
+            save_table(df, Path(out_dir) / f"{NAME}.csv")]

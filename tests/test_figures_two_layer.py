@@ -1,0 +1,75 @@
+"""Smoke tests of the two-layer figures: quick mode writes PNG + CSV showing the phenomenon."""
+
+import numpy as np
+import pandas as pd
+
+
+def _make(module, tmp_path):
+    paths = module.make(tmp_path, quick=True)
+    assert [p.suffix for p in paths] == [".png", ".csv"]
+    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
+    return pd.read_csv(paths[1])
+
+
+def test_lazy_vs_rich(tmp_path):
+    from dynkit.figures import lazy_vs_rich
+
+    df = _make(lazy_vs_rich, tmp_path)
+    s = df[df["kind"] == "summary"].sort_values("alpha")
+    assert np.all(np.diff(s["rel_dist"]) < 0)          # distance travelled falls with alpha
+    assert s["rel_dist"].iloc[0] > 1 and s["rel_dist"].iloc[-1] < 0.3
+    assert np.all(s["train_loss"] < 0.05 * 0.47)       # every alpha fits (loss(0) = 0.47)
+
+
+def test_meanfield_convergence(tmp_path):
+    from dynkit.figures import meanfield_convergence
+
+    df = _make(meanfield_convergence, tmp_path)
+    gaps = meanfield_convergence.gaps(df).sort_values("m")
+    assert np.all(np.diff(gaps["gap"]) < 0)            # curves approach the wide-net limit
+
+
+def test_teacher_student_ode(tmp_path):
+    from dynkit.figures import teacher_student_ode
+
+    df = _make(teacher_student_ode, tmp_path)
+    ode = df[df["source"] == "ode"].groupby("time")["eg"].mean()
+    sgd = df[df["source"] == "sgd"].groupby("time")["eg"].mean()
+    early = ode.index <= 40            # before the escape, whose time fluctuates per run
+    assert np.all((np.abs(sgd - ode) <= 0.15 * ode + 1e-3)[early])
+    assert sgd.iloc[-1] < 0.5 * sgd[(sgd.index >= 10) & (sgd.index <= 30)].min()   # SGD escapes
+    plateau = ode[(ode.index >= 10) & (ode.index <= 30)]
+    assert plateau.max() / plateau.min() < 1.1 and plateau.min() > 0.01   # plateau ...
+    assert ode.iloc[-1] < 0.3 * plateau.min()                            # ... and escape
+
+
+def test_early_alignment(tmp_path):
+    from dynkit.figures import early_alignment
+
+    df = _make(early_alignment, tmp_path)
+    h = df[df["kind"] == "history"]
+    assert h["aligned"].iloc[-1] > 0.9                 # neurons aligned by output-weight sign
+    assert h["eff_rank"].iloc[-1] < 2.5 < h["eff_rank"].iloc[0]    # W near rank two
+    assert -1.6 < early_alignment.late_slope(df) < -0.7          # loss ~ 1/t late
+
+
+def test_meanfield_knots(tmp_path):
+    from dynkit.figures import meanfield_knots
+
+    df = _make(meanfield_knots, tmp_path)
+    iv = df[df["kind"] == "interval"]
+    assert len(iv) == 5 and iv["knots"].max() <= 3
+    assert df[df["kind"] == "summary"]["train_loss"].max() < 0.01
+
+
+def test_xor_feature_learning(tmp_path):
+    from dynkit.figures import xor_feature_learning
+
+    df = _make(xor_feature_learning, tmp_path)
+    d = df["d"].iloc[0]
+    assert df["signal"].iloc[0] < 3 / d                           # isotropic start
+    assert df["signal"].iloc[-1] > 0.5                            # signal-heavy at the end
+    assert df["test_error"].iloc[-1] < 0.05
+    # signal-finding: the signal fraction rises while the loss is still near log 2
+    rising = df[df["test_loss"] > 0.6]
+    assert rising["signal"].max() > 2 * df["signal"].iloc[0]

@@ -1,0 +1,374 @@
+"""Online SGD in the teacher-student two-layer setting and its exact high-dimensional ODEs.
+
+Student ``f(x) = sum_k v_k g(w_k . x / sqrt N)`` (K hidden units), teacher
+``y = sum_m vt_m g(wt_m . x / sqrt N) + noise * zeta`` (M units), ``x ~ N(0, I_N)``, squared loss
+``1/2 (f - y)^2``. One SGD step on a fresh sample:
+
+    w_k <- w_k - lr / sqrt(N) * v_k Delta g'(lambda_k) x,
+    v_k <- v_k - lr_v / N * Delta g(lambda_k)
+
+with ``Delta = f(x) - y``, ``lambda_k = w_k . x / sqrt N`` (and ``nu_m`` the teacher fields).
+With time ``t = step / N``, as N -> infinity the order parameters ``Q = w w^T / N``,
+``R = w wt^T / N``, ``T = wt wt^T / N`` and ``v`` follow closed ODEs (Saad & Solla 1995,
+"On-line learning in soft committee machines"; Goldt, Advani, Saxe, Krzakala & Zdeborova
+2019, "Dynamics of stochastic gradient descent for two-layer neural networks in the
+teacher-student setup", eqs. (9)-(11)). Writing ``u = (v, -vt)`` and ``phi`` the K + M local
+fields with covariance ``C = [[Q, R], [R^T, T]]``:
+
+    dR_kn/dt = -lr v_k sum_c u_c I3(k, n, c)
+    dQ_kl/dt = -lr v_k sum_c u_c I3(k, l, c) - lr v_l sum_c u_c I3(l, k, c)
+               + lr^2 v_k v_l (sum_{c,e} u_c u_e I4(k, l, c, e) + noise^2 J2(k, l))
+    dv_k/dt  = -lr_v sum_c u_c I2(k, c)
+    eps_g    = 1/2 sum_{c,e} u_c u_e I2(c, e)
+
+with ``I2(a,b) = E[g(phi_a) g(phi_b)]``, ``I3(a,b,c) = E[g'(phi_a) phi_b g(phi_c)]``,
+``I4(a,b,c,e) = E[g'(phi_a) g'(phi_b) g(phi_c) g(phi_e)]``, ``J2(a,b) = E[g'(phi_a) g'(phi_b)]``.
+
+Activations:
+
+* ``"erf"``: ``g(z) = erf(z / sqrt 2)``; I2, I3, I4, J2 in closed form (Saad & Solla 1995,
+  Appendix; Biehl & Schwarze 1995). With ``C' = 1 + C``:
+  ``I2 = 2/pi arcsin(C_ab / sqrt(C'_aa C'_bb))``, ``J2 = 2/pi / sqrt(C'_aa C'_bb - C_ab^2)``,
+  ``I3 = 2/pi (C_bc C'_aa - C_ab C_ac) / (C'_aa sqrt(L3))``, ``L3 = C'_aa C'_cc - C_ac^2``,
+  ``I4 = 4/pi^2 / sqrt(L4) arcsin(L0 / sqrt(L1 L2))`` (the ``L`` are given in ``_erf_i4``).
+* ``"relu"``: I2 and J2 are the arc-cosine kernels of degree 1 and 0 (Cho & Saul 2009), I3
+  follows from Stein's lemma, ``I3 = C_ab E[delta(phi_a) relu(phi_c)] + C_bc J2(a, c)`` with
+  ``E[delta(phi_a) relu(phi_c)] = sqrt(C_cc (1 - rho_ac^2)) / (2 pi sqrt(C_aa))``. The
+  four-point I4 has no closed form here; it is a fixed-sample Monte Carlo average (common
+  random numbers, ``mc_samples`` antithetic Gaussian draws, so the ODE right-hand side stays
+  smooth); it only enters the O(lr^2) term.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+
+__all__ = [
+    "Simulation",
+    "State",
+    "generalisation_error",
+    "integrals",
+    "ode",
+    "order_parameters",
+    "simulate",
+]
+
+_ACTS = ("erf", "relu")
+
+
+@dataclass(frozen=True)
+class State:
+    """Order parameters: ``Q (K,K)``, ``R (K,M)``, ``T (M,M)``, student ``v (K,)``, teacher
+    ``v_teacher (M,)``."""
+
+    Q: np.ndarray
+    R: np.ndarray
+    T: np.ndarray
+    v: np.ndarray
+    v_teacher: np.ndarray
+
+    def __post_init__(self):
+        k, m = np.shape(self.R)
+        shapes = {"Q": (k, k), "T": (m, m), "v": (k,), "v_teacher": (m,)}
+        for name, shape in shapes.items():
+            if np.shape(getattr(self, name)) != shape:
+                raise ShapeMismatchError(f"State: {name} must have shape {shape} (R is "
+                                         f"{(k, m)}), got {np.shape(getattr(self, name))}")
+        for name in ("Q", "R", "T", "v", "v_teacher"):
+            if not np.all(np.isfinite(getattr(self, name))):
+                raise InvalidArgumentError(f"State: {name} must be finite")
+
+    @property
+    def covariance(self) -> np.ndarray:
+        """Covariance of the K + M local fields, ``[[Q, R], [R^T, T]]``."""
+        return np.block([[self.Q, self.R], [np.transpose(self.R), self.T]])
+
+
+def order_parameters(w, w_teacher, v, v_teacher) -> State:
+    """``Q = w w^T / N``, ``R = w wt^T / N``, ``T = wt wt^T / N`` from weights (rows = units)."""
+    w, wt = np.asarray(w, float), np.asarray(w_teacher, float)
+    n = w.shape[1]
+    return State(w @ w.T / n, w @ wt.T / n, wt @ wt.T / n, np.asarray(v, float),
+                 np.asarray(v_teacher, float))
+
+
+def _check_act(activation):
+    if activation not in _ACTS:
+        raise InvalidArgumentError(f"activation must be one of {_ACTS}, got {activation!r}")
+
+
+# --- closed-form Gaussian integrals -----------------------------------------------------
+
+def _erf_i2(c):
+    d = 1.0 + jnp.diag(c)
+    return 2 / jnp.pi * jnp.arcsin(c / jnp.sqrt(d[:, None] * d[None, :]))
+
+
+def _erf_j2(c):
+    d = 1.0 + jnp.diag(c)
+    return 2 / jnp.pi / jnp.sqrt(d[:, None] * d[None, :] - c ** 2)
+
+
+def _erf_i3(c):
+    """``I3[a, b, e] = E[g'(phi_a) phi_b g(phi_e)]`` for all index triples."""
+    d = 1.0 + jnp.diag(c)
+    l3 = d[:, None] * d[None, :] - c ** 2                       # (a, e)
+    num = c[None, :, :] * d[:, None, None] - c[:, :, None] * c[:, None, :]   # (a, b, e)
+    return 2 / jnp.pi * num / (d[:, None, None] * jnp.sqrt(l3)[:, None, :])
+
+
+def _erf_i4(c):
+    """``I4[a, b, e, f] = E[g'(phi_a) g'(phi_b) g(phi_e) g(phi_f)]`` (Saad & Solla 1995)."""
+    d = 1.0 + jnp.diag(c)
+    c11 = d[:, None, None, None]
+    c22 = d[None, :, None, None]
+    c33 = d[None, None, :, None]
+    c44 = d[None, None, None, :]
+    c12 = c[:, :, None, None]
+    c13 = c[:, None, :, None]
+    c14 = c[:, None, None, :]
+    c23 = c[None, :, :, None]
+    c24 = c[None, :, None, :]
+    c34 = c[None, None, :, :]
+    l4 = c11 * c22 - c12 ** 2
+    l0 = l4 * c34 - c23 * c24 * c11 - c13 * c14 * c22 + c12 * c13 * c24 + c12 * c14 * c23
+    l1 = l4 * c33 - c23 ** 2 * c11 - c13 ** 2 * c22 + 2 * c12 * c13 * c23
+    l2 = l4 * c44 - c24 ** 2 * c11 - c14 ** 2 * c22 + 2 * c12 * c14 * c24
+    return 4 / jnp.pi ** 2 / jnp.sqrt(l4) * jnp.arcsin(l0 / jnp.sqrt(l1 * l2))
+
+
+def _relu_parts(c):
+    s = jnp.sqrt(jnp.diag(c))
+    rho = jnp.clip(c / (s[:, None] * s[None, :]), -1.0, 1.0)
+    theta = jnp.arccos(rho)
+    return s, rho, theta
+
+
+def _relu_i2(c):
+    s, rho, theta = _relu_parts(c)
+    return s[:, None] * s[None, :] * (jnp.sin(theta) + (jnp.pi - theta) * rho) / (2 * jnp.pi)
+
+
+def _relu_j2(c):
+    _, _, theta = _relu_parts(c)
+    return (jnp.pi - theta) / (2 * jnp.pi)
+
+
+def _relu_i3(c):
+    s, rho, _ = _relu_parts(c)
+    delta_relu = s[None, :] * jnp.sqrt(jnp.clip(1 - rho ** 2, 0.0)) / (2 * jnp.pi * s[:, None])
+    return c.T[:, :, None] * delta_relu[:, None, :] + c[None, :, :] * _relu_j2(c)[:, None, :]
+
+
+def _mc_normals(dim: int, samples: int):
+    z = np.random.default_rng(0).standard_normal((samples // 2, dim))
+    return jnp.asarray(np.concatenate([z, -z]))
+
+
+def _relu_i4(c, z):
+    chol = jnp.linalg.cholesky(c + 1e-10 * jnp.eye(c.shape[0]))
+    phi = z @ chol.T
+    g, dg = jax.nn.relu(phi), (phi > 0).astype(phi.dtype)
+    return jnp.einsum("sa,sb,se,sf->abef", dg, dg, g, g) / z.shape[0]
+
+
+def integrals(cov, activation: str = "erf", mc_samples: int = 1 << 14) -> dict:
+    """``{"I2", "J2", "I3", "I4"}`` for all index tuples of the fields with covariance
+    ``cov`` (formulas in the module docstring)."""
+    _check_act(activation)
+    c = jnp.asarray(cov, float)
+    if activation == "erf":
+        return {"I2": _erf_i2(c), "J2": _erf_j2(c), "I3": _erf_i3(c), "I4": _erf_i4(c)}
+    z = _mc_normals(c.shape[0], mc_samples)
+    return {"I2": _relu_i2(c), "J2": _relu_j2(c), "I3": _relu_i3(c), "I4": _relu_i4(c, z)}
+
+
+def generalisation_error(state: State, activation: str = "erf") -> float:
+    """``eps_g = 1/2 E[(f - y)^2]`` (noise-free) ``= 1/2 u^T I2 u``, ``u = (v, -v_teacher)``."""
+    _check_act(activation)
+    u = np.concatenate([state.v, -np.asarray(state.v_teacher)])
+    i2 = _relu_i2(jnp.asarray(state.covariance)) if activation == "relu" else \
+        _erf_i2(jnp.asarray(state.covariance))
+    return float(0.5 * u @ np.asarray(i2) @ u)
+
+
+def _rhs_factory(k: int, m: int, t_mat, v_teacher, lr, lr_v, noise, activation, mc_samples):
+    z = _mc_normals(k + m, mc_samples) if activation == "relu" else None
+    t_mat = jnp.asarray(t_mat, float)
+    vt = jnp.asarray(v_teacher, float)
+
+    def unpack(y):
+        q = y[: k * k].reshape(k, k)
+        r = y[k * k: k * k + k * m].reshape(k, m)
+        v = y[k * k + k * m:]
+        return q, r, v
+
+    @jax.jit
+    def rhs(y):
+        q, r, v = unpack(y)
+        c = jnp.block([[q, r], [r.T, t_mat]])
+        if activation == "erf":
+            i2, j2, i3, i4 = _erf_i2(c), _erf_j2(c), _erf_i3(c), _erf_i4(c)
+        else:
+            i2, j2, i3, i4 = _relu_i2(c), _relu_j2(c), _relu_i3(c), _relu_i4(c, z)
+        u = jnp.concatenate([v, -vt])
+        drive = jnp.einsum("abe,e->ab", i3[:k], u)          # sum_c u_c I3(k, b, c)
+        dr = -lr * v[:, None] * drive[:, k:]
+        dq_lin = -lr * v[:, None] * drive[:, :k]
+        quad = jnp.einsum("klef,e,f->kl", i4[:k, :k], u, u) + noise ** 2 * j2[:k, :k]
+        dq = dq_lin + dq_lin.T + lr ** 2 * v[:, None] * v[None, :] * quad
+        dv = -lr_v * i2[:k] @ u
+        return jnp.concatenate([dq.ravel(), dr.ravel(), dv])
+
+    return rhs, unpack
+
+
+def ode(state0: State, *, lr: float, times, activation: str = "erf", noise: float = 0.0,
+        lr_v: float | None = None, rtol: float = 1e-7, atol: float = 1e-9,
+        mc_samples: int = 1 << 14) -> pd.DataFrame:
+    """Integrate the order-parameter ODEs (module docstring) from ``state0``.
+
+    ``lr_v`` is the second-layer rate (``None``: equal to ``lr``; ``0``: fixed second layer,
+    the soft committee machine of Saad & Solla). Integrated with ``scipy.integrate.solve_ivp``
+    (RK45, local error below ``atol + rtol |y|``). Returns one row per time: ``time, eg`` and
+    the order parameters ``Q_k_l, R_k_n, v_k``.
+    """
+    from scipy.integrate import solve_ivp
+
+    _check_act(activation)
+    lr = _positive("ode: lr", lr)
+    lr_v = lr if lr_v is None else _nonneg("ode: lr_v", lr_v)
+    noise = _nonneg("ode: noise", noise)
+    times = _times(times, "ode")
+    k, m = np.shape(state0.R)
+    rhs, unpack = _rhs_factory(k, m, state0.T, state0.v_teacher, lr, lr_v, noise, activation,
+                               mc_samples)
+    y0 = np.concatenate([np.ravel(state0.Q), np.ravel(state0.R), np.ravel(state0.v)])
+    sol = solve_ivp(lambda t, y: np.asarray(rhs(jnp.asarray(y))), (times[0], times[-1]), y0,
+                    t_eval=times, rtol=rtol, atol=atol)
+    if not sol.success:
+        raise InvalidArgumentError(f"ode: integration failed: {sol.message}")
+    states = []
+    for y in sol.y.T:
+        q, r, v = (np.asarray(a) for a in unpack(jnp.asarray(y)))
+        states.append(State(q, r, state0.T, v, state0.v_teacher))
+    return _table(times, states, activation)
+
+
+def _table(times, states, activation) -> pd.DataFrame:
+    rows = []
+    for t, s in zip(times, states):
+        row = {"time": float(t), "eg": generalisation_error(s, activation)}
+        k, m = s.R.shape
+        row.update({f"Q_{a}_{b}": s.Q[a, b] for a in range(k) for b in range(a, k)})
+        row.update({f"R_{a}_{n}": s.R[a, n] for a in range(k) for n in range(m)})
+        row.update({f"v_{a}": s.v[a] for a in range(k)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _positive(name, value):
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise InvalidArgumentError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def _nonneg(name, value):
+    v = float(value)
+    if not (math.isfinite(v) and v >= 0):
+        raise InvalidArgumentError(f"{name} must be a non-negative finite number, got {value!r}")
+    return v
+
+
+def _times(times, where):
+    times = np.asarray(times, float)
+    if times.ndim != 1 or times.size < 2 or np.any(np.diff(times) <= 0) or times[0] < 0 \
+            or not np.all(np.isfinite(times)):
+        raise InvalidArgumentError(f"{where}: times must be finite, non-negative and "
+                                   f"increasing, got {times!r}")
+    return times
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Online-SGD runs: ``history`` (one row per (seed, time); the columns of :func:`ode`,
+    order parameters measured on the weights) and ``initial``, the measured initial
+    :class:`State` of each seed (start :func:`ode` from it)."""
+
+    history: pd.DataFrame
+    initial: tuple
+
+
+def simulate(key, *, dim: int, student: int, teacher: int, lr: float, times,
+             activation: str = "erf", noise: float = 0.0, lr_v: float | None = None,
+             init_scale: float = 0.1, v0=None, v_teacher=None, seeds: int = 1) -> Simulation:
+    """Online SGD (module docstring) at input dimension ``dim`` for ``seeds`` independent runs
+    (vectorised with ``vmap``); record at ``times`` (units of ``step / dim``, equally spaced from 0,
+    rounded to whole steps).
+
+    Teacher rows ``wt_m ~ N(0, I)``; student rows ``w_k ~ N(0, init_scale^2 I)``; ``v0`` and
+    ``v_teacher`` default to ones. Each step draws a fresh ``x ~ N(0, I_dim)``. ``eg`` is the
+    exact population error of the current weights (:func:`generalisation_error`).
+    """
+    _check_act(activation)
+    for name, val in (("dim", dim), ("student", student), ("teacher", teacher),
+                      ("seeds", seeds)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
+            raise InvalidArgumentError(f"simulate: {name} must be a positive integer, got "
+                                       f"{val!r}")
+    lr = _positive("simulate: lr", lr)
+    lr_v = lr if lr_v is None else _nonneg("simulate: lr_v", lr_v)
+    noise = _nonneg("simulate: noise", noise)
+    _positive("simulate: init_scale", init_scale)
+    times = _times(times, "simulate")
+    steps = np.rint(times * dim).astype(int)
+    gap = int(steps[1] - steps[0])
+    if steps[0] != 0 or np.any(np.diff(steps) != gap):
+        raise InvalidArgumentError("simulate: times must start at 0 and be equally spaced "
+                                   f"(in whole steps of 1/dim), got {times!r}")
+    v = jnp.ones(student) if v0 is None else jnp.asarray(v0, float)
+    vt = jnp.ones(teacher) if v_teacher is None else jnp.asarray(v_teacher, float)
+    g = jax.nn.relu if activation == "relu" else (lambda z: jax.scipy.special.erf(z / 2 ** 0.5))
+    dg = jax.vmap(jax.grad(g))
+    sq = dim ** 0.5
+
+    def one_run(k):
+        kt, ks, kr = jax.random.split(k, 3)
+        wt = jax.random.normal(kt, (teacher, dim))
+        w = init_scale * jax.random.normal(ks, (student, dim))
+
+        def step(carry, xz):
+            w, v = carry
+            x, zeta = xz
+            lam, nu = w @ x / sq, wt @ x / sq
+            delta = v @ g(lam) - vt @ g(nu) - noise * zeta
+            w = w - (lr / sq) * (v * delta * dg(lam))[:, None] * x[None, :]
+            v = v - (lr_v / dim) * delta * g(lam)
+            return (w, v), None
+
+        def block(carry, k):
+            kx, kn = jax.random.split(k)
+            xs = jax.random.normal(kx, (gap, dim))          # one block of fresh samples
+            carry, _ = jax.lax.scan(step, carry, (xs, jax.random.normal(kn, (gap,))), unroll=4)
+            return carry, carry
+
+        _, (ws, vs) = jax.lax.scan(block, (w, v), jax.random.split(kr, len(steps) - 1))
+        return wt, jnp.concatenate([w[None], ws]), jnp.concatenate([v[None], vs])
+
+    wts, ws, vs = (np.asarray(a) for a in jax.jit(jax.vmap(one_run))(
+        jax.random.split(key, seeds)))
+    tables, initial = [], []
+    for s in range(seeds):
+        states = [order_parameters(wi, wts[s], vi, vt) for wi, vi in zip(ws[s], vs[s])]
+        tables.append(_table(steps / dim, states, activation).assign(seed=s))
+        initial.append(states[0])
+    return Simulation(pd.concat(tables, ignore_index=True), tuple(initial))
