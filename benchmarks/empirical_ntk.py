@@ -8,14 +8,20 @@ Cases (float32, logit-traced kernel K(x, x) unless --full):
 
 Each method is compiled and run once (warm-up, also checking that the methods agree), then
 timed ``--repeats`` times; the table gives the median wall time and the speed-up of
-"structured" over each method. Run: ``python benchmarks/empirical_ntk.py [--cases fc,resnet20]``.
+"structured" over each method. ``--peer`` also times the same ``fc`` network, with the same
+parameters and inputs, in neural-tangents 0.6.5's structured derivatives (its pinned legacy
+virtualenv, see ``legacy_env.py``) and checks that the kernels agree.
+Run: ``python benchmarks/empirical_ntk.py [--cases fc,resnet20] [--peer]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -53,12 +59,51 @@ def _time(fn, repeats: int) -> tuple[float, np.ndarray, float]:
     return statistics.median(times), k, first
 
 
+PEER_CODE = """
+import json, statistics, time, numpy as np, jax
+import neural_tangents as nt
+from neural_tangents import stax
+d = np.load({path!r})
+layers = []
+for i in range(3):
+    layers += [stax.Dense(2048, W_std=1.4, b_std=0.1), stax.Relu()]
+init_fn, apply_fn, _ = stax.serial(*layers, stax.Dense(8, W_std=1.4, b_std=0.1))
+params = [(d[f"w{{i}}"], d[f"b{{i}}"]) if f"w{{i}}" in d else () for i in range(7)]
+fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), vmap_axes=0,
+             implementation=nt.NtkImplementation.STRUCTURED_DERIVATIVES))
+x = d["x"]
+t = time.perf_counter(); k = np.asarray(jax.block_until_ready(fn(x, None, params)))
+first = time.perf_counter() - t
+times = []
+for _ in range({repeats}):
+    t = time.perf_counter(); jax.block_until_ready(fn(x, None, params)); times.append(time.perf_counter() - t)
+print(json.dumps(dict(median=statistics.median(times), first=first, k=k.tolist())))
+"""
+
+
+def _peer_fc(model, params, x, repeats: int) -> dict:
+    """Time neural-tangents' structured empirical NTK on the same fc network and inputs."""
+    from legacy_env import run_in_legacy_env
+
+    names = ["fc0", "fc1", "fc2", "head"]
+    arrays = {"x": np.asarray(x)}
+    for slot, name in zip((0, 2, 4, 6), names):  # stax.serial slots: Dense, Relu, ...
+        arrays[f"w{slot}"] = np.asarray(params[name]["w"])
+        arrays[f"b{slot}"] = np.asarray(params[name]["b"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "fc.npz")
+        np.savez(path, **arrays)
+        return run_in_legacy_env(PEER_CODE.format(path=path, repeats=repeats))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="fc,resnet20")
     ap.add_argument("--methods", default="structured,jacobian,ntvp")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--full", action="store_true", help="full (N, N, O, O) kernel")
+    ap.add_argument("--peer", action="store_true",
+                    help="also time neural-tangents (legacy env) on the fc case")
     args = ap.parse_args(argv)
     trace_axes = () if args.full else (-1,)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; float32; "
@@ -83,6 +128,12 @@ def main(argv=None) -> None:
             speed = f"{med / t_struct:.1f}x" if t_struct else "-"
             print(f"| {case} | {model.num_params():,} | {x.shape[0]} | {o} | {method} | "
                   f"{med:.3f} | {first:.1f} | {speed} | {diff:.1e} |", flush=True)
+        if args.peer and case == "fc" and not args.full:
+            peer = _peer_fc(model, params, x, args.repeats)
+            diff = float(np.abs(np.asarray(peer["k"]) - ref).max() / np.abs(ref).max())
+            print(f"| {case} | {model.num_params():,} | {x.shape[0]} | {o} | neural-tangents "
+                  f"0.6.5 structured | {peer['median']:.3f} | {peer['first']:.1f} | "
+                  f"{peer['median'] / t_struct:.1f}x | {diff:.1e} |", flush=True)
 
 
 if __name__ == "__main__":

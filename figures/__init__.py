@@ -14,6 +14,7 @@ from dynkit.registry import FIGURES
 #: Modules that register figures (one per paper figure).
 FIGURE_MODULES: tuple[str, ...] = (
     "dynkit.figures.jacot_ntk_convergence",
+    "dynkit.figures.pathnorm_training",
     "dynkit.figures.nngp_finite_width",
     "dynkit.figures.edge_of_chaos",
     "dynkit.figures.lazy_vs_rich",
