@@ -15,6 +15,8 @@ from dynkit.registry import FIGURES
 FIGURE_MODULES: tuple[str, ...] = (
     "dynkit.figures.jacot_ntk_convergence",
     "dynkit.figures.pathnorm_training",
+    "dynkit.figures.neural_collapse",
+    "dynkit.figures.nc_imbalanced",
     "dynkit.figures.nngp_finite_width",
     "dynkit.figures.edge_of_chaos",
     "dynkit.figures.lazy_vs_rich",

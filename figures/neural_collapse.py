@@ -1,0 +1,126 @@
+"""``neural-collapse``: NC1-NC4 keep falling after the training error reaches zero, the terminal
+phase of training (Papyan, Han & Donoho 2020, "Prevalence of neural collapse during the terminal
+phase of deep learning training", Fig. 2-7).
+
+Networks are trained on digits with SGD + momentum and weight decay 5e-4 (as in the paper) far
+past zero training error; at log-spaced epochs ``analyses.collapse_series`` measures, on the
+training set, NC1 ``Tr(Σ_W Σ_B^†)/C``, NC2 (class-mean equinorm and distance to the simplex ETF),
+NC3 ``‖W/‖W‖ - M/‖M‖‖²`` and NC4 (nearest-class-centre disagreement).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+
+import dynkit as dk
+from dynkit.analyses.collapse_series import collapse_series
+from dynkit.checkpoints import Checkpoint
+from dynkit.figures.common import new_figure, save_figure, save_table, style
+from dynkit.registry import FIGURES
+from dynkit.train import fit
+
+#: (panel title, metrics drawn in it: solid, dashed)
+PANELS = (
+    ("training error", ("train_error",)),
+    ("NC1: Tr(Σ_W Σ_B†)/C", ("nc1",)),
+    ("NC2: equinorm (means, W dashed)", ("nc2_equinorm", "nc2_equinorm_W")),
+    ("NC2: distance to simplex ETF", ("nc2_etf",)),
+    ("NC3: ‖W/‖W‖ − M/‖M‖‖²", ("nc3",)),
+    ("NC4: NCC ≠ network", ("nc4",)),
+)
+
+
+def _epochs(total: int, points: int) -> list[int]:
+    """0 and ``points`` roughly log-spaced epochs up to ``total``."""
+    return [0] + sorted({int(e) for e in np.geomspace(1, total, points).round()})
+
+
+def train_series(model, data, epochs: list[int], **fit_kwargs):
+    """Train once, pausing at each of ``epochs`` (resuming the same run, optimizer state
+    included); returns ``(checkpoints, history)`` with in-memory ``Checkpoint``s."""
+    ckpts = []
+    # the initial params serve as the start of the first call and as the template of the
+    # resumed ones (saves re-tracing model.init on every call)
+    init = model.init(jax.random.PRNGKey(fit_kwargs.get("seed", 0)))
+    with tempfile.TemporaryDirectory() as tmp:
+        for e in epochs:
+            res = fit(model, data, epochs=e, out_dir=tmp, params=init, progress=False,
+                      **fit_kwargs)
+            step = int(res.history["step"].max())
+            ckpts.append(Checkpoint(model, res.params, step, {"epoch": float(e)}, None))
+    return ckpts, res.history
+
+
+def network_series(name: str, model, data, total_epochs: int, points: int,
+                   lr: float = 0.1) -> pd.DataFrame:
+    """NC metrics and train/test error of one network vs epoch (SGD, momentum 0.9, weight decay
+    5e-4, batch 64): ``network, step, epoch, metric, value``."""
+    ckpts, hist = train_series(model, data, _epochs(total_epochs, points), optimizer="momentum",
+                               lr=lr, momentum=0.9, weight_decay=5e-4, batch_size=64, seed=0)
+    nc = collapse_series(ckpts, data.x_train, data.y_train)
+    err = hist.assign(metric=hist["split"] + "_error", value=1.0 - hist["accuracy"])
+    df = pd.concat([nc, err[["step", "epoch", "metric", "value"]]], ignore_index=True)
+    return df.assign(network=name)[["network", "step", "epoch", "metric", "value"]]
+
+
+def data(quick: bool = False) -> pd.DataFrame:
+    """Quick: a 2-hidden-layer MLP (width 128, lr 0.1), 200 epochs. Full: MLP (3 x 512) and
+    ResNet-20 on the 8x8 digit images, lr 0.02 (constant: the trainer has no schedule, where
+    Papyan et al. divide it by 10 twice), 350 epochs each as in the paper."""
+    flat = dk.data.load("digits", seed=0)
+    if quick:
+        return network_series("MLP", dk.models.mlp(64, [128, 128], 10), flat, 200, 12)
+    image = dk.data.load("digits", seed=0, image=True)
+    resnet = dk.models.build({"arch": "resnet20", "input_shape": [8, 8, 1], "num_classes": 10,
+                              "width": 1})
+    return pd.concat([
+        network_series("MLP", dk.models.mlp(64, [512, 512, 512], 10), flat, 350, 24, lr=0.02),
+        network_series("ResNet-20", resnet, image, 350, 24, lr=0.02),
+    ], ignore_index=True)
+
+
+def zero_error_epoch(df: pd.DataFrame, network: str) -> float:
+    """First epoch at which the recorded training error is 0 (NaN if never)."""
+    g = df[(df["network"] == network) & (df["metric"] == "train_error")].sort_values("epoch")
+    hit = g[g["value"] == 0]
+    return float(hit["epoch"].iloc[0]) if len(hit) else float("nan")
+
+
+def plot(df: pd.DataFrame):
+    with style():
+        fig, axes = new_figure(2, 3)
+        for ax, (title, metrics) in zip(axes.flat, PANELS):
+            for k, (net, g) in enumerate(df.groupby("network", sort=False)):
+                color = f"C{k}"
+                for metric, ls in zip(metrics, ("-", "--")):
+                    s = g[g["metric"] == metric].sort_values("epoch")
+                    ax.plot(s["epoch"], s["value"], ls, color=color, marker=".",
+                            label=net if ls == "-" else None)
+                tpt = zero_error_epoch(df, net)
+                if np.isfinite(tpt):
+                    ax.axvline(tpt, color=color, lw=0.8, ls=":")
+            if metrics[0] in ("train_error", "nc4"):
+                ax.set_yscale("symlog", linthresh=1e-3)  # these reach exactly 0
+                ax.set_ylim(bottom=0)
+            else:
+                ax.set_yscale("log")
+            ax.set_xscale("symlog", linthresh=1.0)
+            ax.set_xlim(0, df["epoch"].max())
+            ax.set_xlabel("epoch")
+            ax.set_title(title, fontsize="medium")
+        axes[0, 0].legend(title="dotted: zero train error", fontsize="small")
+        fig.tight_layout()
+    return fig
+
+
+@FIGURES.register("neural-collapse", "NC1-NC4 vs epoch into the terminal phase for an MLP and "
+                                     "ResNet-20 on digits (Papyan et al. 2020)")
+def make(out_dir: Path, quick: bool = False) -> list[Path]:
+    df = data(quick)
+    return [save_figure(plot(df), out_dir / "neural-collapse.png"),
+            save_table(df, out_dir / "neural-collapse.csv")]
