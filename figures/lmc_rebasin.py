@@ -40,9 +40,9 @@ def data(quick: bool = False) -> pd.DataFrame:
         rows += [dict(r, width=w) for r in _barriers(model, digits, (0, 1), train, "MLP")]
     if not quick:
         images = dk.data.load("digits", seed=0, image=True)
-        for k in (1, 2, 4):
+        for k in (1, 2, 4):  # width multiplier: 16k channels in the first stage
             model = dk.models.build({"arch": "resnet20", "input_shape": [8, 8, 1],
-                                     "num_classes": 10, "width": k})
+                                     "num_classes": 10, "width": 16 * k})
             rows += [dict(r, width=16 * k) for r in
                      _barriers(model, images, (0, 1), dict(train, epochs=15), "ResNet-20")]
     return pd.DataFrame(rows)

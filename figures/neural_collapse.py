@@ -77,7 +77,7 @@ def data(quick: bool = False) -> pd.DataFrame:
         return network_series("MLP", dk.models.mlp(64, [128, 128], 10), flat, 200, 12)
     image = dk.data.load("digits", seed=0, image=True)
     resnet = dk.models.build({"arch": "resnet20", "input_shape": [8, 8, 1], "num_classes": 10,
-                              "width": 1})
+                              "width": 16})
     return pd.concat([
         network_series("MLP", dk.models.mlp(64, [512, 512, 512], 10), flat, 350, 24, lr=0.02),
         network_series("ResNet-20", resnet, image, 350, 24, lr=0.02),

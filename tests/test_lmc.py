@@ -27,7 +27,7 @@ MODELS = {
     "mlp": lambda: dk.models.mlp(10, [24, 16], 4),
     "cnn": lambda: dk.models.cnn((8, 8, 2), channels=(6, 8), num_classes=4),
     "resnet20": lambda: dk.models.build({"arch": "resnet20", "input_shape": [8, 8, 3],
-                                         "num_classes": 4, "width": 1}),
+                                         "num_classes": 4, "width": 4}),
 }
 
 

@@ -1,0 +1,71 @@
+"""Smoke tests of the NTK figures: quick mode writes PNG + CSV showing the phenomenon."""
+
+import numpy as np
+import pandas as pd
+
+
+def _make(module, tmp_path):
+    paths = module.make(tmp_path, quick=True)
+    assert [p.suffix for p in paths] == [".png", ".csv"]
+    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
+    return pd.read_csv(paths[1])
+
+
+def test_lee_linearization(tmp_path):
+    from dynkit.figures import lee_linearization as lee
+
+    df = _make(lee, tmp_path)
+    start = df[df["step"] == 0]
+    assert np.all(start["rmse"] < 1e-4)                     # f_lin(θ0) = f(θ0) exactly
+    assert np.allclose(start["loss_net"], start["loss_lin"], rtol=1e-5)
+    end = df[df["step"] == df["step"].max()]
+    assert np.all(end["loss_net"] < 0.05 * start["loss_net"].to_numpy())   # both trained
+    assert np.all(end["loss_lin"] < 0.05 * start["loss_lin"].to_numpy())
+    r = lee.final_rmse(df)
+    assert np.all(np.diff(r.to_numpy()) < 0)               # the gap shrinks with width
+    assert -0.9 < lee.width_slope(df) < -0.3               # about width^(-1/2) (Lee et al.)
+
+
+def test_ntk_evolution(tmp_path):
+    from dynkit.figures import ntk_evolution as evo
+
+    df = _make(evo, tmp_path)
+    dist = evo.metric(df, "kernel_distance_init")
+    vel = evo.metric(df, "kernel_velocity")
+    align = evo.metric(df, "centered_alignment")
+    assert dist.iloc[0] == 0 and dist.iloc[-1] > 0
+    # velocity = distance between consecutive checkpoints / steps between them
+    prev = evo.metric(df, "kernel_distance_prev")
+    assert np.allclose(vel.to_numpy(), prev.to_numpy() / np.diff(dist.index.to_numpy()))
+    early, late = vel.iloc[:3].mean(), vel.iloc[-3:].mean()
+    assert early > 10 * late                              # fast early, slow late (Fort et al.)
+    assert align.iloc[-1] > align.iloc[0] + 0.05          # the NTK aligns with the labels
+    acc = evo.metric(df, "test_accuracy")
+    assert acc.iloc[-1] > 0.9                             # and the net learned the digits
+
+
+def test_grokking_lazy_rich(tmp_path):
+    """Asserted in quick mode (alphas 0.3 ... 30, horizon t = 1e4):
+    every alpha fits the training set (train loss < 10% of its start); the first time the
+    test loss falls below half its start grows strictly with alpha and is never reached by the
+    two largest alphas (lazy: memorised, not generalised); the smallest alpha generalises
+    (test loss < 20% of start); the initial NTK alignment is the same for all alpha (the NTK
+    scales as alpha^2, alignment is scale invariant) and its gain and the weights' relative
+    motion fall with alpha."""
+    from dynkit.figures import grokking_lazy_rich as grok
+
+    df = _make(grok, tmp_path)
+    t_train = grok.first_time_below(df, "train_loss", 0.1)
+    t_test = grok.first_time_below(df, "test_loss", 0.5)
+    assert np.all(np.isfinite(t_train))
+    finite = t_test[np.isfinite(t_test)]
+    assert len(finite) >= 3 and np.all(np.diff(finite.to_numpy()) > 0)
+    assert np.all(np.isinf(t_test.iloc[-2:]))
+    g = df.sort_values("time").groupby("alpha")
+    first, last = g.first(), g.last()
+    assert last["test_loss"].iloc[0] < 0.2 * first["test_loss"].iloc[0]
+    assert last["test_loss"].iloc[-1] > 0.5 * first["test_loss"].iloc[-1]
+    assert np.allclose(first["alignment"], first["alignment"].iloc[0], rtol=1e-4)
+    gain = (last["alignment"] - first["alignment"]).to_numpy()
+    assert np.all(np.diff(gain) < 0) and gain[-1] >= 0
+    assert np.all(np.diff(last["rel_dist"].to_numpy()) < 0)
