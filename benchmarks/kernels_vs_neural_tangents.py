@@ -150,7 +150,8 @@ def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny N, to check the script runs")
-    parser.add_argument("--out", type=Path, default=HERE / "results_kernels.md")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write the table to this file (RESULTS.md collects the runs)")
     args = parser.parse_args(argv)
 
     load_before = load_average()
@@ -189,7 +190,7 @@ def main(argv=None) -> str:
                      f"{max_rel_diff(dk, nt):.1e} |")
     table = "\n".join(lines) + "\n"
     print(table)
-    if not args.quick:
+    if args.out is not None and not args.quick:
         args.out.write_text(table)
     return table
 
