@@ -241,12 +241,18 @@ def test_relu_ntk_recursion_matches_golden():
 
 
 def test_converges_to_infinite_width_ntk():
-    """Mean over S seeds of the empirical NTK at init -> analytic NTK; the seed-to-seed
+    """Mean over S seeds of the empirical NTK at init -> analytic NTK of ``dynkit.theory.stax``
+    (itself checked against the arc-cosine recursion above); the seed-to-seed
     standard deviation scales like width^(-1/2) (Jacot et al. 2018; Hanin & Nica 2020)."""
     w_std, b_std, seeds = math.sqrt(2.0), 0.1, 48
     widths = np.array([64, 128, 256, 512])
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (4, 3)))
-    theta = _relu_ntk(x, 2, w_std, b_std)
+    from dynkit.theory import stax
+
+    dense = [stax.Dense(512, W_std=w_std, b_std=b_std), stax.Relu()]
+    _, _, kernel_fn = stax.serial(*dense, *dense, stax.Dense(1, W_std=w_std, b_std=b_std))
+    theta = np.asarray(kernel_fn(jnp.asarray(x, jnp.float64), None, "ntk"))
+    np.testing.assert_allclose(theta, _relu_ntk(x, 2, w_std, b_std), rtol=1e-6)
     stds = []
     for w in widths:
         model = mlp(3, [int(w), int(w)], 1, parameterization="ntk", W_std=w_std, b_std=b_std)
