@@ -17,7 +17,6 @@ Run: ``python benchmarks/empirical_ntk.py [--cases fc,resnet20] [--peer]``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
