@@ -7,3 +7,26 @@ import jax  # noqa: E402
 # Reference comparisons (golden files, brute force) are in float64; float32 paths are
 # exercised by passing dtype explicitly.
 jax.config.update("jax_enable_x64", True)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def quick_figure(tmp_path):
+    """``make(figure)``: draw a figure (registered name or module) in quick mode under
+    ``tmp_path``, check that a non-trivial PNG and a CSV were written, return the CSV table."""
+    import pandas as pd
+
+    from dynkit import figures
+
+    def make(figure):
+        if isinstance(figure, str):
+            paths = figures.make(figure, tmp_path, quick=True)
+        else:
+            paths = figure.make(tmp_path, quick=True)
+        png, csv = (next(p for p in paths if p.suffix == s) for s in (".png", ".csv"))
+        assert png.stat().st_size > 5000
+        return pd.read_csv(csv)
+
+    return make

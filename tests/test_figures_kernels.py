@@ -2,22 +2,14 @@
 
 import jax
 import numpy as np
-import pandas as pd
 import pytest
 
 from dynkit.figures import edge_of_chaos, jacot_ntk_convergence, nngp_finite_width
 from dynkit.theory import empirical
 
 
-def _make(module, tmp_path):
-    paths = module.make(tmp_path, quick=True)
-    png, csv = (next(p for p in paths if p.suffix == s) for s in (".png", ".csv"))
-    assert png.stat().st_size > 5000
-    return pd.read_csv(csv)
-
-
-def test_jacot_ntk_error_decreases_with_width(tmp_path):
-    df = _make(jacot_ntk_convergence, tmp_path)
+def test_jacot_ntk_error_decreases_with_width(quick_figure):
+    df = quick_figure(jacot_ntk_convergence)
     assert set(df["phase"]) == {"init", "trained"}
     assert df.loc[df["phase"] == "trained", "train_loss"].max() < 1e-6   # training converged
     err = jacot_ntk_convergence.relative_errors(df).groupby(["phase", "width"])["rel_error"]
@@ -43,8 +35,8 @@ def test_jacot_ntk_row_matches_jacobian_contraction():
     np.testing.assert_allclose(np.asarray(k)[0], row, rtol=1e-10)
 
 
-def test_nngp_finite_width_kurtosis_scales_as_inverse_width(tmp_path):
-    df = _make(nngp_finite_width, tmp_path)
+def test_nngp_finite_width_kurtosis_scales_as_inverse_width(quick_figure):
+    df = quick_figure(nngp_finite_width)
     slope, _ = np.polyfit(np.log(df["width"]), np.log(np.abs(df["excess_kurtosis"])), 1)
     assert slope == pytest.approx(df["fitted_slope"].iloc[0])
     assert abs(slope + 1.0) < 0.1
@@ -59,8 +51,8 @@ def test_nngp_theory_kurtosis_relu_closed_form():
         assert nngp_finite_width.theory_kurtosis(n) == pytest.approx(15.0 / n, rel=1e-10)
 
 
-def test_edge_of_chaos_depth_scale_peaks_at_critical_line(tmp_path):
-    df = _make(edge_of_chaos, tmp_path)
+def test_edge_of_chaos_depth_scale_peaks_at_critical_line(quick_figure):
+    df = quick_figure(edge_of_chaos)
     # tanh without bias: q* = 0 for sw2 <= 1 and chi1 = sw2 there, so the line starts at (1, 0)
     assert df.loc[df["sb2"] == 0, "sw2_critical"].iloc[0] == pytest.approx(1.0, abs=1e-6)
     assert df.groupby("sb2")["sw2_critical"].first().is_monotonic_increasing

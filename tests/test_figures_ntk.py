@@ -1,20 +1,12 @@
 """Smoke tests of the NTK figures: quick mode writes PNG + CSV showing the phenomenon."""
 
 import numpy as np
-import pandas as pd
 
 
-def _make(module, tmp_path):
-    paths = module.make(tmp_path, quick=True)
-    assert [p.suffix for p in paths] == [".png", ".csv"]
-    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
-    return pd.read_csv(paths[1])
-
-
-def test_lee_linearization(tmp_path):
+def test_lee_linearization(quick_figure):
     from dynkit.figures import lee_linearization as lee
 
-    df = _make(lee, tmp_path)
+    df = quick_figure(lee)
     start = df[df["step"] == 0]
     assert np.all(start["rmse"] < 1e-4)                     # f_lin(θ0) = f(θ0) exactly
     assert np.allclose(start["loss_net"], start["loss_lin"], rtol=1e-5)
@@ -26,10 +18,10 @@ def test_lee_linearization(tmp_path):
     assert -0.9 < lee.width_slope(df) < -0.3               # about width^(-1/2) (Lee et al.)
 
 
-def test_ntk_evolution(tmp_path):
+def test_ntk_evolution(quick_figure):
     from dynkit.figures import ntk_evolution as evo
 
-    df = _make(evo, tmp_path)
+    df = quick_figure(evo)
     dist = evo.metric(df, "kernel_distance_init")
     vel = evo.metric(df, "kernel_velocity")
     align = evo.metric(df, "centered_alignment")
@@ -44,7 +36,7 @@ def test_ntk_evolution(tmp_path):
     assert acc.iloc[-1] > 0.9                             # and the net learned the digits
 
 
-def test_grokking_lazy_rich(tmp_path):
+def test_grokking_lazy_rich(quick_figure):
     """Asserted in quick mode (alphas 0.3 ... 30, horizon t = 1e4):
     every alpha fits the training set (train loss < 10% of its start); the first time the
     test loss falls below half its start grows strictly with alpha and is never reached by the
@@ -54,7 +46,7 @@ def test_grokking_lazy_rich(tmp_path):
     motion fall with alpha."""
     from dynkit.figures import grokking_lazy_rich as grok
 
-    df = _make(grok, tmp_path)
+    df = quick_figure(grok)
     t_train = grok.first_time_below(df, "train_loss", 0.1)
     t_test = grok.first_time_below(df, "test_loss", 0.5)
     assert np.all(np.isfinite(t_train))

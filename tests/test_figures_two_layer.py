@@ -1,38 +1,30 @@
 """Smoke tests of the two-layer figures: quick mode writes PNG + CSV showing the phenomenon."""
 
 import numpy as np
-import pandas as pd
 
 
-def _make(module, tmp_path):
-    paths = module.make(tmp_path, quick=True)
-    assert [p.suffix for p in paths] == [".png", ".csv"]
-    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
-    return pd.read_csv(paths[1])
-
-
-def test_lazy_vs_rich(tmp_path):
+def test_lazy_vs_rich(quick_figure):
     from dynkit.figures import lazy_vs_rich
 
-    df = _make(lazy_vs_rich, tmp_path)
+    df = quick_figure(lazy_vs_rich)
     s = df[df["kind"] == "summary"].sort_values("alpha")
     assert np.all(np.diff(s["rel_dist"]) < 0)          # distance travelled falls with alpha
     assert s["rel_dist"].iloc[0] > 1 and s["rel_dist"].iloc[-1] < 0.3
     assert np.all(s["train_loss"] < 0.05 * 0.47)       # every alpha fits (loss(0) = 0.47)
 
 
-def test_meanfield_convergence(tmp_path):
+def test_meanfield_convergence(quick_figure):
     from dynkit.figures import meanfield_convergence
 
-    df = _make(meanfield_convergence, tmp_path)
+    df = quick_figure(meanfield_convergence)
     gaps = meanfield_convergence.gaps(df).sort_values("m")
     assert np.all(np.diff(gaps["gap"]) < 0)            # curves approach the wide-net limit
 
 
-def test_teacher_student_ode(tmp_path):
+def test_teacher_student_ode(quick_figure):
     from dynkit.figures import teacher_student_ode
 
-    df = _make(teacher_student_ode, tmp_path)
+    df = quick_figure(teacher_student_ode)
     ode = df[df["source"] == "ode"].groupby("time")["eg"].mean()
     sgd = df[df["source"] == "sgd"].groupby("time")["eg"].mean()
     early = ode.index <= 40            # before the escape, whose time fluctuates per run
@@ -43,29 +35,29 @@ def test_teacher_student_ode(tmp_path):
     assert ode.iloc[-1] < 0.3 * plateau.min()                            # ... and escape
 
 
-def test_early_alignment(tmp_path):
+def test_early_alignment(quick_figure):
     from dynkit.figures import early_alignment
 
-    df = _make(early_alignment, tmp_path)
+    df = quick_figure(early_alignment)
     h = df[df["kind"] == "history"]
     assert h["aligned"].iloc[-1] > 0.9                 # neurons aligned by output-weight sign
     assert h["eff_rank"].iloc[-1] < 2.5 < h["eff_rank"].iloc[0]    # W near rank two
     assert -1.6 < early_alignment.late_slope(df) < -0.7          # loss ~ 1/t late
 
 
-def test_meanfield_knots(tmp_path):
+def test_meanfield_knots(quick_figure):
     from dynkit.figures import meanfield_knots
 
-    df = _make(meanfield_knots, tmp_path)
+    df = quick_figure(meanfield_knots)
     iv = df[df["kind"] == "interval"]
     assert len(iv) == 5 and iv["knots"].max() <= 3
     assert df[df["kind"] == "summary"]["train_loss"].max() < 0.01
 
 
-def test_xor_feature_learning(tmp_path):
+def test_xor_feature_learning(quick_figure):
     from dynkit.figures import xor_feature_learning
 
-    df = _make(xor_feature_learning, tmp_path)
+    df = quick_figure(xor_feature_learning)
     d = df["d"].iloc[0]
     assert df["signal"].iloc[0] < 3 / d                           # isotropic start
     assert df["signal"].iloc[-1] > 0.5                            # signal-heavy at the end
