@@ -10,7 +10,6 @@ import pytest  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 
-
 @pytest.fixture
 def quick_figure(tmp_path):
     """``make(figure)``: draw a figure (registered name or module) in quick mode under
