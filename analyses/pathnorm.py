@@ -69,6 +69,7 @@ import numpy as np
 import pandas as pd
 
 from dynkit.errors import InvalidArgumentError, UnsupportedLayerError
+from dynkit.models.graph import conv_linear
 from dynkit.registry import METRICS
 
 #: Ops the rewritten forward pass understands.
@@ -236,17 +237,6 @@ def _affine(h, s, w, b, q, linear):
     return _add_scaled([(y, sy), (jnp.broadcast_to(bq, y.shape), lb)])
 
 
-def _conv_linear(attrs):
-    nd = len(attrs["kernel"])
-    spatial = "HW"[:nd] if nd <= 2 else "DHW"
-    dn = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
-    pad = attrs.get("padding", "SAME")
-    if isinstance(pad, int):
-        pad = [(pad, pad)] * nd
-    strides = _tuple(attrs.get("stride", 1), nd)
-    return lambda x, w: jax.lax.conv_general_dilated(x, w, strides, pad, dimension_numbers=dn)
-
-
 def _weights(p, attrs, bn=None, bn_attrs=None):
     """Effective ``(W, b)`` of a dense/conv node, BatchNorm ``bn`` folded in if given."""
     w = attrs["w_mult"] * p["w"]
@@ -268,7 +258,7 @@ def _step(op, frozen, fold_frozen, q, ins, p, bn):
     if op in ("dense", "conv"):
         w, b = _weights(_as64(p), a, _as64(bn) if bn is not None else None,
                         _attrs(fold_frozen) if fold_frozen is not None else None)
-        linear = (lambda x, ww: x @ ww) if op == "dense" else _conv_linear(a)
+        linear = (lambda x, ww: x @ ww) if op == "dense" else conv_linear(a)
         return _renorm(*_affine(*ins[0], w, b, q, linear))
     if op == "batchnorm":
         scale, shift = _bn_affine(_as64(p), a)

@@ -46,12 +46,12 @@ import numpy as np
 from dynkit.analyses.pathnorm import (
     _attrs,
     _bn_affine,
-    _conv_linear,
     _weights,
     path_norm,
     plan,
 )
 from dynkit.errors import InvalidArgumentError
+from dynkit.models.graph import conv_linear
 
 #: Plan ops that are one layer of edges in the neuron DAG.
 _EDGE_OPS = ("dense", "conv", "batchnorm", "maxpool", "avgpool", "global_avgpool", "add",
@@ -197,7 +197,7 @@ def _conv_power_iteration(frozen, shape, n_iter, w, seed):
     """``||A||_2`` of the convolution ``A x = conv(x, w)`` on inputs of ``shape`` by power
     iteration on ``A^T A`` (float64; compiled once per conv signature). Converges from below:
     the result is a lower estimate of the exact norm."""
-    linear = _conv_linear(_attrs(frozen))
+    linear = conv_linear(_attrs(frozen))
 
     def op(x):
         return linear(x, w)

@@ -301,22 +301,23 @@ def _dense(p, x, a):
     return y
 
 
-def _conv(p, x, a):
-    nd = len(a["kernel"])
+def conv_linear(attrs) -> Callable:
+    """The linear map ``(x, w) -> conv(x, w)`` of a conv node, without multiplier or bias:
+    channels-last (NWC/NHWC/NDHWC, kernels WIO/HWIO/DHWIO), the node's stride and padding
+    (``"SAME"``, ``"VALID"`` or an int, as in PyTorch)."""
+    nd = len(attrs["kernel"])
     spatial = "HW"[:nd] if nd <= 2 else "DHW"
     dn = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
-    pad = a.get("padding", "SAME")
+    pad = attrs.get("padding", "SAME")
     if isinstance(pad, int):
         pad = [(pad, pad)] * nd
+    strides = _tuple(attrs.get("stride", 1), nd)
+    return lambda x, w: jax.lax.conv_general_dilated(x, w, strides, pad, dimension_numbers=dn)
+
+
+def _conv(p, x, a):
     dtype = jnp.result_type(x, p["w"])  # promote like ``x @ w`` does for dense layers
-    y = jax.lax.conv_general_dilated(
-        x.astype(dtype),
-        p["w"].astype(dtype),
-        window_strides=_tuple(a.get("stride", 1), nd),
-        padding=pad,
-        dimension_numbers=dn,
-    )
-    y = a["w_mult"] * y
+    y = a["w_mult"] * conv_linear(a)(x.astype(dtype), p["w"].astype(dtype))
     if "b" in p:
         y = y + a.get("b_mult", 1.0) * p["b"]
     return y
