@@ -158,6 +158,54 @@ def test_batch_matches_unbatched(x2_rows):
     np.testing.assert_allclose(single, ref.ntk, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("net", ["fc_resnet", "cnn_spatial_out", "cnn_gap_1d"])
+def test_symmetric_tiles_match_one_block(net, monkeypatch):
+    """``kernel_fn(x, None)`` on N >= 64 computes only the block tiles on and above the
+    diagonal and mirrors the rest (spatial pairs swapped); it equals the single-block path."""
+    from dynkit.theory import stax_batching
+
+    nets = {
+        "fc_resnet": (lambda: stax.from_spec(MANIFEST["fc_resnet"]), (5,)),
+        "cnn_spatial_out": (lambda: stax.serial(stax.Conv(4, (3, 2), padding="SAME"),
+                                                stax.Relu(), stax.Conv(3, (2, 2))), (4, 3, 2)),
+        "cnn_gap_1d": (lambda: stax.serial(stax.Conv(4, (3,), strides=(2,)), stax.Erf(),
+                                           stax.AvgPool((2,)), stax.GlobalAvgPool()), (9, 2)),
+    }
+    build, shape = nets[net]
+    x = np.random.default_rng(6).normal(size=(67,) + shape)
+    assert stax_batching.symmetric_blocks(67) == 2
+    tiled = build()[2](x, None, ("nngp", "ntk"))
+    monkeypatch.setattr(stax_batching, "MIN_SYMMETRIC_BLOCK", 10**9)
+    one = build()[2](x, None, ("nngp", "ntk"))
+    for a, b in zip(tiled, one):
+        assert a.shape == b.shape
+        assert_rel(a, b, rtol=1e-13)
+
+
+@pytest.mark.parametrize("padding,strides,param,with_x2", [
+    ("SAME", (1, 1), "ntk", False), ("VALID", (2, 1), "standard", True),
+    ("SAME", (2, 2), "standard", False), ("VALID", (1, 1), "ntk", True)])
+def test_first_conv_patch_gram_equals_windowed_mean(padding, strides, param, with_x2):
+    """A first ``Conv`` builds its kernel from the Gram matrix of input patches; it equals the
+    CNN-GP recursion (shifted windowed mean) applied to the pixel-pair input kernel."""
+    from dynkit.theory import stax_layers as L
+
+    rng = np.random.default_rng(7)
+    x1 = jnp.asarray(rng.normal(size=(3, 6, 5, 2)))
+    x2 = jnp.asarray(rng.normal(size=(4, 6, 5, 2))) if with_x2 else None
+    conv = L.Conv(3, (3, 2), strides=strides, padding=padding, W_std=1.3, b_std=0.2,
+                  parameterization=param)
+    for full in (True, False):
+        fast = conv.input_kernel(x1, x2, full, True)
+        ref = conv.kernel(L.input_kernel(x1, x2, full, True))
+        assert (fast.shape1, fast.full) == (ref.shape1, ref.full)
+        for name in ("nngp", "ntk", "cov"):
+            a, b = getattr(fast, name), getattr(ref, name)
+            assert (a is None) == (b is None) == (name == "cov" and not with_x2)
+            if a is not None:
+                assert_rel(a, b, rtol=1e-14)
+
+
 def test_batch_spatial_output_and_errors():
     x = np.random.default_rng(5).normal(size=(5, 4, 4, 2))
     _, _, kernel_fn = stax.serial(stax.Conv(4, (3, 3), padding="SAME"), stax.Relu())

@@ -22,7 +22,10 @@ inputs are channels-last (``NWC``, ``NHWC``). ``kernel_fn`` is ``jax.jit``-compi
 are needed are tracked: per-sample diagonals plus the x1-x2 cross block, and for spatial
 inputs only the pixel diagonal unless a pooling layer needs pixel pairs. A network whose
 output is still spatial returns ``nngp`` of shape ``(N1, N2, H, H', W, W')`` (the
-neural-tangents layout).
+neural-tangents layout). Two exact shortcuts: ``kernel_fn(x, None)`` with 64 or more inputs
+computes only the row-block tiles on and above the diagonal of the symmetric kernel
+(:func:`dynkit.theory.stax_batching.symmetric_tiles`), and a first ``Conv`` reads its kernel
+off the Gram matrix of input patches (:meth:`dynkit.theory.stax_layers.Conv.input_kernel`).
 
 Example::
 
@@ -44,7 +47,7 @@ from jax.scipy.special import erf as _erf
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
 from dynkit.theory import dual_activations as duals
 from dynkit.theory import stax_layers as L
-from dynkit.theory.stax_batching import batch
+from dynkit.theory.stax_batching import batch, symmetric_blocks, symmetric_tiles
 from dynkit.theory.stax_layers import Kernel
 
 __all__ = [
@@ -141,9 +144,27 @@ class KernelFn:
             raise ShapeMismatchError(f"{self.layer.describe()}: the network ends with "
                                      f"{len(out)} outputs; merge them with FanInSum/FanInConcat")
         out_full = len(out) > 1
-        in_full = self.layer.needs_full(out_full) and len(per) > 1
-        k = L.input_kernel(x1, x2, in_full, "ntk" in names)
-        k = L.kernel_of(self.layer, k, out_full)
+        n_blocks = symmetric_blocks(x1.shape[0]) if x2 is None else 1
+        if n_blocks == 1:
+            return self._kernel(x1, x2, names, out_full)
+
+        def mirror_axes(tile):  # swap the two batch axes and each spatial pair (s, s')
+            pairs = [(a + 1, a) if out_full else (a,) for a in range(2, tile.ndim, 1 + out_full)]
+            return (1, 0) + tuple(a for p in pairs for a in p)
+
+        return symmetric_tiles(lambda a, b: self._kernel(a, b, names, out_full).replace(cov=None),
+                               x1, n_blocks, mirror_axes)
+
+    def _kernel(self, x1, x2, names, out_full):
+        in_full = self.layer.needs_full(out_full) and x1.ndim > 2
+        first, rest = L.split_first(self.layer)
+        if isinstance(first, L.Conv):  # reads the inputs: the patch Gram, see Conv.input_kernel
+            k = first.input_kernel(x1, x2, in_full, "ntk" in names)
+        else:
+            rest = self.layer
+            k = L.input_kernel(x1, x2, in_full, "ntk" in names)
+        if rest is not None:
+            k = L.kernel_of(rest, k, out_full)
         if k.full:
             d = len(k.spatial)
             k = k.replace(nngp=_nt_layout(k.nngp, 2, d),

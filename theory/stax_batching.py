@@ -13,12 +13,19 @@ import collections
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 
-__all__ = ["batch"]
+__all__ = ["batch", "symmetric_blocks", "symmetric_tiles"]
+
+#: ``kernel_fn(x, None)`` splits ``x`` into blocks of at least this many rows (see
+#: :func:`symmetric_tiles`); smaller blocks would spend more on their self-covariances than
+#: the mirrored tiles save.
+MIN_SYMMETRIC_BLOCK = 32
+MAX_SYMMETRIC_BLOCKS = 8
 
 
 def _pad_rows(x: np.ndarray, size: int) -> np.ndarray:
@@ -96,6 +103,42 @@ def batch(kernel_fn, batch_size: int, devices=None, progress: bool = True):
         return collections.namedtuple("Kernels", names)(*outs)
 
     return batched
+
+
+def symmetric_blocks(n: int) -> int:
+    """How many row blocks :func:`symmetric_tiles` uses for ``n`` inputs (1: no tiling)."""
+    return max(1, min(MAX_SYMMETRIC_BLOCKS, n // MIN_SYMMETRIC_BLOCK))
+
+
+def symmetric_tiles(kernel, x, n_blocks: int, mirror_axes):
+    """``K(x, x)`` from its tiles on and above the block diagonal (traceable under ``jit``).
+
+    ``kernel(a, b)`` returns a pytree of arrays ``(len(a), len(b), ...)`` (``b=None``: a
+    with itself). A kernel of one input set is symmetric, ``K[i, j] = mirror(K[j, i])``, so
+    with ``n_blocks`` row blocks only ``n_blocks (n_blocks + 1) / 2`` of the ``n_blocks²``
+    tiles are computed (≈ 56% of the work for 8 blocks, plus each off-diagonal tile's
+    self-covariances). ``mirror_axes(leaf)`` gives the axis permutation that transposes a
+    tile (batch axes and each spatial pair swapped). Rows are padded to equal blocks by
+    repeating the last input; tiles run one after the other (``lax.map``), so the working set
+    is one tile's."""
+    n = x.shape[0]
+    size = -(-n // n_blocks)
+    padded = jnp.concatenate([x, jnp.repeat(x[-1:], n_blocks * size - n, axis=0)])
+    blocks = padded.reshape((n_blocks, size) + x.shape[1:])
+    iu, ju = np.triu_indices(n_blocks, 1)
+    diag = jax.lax.map(lambda a: kernel(a, None), blocks)
+    off = jax.lax.map(lambda ab: kernel(*ab), (blocks[iu], blocks[ju]))
+    rng = np.arange(n_blocks)
+
+    def assemble(d, o):
+        full = jnp.zeros((n_blocks, n_blocks) + d.shape[1:], d.dtype)
+        perm = (0,) + tuple(a + 1 for a in mirror_axes(o[0]))
+        full = full.at[rng, rng].set(d).at[iu, ju].set(o)
+        full = full.at[ju, iu].set(jnp.transpose(o, perm))
+        full = jnp.moveaxis(full, 2, 1).reshape((n_blocks * size,) * 2 + d.shape[3:])
+        return full[:n, :n]
+
+    return jax.tree.map(assemble, diag, off)
 
 
 def _tile(kernel_fn, names, a, b):

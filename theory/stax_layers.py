@@ -390,19 +390,43 @@ class Conv(Layer):
         def conv(t, nb):
             return _windowed_mean(t, nb, n_sets, self.filter_shape, self.strides, pads, out)
 
+        nngp_u, ntk_u, cov_u = joint_linear(k, conv)
+        return self._affine(k.shape1[-1], nngp_u, ntk_u, cov_u, k.ntk is not None,
+                            out, k.full)
+
+    def input_kernel(self, x1: Array, x2: Array | None, full: bool,
+                     compute_ntk: bool) -> Kernel:
+        """The kernel of this layer's output when it reads the network inputs directly.
+
+        The windowed mean of the input kernel is the Gram matrix of the input patches,
+        ``mean_o x1[s + o] . x2[s' + o] / C = P1[s] . P2[s'] / (C |window|)`` with
+        ``P[s] = (x_pad[s * stride + o])_o``, so one contraction over ``C |window|`` features
+        replaces building the pixel-pair input kernel and shifting it ``|window|`` times (the
+        input NTK is zero)."""
+        def patches(x):
+            return lax.conv_general_dilated_patches(
+                x, self.filter_shape, self.strides, self.padding,
+                dimension_numbers=_CONV_SPECS[len(self.filter_shape)])
+
+        pk = input_kernel(patches(x1), _map(patches, x2), full, False)
+        return self._affine(x1.shape[-1], pk.nngp, None, pk.cov, compute_ntk,
+                            pk.shape1[:-1], pk.full)
+
+    def _affine(self, c_in, nngp_u, ntk_u, cov_u, compute_ntk, out, full) -> Kernel:
+        """``nngp' = W_std^2 nngp_u + b_std^2`` and the NTK update of the class docstring,
+        from the windowed means ``*_u`` of the input kernel (``ntk_u`` None: zero)."""
         w2 = self.W_std ** 2
         b2 = 0.0 if self.b_std is None else float(self.b_std) ** 2
-        nngp_u, ntk_u, cov_u = joint_linear(k, conv)
         nngp = w2 * nngp_u + b2
-        ntk = k.ntk
-        if ntk is not None:
-            if self.parameterization == "ntk":
-                ntk = nngp + w2 * ntk_u
-            else:
-                fan_in = k.shape1[-1] * math.prod(self.filter_shape)
-                ntk = fan_in * nngp_u + w2 * ntk_u + (0.0 if self.b_std is None else 1.0)
+        ntk = None
+        if compute_ntk:
+            fan_in = c_in * math.prod(self.filter_shape)
+            ntk = nngp if self.parameterization == "ntk" else (
+                fan_in * nngp_u + (0.0 if self.b_std is None else 1.0))
+            if ntk_u is not None:
+                ntk = ntk + w2 * ntk_u
         cov = _map(lambda c: w2 * c + b2, cov_u)
-        return k.replace(nngp=nngp, ntk=ntk, cov=cov, shape1=out + (self.out_chan,))
+        return Kernel(nngp, ntk, cov, out + (self.out_chan,), full)
 
 
 # ----------------------------------------------------------------------------- pooling, reshaping
@@ -632,6 +656,16 @@ class Serial(Layer):
         for layer, req, out in zip(self.layers, reqs, outs):
             k = kernel_of(layer, coerce(k, req), out)
         return k
+
+
+def split_first(layer: Layer):
+    """``layer`` as ``(first, rest)``: its first primitive layer (nested ``Serial``s opened)
+    and the layers after it (a ``Serial``, or None when nothing follows)."""
+    if not isinstance(layer, Serial) or not layer.layers:
+        return layer, None
+    first, rest = split_first(layer.layers[0])
+    tail = ([] if rest is None else [rest]) + layer.layers[1:]
+    return first, (Serial(tail) if tail else None)
 
 
 def kernel_of(layer: Layer, k, out_full: bool):
