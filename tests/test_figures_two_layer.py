@@ -25,11 +25,15 @@ def test_teacher_student_ode(quick_figure):
     from dynkit.figures import teacher_student_ode
 
     df = quick_figure(teacher_student_ode)
-    ode = df[df["source"] == "ode"].groupby("time")["eg"].mean()
-    sgd = df[df["source"] == "sgd"].groupby("time")["eg"].mean()
-    early = ode.index <= 40            # before the escape, whose time fluctuates per run
-    assert np.all((np.abs(sgd - ode) <= 0.15 * ode + 1e-3)[early])
-    assert sgd.iloc[-1] < 0.5 * sgd[(sgd.index >= 10) & (sgd.index <= 30)].min()   # SGD escapes
+    eg = df.pivot(index="time", columns=["source", "seed"], values="eg")
+    log_ratio = np.log(eg["sgd"] / eg["ode"])          # one column per seed, every time point
+    assert log_ratio.shape[1] >= 2 and log_ratio.notna().all().all()
+    # Each run at d = 500 follows its ODE along the whole curve (fall, plateau, escape): relative
+    # fluctuations ~ c / sqrt(d), c <= 2.5, the max over the curve measured at 0.06-0.19 over 32
+    # runs, so every point must lie within |log(eps_sgd / eps_ode)| <= 0.3 = 6.7 / sqrt(d)
+    # (the per-run tolerance of tests/test_teacher_student.py).
+    assert np.abs(log_ratio).to_numpy().max() <= 0.3
+    ode = eg["ode"].mean(axis=1)
     plateau = ode[(ode.index >= 10) & (ode.index <= 30)]
     assert plateau.max() / plateau.min() < 1.1 and plateau.min() > 0.01   # plateau ...
     assert ode.iloc[-1] < 0.3 * plateau.min()                            # ... and escape

@@ -85,18 +85,6 @@ def test_relu_i4_matches_quadrature_for_every_index_pattern(jitter):
     np.testing.assert_allclose(got, got.transpose(0, 1, 3, 2), atol=1e-14)
 
 
-def test_relu_orthant4_matches_scipy_genz():
-    from scipy.stats import multivariate_normal
-
-    rng = np.random.default_rng(2)
-    for jitter in (0.5, 1e-3):
-        a = rng.standard_normal((4, 4))
-        c = a @ a.T + jitter * np.eye(4)
-        ref = multivariate_normal(np.zeros(4), c, abseps=1e-10, releps=1e-10,
-                                  maxpts=2_000_000).cdf(np.zeros(4))
-        assert float(ts._orthant4(c)) == pytest.approx(ref, abs=1e-8)
-
-
 def _ode_vs_sgd(activation, lr, t_max, points, seeds):
     times = np.linspace(0, t_max, points)
     kw = {"lr": lr, "lr_v": 0.0, "noise": 0.1, "times": times, "activation": activation}

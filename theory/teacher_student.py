@@ -35,11 +35,10 @@ Activations:
   follows from Stein's lemma, ``I3 = C_ab E[delta(phi_a) relu(phi_c)] + C_bc J2(a, c)`` with
   ``E[delta(phi_a) relu(phi_c)] = sqrt(C_cc (1 - rho_ac^2)) / (2 pi sqrt(C_aa))``. The
   four-point ``I4 = E[phi_c phi_e 1{phi_S > 0}]`` (``S`` the distinct fields among a, b, c, e)
-  is a truncated second moment of a Gaussian over the positive orthant: Stein's lemma (Tallis
-  1961) reduces it to orthant probabilities of dimension <= 4, closed-form up to three
-  dimensions (Sheppard's ``1/4 + asin(rho) / 2pi``, ``1/8 + sum asin(rho_ij) / 4pi``) and a
-  one-dimensional Gauss-Legendre integral in four via Plackett's (1954) identity
-  ``dP/drho_ij = phi2(0, 0; rho_ij) P(rest > 0 | phi_i = phi_j = 0)``. It is deterministic and
+  is a truncated second moment of a Gaussian over the positive orthant
+  (:mod:`dynkit.theory.gaussian_orthant`): Stein's lemma (Tallis 1961) reduces it to orthant
+  probabilities of dimension <= 4, closed-form up to three dimensions (Sheppard) and a
+  one-dimensional Gauss-Legendre integral in four (Plackett 1954). It is deterministic and
   accurate to ~1e-12 (checked against nested quadrature and Monte Carlo in the tests), but
   loses accuracy when two *different* fields become perfectly correlated (a student unit
   exactly equal to a teacher unit).
@@ -58,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+from dynkit.theory.gaussian_orthant import orthant_moment2
 
 __all__ = [
     "Simulation",
@@ -178,96 +178,6 @@ def _relu_i3(c):
 
 # --- ReLU four-point integral: truncated Gaussian moments over the positive orthant ----------
 
-_GL_NODES = 64
-
-
-@functools.cache
-def _plackett_nodes(n: int = _GL_NODES):
-    """Gauss-Legendre nodes and weights for ``int_0^1 ds`` after ``s = 1 - (1 - tau)^2``, which
-    clusters nodes at ``s = 1`` and removes the square-root endpoint behaviour of the Plackett
-    integrand when the covariance is close to singular."""
-    x, w = np.polynomial.legendre.leggauss(n)
-    tau = (x + 1) / 2
-    return tau * (2 - tau), w * (1 - tau)
-
-
-def _corr(cov, i, j):
-    r = cov[..., i, j] / jnp.sqrt(cov[..., i, i] * cov[..., j, j])
-    return jnp.clip(r, -1.0, 1.0)
-
-
-def _orthant4(cov):
-    """``P(Y > 0)`` for ``Y ~ N(0, cov)`` in four dimensions by Plackett's (1954) identity.
-
-    With the correlation matrix ``R`` and the path ``R(s) = I + s (R - I)``,
-    ``dP/dR_ij = phi2(0, 0; R_ij) P(Y_k > 0, Y_l > 0 | Y_i = Y_j = 0)`` (``{k, l}`` the other two
-    coordinates; the conditional probability is a 2D orthant), so
-    ``P(R) = 1/16 + int_0^1 sum_{i<j} R_ij phi2(0, 0; s R_ij) P2(rho_kl|ij(s)) ds``, evaluated by
-    Gauss-Legendre quadrature (:func:`_plackett_nodes`).
-    """
-    s, w = (jnp.asarray(a) for a in _plackett_nodes())
-    total = jnp.full(cov.shape[:-2], 1 / 16)
-    for (i, j), (k, l) in (((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2)),
-                           ((1, 2), (0, 3)), ((1, 3), (0, 2)), ((2, 3), (0, 1))):
-        r = {pair: _corr(cov, *pair)[..., None] for pair in ((i, j), (k, l), (k, i), (k, j),
-                                                               (l, i), (l, j))}
-        rij = s * r[i, j]
-        det = 1 - rij ** 2
-        ak, bk, al, bl = s * r[k, i], s * r[k, j], s * r[l, i], s * r[l, j]
-        var_k = 1 - (ak ** 2 - 2 * rij * ak * bk + bk ** 2) / det
-        var_l = 1 - (al ** 2 - 2 * rij * al * bl + bl ** 2) / det
-        cov_kl = s * r[k, l] - (ak * al - rij * (ak * bl + bk * al) + bk * bl) / det
-        rho = jnp.clip(cov_kl / jnp.sqrt(jnp.maximum(var_k * var_l, 1e-300)), -1.0, 1.0)
-        integrand = r[i, j] * (0.25 + jnp.arcsin(rho) / (2 * jnp.pi)) / (2 * jnp.pi * jnp.sqrt(det))
-        total = total + integrand @ w
-    return total
-
-
-def _orthant(cov):
-    """``P(Y > 0)`` for ``Y ~ N(0, cov)``, ``n = cov.shape[-1] <= 4`` (batched over leading axes):
-    ``1/2^n`` for n <= 1, ``1/4 + asin(r_01) / 2pi`` for n = 2, ``1/8 + sum_{i<j} asin(r_ij) / 4pi``
-    for n = 3 (Sheppard; Plackett 1954), :func:`_orthant4` for n = 4."""
-    n = cov.shape[-1]
-    if n <= 1:
-        return jnp.full(cov.shape[:-2], 0.5 ** n)
-    if n == 2:
-        return 0.25 + jnp.arcsin(_corr(cov, 0, 1)) / (2 * jnp.pi)
-    if n == 3:
-        asin = sum(jnp.arcsin(_corr(cov, i, j)) for i, j in ((0, 1), (0, 2), (1, 2)))
-        return 0.125 + asin / (4 * jnp.pi)
-    return _orthant4(cov)
-
-
-def _condition(cov, j):
-    """Covariance of the other coordinates given ``Y_j = 0``, and the density of ``Y_j`` at 0."""
-    keep = [i for i in range(cov.shape[-1]) if i != j]
-    col = cov[..., keep, j]
-    sub = cov[..., keep, :][..., keep] - col[..., :, None] * col[..., None, :] / \
-        cov[..., j, j][..., None, None]
-    return sub, 1 / jnp.sqrt(2 * jnp.pi * cov[..., j, j])
-
-
-def _orthant_moment1(cov, l):
-    """``E[Y_l 1{Y > 0}] = sum_j cov_lj phi(0; cov_jj) P(Y_-j > 0 | Y_j = 0)`` (Stein's lemma)."""
-    total = 0.0
-    for j in range(cov.shape[-1]):
-        sub, dens = _condition(cov, j)
-        total = total + cov[..., l, j] * dens * _orthant(sub)
-    return total
-
-
-def _orthant_moment2(cov, k, l):
-    """``E[Y_k Y_l 1{Y > 0}] = cov_kl P(Y > 0)
-    + sum_{j != l} cov_kj phi(0; cov_jj) E[Y_l 1{Y_-j > 0} | Y_j = 0]`` (Stein's lemma applied to
-    ``Y_k``; Tallis 1961), so only orthant probabilities of dimension <= 4 remain."""
-    total = cov[..., k, l] * _orthant(cov)
-    for j in range(cov.shape[-1]):
-        if j != l:
-            sub, dens = _condition(cov, j)
-            total = total + cov[..., k, j] * dens * _orthant_moment1(sub, l - (l > j))
-    return total
-
-
 @functools.cache
 def _i4_groups(f: int):
     """Index tuples ``(a, b, c, e)`` of ``f`` fields grouped by ``(n, k, l)``: the distinct fields
@@ -287,12 +197,13 @@ def _relu_i4(c):
     """``I4[a, b, c, e] = E[g'(phi_a) g'(phi_b) g(phi_c) g(phi_e)] = E[phi_c phi_e 1{phi_S > 0}]``
     for ``g = relu``, ``S`` the distinct fields among ``a, b, c, e`` (``g'^2 = g'``, ``g' g = g``
     remove repeated fields, so the covariance of ``phi_S`` is non-singular in general):
-    :func:`_orthant_moment2`, deterministic and accurate to ~1e-12."""
+    :func:`dynkit.theory.gaussian_orthant.orthant_moment2`, deterministic and accurate to ~1e-12.
+    """
     f = c.shape[0]
     out = jnp.zeros((f,) * 4)
     for (_, k, l), (tuples, uniq) in _i4_groups(f).items():
         sub = c[uniq[:, :, None], uniq[:, None, :]]
-        out = out.at[tuple(tuples)].set(_orthant_moment2(sub, k, l))
+        out = out.at[tuple(tuples)].set(orthant_moment2(sub, k, l))
     return out
 
 
