@@ -55,7 +55,8 @@ def cmd_train(args) -> int:
 
     data = _load_data(args)
     model = model_for_data(args.model, data, args.widths)
-    result = fit(model, data, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+    result = fit(model, data, optimizer=args.optimizer, lr=args.lr, lr_schedule=args.lr_schedule,
+                 warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
                  batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
                  out_dir=args.out, save_every=args.save_every, progress=not args.quiet)
     final = result.history[result.history["step"] == result.history["step"].max()]
@@ -111,8 +112,8 @@ def cmd_metrics(args) -> int:
     with pd.option_context("display.max_rows", 200, "display.width", 120):
         print(table.to_string(index=False))
     if path.is_dir():
-        from dynkit.figures.demo import plot_series
         from dynkit.figures.common import save_figure
+        from dynkit.figures.demo import plot_series
 
         for group in names:
             sub = table[table["group"] == group]
@@ -152,10 +153,10 @@ def cmd_lmc(args) -> int:
     rows = []
     for (alignment, split), _ in curve.groupby(["alignment", "split"]):
         c = curve[curve["alignment"] == alignment]
-        rows.append(dict(alignment=alignment, split=split,
-                         loss_barrier=lmc.barrier(c, split=split, definition=args.barrier),
-                         error_barrier=lmc.barrier(c, split=split, metric="error",
-                                                   definition=args.barrier)))
+        rows.append({"alignment": alignment, "split": split,
+                         "loss_barrier": lmc.barrier(c, split=split, definition=args.barrier),
+                         "error_barrier": lmc.barrier(c, split=split, metric="error",
+                                                   definition=args.barrier)})
     barriers = pd.DataFrame(rows)
     print(barriers.to_string(index=False))
     layerwise = lmc.layerwise_interpolate(model, a.params, pb, data.x_train, data.y_train,
@@ -208,7 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default="mlp")
     t.add_argument("--widths", type=_ints, default=[128, 128], help="hidden widths of an mlp")
     t.add_argument("--optimizer", default="momentum", choices=["sgd", "momentum", "adam", "adamw"])
-    t.add_argument("--lr", type=float, default=0.05)
+    t.add_argument("--lr", type=float, default=0.05, help="(peak) learning rate")
+    t.add_argument("--lr-schedule", default="constant",
+                   choices=["constant", "cosine", "warmup_cosine", "step", "linear"],
+                   help="learning-rate schedule over the run's steps: cosine and linear decay "
+                        "to 0, warmup_cosine warms up linearly first, step multiplies by 0.1 "
+                        "at 50%% and 75%% (see dynkit.train.make_schedule)")
+    t.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear warm-up steps of warmup_cosine (default: 5%% of the steps)")
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--epochs", type=int, default=20)

@@ -8,6 +8,10 @@ writes, at step 0, every ``save_every`` steps and at the end:
 * ``metrics.csv``: the tidy history (``step, epoch, split, loss, accuracy``) so far;
 * ``trainer_state.npz``: parameters, flattened optax state leaves, step and run info (no pickle).
 
+The learning rate follows ``lr_schedule`` (``make_schedule``): constant, cosine, linear warm-up
+then cosine, step (x0.1 at 50% and 75%) or linear decay. The schedule's step counter lives in
+the optax state, so a resumed run continues mid-schedule.
+
 Every file is replaced atomically (temporary file, then ``os.replace``) and
 ``trainer_state.npz`` is written last, so a run killed at any moment (SIGKILL, Ctrl-C) resumes
 from its last complete save point. The data order depends only on ``(seed, epoch)``, so a
@@ -38,6 +42,9 @@ from dynkit.losses import LOSSES, accuracy, loss_fn
 from dynkit.models.graph import Model, Params, merge_params, split_params
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "linear")
+# run settings that state files written before they existed lack
+RUN_DEFAULTS = {"lr_schedule": "constant", "warmup_steps": 0}
 STATE_FILE = TRAINER_STATE  # load_run skips it
 METRICS_FILE = "metrics.csv"
 COLUMNS = ["step", "epoch", "split", "loss", "accuracy"]
@@ -52,17 +59,79 @@ class TrainResult:
     out_dir: Path | None
 
 
-def make_optimizer(name: str, lr: float, momentum: float = 0.9,
+def resolve_warmup(name: str, warmup_steps: int | None, total_steps: int) -> int:
+    """The number of warm-up steps ``W`` of schedule ``name`` over ``total_steps`` steps.
+
+    ``None`` means ``total_steps // 20`` (5% of the run, as the 5 warm-up epochs of 90 in Goyal
+    et al. 2017) for ``warmup_cosine`` and 0 for every other schedule; only ``warmup_cosine``
+    warms up. A warm-up must be shorter than the run: ``0 <= W < total_steps``."""
+    if name not in SCHEDULES:
+        raise InvalidArgumentError(f"lr_schedule must be one of {SCHEDULES}, got {name!r}")
+    if warmup_steps is None:
+        return int(total_steps) // 20 if name == "warmup_cosine" else 0
+    if int(warmup_steps) != warmup_steps or warmup_steps < 0:
+        raise InvalidArgumentError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+    if warmup_steps and name != "warmup_cosine":
+        raise InvalidArgumentError(f"warmup_steps={warmup_steps} is used only by "
+                                   f"lr_schedule='warmup_cosine', not {name!r}")
+    if warmup_steps and warmup_steps >= total_steps:
+        raise InvalidArgumentError(f"warmup_steps={warmup_steps} must be smaller than the "
+                                   f"run's {total_steps} training steps")
+    return int(warmup_steps)
+
+
+def make_schedule(name: str, lr: float, total_steps: int,
+                  warmup_steps: int | None = None) -> optax.ScalarOrSchedule:
+    """The learning rate ``lr_t`` of update ``t = 0, ..., T-1`` (``T = total_steps``, ``t`` the
+    number of updates already made, optax's ``count``), as an optax schedule.
+
+    * ``constant``: ``lr_t = lr`` (returned as the float ``lr`` itself, so the optimizer is
+      the plain constant-rate one);
+    * ``cosine``: ``lr_t = lr (1 + cos(pi t / T)) / 2``, decay to 0 without restarts
+      (SGDR, Loshchilov & Hutter 2017);
+    * ``warmup_cosine``: ``lr_t = lr t / W`` for ``t < W``, then
+      ``lr (1 + cos(pi (t - W) / (T - W))) / 2`` (linear warm-up, Goyal et al. 2017, then
+      cosine); ``W`` is ``warmup_steps``, see ``resolve_warmup`` for its default;
+    * ``step``: ``lr_t = lr 0.1^([t >= floor(T/2)] + [t >= floor(3T/4)])``, the classic
+      ResNet schedule (He et al. 2016: x0.1 at 32k and 48k of 64k iterations);
+    * ``linear``: ``lr_t = lr (1 - t / T)``, linear decay to 0 (a strong default, see
+      Defazio et al. 2023, "When, why and how much? Adaptive learning rate scheduling by
+      refinement").
+    """
+    warmup = resolve_warmup(name, warmup_steps, total_steps)
+    if not lr > 0:
+        raise InvalidArgumentError(f"lr must be > 0, got {lr}")
+    lr, horizon = float(lr), max(int(total_steps), 1)  # a run of 0 steps never evaluates it
+    if name == "constant":
+        return lr
+    if name == "cosine":
+        schedule = optax.cosine_decay_schedule(lr, horizon)
+    elif name == "warmup_cosine":
+        schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, horizon)
+    elif name == "step":
+        schedule = optax.join_schedules(
+            [optax.constant_schedule(lr), optax.constant_schedule(lr * 0.1),
+             optax.constant_schedule(lr * 0.01)], [horizon // 2, 3 * horizon // 4])
+    else:
+        schedule = optax.linear_schedule(lr, 0.0, horizon)
+    # optax's linear pieces give float32 for optax's int32 count; a float count gives rates in
+    # the default float dtype (float64 with jax_enable_x64), exact for counts below 2**24
+    return lambda count: schedule(jnp.asarray(count, float))
+
+
+def make_optimizer(name: str, lr: optax.ScalarOrSchedule, momentum: float = 0.9,
                    weight_decay: float = 0.0) -> optax.GradientTransformation:
     """The optax transformation for ``name``, acting on trainable parameters only.
 
     ``sgd``: ``p <- p - lr (g + wd p)``; ``momentum``: heavy ball ``m <- mu m + g + wd p``,
     ``p <- p - lr m`` (PyTorch's SGD with momentum); ``adam``: Adam (Kingma & Ba 2015) on
     ``g + wd p`` (coupled L2); ``adamw``: decoupled weight decay ``p <- p - lr (adam + wd p)``
-    (Loshchilov & Hutter 2019)."""
+    (Loshchilov & Hutter 2019). ``lr`` is a number or a schedule ``t -> lr_t``
+    (``make_schedule``); with a schedule the decay term is scaled by ``lr_t`` too, as in
+    PyTorch."""
     if name not in OPTIMIZERS:
         raise InvalidArgumentError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-    if not lr > 0:
+    if not callable(lr) and not lr > 0:
         raise InvalidArgumentError(f"lr must be > 0, got {lr}")
     if weight_decay < 0:
         raise InvalidArgumentError(f"weight_decay must be >= 0, got {weight_decay}")
@@ -82,6 +151,8 @@ def fit(
     *,
     optimizer: str = "sgd",
     lr: float = 0.1,
+    lr_schedule: str = "constant",
+    warmup_steps: int | None = None,
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     batch_size: int = 128,
@@ -108,8 +179,19 @@ def fit(
     every trained leaf (weights, biases, BatchNorm scale/bias, as PyTorch's default), never on
     running statistics; see ``make_optimizer`` for the update rules. Train and test loss and
     accuracy (NaN for regression) are recorded at step 0, every ``save_every`` steps and at the
-    end. With ``resume`` and an ``out_dir`` holding ``trainer_state.npz`` of the same run,
-    training continues from its step."""
+    end.
+
+    The learning rate of update ``t`` is ``lr_t`` of ``make_schedule(lr_schedule, lr, T,
+    warmup_steps)`` with ``T`` the run's total number of steps: ``constant`` (default),
+    ``cosine`` (to 0 at ``T``), ``warmup_cosine`` (linear from 0 over ``warmup_steps``, default
+    ``T // 20``, then cosine), ``step`` (x0.1 at ``T/2`` and ``3T/4``) or ``linear`` (to 0).
+
+    With ``resume`` and an ``out_dir`` holding ``trainer_state.npz`` of the same run, training
+    continues from its step (and from the same point of the schedule). The run's settings
+    (optimizer, lr, lr_schedule, warmup_steps, ...) are saved with it and in every
+    checkpoint's ``meta``; resuming with other settings is an ``InvalidArgumentError``. A
+    constant-rate run may be resumed with more steps; a scheduled one needs the same total
+    (``schedule_steps``), the horizon of its schedule."""
     if isinstance(data, str):
         data = load(data, seed=seed)
     if loss not in LOSSES:
@@ -121,7 +203,6 @@ def fit(
         raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
     if save_every is not None and int(save_every) < 1:
         raise InvalidArgumentError(f"save_every must be >= 1 steps, got {save_every}")
-    opt = make_optimizer(optimizer, lr, momentum, weight_decay)
 
     n = len(data.x_train)
     if n < 1:
@@ -136,16 +217,24 @@ def fit(
         raise InvalidArgumentError("give the training length as epochs=... or steps=...")
     if total < 0:
         raise InvalidArgumentError(f"the number of steps must be >= 0, got {total}")
+    warmup = resolve_warmup(lr_schedule, warmup_steps, total)
+    # the schedule's identity: a constant rate does not depend on the run's length
+    schedule = ("constant", 0, 0) if lr_schedule == "constant" else (lr_schedule, total, warmup)
+    opt = make_optimizer(optimizer, make_schedule(schedule[0], lr, *schedule[1:]), momentum,
+                         weight_decay)
 
     key = jax.random.PRNGKey(seed)
     # shapes and dtypes only: bad input fails before anything is compiled
     abstract = jax.eval_shape(model.init, key) if params is None else params
     dtype = jnp.result_type(*(leaf.dtype for leaf in jax.tree_util.tree_leaves(abstract)))
     _check_model_data(model, abstract, data, loss, dtype)
-    run = {"optimizer": optimizer, "lr": float(lr), "momentum": float(momentum),
+    run = {"optimizer": optimizer, "lr": float(lr), "lr_schedule": lr_schedule,
+           "warmup_steps": warmup, "momentum": float(momentum),
            "weight_decay": float(weight_decay), "batch_size": bs, "seed": int(seed),
            "loss": loss, "data": data.name, "n_train": n,
            "model": json.loads(json.dumps(dict(model.config)))}
+    if lr_schedule != "constant":
+        run["schedule_steps"] = total
 
     out = Path(out_dir) if out_dir is not None else None
     start, rows = 0, []
@@ -167,8 +256,8 @@ def fit(
 
     x_all = jnp.asarray(data.x_train, dtype)
     y_all = jnp.asarray(data.y_train, dtype if data.task == "regression" else None)
-    step_fn = _make_step(model, optimizer, float(lr), float(momentum), float(weight_decay),
-                         loss, data.num_classes)
+    step_fn = _make_step(model, optimizer, float(lr), schedule, float(momentum),
+                         float(weight_decay), loss, data.num_classes)
     evaluate = _make_evaluator(model, data, loss, dtype)
     points = {0, total} | (set(range(0, total, int(save_every))) if save_every else set())
 
@@ -231,11 +320,14 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _make_step(model: Model, optimizer: str, lr: float, momentum: float, weight_decay: float,
-               loss: str, num_classes: int | None):
+def _make_step(model: Model, optimizer: str, lr: float, schedule: tuple[str, int, int],
+               momentum: float, weight_decay: float, loss: str, num_classes: int | None):
     """The jit-compiled training step, cached so repeated ``fit`` calls with the same model
-    and settings (resuming, sweeps over seeds) compile once."""
-    opt = make_optimizer(optimizer, lr, momentum, weight_decay)
+    and settings (resuming, sweeps over seeds) compile once. ``schedule`` is
+    ``(name, total_steps, warmup_steps)`` for ``make_schedule``."""
+    name, total, warmup = schedule
+    opt = make_optimizer(optimizer, make_schedule(name, lr, total, warmup), momentum,
+                         weight_decay)
     loss_f = loss_fn(loss, num_classes)
 
     def objective(trainable, stats, xb, yb):
@@ -328,7 +420,7 @@ def _load_state(path: Path, run: dict, trainable, stats, opt_state):
             arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read trainer state {str(path)!r}: {exc}") from exc
-    saved = json.loads(str(arrays["run"]))
+    saved = {**RUN_DEFAULTS, **json.loads(str(arrays["run"]))}
     diff = {k: (saved.get(k), v) for k, v in run.items() if saved.get(k) != v}
     if diff:
         raise InvalidArgumentError(

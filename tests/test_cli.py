@@ -83,3 +83,14 @@ def test_train_then_lmc(tmp_path, capsys):
     other = sorted((tmp_path / "m").glob("*.safetensors"))[-1]
     assert main(["lmc", str(a), str(other), "--image"]) == 2
     assert "different architectures" in capsys.readouterr().err
+
+
+def test_train_schedule_choices_match_the_trainer():
+    """`dynkit train --lr-schedule` lists its choices without importing jax; they must be
+    exactly the schedules `dynkit.train.fit` knows."""
+    from dynkit.cli import build_parser
+    from dynkit.train import SCHEDULES
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    action = next(a for a in train._actions if a.dest == "lr_schedule")
+    assert tuple(action.choices) == SCHEDULES

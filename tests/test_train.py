@@ -1,6 +1,7 @@
 """Tests of dynkit.train.fit: learning, files, resume after SIGKILL / Ctrl-C, BatchNorm, decay."""
 
 import functools
+import json
 import math
 import os
 import signal
@@ -331,3 +332,171 @@ def test_data_by_name_with_progress_bar(capsys):
     res = T.fit(mlp(2, [4], 2), "xor", steps=3, batch_size=16, progress=True)
     assert list(res.history.step) == [0, 0, 3, 3]
     assert "3/3" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------- learning-rate schedules
+def closed_form_lr(name, lr, t, total, warmup):
+    """``lr_t`` of update ``t`` (0-based) written out from the formulas of ``make_schedule``."""
+    if name == "constant":
+        return lr
+    if name == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * t / total))
+    if name == "warmup_cosine":
+        if t < warmup:
+            return lr * t / warmup
+        return lr * 0.5 * (1 + math.cos(math.pi * (t - warmup) / (total - warmup)))
+    if name == "step":
+        return lr * 0.1 ** ((t >= total // 2) + (t >= 3 * total // 4))
+    assert name == "linear"
+    return lr * (1 - t / total)
+
+
+def np_softmax_regression_grad(w, b, x, y):
+    """Gradient of the mean cross-entropy of ``softmax(x w + b)``, in numpy."""
+    z = x @ w + b
+    prob = np.exp(z - z.max(1, keepdims=True))
+    prob /= prob.sum(1, keepdims=True)
+    delta = (prob - np.eye(w.shape[1])[y]) / len(y)
+    return x.T @ delta, delta.sum(0)
+
+
+@pytest.mark.parametrize("name,warmup,expected_warmup", [
+    ("constant", None, 0), ("cosine", None, 0), ("warmup_cosine", None, 1),
+    ("warmup_cosine", 5, 5), ("step", None, 0), ("linear", None, 0)])
+def test_schedule_steps_are_lr_t_times_gradient(tmp_path, name, warmup, expected_warmup):
+    """Full-batch SGD on softmax regression, a checkpoint after every step: each update is
+    ``-lr_t * grad`` with the gradient from numpy and ``lr_t`` from the closed form."""
+    from dynkit.checkpoints import load_checkpoint
+
+    d = D.load("digits", dtype=np.float64)
+    data = D.Dataset("sub", d.x_train[:40], d.y_train[:40], d.x_test[:4], d.y_test[:4], 10,
+                     "classification")
+    model = mlp(64, [], 10)
+    lr, total = 0.5, 20
+    T.fit(model, data, optimizer="sgd", lr=lr, lr_schedule=name, warmup_steps=warmup,
+          steps=total, batch_size=40, save_every=1, params=init_params_f64(model, 0),
+          out_dir=tmp_path, progress=False)
+    ckpts = [load_checkpoint(tmp_path / f"step_{t:06d}.safetensors") for t in range(total + 1)]
+    meta = ckpts[-1].meta
+    assert meta["lr_schedule"] == name and meta["warmup_steps"] == expected_warmup
+    assert meta.get("schedule_steps") == (None if name == "constant" else total)
+    rates = []
+    for t in range(total):
+        w, b = (np.asarray(ckpts[t].params["head"][k]) for k in ("w", "b"))
+        gw, gb = np_softmax_regression_grad(w, b, data.x_train, data.y_train)
+        rate = closed_form_lr(name, lr, t, total, expected_warmup)
+        np.testing.assert_allclose(ckpts[t + 1].params["head"]["w"], w - rate * gw, atol=1e-12,
+                                   rtol=0, err_msg=f"{name} step {t}")
+        np.testing.assert_allclose(ckpts[t + 1].params["head"]["b"], b - rate * gb, atol=1e-12,
+                                   rtol=0, err_msg=f"{name} step {t}")
+        rates.append(rate)
+    # the schedule's shape, from the closed form: start, end and monotonicity
+    assert rates[0] == (0.0 if expected_warmup else lr)
+    if name != "constant":
+        assert rates[-1] < 0.06 * lr and max(rates) == pytest.approx(lr)
+
+
+@functools.lru_cache
+def init_params_f64(model, seed):
+    return model.init(jax.random.PRNGKey(seed), jnp.float64)
+
+
+@pytest.fixture(scope="module")
+def digits64():
+    return D.load("digits", dtype=np.float64)
+
+
+@pytest.mark.parametrize("name,warmup", [("warmup_cosine", 12), ("step", None)])
+def test_resume_mid_schedule_is_exact(digits64, tmp_path, monkeypatch, name, warmup):
+    """Interrupted while saving step 20 (state of step 10 kept), resumed: the schedule goes on
+    from step 10 (through the warm-up end at 12 or the drops at 15 and 22), float64-exact."""
+    kw = {**RUN, "lr_schedule": name, "warmup_steps": warmup,
+          "params": init_params_f64(SMALL_MLP, 1)}
+    real_savez = np.savez
+
+    def interrupted_savez(f, **arrays):
+        if int(arrays["step"]) == 20:
+            raise KeyboardInterrupt
+        real_savez(f, **arrays)
+
+    monkeypatch.setattr(T.np, "savez", interrupted_savez)
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(SMALL_MLP, digits64, out_dir=tmp_path, **kw)
+    monkeypatch.undo()
+    with np.load(tmp_path / "trainer_state.npz") as f:
+        assert int(f["step"]) == 10
+    resumed = T.fit(SMALL_MLP, digits64, out_dir=tmp_path, **kw)
+    straight = T.fit(SMALL_MLP, digits64, **kw)
+    assert_params_close(resumed.params, straight.params, atol=0)
+    pd.testing.assert_frame_equal(resumed.history, straight.history, rtol=0, atol=0)
+    # the schedule mattered: the constant-rate run ends elsewhere
+    constant = T.fit(SMALL_MLP, digits64, **{**kw, "lr_schedule": "constant",
+                                             "warmup_steps": None})
+    assert np.abs(np.asarray(constant.params["head"]["w"] - straight.params["head"]["w"])).max() > 1e-3
+
+
+def test_schedule_errors(digits, tmp_path):
+    with pytest.raises(InvalidArgumentError, match="lr_schedule must be one of.*'exp'"):
+        fit_small(digits, lr_schedule="exp", steps=2, progress=False)
+    with pytest.raises(InvalidArgumentError, match="warmup_steps must be an integer >= 0, got -1"):
+        fit_small(digits, lr_schedule="warmup_cosine", warmup_steps=-1, steps=2, progress=False)
+    with pytest.raises(InvalidArgumentError, match="warmup_steps=5 must be smaller than the "
+                                                   "run's 5 training steps"):
+        fit_small(digits, lr_schedule="warmup_cosine", warmup_steps=5, steps=5, progress=False)
+    with pytest.raises(InvalidArgumentError, match="warmup_steps=2 is used only by "
+                                                   "lr_schedule='warmup_cosine', not 'cosine'"):
+        fit_small(digits, lr_schedule="cosine", warmup_steps=2, steps=5, progress=False)
+    with pytest.raises(InvalidArgumentError, match="lr must be > 0"):
+        fit_small(digits, lr=0.0, lr_schedule="cosine", steps=5, progress=False)
+    # resuming with another schedule, warm-up or horizon is refused, naming the setting
+    short = {**RUN, "steps": 2, "lr_schedule": "cosine"}
+    fit_small(digits, **short, out_dir=tmp_path)
+    with pytest.raises(InvalidArgumentError, match=r"lr_schedule \(saved 'cosine', now 'step'\)"):
+        fit_small(digits, **{**short, "lr_schedule": "step"}, out_dir=tmp_path)
+    with pytest.raises(InvalidArgumentError, match=r"lr_schedule \(saved 'cosine', now 'const"):
+        fit_small(digits, **{**short, "lr_schedule": "constant"}, out_dir=tmp_path)
+    with pytest.raises(InvalidArgumentError, match=r"schedule_steps \(saved 2, now 4\)"):
+        fit_small(digits, **{**short, "steps": 4}, out_dir=tmp_path)
+    with pytest.raises(InvalidArgumentError, match=r"warmup_steps \(saved 0, now 1\)"):
+        fit_small(digits, **{**short, "lr_schedule": "warmup_cosine", "warmup_steps": 1},
+                  out_dir=tmp_path)
+
+
+def test_resume_state_saved_before_schedules_existed(digits, tmp_path):
+    """A ``trainer_state.npz`` whose run info lacks the schedule keys is a constant-rate run."""
+    kw = {**RUN, "steps": 2}
+    fit_small(digits, **kw, out_dir=tmp_path)
+    path = tmp_path / "trainer_state.npz"
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    old = {k: v for k, v in json.loads(str(arrays["run"])).items()
+           if k not in ("lr_schedule", "warmup_steps")}
+    np.savez(path, **{**arrays, "run": np.asarray(json.dumps(old))})
+    resumed = fit_small(digits, **{**kw, "steps": 4}, out_dir=tmp_path)
+    assert_params_close(resumed.params, fit_small(digits, **{**kw, "steps": 4}).params,
+                        atol=1e-6)
+    with pytest.raises(InvalidArgumentError, match=r"lr_schedule \(saved 'constant', now 'cos"):
+        fit_small(digits, **{**kw, "steps": 4, "lr_schedule": "cosine"}, out_dir=tmp_path)
+
+
+def test_cli_train_lr_schedule(tmp_path, capsys):
+    from dynkit.checkpoints import load_checkpoint
+    from dynkit.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--widths", "8", "--epochs", "2", "--batch-size", "256",
+                 "--lr-schedule", "warmup_cosine", "--warmup-steps", "2", "--out", str(out),
+                 "--quiet"]) == 0
+    per_epoch = len(D.load("digits").x_train) // 256
+    last = load_checkpoint(out / f"step_{2 * per_epoch:06d}.safetensors")
+    assert last.meta["lr_schedule"] == "warmup_cosine" and last.meta["warmup_steps"] == 2
+    assert last.meta["schedule_steps"] == 2 * per_epoch
+    capsys.readouterr()
+    assert main(["train", "--widths", "8", "--epochs", "1", "--batch-size", "256",
+                 "--lr-schedule", "warmup_cosine", "--warmup-steps", str(per_epoch),
+                 "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dynkit: error:") and "warmup_steps" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--lr-schedule", "exp"])
+    assert "invalid choice: 'exp'" in capsys.readouterr().err
