@@ -9,16 +9,13 @@ Permutation alignment (Git Re-Basin) lives in ``dynkit.analyses.permutation`` an
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.errors import InvalidArgumentError
-from dynkit.losses import accuracy, loss_fn
-from dynkit.models.graph import Model
 from dynkit.analyses.permutation import (  # noqa: F401  (re-exported API)
     Permutation,
     activation_matching,
@@ -26,6 +23,9 @@ from dynkit.analyses.permutation import (  # noqa: F401  (re-exported API)
     permutation_spec,
     weight_matching,
 )
+from dynkit.errors import InvalidArgumentError
+from dynkit.losses import accuracy, loss_fn
+from dynkit.models.graph import Model
 
 BARRIERS = ("linear", "mean")
 BN_MODES = ("reset", "interpolate", "repair")
@@ -90,7 +90,7 @@ def interpolate(model: Model, params_a, params_b, x, y, alphas=21, *, x_test=Non
             p = repair(model, params_a, params_b, p, float(alpha), stats_x)
         for split, xs, ys in splits:
             lo, acc = _evaluate(model, p, xs, ys, task_loss)
-            rows.append(dict(alpha=float(alpha), split=split, loss=lo, accuracy=acc, error=1 - acc))
+            rows.append({"alpha": float(alpha), "split": split, "loss": lo, "accuracy": acc, "error": 1 - acc})
     return pd.DataFrame(rows)
 
 

@@ -11,17 +11,17 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 import pandas as pd
 
+from dynkit.analyses.lmc import _evaluate, barrier, interpolate, lerp
+from dynkit.analyses.permutation import permutation_spec
 from dynkit.errors import InvalidArgumentError
 from dynkit.losses import loss_fn
 from dynkit.models.graph import Model
-from dynkit.analyses.lmc import _evaluate, barrier, interpolate, lerp
-from dynkit.analyses.permutation import permutation_spec
 
 
 def instability(model: Model, data, spawn_steps: Sequence[int], total_steps: int, *,
@@ -51,9 +51,9 @@ def instability(model: Model, data, spawn_steps: Sequence[int], total_steps: int
         curve = interpolate(model, *children, data.x_train, data.y_train, alphas,
                             x_test=data.x_test, y_test=data.y_test)
         for split in ("train", "test"):
-            rows.append(dict(k=k, split=split,
-                             barrier_loss=barrier(curve, split=split),
-                             barrier_error=barrier(curve, split=split, metric="error")))
+            rows.append({"k": k, "split": split,
+                             "barrier_loss": barrier(curve, split=split),
+                             "barrier_error": barrier(curve, split=split, metric="error")})
     return pd.DataFrame(rows)
 
 
@@ -101,9 +101,9 @@ def dropout_stability(model: Model, params, x, y, layer: str, ks: Sequence[int],
             raise InvalidArgumentError(f"k must lie in [1, {n}], got {k}")
         losses = [_evaluate(model, drop_units(model, params, layer, rng.choice(n, int(k), replace=False)),
                             x, y, task_loss)[0] for _ in range(draws)]
-        rows.append(dict(k=int(k), N=n, loss=float(np.mean(losses)),
-                         delta_loss=float(np.mean(losses) - base),
-                         delta_loss_std=float(np.std(losses))))
+        rows.append({"k": int(k), "N": n, "loss": float(np.mean(losses)),
+                         "delta_loss": float(np.mean(losses) - base),
+                         "delta_loss_std": float(np.std(losses))})
     return pd.DataFrame(rows)
 
 
@@ -134,10 +134,10 @@ def dropout_path(model: Model, params_a, params_b, x, y, *, points: int = 11,
     for segment, (p, q) in enumerate([(params_a, a1), (middle_start, middle_end),
                                       (b2, params_b)], start=1):
         for t in ts:
-            rows.append(dict(segment=2 * segment - 1, t=float(t),
-                             loss=_evaluate(model, lerp(p, q, float(t)), x, y, task_loss)[0]))
-    rows.append(dict(segment=2, t=0.0, loss=_evaluate(model, middle_start, x, y, task_loss)[0]))
-    rows.append(dict(segment=4, t=0.0, loss=_evaluate(model, middle_end, x, y, task_loss)[0]))
+            rows.append({"segment": 2 * segment - 1, "t": float(t),
+                             "loss": _evaluate(model, lerp(p, q, float(t)), x, y, task_loss)[0]})
+    rows.append({"segment": 2, "t": 0.0, "loss": _evaluate(model, middle_start, x, y, task_loss)[0]})
+    rows.append({"segment": 4, "t": 0.0, "loss": _evaluate(model, middle_end, x, y, task_loss)[0]})
     return pd.DataFrame(rows).sort_values(["segment", "t"], ignore_index=True)
 
 

@@ -16,6 +16,7 @@ import time
 import tracemalloc
 
 import numpy as np
+
 from dynkit.analyses.collapse import neural_collapse_stream
 
 

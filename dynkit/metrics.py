@@ -46,9 +46,9 @@ def performance(model, params, data) -> pd.DataFrame:
     rows = []
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
         logits = _batched_logits(model, params, jnp.asarray(x))
-        rows.append(dict(metric="loss", split=split, value=float(task_loss(logits, jnp.asarray(y)))))
+        rows.append({"metric": "loss", "split": split, "value": float(task_loss(logits, jnp.asarray(y)))})
         if data.task == "classification":
-            rows.append(dict(metric="accuracy", split=split, value=float(accuracy(logits, y))))
+            rows.append({"metric": "accuracy", "split": split, "value": float(accuracy(logits, y))})
     return pd.DataFrame(rows)
 
 
@@ -60,9 +60,9 @@ def weight_norms(model, params, data=None) -> pd.DataFrame:
     for node in model.nodes:
         if node.op in ("dense", "conv"):
             w = np.asarray(trainable[node.name]["w"], dtype=np.float64) * node.attrs["w_mult"]
-            rows.append(dict(metric="weight_norm", layer=node.name, value=float(np.linalg.norm(w))))
+            rows.append({"metric": "weight_norm", "layer": node.name, "value": float(np.linalg.norm(w))})
     total = float(np.sqrt(sum(r["value"] ** 2 for r in rows)))
-    rows.append(dict(metric="weight_norm", layer="total", value=total))
+    rows.append({"metric": "weight_norm", "layer": "total", "value": total})
     return pd.DataFrame(rows)
 
 

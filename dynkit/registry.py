@@ -5,8 +5,8 @@ One entry = one function plus its name and one line of help.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from dynkit.errors import InvalidArgumentError
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from dynkit.io import atomic_write  # noqa: E402
+from dynkit.io import atomic_write
 
 STYLE = Path(__file__).with_name("dynkit.mplstyle")
 

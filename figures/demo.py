@@ -13,11 +13,11 @@ import pandas as pd
 
 import dynkit as dk
 from dynkit.analyses import lmc
+from dynkit.figures.common import new_figure, save_figure, save_table, style
+from dynkit.figures.lmc_plots import plot_interpolation
 from dynkit.io import atomic_write
 from dynkit.metrics import load_metrics, metrics_over_run
 from dynkit.train import fit
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.figures.lmc_plots import plot_interpolation
 
 SEEDS = (0, 1)
 
@@ -34,7 +34,7 @@ class DemoConfig:
     seeds: tuple[int, ...] = SEEDS
 
     @classmethod
-    def quick(cls) -> "DemoConfig":
+    def quick(cls) -> DemoConfig:
         return cls(widths=(32,), epochs=4, save_every=20)
 
 
@@ -132,8 +132,8 @@ def _lmc_section(out: Path, model, data, params_a, params_b) -> Section:
                                       x_test=data.x_test, y_test=data.y_test)
                       .assign(alignment=alignment))
     curve = pd.concat(curves, ignore_index=True)
-    rows = [dict(alignment=a, split=s, loss_barrier=lmc.barrier(g, split=s),
-                 error_barrier=lmc.barrier(g, split=s, metric="error"))
+    rows = [{"alignment": a, "split": s, "loss_barrier": lmc.barrier(g, split=s),
+                 "error_barrier": lmc.barrier(g, split=s, metric="error")}
             for a, g in curve.groupby("alignment") for s in ("train", "test")]
     table = pd.DataFrame(rows).set_index(["alignment", "split"])
     return Section("Linear mode connectivity of the two seeds",

@@ -21,12 +21,12 @@ def data(quick: bool = False) -> pd.DataFrame:
     between the two widest networks (rows with ``kind == "path"``)."""
     digits = dk.data.load("digits", seed=0)
     widths = (32, 256) if quick else (32, 64, 128, 256, 512, 1024, 2048)
-    train = dict(optimizer="momentum", lr=0.05, epochs=4 if quick else 30, batch_size=64)
+    train = {"optimizer": "momentum", "lr": 0.05, "epochs": 4 if quick else 30, "batch_size": 64}
     frames = []
     for n in widths:
         model = dk.models.mlp(64, [n], 10)
         pa, pb = (fit(model, digits, seed=s, progress=False, **train).params for s in (0, 1))
-        ks = sorted({max(1, int(round(f * n))) for f in (0.125, 0.25, 0.5, 0.75, 1.0)})
+        ks = sorted({max(1, round(f * n)) for f in (0.125, 0.25, 0.5, 0.75, 1.0)})
         frames.append(dropout_stability(model, pa, digits.x_train, digits.y_train, "act0", ks,
                                         draws=3 if quick else 10).assign(kind="dropout"))
     path = dropout_path(model, pa, pb, digits.x_train, digits.y_train, points=6 if quick else 21)

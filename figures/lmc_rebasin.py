@@ -22,9 +22,9 @@ def _barriers(model, data, seeds, train_kwargs, label):
         curve = lmc.interpolate(model, pa, p, data.x_train, data.y_train, 11,
                                 x_test=data.x_test, y_test=data.y_test)
         for split in ("train", "test"):
-            rows.append(dict(family=label, alignment=alignment, split=split,
-                             loss_barrier=lmc.barrier(curve, split=split),
-                             error_barrier=lmc.barrier(curve, split=split, metric="error")))
+            rows.append({"family": label, "alignment": alignment, "split": split,
+                             "loss_barrier": lmc.barrier(curve, split=split),
+                             "error_barrier": lmc.barrier(curve, split=split, metric="error")})
     return rows
 
 
@@ -33,7 +33,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     on 8×8 digits images in full mode)."""
     digits = dk.data.load("digits", seed=0)
     widths = (16, 128) if quick else (16, 32, 64, 128, 256, 512, 1024)
-    train = dict(optimizer="momentum", lr=0.05, epochs=4 if quick else 30, batch_size=64)
+    train = {"optimizer": "momentum", "lr": 0.05, "epochs": 4 if quick else 30, "batch_size": 64}
     rows = []
     for w in widths:
         model = dk.models.mlp(64, [w, w], 10)

@@ -2,8 +2,8 @@ import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import jax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import pytest
 
 # Reference comparisons (golden files, brute force) are in float64; float32 paths are
 # exercised by passing dtype explicitly.

@@ -5,14 +5,14 @@ from types import SimpleNamespace
 import jax
 import numpy as np
 import pytest
-from dynkit.analyses import collapse as co
-from dynkit.analyses import collapse_imbalanced as ci
-from dynkit.analyses.collapse_stream import CollapseAccumulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 import dynkit as dk
+from dynkit.analyses import collapse as co
+from dynkit.analyses import collapse_imbalanced as ci
+from dynkit.analyses.collapse_stream import CollapseAccumulator
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
 from dynkit.registry import METRICS
 

@@ -6,7 +6,7 @@ import pytest
 
 import dynkit as dk
 from dynkit.analyses import lmc
-from dynkit.analyses.lmc_stability import dropout_path, dropout_stability, drop_units, instability
+from dynkit.analyses.lmc_stability import drop_units, dropout_path, dropout_stability, instability
 from dynkit.analyses.permutation import permutation_spec
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 
@@ -18,8 +18,8 @@ def _random_bn_stats(model, params, seed):
     for node in model.nodes:
         if node.op == "batchnorm":
             c = node.attrs["num_features"]
-            out[node.name] = dict(scale=rng.uniform(0.5, 1.5, c), bias=rng.normal(0, 0.1, c),
-                                  mean=rng.normal(0, 0.1, c), var=rng.uniform(0.5, 1.5, c))
+            out[node.name] = {"scale": rng.uniform(0.5, 1.5, c), "bias": rng.normal(0, 0.1, c),
+                                  "mean": rng.normal(0, 0.1, c), "var": rng.uniform(0.5, 1.5, c)}
     return out
 
 
@@ -86,7 +86,7 @@ def test_barrier_definitions_on_a_known_curve():
 
     a = np.linspace(0, 1, 5)
     loss = np.array([1.0, 2.0, 3.0, 2.5, 2.0])
-    curve = pd.DataFrame(dict(alpha=a, split="train", loss=loss, error=loss / 10))
+    curve = pd.DataFrame({"alpha": a, "split": "train", "loss": loss, "error": loss / 10})
     # linear: max of loss - (1 + a): [0, 0.75, 1.5, 0.75, 0] -> 1.5 ; mean: 3 - 1.5
     assert lmc.barrier(curve, definition="linear") == pytest.approx(1.5)
     assert lmc.barrier(curve, definition="mean") == pytest.approx(1.5)

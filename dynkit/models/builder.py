@@ -21,7 +21,8 @@ Biases: standard stores ``b ~ N(0, b_std^2)`` with multiplier 1; the others stor
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from dynkit.errors import InvalidArgumentError
 from dynkit.models.graph import Model, Node
@@ -41,8 +42,8 @@ def layer_scales(
             f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
         )
     if parameterization == "standard":
-        return dict(init_std=W_std / math.sqrt(fan_in), w_mult=1.0, b_init_std=b_std, b_mult=1.0)
-    bias = dict(b_init_std=1.0, b_mult=b_std)
+        return {"init_std": W_std / math.sqrt(fan_in), "w_mult": 1.0, "b_init_std": b_std, "b_mult": 1.0}
+    bias = {"b_init_std": 1.0, "b_mult": b_std}
     if parameterization == "ntk" or (parameterization == "meanfield" and role != "readout"):
         return dict(init_std=1.0, w_mult=W_std / math.sqrt(fan_in), **bias)
     if parameterization == "meanfield":

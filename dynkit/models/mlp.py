@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from dynkit.models.builder import GraphBuilder
 from dynkit.models.graph import Model
@@ -28,10 +28,10 @@ def mlp(
     ``fc0, act0, fc1, act1, ..., head`` (and ``alpha`` when α ≠ 1); ``features`` is the input
     of ``head``.
     """
-    config = dict(arch="mlp", in_dim=int(in_dim), widths=[int(w) for w in widths],
-                  out_dim=int(out_dim), activation=activation, bias=bias,
-                  parameterization=parameterization, W_std=float(W_std), b_std=float(b_std),
-                  alpha=float(alpha))
+    config = {"arch": "mlp", "in_dim": int(in_dim), "widths": [int(w) for w in widths],
+                  "out_dim": int(out_dim), "activation": activation, "bias": bias,
+                  "parameterization": parameterization, "W_std": float(W_std), "b_std": float(b_std),
+                  "alpha": float(alpha)}
     g = GraphBuilder((in_dim,), parameterization)
     h = "input"
     for i, w in enumerate(widths):
