@@ -12,11 +12,17 @@ timed ``--repeats`` times; the table gives the median wall time and the speed-up
 parameters and inputs, in neural-tangents 0.6.5's structured derivatives (its pinned legacy
 virtualenv, see ``legacy_env.py``) and checks that the kernels agree.
 Run: ``python benchmarks/empirical_ntk.py [--cases fc,resnet20] [--peer]``.
+
+``--resnet20-full`` instead computes the logit-traced 1000 x 1000 NTK ``K(x, x)`` of ResNet-20
+(``--n`` inputs of shape 32x32x3, standard normal, float32) once, with ``--methods`` (default
+``auto``) in tiles of ``--batch-size`` inputs, and prints the wall time and the process's peak
+resident memory (``getrusage``; run it under ``/usr/bin/time -v`` for an outside measurement).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import time
@@ -95,6 +101,25 @@ def _peer_fc(model, params, x, repeats: int) -> dict:
         return run_in_legacy_env(PEER_CODE.format(path=path, repeats=repeats))
 
 
+def _resnet20_full(n: int, method: str, batch_size: int) -> None:
+    """One logit-traced ``n x n`` ResNet-20 kernel, tiled; time and peak memory."""
+    model = dm.resnet20(num_classes=10)
+    params = model.init(jax.random.PRNGKey(0), jnp.float32)
+    x = jax.random.normal(jax.random.PRNGKey(1), (n, *model.input_shape), jnp.float32)
+    fn = empirical.ntk_fn(model, method, batch_size=batch_size)
+    t0 = time.perf_counter()
+    k = np.asarray(jax.block_until_ready(fn(x, None, params)))
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    sym = float(np.abs(k - k.T).max() / np.abs(k).max())
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; float32; ResNet-20 "
+          f"({model.num_params():,} params), logit-traced K(x, x), N = {n}, method {method!r}, "
+          f"batch_size {batch_size}")
+    print(f"kernel {k.shape}, finite: {bool(np.isfinite(k).all())}, min eigenvalue / max: "
+          f"{np.linalg.eigvalsh(k.astype(np.float64))[[0, -1]]}, asymmetry {sym:.1e}")
+    print(f"wall time (incl. compile): {wall:.1f} s; peak RSS: {peak:.2f} GiB", flush=True)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="fc,resnet20")
@@ -103,7 +128,15 @@ def main(argv=None) -> None:
     ap.add_argument("--full", action="store_true", help="full (N, N, O, O) kernel")
     ap.add_argument("--peer", action="store_true",
                     help="also time neural-tangents (legacy env) on the fc case")
+    ap.add_argument("--resnet20-full", action="store_true",
+                    help="only the tiled logit-traced N x N ResNet-20 kernel (N = --n)")
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=100)
     args = ap.parse_args(argv)
+    if args.resnet20_full:
+        method = "auto" if args.methods == ap.get_default("methods") else args.methods
+        _resnet20_full(args.n, method, args.batch_size)
+        return
     trace_axes = () if args.full else (-1,)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; float32; "
           f"{'full' if args.full else 'logit-traced'} kernel K(x, x); median of {args.repeats}")

@@ -13,7 +13,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
-from dynkit.models import GraphBuilder, merge_params, mlp, split_params
+from dynkit.models import GraphBuilder, merge_params, mlp, resnet20, split_params
 from dynkit.theory import empirical
 
 GOLDEN = Path(__file__).parent / "data" / "neural_tangents"
@@ -109,12 +109,57 @@ def test_methods_match_brute_force(name):
     n1 = len(x1)
     full = both[:n1, n1:]
     traced11 = np.einsum("nmaa->nm", both[:n1, :n1]) / both.shape[-1]
+    traced12 = np.einsum("nmaa->nm", full) / both.shape[-1]
     for method in EXACT:
         # cross kernel, full output covariance
         _close(empirical.ntk_fn(model, method, trace_axes=())(x1, x2, params), full)
-        # x2 = None, traced over logits (mean), tiled with a ragged last tile; via model.apply
-        k = empirical.ntk_fn(model.apply, method, batch_size=2)(x1, None, params)
-        _close(k, traced11)
+        # traced over logits (mean), tiled with ragged last tiles; via model.apply
+        fn = empirical.ntk_fn(model.apply, method, batch_size=2)
+        _close(fn(x1, None, params), traced11)  # upper-triangle tiles, transposed below
+        _close(fn(x1, x2, params), traced12)
+
+
+def test_methods_agree_on_resnet20():
+    """The real ResNet-20 graph (depth 20: 19 convs and the dense read-out, plus 2 option-B
+    1x1 projections; 21 BatchNorms with random running statistics; eval mode), on 8x8 inputs
+    with first-stage width 4: every method equals the brute-force ravelled Jacobian to 1e-10,
+    full and logit-traced."""
+    model = resnet20(num_classes=4, input_shape=(8, 8, 3), width=4)
+    assert [sum(n.op == op for n in model.nodes) for op in ("conv", "batchnorm")] == [21, 21]
+    k0, k1, k2 = jax.random.split(jax.random.PRNGKey(3), 3)
+    params = _randomize_bn(model.init(k0, jnp.float64), k1)
+    x = jax.random.normal(k2, (3, 8, 8, 3), jnp.float64)
+    full = _brute_full(model, params, x)
+    traced = np.einsum("nmaa->nm", full) / full.shape[-1]
+    for method in EXACT:
+        _close(empirical.ntk_fn(model, method, trace_axes=())(x, None, params), full)
+        _close(empirical.ntk_fn(model, method)(x, None, params), traced)
+
+
+def test_ntvp_memory_plan(monkeypatch):
+    """The activation footprint counts every intermediate value (nested jit included); the
+    plan obeys its bound; a tiny NTVP_MEMORY_BYTES forces one column per step and JVPs over
+    2 of the 5 inputs at a time (the last row tile padded) and leaves the kernel unchanged."""
+    w = jnp.ones((4, 3))
+
+    def f(x):
+        return jnp.tanh(jnp.sin(x) @ w)
+
+    assert empirical.activation_footprint(f, jnp.ones((2, 4))) == 2 * 4 + 2 * 3 + 2 * 3
+    # a nested jit adds its inner equations (an upper bound: its outputs count twice)
+    assert empirical.activation_footprint(lambda x: 2 * jax.jit(f)(x), jnp.ones((2, 4))) == 32
+    chunk, rows = empirical.ntvp_plan(10**5, 10**4, 64, 64, 10, itemsize=4, budget=2**26)
+    assert rows == 64 and chunk * (10**5 + 10**4 + 64 * 10**4) * 4 <= 2**26 and chunk >= 1
+    assert empirical.ntvp_plan(10**5, 10**6, 64, 64, 10, budget=2**26)[1] == 8
+    assert empirical.ntvp_plan(10**5, 10**6, 64, 64, 10, whole_batch=True,
+                               budget=2**26) == (1, 64)
+    model, params, x1, x2 = _case("cnn")
+    want = _brute_full(model, params, jnp.concatenate([x1, x2]))[: len(x1), len(x1):]
+    a = empirical.activation_footprint(lambda x: model.apply(params, x), x1[:1])
+    assert model.num_params() <= a  # so a budget of 4 float64 footprints gives (1, 2)
+    monkeypatch.setattr(empirical, "NTVP_MEMORY_BYTES", 8 * 4 * a)
+    assert empirical.ntvp_plan(model.num_params(), a, 5, 3, 3, itemsize=8) == (1, 2)
+    _close(empirical.ntk_fn(model, "ntvp", trace_axes=())(x1, x2, params), want)
 
 
 def test_golden_empirical_fc_width64():

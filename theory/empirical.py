@@ -20,8 +20,17 @@ Methods (all exact; they differ in cost only; ``P`` = number of trained paramete
 * ``"jacobian"``: per-example Jacobians with ``jax.jacrev`` (``vmap`` over examples) contracted
   leaf by leaf. Time ``~ N O P + N² O_c P``, memory ``N O P``.
 * ``"ntvp"``: NTK-vector products: for every basis cotangent ``e_{m,b}`` of ``f(x2)`` the VJP
-  ``v = J(x2)ᵀ e`` followed by the JVP ``J(x1) v`` gives one kernel column (``jax.lax.map``
-  over the basis, in chunks that bound memory). Time ``~ N² O P``, memory ``chunk · P``.
+  ``v = J(x2)ᵀ e`` followed by the JVP ``J(x1) v`` gives one kernel column. Time ``~ N² O P``.
+  Columns are computed ``chunk`` at a time (``jax.lax.map``), and each JVP runs over ``rows``
+  inputs of ``x1`` at a time, both sized by ``ntvp_plan`` so that the working set
+
+      chunk · (P + A_b + rows · A) · itemsize  ≤  NTVP_MEMORY_BYTES
+
+  holds, ``A`` = the *activation footprint* of one example (total size of every intermediate
+  value of ``f`` on one input, from its jaxpr: an upper bound on what a batched JVP/VJP
+  keeps per example and tangent) and ``A_b = A`` (``vmap_axes=0``: one example per VJP) or
+  ``N2 · A`` (``vmap_axes=None``). The bound holds for any model; only a single example whose
+  own footprint exceeds the budget can go over it.
 * ``"structured"``: for ``dynkit`` graph models only. One forward pass records each
   dense/conv layer's input ``a`` (conv: its patches, ``jax.lax.conv_general_dilated_patches``),
   and ``O`` VJPs with respect to zero *probes* added to every layer output give the output
@@ -32,12 +41,21 @@ Methods (all exact; they differ in cost only; ``P`` = number of trained paramete
   (``s, t`` spatial positions; a dense layer has one), evaluated either in this Gram form or
   through the layer's own Jacobian ``Σ_s a_s ⊗ g_{a,s}``, whichever costs fewer flops.
   BatchNorm (eval mode) adds ``⟨Σ_s x̂_s g_s, Σ_t x̂'_t g'_t⟩ + ⟨Σ_s g_s, Σ_t g'_t⟩`` for its
-  ``scale`` and ``bias``. The full parameter Jacobian is never formed.
+  ``scale`` and ``bias``. No derivative with respect to θ is taken: a layer in the Jacobian
+  form holds its per-example Jacobian ``(N, O, K, C)``, one in the Gram form only ``a, g``.
 * ``"auto"`` (see ``choose_method``): ``"structured"`` for dynkit models; otherwise
   ``"jacobian"`` when it costs fewer flops than ``"ntvp"`` by the estimates above (with a
   forward pass at ``2P`` flops per example) and its Jacobians fit in ``JACOBIAN_MEMORY_BYTES``,
   else ``"ntvp"``. So: traced kernels and few logits use the Jacobian, full kernels with more
   than about three logits use NTK-vector products.
+
+Tiling (``batch_size``): every method is split into ``prep`` (per tile of inputs: the
+per-example Jacobians, the structured layer factors, or the inputs themselves for ``"ntvp"``)
+and ``pair`` (two tiles' factors -> a kernel block). ``prep`` runs once per row tile and once
+per column tile of that row, and only one block is in flight at a time, so memory is that of
+two tiles' factors. With ``x2 = None`` only the blocks on and above the diagonal are computed
+(a diagonal block reuses its row's factors). Compiled programs are shared by every kernel made
+from the same model or ``apply_fn`` (``_programs``).
 
 ``"structured"`` asked for an arbitrary ``apply_fn`` (no layer graph to read) falls back to the
 ``"auto"`` choice between ``"jacobian"`` and ``"ntvp"`` with a ``UserWarning``.
@@ -53,10 +71,11 @@ import math
 import string
 import warnings
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 
@@ -65,9 +84,10 @@ from dynkit.models.graph import Model, merge_params, split_params
 
 METHODS = ("auto", "jacobian", "ntvp", "structured")
 
-#: Largest total size of the per-tile Jacobians ``"auto"`` accepts for ``"jacobian"``; the
-#: NTK-vector-product method also chunks its basis so that one chunk of tangents fits in it.
+#: Largest total size of the per-tile Jacobians ``"auto"`` accepts for ``"jacobian"``.
 JACOBIAN_MEMORY_BYTES = 2**30
+#: Working-set budget of one chunk of NTK-vector products (``ntvp_plan``).
+NTVP_MEMORY_BYTES = 2**30
 
 
 # ============================================================================ public API
@@ -104,9 +124,6 @@ def ntk_fn(
         )
         method = "auto"
 
-    def apply(p, const, x):
-        return apply_fn(p, x)
-
     shapes: dict = {}
 
     def prepare(params, x1, x2):
@@ -118,7 +135,7 @@ def ntk_fn(
             shapes[key] = out
         return params, None, shapes[key]
 
-    return _kernel_fn(apply, None, prepare, method, trace_axes, diagonal_axes, vmap_axes,
+    return _kernel_fn(apply_fn, prepare, method, trace_axes, diagonal_axes, vmap_axes,
                       batch_size)
 
 
@@ -141,9 +158,6 @@ def model_ntk_fn(
         raise InvalidArgumentError(f"model_ntk_fn needs a dynkit Model, got {type(model)}")
     _check_options(method, vmap_axes, batch_size)
 
-    def apply(p, const, x):
-        return model.apply(merge_params(p, const), x)
-
     shapes: dict = {}
 
     def prepare(params, x1, x2):
@@ -160,7 +174,7 @@ def model_ntk_fn(
             shapes[key] = jax.eval_shape(partial(model.apply, params), x1)
         return trainable, stats, shapes[key]
 
-    return _kernel_fn(apply, model, prepare, method, trace_axes, diagonal_axes, vmap_axes,
+    return _kernel_fn(model, prepare, method, trace_axes, diagonal_axes, vmap_axes,
                       batch_size)
 
 
@@ -185,19 +199,100 @@ def choose_method(num_params: int, n1: int, n2: int, out_size: int, traced: bool
     return "jacobian" if cost_jac <= cost_ntvp and fits else "ntvp"
 
 
+def ntvp_plan(num_params: int, footprint: int, n1: int, n2: int, out_size: int,
+              itemsize: int = 4, whole_batch: bool = False,
+              budget: int | None = None) -> tuple[int, int]:
+    """``(chunk, rows)`` for ``"ntvp"``: ``chunk`` kernel columns per step, each JVP over
+    ``rows`` inputs of ``x1`` at a time, so that (module docstring)
+
+        chunk · (P + A_b + rows · A) · itemsize  ≤  budget  (default ``NTVP_MEMORY_BYTES``),
+
+    ``A = footprint`` (elements per example, ``activation_footprint``), ``A_b = A`` or, with
+    ``whole_batch`` (``vmap_axes=None``: the VJP runs on all ``N2`` inputs and the JVP cannot
+    split ``x1``), ``A_b = N2 · A`` and ``rows = N1``. Otherwise the JVP gets at most half the
+    budget: ``rows = min(N1, ⌊budget / (2 A itemsize)⌋)``. Both are at least 1 and
+    ``chunk ≤ N2 · O`` (the number of columns)."""
+    budget = NTVP_MEMORY_BYTES if budget is None else budget
+    a = max(1, int(footprint))
+    if whole_batch:
+        rows, a_b = n1, n2 * a
+    else:
+        rows, a_b = max(1, min(n1, budget // (2 * a * itemsize))), a
+    per_column = (num_params + a_b + rows * a) * itemsize
+    chunk = max(1, min(n2 * out_size, budget // per_column))
+    return int(chunk), int(rows)
+
+
+def activation_footprint(fn: Callable, *args) -> int:
+    """Total number of elements of every intermediate value of ``fn(*args)``: the outputs of
+    all equations of its jaxpr, nested jaxprs (``jit``, ``custom_jvp``, ...) included. It
+    bounds what a forward pass, and so a JVP or a VJP, holds at once (per tangent)."""
+    return _jaxpr_size(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def _jaxpr_size(jaxpr) -> int:
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars)
+        total += sum(_jaxpr_size(sub) for sub in jax.extend.core.jaxprs_in_params(eqn.params))
+    return total
+
+
 # ============================================================================ driver
-def _kernel_fn(apply, model, prepare, method, trace_axes, diagonal_axes, vmap_axes, batch_size):
-    """Shared driver: validate, choose a method, loop over tiles, trace/diagonalise."""
-    cores = {
-        "jacobian": jax.jit(partial(_jacobian_block, apply, vmap_axes),
-                            static_argnames=("traced",)),
-        "ntvp": jax.jit(partial(_ntvp_block, apply, vmap_axes),
-                        static_argnames=("traced", "chunk")),
-    }
-    if model is not None:
-        cores["structured"] = jax.jit(partial(_structured_block, model),
-                                      static_argnames=("traced",))
+@lru_cache(maxsize=8)
+def _programs(owner, vmap_axes):
+    """Jitted programs for ``owner`` (a dynkit Model or an ``apply_fn``), built once and shared
+    by every kernel made from it (the 8 most recent owners are kept): XLA compiling the
+    differentiated network dominates the cost of small kernels, and kernels made in a loop, or
+    a traced and a full ``"ntvp"`` kernel, reuse one compilation. Returns ``apply(p, const, x)``, the ``"ntvp"`` block, and per
+    factor method (``"jacobian"``, ``"structured"`` for a Model) a pair ``(prep, block)``:
+    ``prep(x, p, const)`` gives a tile's factors and ``block(xa, xb, p, const)`` the whole
+    single-tile kernel in one program (XLA then frees factors layer by layer)."""
+    if isinstance(owner, Model):
+        def apply(p, const, x):
+            return owner.apply(merge_params(p, const), x)
+    else:
+        def apply(p, const, x):
+            return owner(p, x)
+
+    factors = {"jacobian": (partial(_jacobian_factors, apply, vmap_axes), vmap_axes == 0)}
+    if isinstance(owner, Model):  # its factors depend on the tile sizes and on tracing
+        factors["structured"] = (partial(_structured_factors, owner), True)
+    programs = {}
+    for name, (fn, joint) in factors.items():
+        static = ("pair_sizes", "traced") if name == "structured" else ()
+        programs[name] = (jax.jit(fn, static_argnames=static),
+                          jax.jit(partial(_single_block, fn, joint, name == "structured"),
+                                  static_argnames=("traced", "pair_sizes")))
+    ntvp = jax.jit(partial(_ntvp_block, apply, vmap_axes), static_argnames=("chunk", "rows"))
+    return apply, ntvp, programs
+
+
+def _single_block(factors, joint, structured, xa, xb, p, const, *, traced, pair_sizes=None):
+    """``_contract`` of the factors of ``xa`` and ``xb`` (``None``: ``xa``) in one program;
+    ``joint``: examples are independent, so both batches are factored in one pass;
+    ``structured``: the factor function takes ``pair_sizes`` and ``traced``."""
+    kw = {"pair_sizes": pair_sizes, "traced": traced} if structured else {}
+    if xb is None:
+        fa = factors(xa, p, const, **kw)
+        return _contract(fa, fa, traced=traced)
+    if not joint:
+        return _contract(factors(xa, p, const, **kw), factors(xb, p, const, **kw), traced=traced)
+    both, n = factors(jnp.concatenate([xa, xb]), p, const, **kw), xa.shape[0]
+    return _contract(jax.tree.map(lambda f: f[:n], both), jax.tree.map(lambda f: f[n:], both),
+                     traced=traced)
+
+
+def _kernel_fn(owner, prepare, method, trace_axes, diagonal_axes, vmap_axes, batch_size):
+    """Shared driver: validate, choose a method, loop over tiles, trace/diagonalise. Every
+    method is a pair ``prep(x) -> factors`` of a tile, ``pair(fa, fb) -> block``."""
+    model = owner if isinstance(owner, Model) else None
+    try:
+        apply, ntvp_core, programs = _programs(owner, vmap_axes)
+    except TypeError:  # an unhashable apply_fn: programs for this kernel only
+        apply, ntvp_core, programs = _programs.__wrapped__(owner, vmap_axes)
     trace_axes, diagonal_axes = tuple(trace_axes), tuple(diagonal_axes)
+    footprints: dict = {}
 
     def kernel(x1, x2=None, params=None):
         if params is None:
@@ -232,39 +327,72 @@ def _kernel_fn(apply, model, prepare, method, trace_axes, diagonal_axes, vmap_ax
         itemsize = jnp.dtype(out.dtype).itemsize
         nparams = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(p))
         bs = batch_size or max(n1, n2)
+        n1t, n2t = min(bs, n1), min(bs, n2)  # inputs per tile
         if chosen == "auto":
-            chosen = choose_method(nparams, min(bs, n1), min(bs, n2), o, traced, itemsize,
+            chosen = choose_method(nparams, n1t, n2t, o, traced, itemsize,
                                    structured=model is not None)
-        chunk = max(1, min(min(bs, n2) * o, JACOBIAN_MEMORY_BYTES // max(1, nparams * itemsize)))
-        core = cores[chosen]
-        kw = {"traced": traced, "chunk": chunk} if chosen == "ntvp" else {"traced": traced}
-        K = _tiled(core, kw, x1, x2, p, const, bs, traced)
+        if chosen == "ntvp":
+            key = (_signature(p, x1, x2), bs)
+            if key not in footprints:  # activations of one example (the whole tile if mixed)
+                k = 1 if vmap_axes == 0 else n1t
+                a = activation_footprint(partial(apply, p, const), x1[:k])
+                footprints[key] = -(-a // k)
+            chunk, rows = ntvp_plan(nparams, footprints[key], n1t, n2t, o, itemsize,
+                                    vmap_axes is None)
+
+            def pair(xa, xb):  # the full block is computed either way; trace it per tile
+                block = ntvp_core(xa, xb, p, const, chunk=chunk, rows=rows)
+                return _trace_block(block) if traced else block
+
+            def prep(x):
+                return x
+
+            def single(xa, xb):
+                return pair(xa, xa if xb is None else xb)
+        else:
+            prep_fn, block_fn = programs[chosen]
+            sizes = tuple(sorted((n1t, n2t)))
+            kw = {"pair_sizes": sizes, "traced": traced} if chosen == "structured" else {}
+
+            def prep(x):
+                return prep_fn(x, p, const, **kw)
+
+            def pair(fa, fb):
+                return _contract(fa, fb, traced=traced)
+
+            def single(xa, xb):
+                return block_fn(xa, xb, p, const, traced=traced, pair_sizes=sizes)
+
+        K = _tiled(single, prep, pair, x1, x2, bs, traced)
         return _finalize(K, traced, d, tr, dg)
 
     return kernel
 
 
-def _tiled(core, kw, x1, x2, p, const, bs, traced):
-    """Assemble the kernel from ``bs x bs`` tiles. A single tile with ``x2 = None`` uses the
-    symmetric core; with several tiles every tile goes through the same compiled cross core
-    (a ragged last tile is zero-padded to ``bs`` inputs and cut back), and for ``x2 = None``
-    the tiles below the diagonal are transposes of those above."""
+def _tiled(single, prep, pair, x1, x2, bs, traced):
+    """``single(x1, x2)`` if both fit in one tile, else the kernel from ``bs x bs`` tiles:
+    ``block = pair(prep(x1 tile), prep(x2 tile))``.
+
+    ``prep`` (per-example Jacobians or layer factors) runs once per row tile and once per
+    column tile of that row; a ragged last tile is padded to ``bs`` inputs and cut back. For
+    ``x2 = None`` only the tiles on and above the diagonal are computed (a diagonal tile
+    reuses its row's factors); those below are their transposes."""
     sym = x2 is None
-    xb_all = x1 if sym else x2
-    n1, n2 = x1.shape[0], xb_all.shape[0]
-    if n1 <= bs and n2 <= bs:
-        return core(x1, x2, p, const, **kw)
-    tiles1, tiles2 = _split(x1, bs), _split(xb_all, bs)
+    if x1.shape[0] <= bs and (sym or x2.shape[0] <= bs):
+        return single(x1, x2)
+    tiles1, tiles2 = _split(x1, bs), _split(x1 if sym else x2, bs)
     blocks: dict[tuple[int, int], Any] = {}
     rows = []
     for i, (xa, na) in enumerate(tiles1):
+        fa = prep(xa)
         row = []
         for j, (xb, nb) in enumerate(tiles2):
             if sym and j < i:
                 b = blocks[(j, i)]
                 b = b.T if traced else jnp.transpose(b, (1, 0, 3, 2))
             else:
-                b = core(xa, xb, p, const, **kw)[:na, :nb]
+                # one tile in flight at a time: its factors are freed before the next ones
+                b = jax.block_until_ready(pair(fa, fa if sym and i == j else prep(xb)))[:na, :nb]
             blocks[(i, j)] = b
             row.append(b)
         rows.append(jnp.concatenate(row, axis=1))
@@ -320,34 +448,71 @@ def _jacobians(apply, vmap_axes, p, const, x):
     return [leaf.reshape(n, o, -1) for leaf in leaves]
 
 
-def _jacobian_block(apply, vmap_axes, xa, xb, p, const, *, traced):
-    """Θ block by Jacobian contraction: ``Σ_leaves J_a(xa) J_b(xb)ᵀ``."""
-    if xb is None or vmap_axes is None:
-        ja = _jacobians(apply, vmap_axes, p, const, xa)
-        jb = ja if xb is None else _jacobians(apply, vmap_axes, p, const, xb)
-    else:  # one pass over both batches (examples are independent): half the program
-        both = _jacobians(apply, vmap_axes, p, const, jnp.concatenate([xa, xb]))
-        ja, jb = [j[: xa.shape[0]] for j in both], [j[xa.shape[0]:] for j in both]
+def _jacobian_factors(apply, vmap_axes, x, p, const):
+    """Per-example Jacobians of ``x``, one ``{"j": (N, O, leaf size)}`` per parameter leaf;
+    ``_contract`` then gives ``Θ = Σ_leaves J(x1) J(x2)ᵀ``."""
+    return [{"j": j} for j in _jacobians(apply, vmap_axes, p, const, x)]
+
+
+@partial(jax.jit, static_argnames=("traced",))
+def _contract(fa, fb, *, traced):
+    """``Σ_terms ⟨A_a(x), B_b(x')⟩`` over the factors of two tiles (lists of dicts of
+    ``(N, O, ...)`` arrays, contracted over their trailing axes), and the Gram form
+    ``Σ_{s,t} ⟨u_s, u'_t⟩ ⟨g_{a,s}, g'_{b,t}⟩`` for entries holding ``u`` (N, S, K) and
+    ``g`` (N, O, S, C). Traced: the mean over ``a = b``."""
+    total = 0.0
+    for da, db in zip(fa, fb):
+        for name, a in da.items():
+            if name not in ("u", "g"):
+                total = total + _pair(a, db[name], traced)
+        if "u" in da:
+            gram = jnp.einsum("nsk,mtk->nmst", da["u"], db["u"])
+            if traced:
+                gg = jnp.einsum("nosc,motc->nmst", da["g"], db["g"])
+                total = total + jnp.sum(gram * gg, axis=(2, 3))
+            else:
+                gg = jnp.einsum("nasc,mbtc->nmabst", da["g"], db["g"])
+                total = total + jnp.einsum("nmst,nmabst->nmab", gram, gg)
     if traced:
-        k = sum(jnp.einsum("nop,mop->nm", a, b) for a, b in zip(ja, jb))
-        return k / ja[0].shape[1]
-    return sum(jnp.einsum("nap,mbp->nmab", a, b) for a, b in zip(ja, jb))
+        return total / next(iter(fa[0].values())).shape[1]
+    return total
+
+
+def _pair(a, b, traced):
+    """Contract per-example factors ``(N, O, ...)`` over their trailing (parameter) axes."""
+    sub = string.ascii_lowercase[:a.ndim - 2]
+    if traced:
+        return jnp.einsum(f"No{sub},Mo{sub}->NM", a, b)
+    return jnp.einsum(f"NA{sub},MB{sub}->NMAB", a, b)
+
+
+@jax.jit
+def _trace_block(block):
+    """``(N1, N2, O, O) -> (N1, N2)``: the mean of ``Θ_aa`` over logits."""
+    return jnp.einsum("nmaa->nm", block) / block.shape[-1]
 
 
 # ============================================================================ ntvp
-def _ntvp_block(apply, vmap_axes, xa, xb, p, const, *, traced, chunk):
-    """Θ block column by column: ``Θ[:, m, :, b] = J(xa) (J(xb)ᵀ e_{m,b})`` (VJP then JVP)."""
+def _ntvp_block(apply, vmap_axes, xa, xb, p, const, *, chunk, rows):
+    """Θ block column by column: ``Θ[:, m, :, b] = J(xa) (J(xb)ᵀ e_{m,b})`` (VJP then JVP),
+    ``chunk`` columns at a time, each JVP over ``rows`` inputs of ``xa`` at a time."""
     xb = xa if xb is None else xb
     na, nb = xa.shape[0], xb.shape[0]
-
-    def fa(q):
-        return apply(q, const, xa)
-
-    o = math.prod(jax.eval_shape(fa, p).shape[1:])
-    eye = jnp.eye(o, dtype=jax.eval_shape(fa, p).dtype)
+    out = jax.eval_shape(lambda q: apply(q, const, xb), p)
+    o = math.prod(out.shape[1:])
+    eye = jnp.eye(o, dtype=out.dtype)
+    tiles = -(-na // rows)
+    # xa as (tiles, rows, ...), the last tile padded by repeating the last input
+    xt = jnp.concatenate([xa, jnp.repeat(xa[-1:], tiles * rows - na, axis=0)])
+    xt = xt.reshape(tiles, rows, *xa.shape[1:])
 
     def jvp_a(v):
-        return jax.jvp(fa, (p,), (v,))[1].reshape(na, o)
+        def jvp_rows(x):
+            return jax.jvp(lambda q: apply(q, const, x), (p,), (v,))[1].reshape(rows, o)
+
+        if tiles == 1:
+            return jvp_rows(xt[0])
+        return jax.lax.map(jvp_rows, xt).reshape(tiles * rows, o)[:na]
 
     if vmap_axes is None:
         _, vjp_b = jax.vjp(lambda q: apply(q, const, xb).reshape(nb * o), p)
@@ -364,10 +529,7 @@ def _ntvp_block(apply, vmap_axes, xa, xb, p, const, *, traced, chunk):
 
         basis = (jnp.repeat(xb, o, axis=0), jnp.tile(eye, (nb, 1)))
     cols = jax.lax.map(column, basis, batch_size=chunk)  # (nb * o, na, o)
-    full = cols.reshape(nb, o, na, o).transpose(2, 0, 3, 1)
-    if traced:
-        return jnp.einsum("nmaa->nm", full) / o
-    return full
+    return cols.reshape(nb, o, na, o).transpose(2, 0, 3, 1)
 
 
 # ============================================================================ structured
@@ -435,63 +597,32 @@ def _layer_factors(model: Model, trainable, stats, x):
     return factors
 
 
-def _pair(sub, a, b, traced):
-    """Contract per-example layer Jacobians ``(N, O, ...)`` over their parameter axes."""
-    if traced:
-        return jnp.einsum(f"no{sub},mo{sub}->nm", a, b)
-    return jnp.einsum(f"na{sub},mb{sub}->nmab", a, b)
-
-
-def _dense_conv_term(node, fa, fb, traced, trainable, sym):
-    """Contribution of one dense/conv layer (weights and bias), cheaper form chosen by flops;
-    ``sym``: ``fb`` is ``fa`` (same inputs), so the layer Jacobian is formed once."""
-    pa, ga = fa
-    pb, gb = fb
-    na, o, s, c = ga.shape
-    nb = gb.shape[0]
-    k = pa.shape[-1]
-    oc = o if traced else o * o
-    w_mult = node.attrs["w_mult"]
-    cost_jac = (na + nb) * o * s * k * c + na * nb * oc * k * c
-    cost_gram = na * nb * s * s * k + na * nb * oc * s * s * c
-    if cost_jac < cost_gram:
-        ja = jnp.einsum("nsk,nosc->nokc", pa, ga)
-        jb = ja if sym else jnp.einsum("nsk,nosc->nokc", pb, gb)
-        term = w_mult**2 * _pair("kc", ja, jb, traced)
-    else:
-        gram = jnp.einsum("nsk,mtk->nmst", pa, pb)
-        if traced:
-            gg = jnp.einsum("nosc,motc->nmst", ga, gb)
-            term = w_mult**2 * jnp.sum(gram * gg, axis=(2, 3))
-        else:
-            gg = jnp.einsum("nasc,mbtc->nmabst", ga, gb)
-            term = w_mult**2 * jnp.einsum("nmst,nmabst->nmab", gram, gg)
-    if "b" in trainable[node.name]:
-        b_mult = node.attrs.get("b_mult", 1.0)
-        term = term + b_mult**2 * _pair("c", ga.sum(2), gb.sum(2), traced)
-    return term
-
-
-def _structured_block(model, xa, xb, p, const, *, traced):
-    """Θ block as a sum of per-layer terms (module docstring)."""
-    if xb is None:
-        fa = fb = _layer_factors(model, p, const, xa)
-    else:  # one pass over both batches (examples are independent in eval mode)
-        both = _layer_factors(model, p, const, jnp.concatenate([xa, xb]))
-        na = xa.shape[0]
-        fa = [(node, u[:na], g[:na]) for node, u, g in both]
-        fb = [(node, u[na:], g[na:]) for node, u, g in both]
-    total = 0.0
-    for (node, ua, ga), (_, ub, gb) in zip(fa, fb):
+def _structured_factors(model, x, p, const, *, pair_sizes, traced):
+    """Per-layer factors of a tile for ``_contract`` (module docstring): a dense/conv layer
+    gives its per-example Jacobian ``{"j": w_mult Σ_s a_s ⊗ g_{·,s}}`` (N, O, K, C) or, when
+    the Gram form costs fewer flops for tiles of ``pair_sizes`` inputs, ``{"u": w_mult a,
+    "g": g}``; its bias ``{"b": b_mult Σ_s g_s}``. BatchNorm gives ``{"s": Σ_s x̂_s g_s,
+    "b": Σ_s g_s}`` for its scale and bias."""
+    na, nb = pair_sizes
+    out = []
+    for node, u, g in _layer_factors(model, p, const, x):
         if node.op == "batchnorm":
-            sa, sb = jnp.einsum("nsc,nosc->noc", ua, ga), jnp.einsum("nsc,nosc->noc", ub, gb)
-            total = total + _pair("c", sa, sb, traced)
-            total = total + _pair("c", ga.sum(2), gb.sum(2), traced)
+            out.append({"s": jnp.einsum("nsc,nosc->noc", u, g), "b": g.sum(2)})
+            continue
+        _, o, s, c = g.shape
+        k = u.shape[-1]
+        oc = o if traced else o * o
+        cost_jac = (na + nb) * o * s * k * c + na * nb * oc * k * c
+        cost_gram = na * nb * s * s * k + na * nb * oc * s * s * c
+        w_mult = node.attrs["w_mult"]
+        if cost_jac < cost_gram:
+            d = {"j": w_mult * jnp.einsum("nsk,nosc->nokc", u, g)}
         else:
-            total = total + _dense_conv_term(node, (ua, ga), (ub, gb), traced, p, xb is None)
-    if traced:
-        return total / fa[0][2].shape[1]
-    return total
+            d = {"u": w_mult * u, "g": g}
+        if "b" in p[node.name]:
+            d["b"] = node.attrs.get("b_mult", 1.0) * g.sum(2)
+        out.append(d)
+    return out
 
 
 # ============================================================================ validation
