@@ -10,7 +10,8 @@ Each method is compiled and run once (warm-up, also checking that the methods ag
 timed ``--repeats`` times; the table gives the median wall time and the speed-up of
 "structured" over each method. ``--peer`` also times the same ``fc`` network, with the same
 parameters and inputs, in neural-tangents 0.6.5's structured derivatives (its pinned legacy
-virtualenv, see ``legacy_env.py``) and checks that the kernels agree.
+virtualenv, see ``legacy_env.py``), alternating the two libraries ``--rounds`` times, and
+checks that the kernels agree.
 Run: ``python benchmarks/empirical_ntk.py [--cases fc,resnet20] [--peer]``.
 
 ``--resnet20-full`` instead computes the logit-traced 1000 x 1000 NTK ``K(x, x)`` of ResNet-20
@@ -128,6 +129,8 @@ def main(argv=None) -> None:
     ap.add_argument("--full", action="store_true", help="full (N, N, O, O) kernel")
     ap.add_argument("--peer", action="store_true",
                     help="also time neural-tangents (legacy env) on the fc case")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="with --peer: alternating dynkit / neural-tangents rounds")
     ap.add_argument("--resnet20-full", action="store_true",
                     help="only the tiled logit-traced N x N ResNet-20 kernel (N = --n)")
     ap.add_argument("--n", type=int, default=1000)
@@ -161,12 +164,26 @@ def main(argv=None) -> None:
             print(f"| {case} | {model.num_params():,} | {x.shape[0]} | {o} | {method} | "
                   f"{med:.3f} | {first:.1f} | {speed} | {diff:.1e} |", flush=True)
         if args.peer and case == "fc" and not args.full:
-            peer = _peer_fc(model, params, x, args.repeats)
-            diff = float(np.abs(np.asarray(peer["k"]) - ref).max() / np.abs(ref).max())
-            print(f"| {case} | {model.num_params():,} | {x.shape[0]} | {o} | neural-tangents "
-                  f"0.6.5 structured | {peer['median']:.3f} | {peer['first']:.1f} | "
-                  f"{peer['median'] / t_struct:.1f}x | {diff:.1e} |", flush=True)
+            _compare_with_peer(model, params, x, o, ref, args.repeats, args.rounds)
 
+
+def _compare_with_peer(model, params, x, o, ref, repeats: int, rounds: int) -> None:
+    """dynkit structured and neural-tangents structured, alternating ``rounds`` times (each a
+    median of ``repeats`` calls) so both see the same machine load; medians over rounds."""
+    fn = empirical.ntk_fn(model, "structured")
+    ours, theirs = [], []
+    for _ in range(rounds):
+        ours.append(_time(lambda: fn(x, None, params), repeats)[0])
+        peer = _peer_fc(model, params, x, repeats)
+        theirs.append(peer["median"])
+    diff = float(np.abs(np.asarray(peer["k"]) - ref).max() / np.abs(ref).max())
+    t_ours, t_theirs = statistics.median(ours), statistics.median(theirs)
+    row = f"| fc | {model.num_params():,} | {x.shape[0]} | {o} |"
+    print(f"{row} structured, alternating ({rounds} rounds) | {t_ours:.4f} | - | 1.0x | - |")
+    print(f"{row} neural-tangents 0.6.5 structured, alternating | {t_theirs:.4f} | "
+          f"{peer['first']:.1f} | {t_theirs / t_ours:.2f}x | {diff:.1e} |")
+    print(f"\nratio dynkit / neural-tangents = {t_ours / t_theirs:.2f} (per round: "
+          + ", ".join(f"{a / b:.2f}" for a, b in zip(ours, theirs)) + ")", flush=True)
 
 if __name__ == "__main__":
     main()

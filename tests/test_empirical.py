@@ -343,3 +343,16 @@ def test_bad_input():
         empirical.ntk_fn(apply_fn)(jnp.ones((2, 4)), None, pparams[:1])
     with pytest.raises(ShapeMismatchError, match="apply_fn"):
         empirical.ntk_fn(apply_fn)(jnp.ones((2, 7)), None, pparams)
+
+
+def test_finite_check_is_cached_only_for_immutable_arrays():
+    """jax params found finite are not scanned again; numpy params (mutable) are re-checked."""
+    model, params, x1, x2 = _case("mlp")
+    fn = empirical.ntk_fn(model, "jacobian")
+    host = jax.tree.map(np.array, params)
+    fn(x1, x2, host)
+    host["head"]["b"][0] = np.nan
+    with pytest.raises(InvalidArgumentError, match=r"params\['head'\]\['b'\]"):
+        fn(x1, x2, host)
+    fn(x1, x2, params)
+    assert all(empirical._known_finite(leaf) for leaf in jax.tree.leaves(params))

@@ -70,6 +70,7 @@ from __future__ import annotations
 import math
 import string
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from functools import lru_cache, partial
 from typing import Any
@@ -696,10 +697,47 @@ def _check_finite(x, name):
         raise InvalidArgumentError(f"{name} contains NaN or infinite values")
 
 
+@jax.jit
+def _finite_leaves(leaves):
+    return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])
+
+
+#: ``id -> weakref`` of param arrays already found finite. jax arrays are immutable, so a
+#: checkpoint's params are scanned once, not on every kernel call (the scan reads every
+#: weight: ~3 ms per call on an 8.7M-parameter MLP, ~20% of its structured NTK).
+_FINITE: dict[int, weakref.ref] = {}
+
+
+def _known_finite(leaf) -> bool:
+    ref = _FINITE.get(id(leaf))
+    return ref is not None and ref() is leaf
+
+
+def _remember_finite(leaf) -> None:
+    if not isinstance(leaf, jax.Array):  # numpy arrays can change in place: check each time
+        return
+    key = id(leaf)
+    _FINITE[key] = weakref.ref(leaf, lambda _, key=key: _FINITE.pop(key, None))
+
+
 def _check_finite_params(params):
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact):
-            _check_finite(leaf, f"params{jax.tree_util.keystr(path)}")
+    """Every float leaf of ``params`` finite, else an error naming the first bad one (one
+    compiled reduction and one device sync for the leaves not seen before)."""
+    named = [(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+             if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)
+             and not _known_finite(leaf)]
+    if not named:
+        return
+    try:
+        ok = np.asarray(_finite_leaves([leaf for _, leaf in named]))
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return  # inside a transformation: cannot inspect values
+    if not ok.all():
+        path = named[int(np.argmin(ok))][0]
+        raise InvalidArgumentError(f"params{jax.tree_util.keystr(path)} contains NaN or "
+                                   "infinite values")
+    for _, leaf in named:
+        _remember_finite(leaf)
 
 
 def _generic_output_shape(apply_fn, params, x):
