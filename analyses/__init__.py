@@ -1,1 +1,2 @@
-"""Analyses that consume checkpoints: path-norms, mode connectivity, neural collapse, NTK dynamics."""
+"""Analyses that consume checkpoints: path-norms, mode connectivity, neural collapse, NTK
+dynamics."""

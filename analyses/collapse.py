@@ -3,7 +3,8 @@
 Notation: ``N`` samples ``h_i ∈ R^D`` with labels ``y_i`` in ``C`` classes, class counts ``n_c``,
 class means ``μ_c``, global mean ``μ_G`` (``global_mean="samples"``: ``Σ_c n_c μ_c / N``, Papyan
 et al.; ``"classes"``: ``Σ_c μ_c / C``, the balanced-data convention), centred means
-``m_c = μ_c - μ_G`` stacked as the rows of ``M`` (``C x D``), classifier ``W`` (``C x D``), bias ``b``.
+``m_c = μ_c - μ_G`` stacked as the rows of ``M`` (``C x D``), classifier ``W`` (``C x D``),
+bias ``b``.
 
 * ``nc1 = Tr(Σ_W Σ_B^†) / C`` with ``Σ_W = (1/N) Σ_i (h_i - μ_{y_i})(h_i - μ_{y_i})ᵀ`` and
   ``Σ_B = (1/C) Σ_c m_c m_cᵀ`` (Papyan et al. 2020, Fig. 6). ``nc1_variant="trace_ratio"``:

@@ -90,7 +90,8 @@ def interpolate(model: Model, params_a, params_b, x, y, alphas=21, *, x_test=Non
             p = repair(model, params_a, params_b, p, float(alpha), stats_x)
         for split, xs, ys in splits:
             lo, acc = _evaluate(model, p, xs, ys, task_loss)
-            rows.append({"alpha": float(alpha), "split": split, "loss": lo, "accuracy": acc, "error": 1 - acc})
+            rows.append({"alpha": float(alpha), "split": split, "loss": lo, "accuracy": acc,
+                         "error": 1 - acc})
     return pd.DataFrame(rows)
 
 
@@ -121,10 +122,12 @@ def layerwise_interpolate(model: Model, params_a, params_b, x, y, alphas=11, *,
                           bn: str = "reset") -> pd.DataFrame:
     """Layer-wise LMC (Adilova et al. 2024): interpolate one layer at a time, the rest at θ_A.
 
-    For each parameterised node ``l``: ``θ_l(α) = θ_A`` except ``θ_A^l → (1 − α) θ_A^l + α θ_B^l``.
+    For each parameterised node ``l``: ``θ_l(α) = θ_A`` except
+    ``θ_A^l → (1 − α) θ_A^l + α θ_B^l``.
     Returns ``layer, alpha, loss, accuracy`` (train split) and the per-layer barrier is
     ``barrier(...)`` of each layer's curve."""
-    names = list(groups) if groups is not None else [n.name for n in model.nodes if n.name in params_a]
+    names = (list(groups) if groups is not None
+             else [n.name for n in model.nodes if n.name in params_a])
     grid = _alpha_grid(alphas)
     frames = []
     for name in names:
@@ -136,7 +139,8 @@ def layerwise_interpolate(model: Model, params_a, params_b, x, y, alphas=11, *,
     return pd.concat(frames, ignore_index=True)
 
 
-def repair(model: Model, params_a, params_b, params_alpha, alpha: float, x, max_samples: int = 2048):
+def repair(model: Model, params_a, params_b, params_alpha, alpha: float, x,
+           max_samples: int = 2048):
     """REPAIR (Jordan et al. 2023): rescale every dense/conv output channel of the interpolated
     network so that its mean and std on ``x`` equal the interpolation of the endpoints',
     ``μ = (1 − α) μ_A + α μ_B``, ``σ = (1 − α) σ_A + α σ_B``. Layers are corrected in graph
@@ -160,7 +164,8 @@ def repair(model: Model, params_a, params_b, params_alpha, alpha: float, x, max_
         p[node.name]["w"] = w * gain
         shift = (mu_t - gain * mu_i)
         if "b" not in p[node.name] or a.get("b_mult", 1.0) == 0:
-            raise InvalidArgumentError(f"REPAIR needs a trainable bias at {node.name!r}; use bn='reset'")
+            raise InvalidArgumentError(f"REPAIR needs a trainable bias at {node.name!r}; "
+                                       "use bn='reset'")
         p[node.name]["b"] = b * gain + shift / a.get("b_mult", 1.0)
     return reset_batchnorm(model, p, xs)
 

@@ -38,7 +38,8 @@ def instability(model: Model, data, spawn_steps: Sequence[int], total_steps: int
 
     ks = sorted(int(k) for k in spawn_steps)
     if not ks or ks[0] < 0 or ks[-1] > total_steps:
-        raise InvalidArgumentError(f"spawn_steps must lie in [0, total_steps={total_steps}], got {ks}")
+        raise InvalidArgumentError(f"spawn_steps must lie in [0, total_steps={total_steps}], "
+                                   f"got {ks}")
     fit_kwargs.setdefault("optimizer", "sgd")
     params, done, rows = model.init(jax.random.PRNGKey(seed)), 0, []
     for k in ks:
@@ -52,8 +53,8 @@ def instability(model: Model, data, spawn_steps: Sequence[int], total_steps: int
                             x_test=data.x_test, y_test=data.y_test)
         for split in ("train", "test"):
             rows.append({"k": k, "split": split,
-                             "barrier_loss": barrier(curve, split=split),
-                             "barrier_error": barrier(curve, split=split, metric="error")})
+                         "barrier_loss": barrier(curve, split=split),
+                         "barrier_error": barrier(curve, split=split, metric="error")})
     return pd.DataFrame(rows)
 
 
@@ -99,11 +100,12 @@ def dropout_stability(model: Model, params, x, y, layer: str, ks: Sequence[int],
     for k in ks:
         if not 1 <= int(k) <= n:
             raise InvalidArgumentError(f"k must lie in [1, {n}], got {k}")
-        losses = [_evaluate(model, drop_units(model, params, layer, rng.choice(n, int(k), replace=False)),
+        losses = [_evaluate(model, drop_units(model, params, layer,
+                                              rng.choice(n, int(k), replace=False)),
                             x, y, task_loss)[0] for _ in range(draws)]
         rows.append({"k": int(k), "N": n, "loss": float(np.mean(losses)),
-                         "delta_loss": float(np.mean(losses) - base),
-                         "delta_loss_std": float(np.std(losses))})
+                     "delta_loss": float(np.mean(losses) - base),
+                     "delta_loss_std": float(np.std(losses))})
     return pd.DataFrame(rows)
 
 
@@ -135,9 +137,11 @@ def dropout_path(model: Model, params_a, params_b, x, y, *, points: int = 11,
                                       (b2, params_b)], start=1):
         for t in ts:
             rows.append({"segment": 2 * segment - 1, "t": float(t),
-                             "loss": _evaluate(model, lerp(p, q, float(t)), x, y, task_loss)[0]})
-    rows.append({"segment": 2, "t": 0.0, "loss": _evaluate(model, middle_start, x, y, task_loss)[0]})
-    rows.append({"segment": 4, "t": 0.0, "loss": _evaluate(model, middle_end, x, y, task_loss)[0]})
+                         "loss": _evaluate(model, lerp(p, q, float(t)), x, y, task_loss)[0]})
+    rows.append({"segment": 2, "t": 0.0,
+                 "loss": _evaluate(model, middle_start, x, y, task_loss)[0]})
+    rows.append({"segment": 4, "t": 0.0,
+                 "loss": _evaluate(model, middle_end, x, y, task_loss)[0]})
     return pd.DataFrame(rows).sort_values(["segment", "t"], ignore_index=True)
 
 

@@ -92,14 +92,16 @@ def permutation_spec(model: Model) -> PermutationSpec:
             ins = [carried[s] for s in n.inputs]
             if any(c is None for c in ins):
                 if not all(c is None for c in ins):
-                    raise InvalidArgumentError(f"add node {n.name!r} mixes the input with hidden units")
+                    raise InvalidArgumentError(f"add node {n.name!r} mixes the input with "
+                                               "hidden units")
                 carried[n.name] = None
                 continue
             for c in ins[1:]:
                 uf.union(ins[0][0], c[0])
             carried[n.name] = ins[0]
         else:
-            raise InvalidArgumentError(f"permutation spec: unsupported op {n.op!r} at node {n.name!r}")
+            raise InvalidArgumentError(f"permutation spec: unsupported op {n.op!r} "
+                                       f"at node {n.name!r}")
 
     # The group reaching the logits is not permutable, nor anything tied to it.
     blocked = set()
@@ -169,7 +171,8 @@ def apply_permutation(model: Model, params, perm) -> dict:
             raise InvalidArgumentError(f"perm for group {g!r} is not a permutation of "
                                        f"range({spec.sizes[g]})")
         for ax in spec.groups[g]:
-            out[ax.node][ax.param] = _take(out[ax.node][ax.param], np.asarray(p), ax.axis, ax.repeat)
+            out[ax.node][ax.param] = _take(out[ax.node][ax.param], np.asarray(p), ax.axis,
+                                           ax.repeat)
     return out
 
 
@@ -250,7 +253,8 @@ def _unit_matrix(w: np.ndarray, ax: Axis, n: int) -> np.ndarray:
     return np.moveaxis(moved, 1, 0).reshape(n, -1)
 
 
-def activation_matching(model: Model, params_a, params_b, x, *, batch_size: int = 512) -> Permutation:
+def activation_matching(model: Model, params_a, params_b, x, *,
+                        batch_size: int = 512) -> Permutation:
     """Align B to A by activation matching (Ainsworth et al. 2023; Li et al. 2016).
 
     For each group, ``P = argmax_P Σ_{i} Corr(Z^A, Z^B)_{i, P(i)}``, where the correlation of

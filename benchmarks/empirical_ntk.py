@@ -82,7 +82,9 @@ t = time.perf_counter(); k = np.asarray(jax.block_until_ready(fn(x, None, params
 first = time.perf_counter() - t
 times = []
 for _ in range({repeats}):
-    t = time.perf_counter(); jax.block_until_ready(fn(x, None, params)); times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    jax.block_until_ready(fn(x, None, params))
+    times.append(time.perf_counter() - t)
 print(json.dumps(dict(median=statistics.median(times), first=first, k=k.tolist())))
 """
 

@@ -41,8 +41,8 @@ def ensure_legacy_venv() -> Path:
 def run_in_legacy_env(code: str, timeout: int = 3600) -> dict:
     """Run ``code`` with the legacy interpreter; it must print one JSON object as its last line."""
     out = subprocess.run([ensure_legacy_venv(), "-c", code], capture_output=True, text=True,
-                         check=False,
-                         timeout=timeout, env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+                         check=False, timeout=timeout,
+                         env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
     if out.returncode != 0:
         raise RuntimeError(f"legacy neural-tangents run failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -25,7 +25,8 @@ from dynkit.analyses.permutation import permutation_spec
 def _cpu() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or "unknown CPU"
 

@@ -19,7 +19,8 @@ def _ints(text: str) -> list[int]:
     try:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+        raise argparse.ArgumentTypeError("expected comma-separated integers, "
+                                         f"got {text!r}") from exc
 
 
 def _names(text: str) -> list[str]:
@@ -34,13 +35,15 @@ def model_for_data(arch: str, data, widths: list[int]):
     if arch == "mlp":
         return models.mlp(int(np.prod(data.input_shape)), widths, outputs)
     if arch not in models.ARCHITECTURES:
-        raise InvalidArgumentError(f"unknown --model {arch!r}; known: {sorted(models.ARCHITECTURES)}")
+        raise InvalidArgumentError(f"unknown --model {arch!r}; "
+                                   f"known: {sorted(models.ARCHITECTURES)}")
     if len(data.input_shape) < 2:
         raise InvalidArgumentError(
             f"--model {arch} needs image-shaped inputs, but {data.name} gives {data.input_shape}; "
             "use --model mlp, or a data source with images (e.g. --data digits --image)"
         )
-    return models.build({"arch": arch, "input_shape": list(data.input_shape), "num_classes": outputs})
+    return models.build({"arch": arch, "input_shape": list(data.input_shape),
+                         "num_classes": outputs})
 
 
 def _load_data(args):
@@ -154,15 +157,16 @@ def cmd_lmc(args) -> int:
     for (alignment, split), _ in curve.groupby(["alignment", "split"]):
         c = curve[curve["alignment"] == alignment]
         rows.append({"alignment": alignment, "split": split,
-                         "loss_barrier": lmc.barrier(c, split=split, definition=args.barrier),
-                         "error_barrier": lmc.barrier(c, split=split, metric="error",
-                                                   definition=args.barrier)})
+                     "loss_barrier": lmc.barrier(c, split=split, definition=args.barrier),
+                     "error_barrier": lmc.barrier(c, split=split, metric="error",
+                                                  definition=args.barrier)})
     barriers = pd.DataFrame(rows)
     print(barriers.to_string(index=False))
     layerwise = lmc.layerwise_interpolate(model, a.params, pb, data.x_train, data.y_train,
                                           alphas=min(args.alphas, 11))
     out = Path(args.out)
-    paths = [save_table(curve, out / "interpolation.csv"), save_table(barriers, out / "barriers.csv"),
+    paths = [save_table(curve, out / "interpolation.csv"),
+             save_table(barriers, out / "barriers.csv"),
              save_table(layerwise, out / "layerwise.csv"),
              save_figure(plot_interpolation(curve), out / "interpolation.png"),
              save_figure(plot_layerwise_heatmap(layerwise), out / "layerwise.png")]

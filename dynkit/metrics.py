@@ -36,17 +36,20 @@ def load_metrics() -> list[str]:
 
 def _batched_logits(model, params, x, batch_size=1024):
     apply = jax.jit(lambda p, xb: model.apply(p, xb))
-    return jnp.concatenate([apply(params, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    return jnp.concatenate([apply(params, x[i:i + batch_size])
+                            for i in range(0, len(x), batch_size)])
 
 
 @METRICS.register("performance", "loss and accuracy on the train and test splits")
 def performance(model, params, data) -> pd.DataFrame:
     """Loss (cross-entropy for classification, ``½‖f−y‖²`` for regression) and accuracy."""
-    task_loss = loss_fn("cross_entropy" if data.task == "classification" else "mse", data.num_classes)
+    task_loss = loss_fn("cross_entropy" if data.task == "classification" else "mse",
+                        data.num_classes)
     rows = []
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
         logits = _batched_logits(model, params, jnp.asarray(x))
-        rows.append({"metric": "loss", "split": split, "value": float(task_loss(logits, jnp.asarray(y)))})
+        rows.append({"metric": "loss", "split": split,
+                     "value": float(task_loss(logits, jnp.asarray(y)))})
         if data.task == "classification":
             rows.append({"metric": "accuracy", "split": split, "value": float(accuracy(logits, y))})
     return pd.DataFrame(rows)
@@ -60,7 +63,8 @@ def weight_norms(model, params, data=None) -> pd.DataFrame:
     for node in model.nodes:
         if node.op in ("dense", "conv"):
             w = np.asarray(trainable[node.name]["w"], dtype=np.float64) * node.attrs["w_mult"]
-            rows.append({"metric": "weight_norm", "layer": node.name, "value": float(np.linalg.norm(w))})
+            rows.append({"metric": "weight_norm", "layer": node.name,
+                         "value": float(np.linalg.norm(w))})
     total = float(np.sqrt(sum(r["value"] ** 2 for r in rows)))
     rows.append({"metric": "weight_norm", "layer": "total", "value": total})
     return pd.DataFrame(rows)

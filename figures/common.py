@@ -21,7 +21,8 @@ def style():
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, **kwargs):
-    """``(fig, axes)``; ``figsize`` defaults to 4.2 x 3.2 inches per panel. Call inside ``style()``."""
+    """``(fig, axes)``; ``figsize`` defaults to 4.2 x 3.2 inches per panel. Call inside
+    ``style()``."""
     kwargs.setdefault("figsize", (4.2 * ncols, 3.2 * nrows))
     kwargs.setdefault("squeeze", False)
     return plt.subplots(nrows, ncols, **kwargs)

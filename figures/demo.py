@@ -91,7 +91,8 @@ def plot_series(df: pd.DataFrame, metrics: list[str], by: list[str]):
             groups = sub.groupby(keys, dropna=False) if keys else [((), sub)]
             for key, g in groups:
                 key = key if isinstance(key, tuple) else (key,)
-                ax.plot(g["step"], g["value"], marker="o", label=_series_label(dict(zip(keys, key))))
+                ax.plot(g["step"], g["value"], marker="o",
+                        label=_series_label(dict(zip(keys, key))))
             ax.set_xlabel("step")
             ax.set_title(metric)
             if len(ax.lines) <= 8:
@@ -133,7 +134,7 @@ def _lmc_section(out: Path, model, data, params_a, params_b) -> Section:
                       .assign(alignment=alignment))
     curve = pd.concat(curves, ignore_index=True)
     rows = [{"alignment": a, "split": s, "loss_barrier": lmc.barrier(g, split=s),
-                 "error_barrier": lmc.barrier(g, split=s, metric="error")}
+             "error_barrier": lmc.barrier(g, split=s, metric="error")}
             for a, g in curve.groupby("alignment") for s in ("train", "test")]
     table = pd.DataFrame(rows).set_index(["alignment", "split"])
     return Section("Linear mode connectivity of the two seeds",
@@ -169,7 +170,8 @@ def _write_pages(out: Path, model, data, cfg: DemoConfig, sections, elapsed: flo
         if rel_png:
             md += [f"![{s.title}]({rel_png})", ""]
             body.append(f'<img src="{rel_png}" alt="{html.escape(s.title)}">')
-        md += ["Final checkpoint:", "", _markdown_table(s.table), "", f"Data: [{rel_csv}]({rel_csv})", ""]
+        md += ["Final checkpoint:", "", _markdown_table(s.table), "",
+               f"Data: [{rel_csv}]({rel_csv})", ""]
         body.append(s.table.to_html(float_format=lambda v: f"{v:.4g}"))
         body.append(f'<p>Data: <a href="{rel_csv}">{rel_csv}</a></p>')
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>dynkit demo report</title>"

@@ -102,8 +102,8 @@ def data(quick: bool = False) -> pd.DataFrame:
 
 
 def relative_errors(df: pd.DataFrame) -> pd.DataFrame:
-    """:math:`\\|\\Theta_n - \\Theta_\\infty\\|_2 / \\|\\Theta_\\infty\\|_2` over the circle, one row
-    per (phase, width, seed)."""
+    """:math:`\\|\\Theta_n - \\Theta_\\infty\\|_2 / \\|\\Theta_\\infty\\|_2` over the circle,
+    one row per (phase, width, seed)."""
     sq = df.assign(d2=(df["ntk"] - df["ntk_analytic"]) ** 2, a2=df["ntk_analytic"] ** 2)
     g = sq.groupby(["phase", "width", "seed"])[["d2", "a2"]].sum()
     return (np.sqrt(g["d2"] / g["a2"])).rename("rel_error").reset_index()

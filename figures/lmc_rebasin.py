@@ -23,8 +23,8 @@ def _barriers(model, data, seeds, train_kwargs, label):
                                 x_test=data.x_test, y_test=data.y_test)
         for split in ("train", "test"):
             rows.append({"family": label, "alignment": alignment, "split": split,
-                             "loss_barrier": lmc.barrier(curve, split=split),
-                             "error_barrier": lmc.barrier(curve, split=split, metric="error")})
+                         "loss_barrier": lmc.barrier(curve, split=split),
+                         "error_barrier": lmc.barrier(curve, split=split, metric="error")})
     return rows
 
 

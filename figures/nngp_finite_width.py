@@ -7,7 +7,8 @@ pre-activations :math:`h_i` and readout weights :math:`v_i\sim N(0,1)` (no reado
 given the hidden layer is Gaussian with variance :math:`\sigma_v^2 S`,
 :math:`S = \frac1n\sum_i\phi(h_i)^2`. So ``f`` is a scale mixture of Gaussians with
 
-.. math:: \kappa_4 = \frac{E f^4}{(E f^2)^2} - 3 = \frac{3\,\mathrm{Var}\,\phi(h)^2}{n\,(E\phi(h)^2)^2},
+.. math:: \kappa_4 = \frac{E f^4}{(E f^2)^2} - 3
+          = \frac{3\,\mathrm{Var}\,\phi(h)^2}{n\,(E\phi(h)^2)^2},
 
 and its density is :math:`N(f;0,K)\,[1 + \frac{\kappa_4}{24}He_4(f/\sqrt K)] + O(n^{-2})`,
 ``K`` the NNGP variance. For ReLU :math:`\kappa_4 = 15/n` exactly. The figure samples many

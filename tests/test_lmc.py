@@ -19,7 +19,7 @@ def _random_bn_stats(model, params, seed):
         if node.op == "batchnorm":
             c = node.attrs["num_features"]
             out[node.name] = {"scale": rng.uniform(0.5, 1.5, c), "bias": rng.normal(0, 0.1, c),
-                                  "mean": rng.normal(0, 0.1, c), "var": rng.uniform(0.5, 1.5, c)}
+                              "mean": rng.normal(0, 0.1, c), "var": rng.uniform(0.5, 1.5, c)}
     return out
 
 
@@ -46,7 +46,8 @@ def test_apply_permutation_preserves_function(model_and_params):
     permuted = lmc.apply_permutation(model, params, perm)
     x = rng.normal(size=(5, *model.input_shape))
     np.testing.assert_allclose(model.apply(permuted, x), model.apply(params, x), atol=1e-6)
-    assert any(not np.allclose(permuted[n]["w"], params[n]["w"]) for n in params if "w" in params[n])
+    assert any(not np.allclose(permuted[n]["w"], params[n]["w"])
+               for n in params if "w" in params[n])
 
 
 @pytest.mark.parametrize("method", ["weights", "activations"])

@@ -432,7 +432,8 @@ def test_resume_mid_schedule_is_exact(digits64, tmp_path, monkeypatch, name, war
     # the schedule mattered: the constant-rate run ends elsewhere
     constant = T.fit(SMALL_MLP, digits64, **{**kw, "lr_schedule": "constant",
                                              "warmup_steps": None})
-    assert np.abs(np.asarray(constant.params["head"]["w"] - straight.params["head"]["w"])).max() > 1e-3
+    assert np.abs(np.asarray(constant.params["head"]["w"]
+                             - straight.params["head"]["w"])).max() > 1e-3
 
 
 def test_schedule_errors(digits, tmp_path):

@@ -36,7 +36,8 @@ Methods (all exact; they differ in cost only; ``P`` = number of trained paramete
   and ``O`` VJPs with respect to zero *probes* added to every layer output give the output
   cotangents ``g`` of each logit. A layer ``y = w_mult · (a @ w) + b_mult · b`` contributes
 
-      Θ_ab(x, x') += w_mult² Σ_{s,t} ⟨a_s, a'_t⟩ ⟨g_{a,s}, g'_{b,t}⟩ + b_mult² ⟨Σ_s g_{a,s}, Σ_t g'_{b,t}⟩
+      Θ_ab(x, x') += w_mult² Σ_{s,t} ⟨a_s, a'_t⟩ ⟨g_{a,s}, g'_{b,t}⟩
+                     + b_mult² ⟨Σ_s g_{a,s}, Σ_t g'_{b,t}⟩
 
   (``s, t`` spatial positions; a dense layer has one), evaluated either in this Gram form or
   through the layer's own Jacobian ``Σ_s a_s ⊗ g_{a,s}``, whichever costs fewer flops.
@@ -245,10 +246,11 @@ def _programs(owner, vmap_axes):
     """Jitted programs for ``owner`` (a dynkit Model or an ``apply_fn``), built once and shared
     by every kernel made from it (the 8 most recent owners are kept): XLA compiling the
     differentiated network dominates the cost of small kernels, and kernels made in a loop, or
-    a traced and a full ``"ntvp"`` kernel, reuse one compilation. Returns ``apply(p, const, x)``, the ``"ntvp"`` block, and per
-    factor method (``"jacobian"``, ``"structured"`` for a Model) a pair ``(prep, block)``:
-    ``prep(x, p, const)`` gives a tile's factors and ``block(xa, xb, p, const)`` the whole
-    single-tile kernel in one program (XLA then frees factors layer by layer)."""
+    a traced and a full ``"ntvp"`` kernel, reuse one compilation. Returns
+    ``apply(p, const, x)``, the ``"ntvp"`` block, and per factor method (``"jacobian"``,
+    ``"structured"`` for a Model) a pair ``(prep, block)``: ``prep(x, p, const)`` gives a tile's
+    factors and ``block(xa, xb, p, const)`` the whole single-tile kernel in one program (XLA
+    then frees factors layer by layer)."""
     if isinstance(owner, Model):
         def apply(p, const, x):
             return owner.apply(merge_params(p, const), x)

@@ -11,9 +11,10 @@ Kernel layout (``N1, N2`` batch sizes, ``S`` the spatial shape, ``d = len(S)``):
 * spatial, full: ``nngp, ntk (N1, N2, *S, *S)``, ``cov (N1 + N2, *S, *S)``
 
 ``cov`` holds the self-covariances of x1 and x2 stacked; it is None when x2 is x1 (the
-batch diagonal of ``nngp`` is then the same thing, and each layer does one op less). Covariances are channel-averaged (``x1 . x2 / C``), as in
-neural-tangents (Novak et al. 2020). The recursions are those of Lee et al. 2018 (NNGP),
-Jacot et al. 2018 (NTK), Novak et al. 2019 and Arora et al. 2019 (CNN-GP / CNTK, pooling).
+batch diagonal of ``nngp`` is then the same thing, and each layer does one op less).
+Covariances are channel-averaged (``x1 . x2 / C``), as in neural-tangents (Novak et al. 2020).
+The recursions are those of Lee et al. 2018 (NNGP), Jacot et al. 2018 (NTK), Novak et al. 2019
+and Arora et al. 2019 (CNN-GP / CNTK, pooling).
 """
 
 from __future__ import annotations

@@ -249,8 +249,9 @@ def _multiplier(model, node: str, k: str) -> float:
 
 def to_state_dict(model, params) -> dict[str, np.ndarray]:
     """dynkit params -> a PyTorch-layout state_dict (numpy arrays), the inverse of
-    ``convert_state_dict`` (effective weights ``w_mult * w``); BatchNorm layers get ``num_batches_tracked = 0``. For ``mlp`` the
-    module names are dynkit's (``fc0.weight``, ..., ``head.bias``)."""
+    ``convert_state_dict`` (effective weights ``w_mult * w``); BatchNorm layers get
+    ``num_batches_tracked = 0``. For ``mlp`` the module names are dynkit's (``fc0.weight``, ...,
+    ``head.bias``)."""
     slots = _module_slots(model, {n: n for n in model.param_shapes()})
     sd: dict[str, np.ndarray] = {}
     for (node, k), (key, kind) in slots.items():

@@ -42,7 +42,8 @@ def layer_scales(
             f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
         )
     if parameterization == "standard":
-        return {"init_std": W_std / math.sqrt(fan_in), "w_mult": 1.0, "b_init_std": b_std, "b_mult": 1.0}
+        return {"init_std": W_std / math.sqrt(fan_in), "w_mult": 1.0, "b_init_std": b_std,
+                "b_mult": 1.0}
     bias = {"b_init_std": 1.0, "b_mult": b_std}
     if parameterization == "ntk" or (parameterization == "meanfield" and role != "readout"):
         return dict(init_std=1.0, w_mult=W_std / math.sqrt(fan_in), **bias)
@@ -50,7 +51,8 @@ def layer_scales(
         return dict(init_std=1.0, w_mult=W_std / fan_in, **bias)
     # mup: width n is fan_out for the input layer and fan_in otherwise
     if role == "input":
-        return dict(init_std=1 / math.sqrt(fan_out), w_mult=W_std * math.sqrt(fan_out / fan_in), **bias)
+        return dict(init_std=1 / math.sqrt(fan_out),
+                    w_mult=W_std * math.sqrt(fan_out / fan_in), **bias)
     if role == "hidden":
         return dict(init_std=W_std / math.sqrt(fan_in), w_mult=1.0, **bias)
     return dict(init_std=W_std / math.sqrt(fan_in), w_mult=1 / math.sqrt(fan_in), **bias)

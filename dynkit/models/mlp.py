@@ -29,9 +29,9 @@ def mlp(
     of ``head``.
     """
     config = {"arch": "mlp", "in_dim": int(in_dim), "widths": [int(w) for w in widths],
-                  "out_dim": int(out_dim), "activation": activation, "bias": bias,
-                  "parameterization": parameterization, "W_std": float(W_std), "b_std": float(b_std),
-                  "alpha": float(alpha)}
+              "out_dim": int(out_dim), "activation": activation, "bias": bias,
+              "parameterization": parameterization, "W_std": float(W_std), "b_std": float(b_std),
+              "alpha": float(alpha)}
     g = GraphBuilder((in_dim,), parameterization)
     h = "input"
     for i, w in enumerate(widths):
