@@ -19,10 +19,14 @@ def test_layerwise_lmc_heatmap_data(quick_figure):
     assert worst["weight matching"] < worst["naive"]
 
 
-def test_instability_vanishes_at_the_end(quick_figure):
+def test_instability_at_init_vanishes_after_a_few_steps(quick_figure):
+    """Frankle et al. 2020: children spawned at initialization are separated by a loss barrier,
+    children spawned after a short stretch of training are linearly connected."""
     df = quick_figure("lmc-instability")
-    end = df[df["k"] == df["k"].max()]
-    np.testing.assert_allclose(end["barrier_loss"], 0.0, atol=1e-6)
+    train = df[df["split"] == "train"].set_index("k")
+    assert train.loc[0, "barrier_loss"] > 0.02 and train.loc[0, "barrier_error"] > 0.005
+    late = train[train.index >= 30]
+    np.testing.assert_allclose(late["barrier_loss"], 0.0, atol=1e-3)
 
 
 def test_dropout_stability_improves_with_width(quick_figure):
