@@ -153,6 +153,7 @@ def fit(
     lr: float = 0.1,
     lr_schedule: str = "constant",
     warmup_steps: int | None = None,
+    schedule_steps: int | None = None,
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     batch_size: int = 128,
@@ -182,7 +183,9 @@ def fit(
     end.
 
     The learning rate of update ``t`` is ``lr_t`` of ``make_schedule(lr_schedule, lr, T,
-    warmup_steps)`` with ``T`` the run's total number of steps: ``constant`` (default),
+    warmup_steps)`` with ``T`` = ``schedule_steps`` (default: the run's total number of steps;
+    give the final total to train a scheduled run in pieces of growing length): ``constant``
+    (default),
     ``cosine`` (to 0 at ``T``), ``warmup_cosine`` (linear from 0 over ``warmup_steps``, default
     ``T // 20``, then cosine), ``step`` (x0.1 at ``T/2`` and ``3T/4``) or ``linear`` (to 0).
 
@@ -217,9 +220,14 @@ def fit(
         raise InvalidArgumentError("give the training length as epochs=... or steps=...")
     if total < 0:
         raise InvalidArgumentError(f"the number of steps must be >= 0, got {total}")
-    warmup = resolve_warmup(lr_schedule, warmup_steps, total)
+    horizon = total if schedule_steps is None else schedule_steps
+    if int(horizon) != horizon or horizon < total:
+        raise InvalidArgumentError(f"schedule_steps must be an integer >= the run's {total} "
+                                   f"steps, got {schedule_steps!r}")
+    horizon = int(horizon)
+    warmup = resolve_warmup(lr_schedule, warmup_steps, horizon)
     # the schedule's identity: a constant rate does not depend on the run's length
-    schedule = ("constant", 0, 0) if lr_schedule == "constant" else (lr_schedule, total, warmup)
+    schedule = ("constant", 0, 0) if lr_schedule == "constant" else (lr_schedule, horizon, warmup)
     opt = make_optimizer(optimizer, make_schedule(schedule[0], lr, *schedule[1:]), momentum,
                          weight_decay)
 
@@ -234,7 +242,7 @@ def fit(
            "loss": loss, "data": data.name, "n_train": n,
            "model": json.loads(json.dumps(dict(model.config)))}
     if lr_schedule != "constant":
-        run["schedule_steps"] = total
+        run["schedule_steps"] = horizon
 
     out = Path(out_dir) if out_dir is not None else None
     start, rows = 0, []

@@ -436,6 +436,21 @@ def test_resume_mid_schedule_is_exact(digits64, tmp_path, monkeypatch, name, war
                              - straight.params["head"]["w"])).max() > 1e-3
 
 
+def test_scheduled_run_in_pieces_with_schedule_steps(digits64, tmp_path):
+    """``schedule_steps`` fixes the schedule's horizon, so a scheduled run trained in pieces of
+    growing length (resumed each time) equals one uninterrupted run, float64-exact."""
+    kw = {**RUN, "lr_schedule": "step", "params": init_params_f64(SMALL_MLP, 1)}
+    total = kw.pop("steps")
+    for steps in (7, 16, total):
+        pieces = T.fit(SMALL_MLP, digits64, out_dir=tmp_path, steps=steps,
+                       schedule_steps=total, **kw)
+    straight = T.fit(SMALL_MLP, digits64, steps=total, **kw)
+    assert_params_close(pieces.params, straight.params, atol=0)
+    with pytest.raises(InvalidArgumentError, match="schedule_steps must be an integer >= the "
+                                                   "run's 30 steps, got 20"):
+        T.fit(SMALL_MLP, digits64, steps=30, schedule_steps=20, **kw)
+
+
 def test_schedule_errors(digits, tmp_path):
     with pytest.raises(InvalidArgumentError, match="lr_schedule must be one of.*'exp'"):
         fit_small(digits, lr_schedule="exp", steps=2, progress=False)
