@@ -14,6 +14,11 @@ fast path.
 
     python benchmarks/kernels_vs_neural_tangents.py            # the cases of issue 3
     python benchmarks/kernels_vs_neural_tangents.py --quick    # tiny sizes, to check it runs
+    python benchmarks/kernels_vs_neural_tangents.py --big 20000  # dynkit only: tiled FC kernel
+
+``--big N`` computes the N x N kernel (nngp + ntk, float32, x2=None) of the depth-3 ReLU FC
+network with ``stax.batch(kernel_fn, --tile)`` on every local JAX device (the GPU when there
+is one) and prints the wall time and the process's peak resident memory.
 """
 
 from __future__ import annotations
@@ -152,7 +157,12 @@ def main(argv=None) -> str:
     parser.add_argument("--quick", action="store_true", help="tiny N, to check the script runs")
     parser.add_argument("--out", type=Path, default=None,
                         help="also write the table to this file (RESULTS.md collects the runs)")
+    parser.add_argument("--big", type=int, default=None, metavar="N",
+                        help="only the tiled N x N depth-3 FC kernel in dynkit")
+    parser.add_argument("--tile", type=int, default=2000, help="tile size for --big")
     args = parser.parse_args(argv)
+    if args.big:
+        return big_kernel(args.big, args.tile)
 
     load_before = load_average()
     rows = []
@@ -193,6 +203,30 @@ def main(argv=None) -> str:
     if args.out is not None and not args.quick:
         args.out.write_text(table)
     return table
+
+
+def big_kernel(n: int, tile: int) -> str:
+    """Time ``stax.batch(kernel_fn, tile)(x, None)`` for the depth-3 FC network, N = n."""
+    import resource
+    import time
+
+    import jax
+    import numpy as np
+
+    from dynkit.theory import stax
+
+    kernel_fn = stax.from_spec(SPECS["fc_relu_depth3"])[2]
+    x = np.random.default_rng(0).standard_normal((n, 100)).astype(np.float32)
+    t0 = time.perf_counter()
+    k = stax.batch(kernel_fn, tile)(x, None, ("nngp", "ntk"))
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    line = (f"{n} x {n} depth-3 FC kernel (nngp + ntk, float32, tiles of {tile}) on "
+            f"{[d.device_kind for d in jax.local_devices()]}: {wall:.1f} s incl. compile, "
+            f"peak RSS {peak:.2f} GiB, finite: {bool(np.isfinite(k.ntk).all())}; "
+            f"{machine()}, load {load_average()}")
+    print(line)
+    return line
 
 
 def _jax_version() -> str:
