@@ -28,12 +28,12 @@ MIN_SYMMETRIC_BLOCK = 32
 MAX_SYMMETRIC_BLOCKS = 8
 
 
-def _pad_rows(x: np.ndarray, size: int) -> np.ndarray:
+def _pad_rows(x, size: int, xp=np):
     """Pad to ``size`` rows by repeating the last row (keeps one compiled tile shape and
-    avoids zero inputs, whose zero variance has no angle)."""
+    avoids zero inputs, whose zero variance has no angle); ``xp`` is numpy or jax.numpy."""
     if x.shape[0] == size:
         return x
-    return np.concatenate([x, np.repeat(x[-1:], size - x.shape[0], axis=0)])
+    return xp.concatenate([x, xp.repeat(x[-1:], size - x.shape[0], axis=0)])
 
 
 def batch(kernel_fn, batch_size: int, devices=None, progress: bool = True):
@@ -123,8 +123,7 @@ def symmetric_tiles(kernel, x, n_blocks: int, mirror_axes):
     is one tile's."""
     n = x.shape[0]
     size = -(-n // n_blocks)
-    padded = jnp.concatenate([x, jnp.repeat(x[-1:], n_blocks * size - n, axis=0)])
-    blocks = padded.reshape((n_blocks, size) + x.shape[1:])
+    blocks = _pad_rows(x, n_blocks * size, jnp).reshape((n_blocks, size) + x.shape[1:])
     iu, ju = np.triu_indices(n_blocks, 1)
     diag = jax.lax.map(lambda a: kernel(a, None), blocks)
     off = jax.lax.map(lambda ab: kernel(*ab), (blocks[iu], blocks[ju]))
