@@ -42,8 +42,8 @@ def batch(kernel_fn, batch_size: int, devices=None, progress: bool = True):
 
     ``get`` as for ``kernel_fn`` (a name -> one array; a tuple or ``None`` -> a namedtuple
     of arrays; ``None`` means ``("nngp", "ntk")``). ``devices`` defaults to
-    ``jax.local_devices()``. The result equals the unbatched kernel (each entry is computed
-    from the same pair of inputs by the same compiled program).
+    ``jax.local_devices()``. The result equals the unbatched kernel up to rounding (every
+    entry comes from the same recursion on the same pair of inputs; the tests hold it to 1e-12).
     """
     if int(batch_size) < 1:
         raise InvalidArgumentError(f"batch: batch_size must be a positive integer, got "
@@ -88,7 +88,7 @@ def batch(kernel_fn, batch_size: int, devices=None, progress: bool = True):
         for t, (i, j) in enumerate(jobs):
             dev = devices[t % len(devices)]
             a = jax.device_put(_pad_rows(x1[i:i + b1], b1), dev)
-            if symmetric and i == j:  # same code path (and rounding) as kernel_fn(x, None)
+            if symmetric and i == j:  # the x2=None path: exact diagonal, as kernel_fn(x)
                 pending.append(((i, j), self_tile(a)))
             else:
                 b = jax.device_put(_pad_rows(x2[j:j + b2], b2), dev)
