@@ -147,13 +147,8 @@ class KernelFn:
         n_blocks = symmetric_blocks(x1.shape[0]) if x2 is None else 1
         if n_blocks == 1:
             return self._kernel(x1, x2, names, out_full)
-
-        def mirror_axes(tile):  # swap the two batch axes and each spatial pair (s, s')
-            pairs = [(a + 1, a) if out_full else (a,) for a in range(2, tile.ndim, 1 + out_full)]
-            return (1, 0) + tuple(a for p in pairs for a in p)
-
         return symmetric_tiles(lambda a, b: self._kernel(a, b, names, out_full).replace(cov=None),
-                               x1, n_blocks, mirror_axes)
+                               x1, n_blocks)
 
     def _kernel(self, x1, x2, names, out_full):
         in_full = self.layer.needs_full(out_full) and x1.ndim > 2

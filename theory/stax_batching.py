@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 
-__all__ = ["batch", "symmetric_blocks", "symmetric_tiles"]
+__all__ = ["batch", "symmetric_blocks", "symmetric_tiles", "transpose_axes"]
 
 #: ``kernel_fn(x, None)`` splits ``x`` into blocks of at least this many rows (see
 #: :func:`symmetric_tiles`); smaller blocks would spend more on their self-covariances than
@@ -69,9 +69,8 @@ def batch(kernel_fn, batch_size: int, devices=None, progress: bool = True):
         b1, b2 = min(bs, n1), min(bs, n2)
         spec = jax.eval_shape(tile, x1[:b1], x2[:b2])
         outs = [np.empty((n1, n2) + s.shape[2:], s.dtype) for s in spec]
-        mirror = symmetric and all(s.ndim == 2 for s in spec)
         jobs = [(i, j) for i in range(0, n1, b1) for j in range(0, n2, b2)
-                if not mirror or j >= i]
+                if not symmetric or j >= i]
         pending = collections.deque()
         bar = tqdm(total=len(jobs), desc="kernel tiles", disable=not progress)
 
@@ -81,8 +80,8 @@ def batch(kernel_fn, batch_size: int, devices=None, progress: bool = True):
             for out, r in zip(outs, res):
                 block = np.asarray(r)[:m, :n]
                 out[i:i + m, j:j + n] = block
-                if mirror and i != j:
-                    out[j:j + n, i:i + m] = block.T
+                if symmetric and i != j:
+                    out[j:j + n, i:i + m] = np.transpose(block, transpose_axes(block.ndim))
             bar.update(1)
 
         for t, (i, j) in enumerate(jobs):
@@ -110,15 +109,20 @@ def symmetric_blocks(n: int) -> int:
     return max(1, min(MAX_SYMMETRIC_BLOCKS, n // MIN_SYMMETRIC_BLOCK))
 
 
-def symmetric_tiles(kernel, x, n_blocks: int, mirror_axes):
+def transpose_axes(ndim: int) -> tuple:
+    """Axis permutation taking a kernel tile ``K(a, b)``, laid out ``(Na, Nb, S0, S0', S1, S1',
+    ...)`` (neural-tangents' layout), to ``K(b, a)``: batch axes and each spatial pair swapped."""
+    return (1, 0) + tuple(a for i in range(2, ndim, 2) for a in (i + 1, i))
+
+
+def symmetric_tiles(kernel, x, n_blocks: int):
     """``K(x, x)`` from its tiles on and above the block diagonal (traceable under ``jit``).
 
     ``kernel(a, b)`` returns a pytree of arrays ``(len(a), len(b), ...)`` (``b=None``: a
     with itself). A kernel of one input set is symmetric, ``K[i, j] = mirror(K[j, i])``, so
     with ``n_blocks`` row blocks only ``n_blocks (n_blocks + 1) / 2`` of the ``n_blocks²``
     tiles are computed (≈ 56% of the work for 8 blocks, plus each off-diagonal tile's
-    self-covariances). ``mirror_axes(leaf)`` gives the axis permutation that transposes a
-    tile (batch axes and each spatial pair swapped). Rows are padded to equal blocks by
+    self-covariances); ``transpose_axes`` mirrors a tile. Rows are padded to equal blocks by
     repeating the last input; tiles run one after the other (``lax.map``), so the working set
     is one tile's."""
     n = x.shape[0]
@@ -131,7 +135,7 @@ def symmetric_tiles(kernel, x, n_blocks: int, mirror_axes):
 
     def assemble(d, o):
         full = jnp.zeros((n_blocks, n_blocks) + d.shape[1:], d.dtype)
-        perm = (0,) + tuple(a + 1 for a in mirror_axes(o[0]))
+        perm = (0,) + tuple(a + 1 for a in transpose_axes(o.ndim - 1))
         full = full.at[rng, rng].set(d).at[iu, ju].set(o)
         full = full.at[ju, iu].set(jnp.transpose(o, perm))
         full = jnp.moveaxis(full, 2, 1).reshape((n_blocks * size,) * 2 + d.shape[3:])
