@@ -185,9 +185,9 @@ def fit(
     The learning rate of update ``t`` is ``lr_t`` of ``make_schedule(lr_schedule, lr, T,
     warmup_steps)`` with ``T`` = ``schedule_steps`` (default: the run's total number of steps;
     give the final total to train a scheduled run in pieces of growing length): ``constant``
-    (default),
-    ``cosine`` (to 0 at ``T``), ``warmup_cosine`` (linear from 0 over ``warmup_steps``, default
-    ``T // 20``, then cosine), ``step`` (x0.1 at ``T/2`` and ``3T/4``) or ``linear`` (to 0).
+    (default), ``cosine`` (to 0 at ``T``), ``warmup_cosine`` (linear from 0 over
+    ``warmup_steps``, default ``T // 20``, then cosine), ``step`` (x0.1 at ``T/2`` and
+    ``3T/4``) or ``linear`` (to 0).
 
     With ``resume`` and an ``out_dir`` holding ``trainer_state.npz`` of the same run, training
     continues from its step (and from the same point of the schedule). The run's settings
