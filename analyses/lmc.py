@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 from dynkit.analyses.permutation import (  # noqa: F401  (re-exported API)
+    ACTIVATION_OBJECTIVES,
     Permutation,
     activation_matching,
+    activation_similarity,
     apply_permutation,
     permutation_spec,
     weight_matching,
@@ -117,6 +119,49 @@ def barrier(curve: pd.DataFrame, *, definition: str = "linear", metric: str = "l
     return float(np.max(v) - 0.5 * (v[0] + v[-1]))
 
 
+def barrier_table(curve: pd.DataFrame, *, definition: str = "linear",
+                  by: str | Sequence[str] = ()) -> pd.DataFrame:
+    """Loss and error barriers of every curve in ``curve``, one row per (``by``…, split).
+
+    ``curve`` holds one or more interpolation curves (``interpolate``'s columns, e.g. several
+    alignments stacked with an ``alignment`` column named in ``by``); each group's barriers are
+    ``barrier(group, split=s, definition=definition)`` for the loss and the error.
+
+    Args:
+        curve: tidy frame with ``alpha, split, loss, error`` and the ``by`` columns.
+        definition: one of ``BARRIERS`` (see ``barrier``).
+        by: column(s) that tell the curves apart (e.g. ``"alignment"``); ``()``: one curve.
+
+    Returns:
+        DataFrame with columns ``*by, split, loss_barrier, error_barrier``, rows in the order
+        in which the groups and splits first appear in ``curve``.
+
+    References:
+        Frankle et al. 2020 (``"linear"``); Ainsworth et al. 2023 (``"mean"``).
+
+    Example:
+        >>> import pandas as pd
+        >>> curve = pd.DataFrame({"alpha": [0.0, 0.5, 1.0], "split": "train",
+        ...                       "loss": [1.0, 3.0, 2.0], "error": [0.1, 0.4, 0.2]})
+        >>> barrier_table(curve)
+           split  loss_barrier  error_barrier
+        0  train           1.5           0.25
+    """
+    keys = [by] if isinstance(by, str) else list(by)
+    missing = [k for k in keys if k not in curve]
+    if missing:
+        raise InvalidArgumentError(f"by names columns {missing} that the curve does not have; "
+                                   f"columns: {list(curve.columns)}")
+    rows = []
+    for values, group in curve.groupby(keys + ["split"], sort=False):
+        *labels, split = values
+        rows.append({**dict(zip(keys, labels)), "split": split,
+                     "loss_barrier": barrier(group, split=split, definition=definition),
+                     "error_barrier": barrier(group, split=split, metric="error",
+                                              definition=definition)})
+    return pd.DataFrame(rows, columns=[*keys, "split", "loss_barrier", "error_barrier"])
+
+
 def layerwise_interpolate(model: Model, params_a, params_b, x, y, alphas=11, *,
                           loss: str = "cross_entropy", groups: Sequence[str] | None = None,
                           bn: str = "reset") -> pd.DataFrame:
@@ -140,34 +185,67 @@ def layerwise_interpolate(model: Model, params_a, params_b, x, y, alphas=11, *,
 
 
 def repair(model: Model, params_a, params_b, params_alpha, alpha: float, x,
-           max_samples: int = 2048):
+           max_samples: int = 2048, *, correct_readout: bool = False):
     """REPAIR (Jordan et al. 2023): rescale every dense/conv output channel of the interpolated
     network so that its mean and std on ``x`` equal the interpolation of the endpoints',
     ``μ = (1 − α) μ_A + α μ_B``, ``σ = (1 − α) σ_A + α σ_B``. Layers are corrected in graph
     order (each correction changes the statistics downstream). Layers followed by BatchNorm are
-    left to the BatchNorm reset that ends the procedure (it restores their statistics exactly)."""
+    left to the BatchNorm reset that ends the procedure (it restores their statistics exactly).
+
+    Args:
+        model: the common architecture.
+        params_a, params_b: the endpoints θ_A and θ_B.
+        params_alpha: the interpolated parameters θ(α) to correct.
+        alpha: the interpolation weight of θ_B.
+        x: inputs on which the channel statistics are measured (the first ``max_samples``).
+        max_samples: number of inputs used.
+        correct_readout: also correct the read-out layer's output channels (the logits), after
+            the BatchNorm reset, as the MLP notebook of Jordan et al. does (its ``fc2`` is
+            wrapped like every hidden layer). Default ``False``: hidden layers only.
+
+    Returns:
+        dict: the corrected parameters (biases and weights of the corrected layers changed,
+        BatchNorm statistics re-estimated).
+
+    Raises:
+        InvalidArgumentError: a layer to correct has no trainable bias.
+
+    References:
+        Jordan, Sedghi, Saukh, Entezari & Neyshabur 2023, "REPAIR: REnormalizing Permuted
+        Activations for Interpolation Repair", Sec. 3 and the notebook
+        ``Train-and-Permute-MNIST-MLP-NoBatchNorm``.
+    """
     xs = jnp.asarray(x[:max_samples])
     feeds_bn = {n.inputs[0] for n in model.nodes if n.op == "batchnorm"}
     convs = [n for n in model.nodes if n.op in ("dense", "conv")
              and n.name != _readout(model) and n.name not in feeds_bn]
-    stats_a = _channel_stats(model, params_a, xs, [n.name for n in convs])
-    stats_b = _channel_stats(model, params_b, xs, [n.name for n in convs])
+    last = [model.node(_readout(model))] if correct_readout else []
+    names = [n.name for n in convs + last]
+    stats_a = _channel_stats(model, params_a, xs, names)
+    stats_b = _channel_stats(model, params_b, xs, names)
     p = {k: dict(v) for k, v in params_alpha.items()}
     for node in convs:
-        mu_i, sd_i = _channel_stats(model, p, xs, [node.name])[node.name]
-        mu_t = (1 - alpha) * stats_a[node.name][0] + alpha * stats_b[node.name][0]
-        sd_t = (1 - alpha) * stats_a[node.name][1] + alpha * stats_b[node.name][1]
-        gain = sd_t / np.maximum(sd_i, 1e-12)
-        a = node.attrs
-        w, b = np.asarray(p[node.name]["w"]), np.asarray(p[node.name].get("b", 0.0))
-        # new output = gain * (out - mu_i) + mu_t, folded into w and b
-        p[node.name]["w"] = w * gain
-        shift = (mu_t - gain * mu_i)
-        if "b" not in p[node.name] or a.get("b_mult", 1.0) == 0:
-            raise InvalidArgumentError(f"REPAIR needs a trainable bias at {node.name!r}; "
-                                       "use bn='reset'")
-        p[node.name]["b"] = b * gain + shift / a.get("b_mult", 1.0)
-    return reset_batchnorm(model, p, xs)
+        _rescale_channels(model, node, p, xs, alpha, stats_a[node.name], stats_b[node.name])
+    p = reset_batchnorm(model, p, xs)
+    for node in last:
+        _rescale_channels(model, node, p, xs, alpha, stats_a[node.name], stats_b[node.name])
+    return p
+
+
+def _rescale_channels(model, node, p, xs, alpha, stats_a, stats_b) -> None:
+    """Fold ``gain · (out − μ_i) + μ_t`` into ``node``'s weight and bias in ``p`` (in place),
+    with ``μ_t, σ_t`` interpolating the endpoints' statistics and ``gain = σ_t / σ_i``."""
+    mu_i, sd_i = _channel_stats(model, p, xs, [node.name])[node.name]
+    mu_t = (1 - alpha) * stats_a[0] + alpha * stats_b[0]
+    sd_t = (1 - alpha) * stats_a[1] + alpha * stats_b[1]
+    gain = sd_t / np.maximum(sd_i, 1e-12)
+    b_mult = node.attrs.get("b_mult", 1.0)
+    if "b" not in p[node.name] or b_mult == 0:
+        raise InvalidArgumentError(f"REPAIR needs a trainable bias at {node.name!r}; "
+                                   "use bn='reset'")
+    w, b = np.asarray(p[node.name]["w"]), np.asarray(p[node.name]["b"])
+    p[node.name]["w"] = w * gain
+    p[node.name]["b"] = b * gain + (mu_t - gain * mu_i) / b_mult
 
 
 def _readout(model: Model) -> str:

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from dynkit.analyses.lmc import _evaluate, barrier, interpolate, lerp
+from dynkit.analyses.lmc import _evaluate, barrier_table, interpolate, lerp
 from dynkit.analyses.permutation import permutation_spec
 from dynkit.errors import InvalidArgumentError
 from dynkit.losses import loss_fn
@@ -51,10 +51,9 @@ def instability(model: Model, data, spawn_steps: Sequence[int], total_steps: int
                         progress=progress, **fit_kwargs).params for s in child_seeds]
         curve = interpolate(model, *children, data.x_train, data.y_train, alphas,
                             x_test=data.x_test, y_test=data.y_test)
-        for split in ("train", "test"):
-            rows.append({"k": k, "split": split,
-                         "barrier_loss": barrier(curve, split=split),
-                         "barrier_error": barrier(curve, split=split, metric="error")})
+        table = barrier_table(curve).rename(columns={"loss_barrier": "barrier_loss",
+                                                     "error_barrier": "barrier_error"})
+        rows += [{"k": k, **r} for r in table.to_dict("records")]
     return pd.DataFrame(rows)
 
 

@@ -2,9 +2,9 @@
 
 Hidden units of a ReLU network can be permuted without changing its function. Git Re-Basin
 (Ainsworth, Hayase & Srinivasa 2023) aligns network B to network A by choosing, for every
-permutable channel group, the permutation that maximises the summed inner products of the
-weights touching it (weight matching), or the correlation of the units' activations on data
-(activation matching).
+permutable channel group, the permutation that maximizes the summed inner products of the
+weights touching it (weight matching), or the similarity of the units' activations on data
+(activation matching; the similarity is a parameter, ``ACTIVATION_OBJECTIVES``).
 
 The spec is derived from the layer graph:
 
@@ -17,7 +17,9 @@ The spec is derived from the layer graph:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -27,6 +29,10 @@ from dynkit.models.graph import Model
 
 #: Ops whose output channels are their input channels.
 _CHANNEL_PRESERVING = ("relu", "act", "batchnorm", "maxpool", "avgpool", "global_avgpool", "scale")
+#: Ops whose outputs are post-activation (post-ReLU in a ReLU network) unit values.
+_ACTIVATIONS = ("relu", "act")
+#: Similarities that ``activation_matching`` can maximize, named after their source.
+ACTIVATION_OBJECTIVES = ("repair", "rebasin", "pearson_all_nodes")
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,8 @@ class Axis:
 class PermutationSpec:
     """``groups``: group name -> the parameter axes it permutes; ``members``: group name ->
     nodes whose outputs carry the group's channels (for activation matching);
-    ``sizes``: group name -> number of channels."""
+    ``sizes``: group name -> number of channels. The mappings are read-only: a spec is cached
+    and shared by every caller (``permutation_spec``)."""
 
     groups: dict[str, tuple[Axis, ...]]
     members: dict[str, tuple[str, ...]]
@@ -68,8 +75,28 @@ class _UnionFind:
             self.parent[rb] = ra
 
 
+@functools.lru_cache(maxsize=64)
 def permutation_spec(model: Model) -> PermutationSpec:
-    """Derive the permutation spec of ``model`` from its layer graph (module docstring)."""
+    """Derive the permutation spec of ``model`` from its layer graph (module docstring).
+
+    The spec is computed once per model and cached (keyed by ``model``: equal models share
+    it); ``permutation_spec.cache_info()`` reports the hits.
+
+    Args:
+        model: the network; its ops must be dense, conv, channel-preserving ops, flatten, add.
+
+    Returns:
+        PermutationSpec: the groups, the nodes carrying each, and the group sizes.
+
+    References:
+        Ainsworth, Hayase & Srinivasa 2023, "Git Re-Basin", Sec. 3 (permutation specs).
+
+    Example:
+        >>> import dynkit as dk
+        >>> spec = permutation_spec(dk.models.mlp(4, [8, 6], 3))
+        >>> dict(spec.sizes), spec.members["fc0"]
+        ({'fc0': 8, 'fc1': 6}, ('fc0', 'act0'))
+    """
     shapes = model.node_shapes()
     uf = _UnionFind()
     carried: dict[str, tuple[str, int] | None] = {}  # node -> (group seed, repeat) or None
@@ -128,8 +155,9 @@ def permutation_spec(model: Model) -> PermutationSpec:
             src = carried[n.inputs[0]]
             if src is not None and uf.find(src[0]) not in blocked:
                 groups.setdefault(uf.find(src[0]), []).append(Axis(n.name, "w", -2, src[1]))
-    return PermutationSpec({g: tuple(a) for g, a in groups.items()},
-                           {g: tuple(m) for g, m in members.items()}, sizes)
+    return PermutationSpec(MappingProxyType({g: tuple(a) for g, a in groups.items()}),
+                           MappingProxyType({g: tuple(m) for g, m in members.items()}),
+                           MappingProxyType(sizes))
 
 
 @dataclass(frozen=True)
@@ -253,16 +281,71 @@ def _unit_matrix(w: np.ndarray, ax: Axis, n: int) -> np.ndarray:
     return np.moveaxis(moved, 1, 0).reshape(n, -1)
 
 
-def activation_matching(model: Model, params_a, params_b, x, *,
-                        batch_size: int = 512) -> Permutation:
-    """Align B to A by activation matching (Ainsworth et al. 2023; Li et al. 2016).
+def activation_similarity(model: Model, params_a, params_b, x, *, objective: str = "repair",
+                          batch_size: int = 512) -> dict[str, np.ndarray]:
+    """The unit-similarity matrix of every permutation group that activation matching maximizes.
 
-    For each group, ``P = argmax_P Σ_{i} Corr(Z^A, Z^B)_{i, P(i)}``, where the correlation of
-    every unit pair is summed over the nodes carrying the group (spatial positions count as
-    samples); solved with ``linear_sum_assignment``."""
+    Entry ``(i, j)`` of group ``g``'s matrix scores unit ``i`` of A against unit ``j`` of B;
+    channel-last spatial positions count as samples, moments are population moments (1/n):
+
+    * ``"repair"`` (default): Pearson correlation of post-activation (post-ReLU) values,
+      ``Cov(a_i, b_j) / (σ(a_i) σ(b_j))``, as REPAIR (Jordan et al. 2023) matches units; a dead
+      unit (zero variance) correlates 0 with everything. The notebooks average per-batch
+      standard deviations and add 1e-4 to the denominator; here the moments are exact.
+    * ``"rebasin"``: Git Re-Basin's (Ainsworth et al. 2023, Eq. 1) un-normalized cross inner
+      product of post-activation values, ``E[a_i b_j]`` (its code forms
+      ``Cov/(n − 1) + μ_a μ_bᵀ``; the 1/n moment here is the paper's ``Z_Aᵀ Z_B / n``).
+    * ``"pearson_all_nodes"``: the Pearson correlation summed over every node that carries the
+      group (pre- and post-activation outputs, BatchNorm, pooling, flatten, residual sums), with
+      1e-12 added to each standard deviation; dynkit's objective before the published ones
+      were offered.
+
+    ``"repair"`` and ``"rebasin"`` sum their matrix over the group's post-activation nodes:
+    one node per group in an MLP or plain CNN, every block output of a residual stream
+    (REPAIR's ResNet notebooks match a stream on its last block output only).
+
+    Args:
+        model: the common architecture of both networks.
+        params_a, params_b: the two networks' parameters.
+        x: inputs on which the activations are measured.
+        objective: one of ``ACTIVATION_OBJECTIVES``.
+        batch_size: inputs per forward pass (moments are streamed in float64).
+
+    Returns:
+        dict: group name -> ``(C, C)`` float64 matrix.
+
+    Raises:
+        InvalidArgumentError: unknown ``objective``, or a group without a post-activation node
+            for ``"repair"``/``"rebasin"``.
+
+    References:
+        Ainsworth, Hayase & Srinivasa 2023, "Git Re-Basin", Sec. 3.1; Jordan, Sedghi, Saukh,
+        Entezari & Neyshabur 2023, "REPAIR", Sec. 3; Li et al. 2016, "Convergent learning".
+
+    Example:
+        >>> import jax, numpy as np, dynkit as dk
+        >>> model = dk.models.mlp(4, [8], 3)
+        >>> p = model.init(jax.random.PRNGKey(0))
+        >>> x = np.random.default_rng(0).normal(size=(64, 4))
+        >>> sim = activation_similarity(model, p, p, x)  # a network against itself
+        >>> bool(np.allclose(np.diag(sim["fc0"]), 1.0))
+        True
+    """
+    if objective not in ACTIVATION_OBJECTIVES:
+        raise InvalidArgumentError(f"objective must be one of {ACTIVATION_OBJECTIVES}, "
+                                   f"got {objective!r}")
     _check_compatible(model, params_a, params_b)
     spec = permutation_spec(model)
-    width = {m: spec.sizes[g] for g, ms in spec.members.items() for m in ms}
+    ops = {n.name: n.op for n in model.nodes}
+    used = {}
+    for g, members in spec.members.items():
+        used[g] = (members if objective == "pearson_all_nodes"
+                   else tuple(m for m in members if ops[m] in _ACTIVATIONS))
+        if not used[g]:
+            raise InvalidArgumentError(
+                f"group {g!r} of {model.arch!r} has no post-activation node; objective "
+                f"{objective!r} needs one (use objective='pearson_all_nodes')")
+    width = {m: spec.sizes[g] for g, ms in used.items() for m in ms}
     names = sorted(width)
     stats = {m: _CrossMoments(width[m]) for m in names}
     for i in range(0, len(x), batch_size):
@@ -272,11 +355,50 @@ def activation_matching(model: Model, params_a, params_b, x, *,
         for m in names:  # channel-last: (batch, ..., C) flattens to rows of C units
             stats[m].update(np.asarray(za[m], np.float64).reshape(-1, width[m]),
                             np.asarray(zb[m], np.float64).reshape(-1, width[m]))
-    perms = {}
-    for g, members in spec.members.items():
-        corr = sum(stats[m].correlation() for m in members)
-        perms[g] = linear_sum_assignment(corr, maximize=True)[1]
-    return Permutation(perms, 0)
+    score = {"rebasin": _CrossMoments.inner, "repair": _CrossMoments.correlation,
+             "pearson_all_nodes": lambda s: s.correlation(eps=1e-12)}[objective]
+    return {g: sum(score(stats[m]) for m in ms) for g, ms in used.items()}
+
+
+def activation_matching(model: Model, params_a, params_b, x, *, objective: str = "repair",
+                        batch_size: int = 512) -> Permutation:
+    """Align B to A by activation matching (Ainsworth et al. 2023; Li et al. 2016).
+
+    For each group ``g``, ``π_g = argmax_π Σ_i S_g[i, π(i)]`` with ``S_g`` the similarity of
+    ``activation_similarity`` (``objective``: ``"repair"`` Pearson correlation, the default;
+    ``"rebasin"`` ``E[a bᵀ]``; ``"pearson_all_nodes"``), solved exactly with
+    ``scipy.optimize.linear_sum_assignment``. Groups are matched independently. The default
+    ``"repair"`` is scale-invariant like dynkit's earlier objective and is what REPAIR's
+    notebooks use for every architecture (Git Re-Basin's code uses ``E[a bᵀ]`` for its MLPs and
+    the Pearson correlation for its VGG).
+
+    Args:
+        model: the common architecture of both networks.
+        params_a, params_b: the two networks' parameters; B is aligned to A.
+        x: inputs on which the activations are measured.
+        objective: one of ``ACTIVATION_OBJECTIVES`` (see ``activation_similarity``).
+        batch_size: inputs per forward pass.
+
+    Returns:
+        Permutation: ``perms[g][i]`` is the unit of B matched to unit ``i`` of A.
+
+    References:
+        Ainsworth, Hayase & Srinivasa 2023, "Git Re-Basin", Sec. 3.1; Jordan et al. 2023,
+        "REPAIR"; Li, Yosinski, Clune, Lipson & Hopcroft 2016, "Convergent learning".
+
+    Example:
+        >>> import jax, numpy as np, dynkit as dk
+        >>> model = dk.models.mlp(4, [8], 3)
+        >>> p = model.init(jax.random.PRNGKey(0))
+        >>> shuffled = apply_permutation(model, p, {"fc0": np.roll(np.arange(8), 1)})
+        >>> x = np.random.default_rng(0).normal(size=(64, 4))
+        >>> activation_matching(model, p, shuffled, x, objective="rebasin").perms["fc0"]
+        array([1, 2, 3, 4, 5, 6, 7, 0])
+    """
+    sim = activation_similarity(model, params_a, params_b, x, objective=objective,
+                                batch_size=batch_size)
+    return Permutation({g: linear_sum_assignment(s, maximize=True)[1] for g, s in sim.items()},
+                       0)
 
 
 class _CrossMoments:
@@ -295,9 +417,18 @@ class _CrossMoments:
         self.sbb += (zb**2).sum(0)
         self.sab += za.T @ zb
 
-    def correlation(self) -> np.ndarray:
+    def inner(self) -> np.ndarray:
+        return self.sab / self.n
+
+    def correlation(self, eps: float = 0.0) -> np.ndarray:
+        """Pearson correlation ``Cov(a_i, b_j) / ((σ_i + eps)(σ_j + eps))``. With ``eps = 0`` a
+        unit that is constant up to rounding (variance ≤ 1e-12 × its second moment, e.g. a
+        dead ReLU) correlates 0 with every unit."""
         ma, mb = self.sa / self.n, self.sb / self.n
         cov = self.sab / self.n - np.outer(ma, mb)
-        sa = np.sqrt(np.maximum(self.saa / self.n - ma**2, 0)) + 1e-12
-        sb = np.sqrt(np.maximum(self.sbb / self.n - mb**2, 0)) + 1e-12
-        return cov / np.outer(sa, sb)
+        va = np.maximum(self.saa / self.n - ma**2, 0)
+        vb = np.maximum(self.sbb / self.n - mb**2, 0)
+        if eps == 0:
+            va = np.where(va > 1e-12 * self.saa / self.n, va, np.inf)
+            vb = np.where(vb > 1e-12 * self.sbb / self.n, vb, np.inf)
+        return cov / np.outer(np.sqrt(va) + eps, np.sqrt(vb) + eps)

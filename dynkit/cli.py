@@ -153,14 +153,7 @@ def cmd_lmc(args) -> int:
                                       x_test=data.x_test, y_test=data.y_test)
                       .assign(alignment=args.align))
     curve = pd.concat(curves, ignore_index=True)
-    rows = []
-    for (alignment, split), _ in curve.groupby(["alignment", "split"]):
-        c = curve[curve["alignment"] == alignment]
-        rows.append({"alignment": alignment, "split": split,
-                     "loss_barrier": lmc.barrier(c, split=split, definition=args.barrier),
-                     "error_barrier": lmc.barrier(c, split=split, metric="error",
-                                                  definition=args.barrier)})
-    barriers = pd.DataFrame(rows)
+    barriers = lmc.barrier_table(curve, definition=args.barrier, by="alignment")
     print(barriers.to_string(index=False))
     layerwise = lmc.layerwise_interpolate(model, a.params, pb, data.x_train, data.y_train,
                                           alphas=min(args.alphas, 11))

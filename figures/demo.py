@@ -133,10 +133,7 @@ def _lmc_section(out: Path, model, data, params_a, params_b) -> Section:
                                       x_test=data.x_test, y_test=data.y_test)
                       .assign(alignment=alignment))
     curve = pd.concat(curves, ignore_index=True)
-    rows = [{"alignment": a, "split": s, "loss_barrier": lmc.barrier(g, split=s),
-             "error_barrier": lmc.barrier(g, split=s, metric="error")}
-            for a, g in curve.groupby("alignment") for s in ("train", "test")]
-    table = pd.DataFrame(rows).set_index(["alignment", "split"])
+    table = lmc.barrier_table(curve, by="alignment").set_index(["alignment", "split"])
     return Section("Linear mode connectivity of the two seeds",
                    "Loss along θ = (1 − α) θ_seed0 + α θ_seed1, naive and after Git Re-Basin "
                    "weight matching (Ainsworth et al. 2023); barrier = max_α [L(α) − "

@@ -17,15 +17,13 @@ from dynkit.train import fit
 def _barriers(model, data, seeds, train_kwargs, label):
     pa, pb = (fit(model, data, seed=s, progress=False, **train_kwargs).params for s in seeds)
     aligned = lmc.apply_permutation(model, pb, lmc.weight_matching(model, pa, pb))
-    rows = []
-    for alignment, p in (("naive", pb), ("weight matching", aligned)):
-        curve = lmc.interpolate(model, pa, p, data.x_train, data.y_train, 11,
-                                x_test=data.x_test, y_test=data.y_test)
-        for split in ("train", "test"):
-            rows.append({"family": label, "alignment": alignment, "split": split,
-                         "loss_barrier": lmc.barrier(curve, split=split),
-                         "error_barrier": lmc.barrier(curve, split=split, metric="error")})
-    return rows
+    curve = pd.concat([lmc.interpolate(model, pa, p, data.x_train, data.y_train, 11,
+                                       x_test=data.x_test, y_test=data.y_test)
+                       .assign(alignment=alignment)
+                       for alignment, p in (("naive", pb), ("weight matching", aligned))])
+    table = lmc.barrier_table(curve, by="alignment")
+    table.insert(0, "family", label)
+    return table.to_dict("records")
 
 
 def data(quick: bool = False) -> pd.DataFrame:

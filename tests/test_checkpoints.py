@@ -233,6 +233,22 @@ def test_truncated_and_corrupt_safetensors(tmp_path):
         dk.load_checkpoint(tmp_path / "arch.safetensors")
 
 
+def test_truncated_header_message_states_what_is_missing(tmp_path):
+    """A file cut inside its header, yet longer than the header length itself (n ≤ size <
+    8 + n): the message once read "announces n bytes but the file has only n + 7 bytes"."""
+    model, params = _mlp()
+    good = dk.save_checkpoint(tmp_path / "good.safetensors", model, params).read_bytes()
+    (n,) = struct.unpack("<Q", good[:8])
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(good[: 8 + n - 1])
+    with pytest.raises(CheckpointError) as info:
+        dk.load_checkpoint(cut)
+    message = str(info.value)
+    assert "cut.safetensors" in message and "truncated" in message
+    assert f"announces a {n}-byte safetensors header" in message
+    assert f"need {8 + n} bytes, but the file has only {n + 7} bytes" in message
+
+
 def test_truncated_npz(tmp_path):
     model, params = _mlp()
     good = dk.save_checkpoint(tmp_path / "good.npz", model, params).read_bytes()

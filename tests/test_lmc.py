@@ -2,7 +2,9 @@
 
 import jax
 import numpy as np
+import pandas as pd
 import pytest
+from scipy.optimize import linear_sum_assignment
 
 import dynkit as dk
 from dynkit.analyses import lmc
@@ -50,7 +52,8 @@ def test_apply_permutation_preserves_function(model_and_params):
                for n in params if "w" in params[n])
 
 
-@pytest.mark.parametrize("method", ["weights", "activations"])
+@pytest.mark.parametrize("method", ["weights", "activations:repair", "activations:rebasin",
+                                    "activations:pearson_all_nodes"])
 def test_matching_recovers_random_permutation(model_and_params, method):
     model, params = model_and_params
     spec = permutation_spec(model)
@@ -61,7 +64,8 @@ def test_matching_recovers_random_permutation(model_and_params, method):
         found = lmc.weight_matching(model, params, params_b)
     else:
         x = rng.normal(size=(64, *model.input_shape))
-        found = lmc.activation_matching(model, params, params_b, x)
+        found = lmc.activation_matching(model, params, params_b, x,
+                                        objective=method.split(":")[1])
     aligned = lmc.apply_permutation(model, params_b, found)
     for node, p in params.items():
         for k, v in p.items():
@@ -83,8 +87,6 @@ def test_residual_stream_is_one_group():
 
 
 def test_barrier_definitions_on_a_known_curve():
-    import pandas as pd
-
     a = np.linspace(0, 1, 5)
     loss = np.array([1.0, 2.0, 3.0, 2.5, 2.0])
     curve = pd.DataFrame({"alpha": a, "split": "train", "loss": loss, "error": loss / 10})
@@ -207,3 +209,131 @@ def test_repair_matches_interpolated_channel_statistics():
         (ma, sa), (mb, sb), (mr, sr) = stats(pa, name), stats(pb, name), stats(repaired, name)
         np.testing.assert_allclose(mr, (1 - alpha) * ma + alpha * mb, atol=1e-10)
         np.testing.assert_allclose(sr, (1 - alpha) * sa + alpha * sb, rtol=1e-10)
+
+
+def _numpy_mlp_activations(model, params, x):
+    """Pre- and post-ReLU values of each hidden layer of a plain MLP, computed in numpy."""
+    out, h = {}, x
+    for node in model.nodes:
+        if node.op == "dense":
+            assert node.attrs["w_mult"] == 1.0 and node.attrs["b_mult"] == 1.0
+            h = h @ np.asarray(params[node.name]["w"]) + np.asarray(params[node.name]["b"])
+            out[node.name] = h
+        elif node.op == "relu":
+            h = np.maximum(h, 0.0)
+            out[node.name] = h
+    return out
+
+
+def test_activation_similarity_equals_numpy_definitions():
+    """Each objective's matrix against its definition written out in numpy: Git Re-Basin's
+    E[a bᵀ] and REPAIR's Pearson correlation of post-ReLU values, and the Pearson correlation
+    summed over pre- and post-activation nodes; moments streamed over uneven batches."""
+    model = dk.models.mlp(5, [6, 4], 3)
+    pa = model.init(jax.random.PRNGKey(0), dtype=np.float64)
+    pb = model.init(jax.random.PRNGKey(1), dtype=np.float64)
+    x = np.random.default_rng(0).normal(size=(203, 5))
+    za, zb = _numpy_mlp_activations(model, pa, x), _numpy_mlp_activations(model, pb, x)
+
+    def pearson(a, b):
+        return np.corrcoef(a, b, rowvar=False)[: a.shape[1], a.shape[1]:]
+
+    def pearson_eps(a, b, eps=1e-12):  # population covariance over (σ + eps)(σ + eps)
+        cov = (a - a.mean(0)).T @ (b - b.mean(0)) / len(a)
+        return cov / np.outer(a.std(0) + eps, b.std(0) + eps)
+
+    layers = (("fc0", "act0"), ("fc1", "act1"))
+    expected = {
+        "rebasin": {g: za[r].T @ zb[r] / len(x) for g, r in layers},
+        "repair": {g: pearson(za[r], zb[r]) for g, r in layers},
+        "pearson_all_nodes": {g: pearson_eps(za[g], zb[g]) + pearson_eps(za[r], zb[r])
+                              for g, r in layers},
+    }
+    for objective, want in expected.items():
+        got = lmc.activation_similarity(model, pa, pb, x, objective=objective, batch_size=37)
+        assert set(got) == set(want)
+        for g in want:
+            assert np.all(np.isfinite(want[g]))
+            np.testing.assert_allclose(got[g], want[g], rtol=1e-9, atol=1e-12)
+            assert np.array_equal(
+                lmc.activation_matching(model, pa, pb, x, objective=objective).perms[g],
+                linear_sum_assignment(want[g], maximize=True)[1])
+    # a dead unit of A (post-ReLU identically 0) scores 0 with every unit of B
+    dead = {k: dict(v) for k, v in pa.items()}
+    dead["fc0"]["b"] = np.asarray(pa["fc0"]["b"]).copy()
+    dead["fc0"]["b"][2] = -1e3
+    for objective in ("rebasin", "repair"):
+        got = lmc.activation_similarity(model, dead, pb, x, objective=objective)["fc0"]
+        np.testing.assert_array_equal(got[2], 0.0)
+    with pytest.raises(InvalidArgumentError, match="objective"):
+        lmc.activation_similarity(model, pa, pb, x, objective="cosine")
+
+
+def test_permutation_spec_is_computed_once_per_model():
+    model = MODELS["resnet20"]()
+    before = permutation_spec.cache_info()
+    spec = permutation_spec(model)
+    assert permutation_spec(model) is spec
+    after = permutation_spec.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
+    # equal models share one spec (a Model compares by identity or by its graph)
+    twin = MODELS["resnet20"]()
+    assert (permutation_spec(twin) is spec) == (twin == model)
+    assert permutation_spec(twin) == spec
+    with pytest.raises(TypeError):  # the shared spec cannot be changed by a caller
+        spec.sizes["conv1"] = 0
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet20"])
+def test_repair_corrects_the_readout_when_asked(name):
+    """With ``correct_readout=True`` the read-out layer's output channels (the logits) of the
+    repaired θ(α) have the interpolated mean and std too, measured directly on the data, as
+    in the MLP notebook of Jordan et al. 2023; without it they do not."""
+    model = MODELS[name]()
+    rng = np.random.default_rng(0)
+    pa, pb = (_random_bn_stats(model, model.init(jax.random.PRNGKey(s), dtype=np.float64), s)
+              for s in (0, 1))
+    x = rng.normal(size=(128, *model.input_shape))
+    alpha, head = 0.3, lmc._readout(model)
+
+    def stats(p):
+        z = np.asarray(model.intermediates(p, x, [head])[head])
+        return z.mean(0), z.std(0)
+
+    (ma, sa), (mb, sb) = stats(pa), stats(pb)
+    target = (1 - alpha) * ma + alpha * mb, (1 - alpha) * sa + alpha * sb
+    plain = lmc.repair(model, pa, pb, lmc.lerp(pa, pb, alpha), alpha, x)
+    fixed = lmc.repair(model, pa, pb, lmc.lerp(pa, pb, alpha), alpha, x, correct_readout=True)
+    mr, sr = stats(fixed)
+    np.testing.assert_allclose(mr, target[0], atol=1e-10)
+    np.testing.assert_allclose(sr, target[1], rtol=1e-10)
+    assert not np.allclose(stats(plain)[1], target[1], rtol=1e-3)
+    # hidden layers are corrected exactly as without the flag
+    for node in (n for n in plain if n != head):
+        for k in plain[node]:
+            np.testing.assert_array_equal(np.asarray(fixed[node][k]), np.asarray(plain[node][k]))
+
+
+def test_barrier_table_equals_barrier_of_each_curve():
+    rng = np.random.default_rng(0)
+    a = np.linspace(0, 1, 6)
+    frames = [pd.DataFrame({"alpha": a, "split": split, "loss": rng.uniform(0, 2, 6),
+                            "error": rng.uniform(0, 1, 6), "alignment": alignment})
+              for alignment in ("none", "weights") for split in ("train", "test")]
+    curve = pd.concat(frames, ignore_index=True).sample(frac=1, random_state=0)
+    curve = curve.sort_values("alignment", kind="stable")  # alignments in order, rows shuffled
+    for definition in lmc.BARRIERS:
+        table = lmc.barrier_table(curve, definition=definition, by="alignment")
+        assert list(table.columns) == ["alignment", "split", "loss_barrier", "error_barrier"]
+        assert list(zip(table["alignment"], table["split"])) == [
+            (al, s) for al in ("none", "weights")
+            for s in dict.fromkeys(curve[curve["alignment"] == al]["split"])]
+        for row in table.itertuples():
+            c = curve[curve["alignment"] == row.alignment]
+            assert row.loss_barrier == lmc.barrier(c, split=row.split, definition=definition)
+            assert row.error_barrier == lmc.barrier(c, split=row.split, metric="error",
+                                                    definition=definition)
+    one = lmc.barrier_table(curve[curve["alignment"] == "none"])
+    assert list(one.columns) == ["split", "loss_barrier", "error_barrier"] and len(one) == 2
+    with pytest.raises(InvalidArgumentError, match="seed"):
+        lmc.barrier_table(curve, by=["seed"])

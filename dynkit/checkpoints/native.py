@@ -249,8 +249,9 @@ def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict | None]:
         (n,) = struct.unpack("<Q", f.read(8))
     if 8 + n > size:
         raise CheckpointError(
-            f"{str(path)!r} is truncated: its safetensors header announces {n} bytes but the "
-            f"file has only {size} bytes"
+            f"{str(path)!r} is truncated: its 8-byte prefix announces a {n}-byte safetensors "
+            f"header, so prefix and header alone need {8 + n} bytes, but the file has only "
+            f"{size} bytes"
         )
     try:
         with safe_open(str(path), framework="numpy") as f:
