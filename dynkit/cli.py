@@ -147,13 +147,15 @@ def cmd_lmc(args) -> int:
         if args.align == "weights":
             perm = lmc.weight_matching(model, pa, pb)
         else:
-            perm = lmc.activation_matching(model, pa, pb, data.x_train)
+            perm = lmc.activation_matching(model, pa, pb, data.x_train,
+                                           objective=args.activation_objective)
         pb = lmc.apply_permutation(model, pb, perm)
         curves.append(lmc.interpolate(model, pa, pb, data.x_train, data.y_train, args.alphas,
                                       x_test=data.x_test, y_test=data.y_test)
                       .assign(alignment=args.align))
     curve = pd.concat(curves, ignore_index=True)
-    barriers = lmc.barrier_table(curve, definition=args.barrier, by="alignment")
+    barriers = (lmc.barrier_table(curve, definition=args.barrier, by="alignment")
+                .sort_values(["alignment", "split"], ignore_index=True))
     print(barriers.to_string(index=False))
     layerwise = lmc.layerwise_interpolate(model, a.params, pb, data.x_train, data.y_train,
                                           alphas=min(args.alphas, 11))
@@ -240,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("b")
     data_args(lm)
     lm.add_argument("--align", choices=["none", "weights", "activations"], default="weights")
+    lm.add_argument("--activation-objective", choices=["repair", "rebasin", "pearson_all_nodes"],
+                    default="repair",
+                    help="objective of --align activations: REPAIR's Pearson correlation "
+                         "(default), Git Re-Basin's E[a b^T], or dynkit 0.1's correlation summed "
+                         "over every node of a group")
     lm.add_argument("--alphas", type=int, default=21, help="number of points on the segment")
     lm.add_argument("--barrier", choices=["linear", "mean"], default="linear")
     lm.add_argument("--out", default="dynkit-lmc")
