@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
 
 Params = dict[str, dict[str, Any]]
 
@@ -90,6 +90,51 @@ class Model:
     @property
     def has_batchnorm(self) -> bool:
         return any(n.op == "batchnorm" for n in self.nodes)
+
+    def multipliers(self, name: str) -> tuple[float, float]:
+        """``(w_mult, b_mult)`` of dense/conv node ``name``: the layer computes
+        ``w_mult * (x @ w) + b_mult * b`` (1 and 1 in the standard parameterization)."""
+        node = self.node(name)
+        if node.op not in ("dense", "conv"):
+            raise InvalidArgumentError(f"node {name!r} of model {self.arch!r} is a {node.op!r} "
+                                       "node; multipliers exist for dense and conv nodes only")
+        return float(node.attrs.get("w_mult", 1.0)), float(node.attrs.get("b_mult", 1.0))
+
+    def effective_affine(self, params: Params, name: str):
+        """The effective affine map ``(w_mult * w, b_mult * b)`` of dense/conv node ``name``,
+        in the stored layout (dense ``(in, out)``, conv HWIO); ``b`` is None without a bias.
+
+        >>> import jax, dynkit as dk
+        >>> m = dk.models.mlp(in_dim=3, widths=[4], out_dim=2, parameterization="ntk")
+        >>> w, b = m.effective_affine(m.init(jax.random.PRNGKey(0)), m.readout()[0])
+        >>> w.shape, b.shape
+        ((4, 2), (2,))
+        """
+        w_mult, b_mult = self.multipliers(name)
+        p = params[name]
+        return w_mult * p["w"], (b_mult * p["b"] if "b" in p else None)
+
+    def readout(self) -> tuple[str, float]:
+        """``(name, factor)`` of the read-out: the dense node that maps the ``feature``
+        representation to the logits, and the product of the ``scale`` factors (output scale
+        α) between it and the output. Raises ``UnsupportedLayerError`` if the logits are not a
+        (scaled) dense map of the features."""
+        node, factor = self.node(self.output), 1.0
+        while node.op == "scale":
+            factor *= float(node.attrs["factor"])
+            node = self.node(node.inputs[0])
+        if node.op != "dense":
+            raise UnsupportedLayerError(
+                f"the read-out of model {self.arch!r} is a {node.op!r} node ({node.name}); "
+                "a final dense layer is needed")
+        src = node.inputs[0]
+        while src != self.feature and self.node(src).op == "flatten":
+            src = self.node(src).inputs[0]
+        if src != self.feature:
+            raise UnsupportedLayerError(
+                f"read-out {node.name!r} is fed by {node.inputs[0]!r}, not by the feature node "
+                f"{self.feature!r}")
+        return node.name, factor
 
     def layer_names(self) -> list[str]:
         """Names of the nodes whose outputs are the model's layer representations
