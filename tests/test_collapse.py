@@ -81,10 +81,17 @@ def test_exact_simplex_etf_has_no_collapse_residual(method):
     M = simplex_etf(C, D)
     y = np.repeat(np.arange(C), n)
     res = co.neural_collapse(M[y], y, W=M, b=np.zeros(C), method=method)
-    assert set(res) == {"nc1", "nc2_equinorm", "nc2_equiangle", "nc2_equiangle_shift",
-                        "nc2_etf", "nc2_equinorm_W", "nc2_equiangle_W", "nc3", "nc4"}
+    # issue #12 added the published variants nc1_cdnv, nc2_equiangle_shift_W, nc2_etf_W,
+    # nc3_etf, nc3_bias and gnc2_log(_energy) to the key set; all vanish on a perfect ETF except
+    # the log energy, which sits at its minimum -½ log(2C/(C-1)) (module docstring)
+    assert set(res) == {"nc1", "nc1_cdnv", "nc2_equinorm", "nc2_equiangle",
+                        "nc2_equiangle_shift", "nc2_etf", "gnc2_log", "gnc2_log_energy",
+                        "nc2_equinorm_W", "nc2_equiangle_W", "nc2_equiangle_shift_W",
+                        "nc2_etf_W", "nc3", "nc3_etf", "nc3_bias", "nc4"}
+    assert res.gnc2_log_energy == pytest.approx(-0.5 * np.log(2 * C / (C - 1)), rel=1e-12)
     for k, v in res.items():
-        assert abs(v) < 1e-10, (k, v)
+        if k != "gnc2_log_energy":
+            assert abs(v) < 1e-10, (k, v)
 
 
 def test_result_is_frozen_mapping_with_frame():
