@@ -287,7 +287,7 @@ def pathnorm_metric(model, params, data: Any = None, qs: Sequence[float] = (1, 2
         >>> model = dk.models.mlp(2, [2], 1, parameterization="standard")
         >>> params = {"fc0": {"w": np.eye(2), "b": np.zeros(2)},
         ...           "head": {"w": np.ones((2, 1)), "b": np.zeros(1)}}
-        >>> pathnorm_metric(model, params, qs=(1,)).set_index("metric").value["pathnorm_l1"]
+        >>> float(pathnorm_metric(model, params, qs=(1,)).set_index("metric").value["pathnorm_l1"])
         2.0
     """
     rows = []
