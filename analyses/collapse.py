@@ -1,27 +1,52 @@
-"""Neural-collapse metrics NC1-NC4 (Papyan, Han & Donoho 2020), dense, streamed and per layer.
+"""Neural-collapse metrics NC1-NC4 (Papyan, Han & Donoho 2020) and their published variants,
+dense, streamed and per layer.
 
 Notation: ``N`` samples ``h_i ∈ R^D`` with labels ``y_i`` in ``C`` classes, class counts ``n_c``,
 class means ``μ_c``, global mean ``μ_G`` (``global_mean="samples"``: ``Σ_c n_c μ_c / N``, Papyan
 et al.; ``"classes"``: ``Σ_c μ_c / C``, the balanced-data convention), centred means
-``m_c = μ_c - μ_G`` stacked as the rows of ``M`` (``C x D``), classifier ``W`` (``C x D``),
-bias ``b``.
+``m_c = μ_c - μ_G`` stacked as the rows of ``M`` (``C x D``), classifier ``W`` (``C x D``, rows
+``w_c``), bias ``b``, and the simplex-ETF Gram target ``P = (I - 11ᵀ/C)/√(C-1)``
+(``‖I - 11ᵀ/C‖_F = √(C-1)``). ``nc2_variant="uncentred"`` uses the raw means ``μ_c`` in place of
+``m_c`` wherever ``M`` appears below (bias-free models, Dang et al. 2023).
+
+Keys of the result (the defaults of the original papers; each variant is its own key):
 
 * ``nc1 = Tr(Σ_W Σ_B^†) / C`` with ``Σ_W = (1/N) Σ_i (h_i - μ_{y_i})(h_i - μ_{y_i})ᵀ`` and
-  ``Σ_B = (1/C) Σ_c m_c m_cᵀ`` (Papyan et al. 2020, Fig. 6). ``nc1_variant="trace_ratio"``:
-  ``Tr(Σ_W) / Tr(Σ_B)``, the pseudo-inverse-free within/between variance ratio (robust when
-  ``Σ_B`` is ill-conditioned).
-* ``nc2_equinorm = std_c ‖m_c‖ / mean_c ‖m_c‖`` and ``nc2_equinorm_W`` the same for ``‖w_c‖``;
-  ``nc2_equiangle = std_{c≠c'} cos(m_c, m_c')``, ``nc2_equiangle_shift = mean_{c≠c'} |cos(m_c,
-  m_c') + 1/(C-1)|`` (Papyan et al. 2020, Fig. 3-4), ``nc2_equiangle_W`` for the rows of ``W``;
-  ``nc2_etf = ‖MMᵀ/‖MMᵀ‖_F - (I - 11ᵀ/C)/‖I - 11ᵀ/C‖_F‖_F`` (Zhu et al. 2021, "A geometric
-  analysis of neural collapse with unconstrained features").
-  ``nc2_variant="uncentred"`` uses the raw means ``μ_c`` instead of ``m_c`` (bias-free models,
-  Dang et al. 2023); it applies to NC2 and NC3.
-* ``nc3 = ‖W/‖W‖_F - M/‖M‖_F‖_F²`` (self-duality, Papyan et al. 2020, Fig. 5).
-* ``nc4`` = fraction of samples whose nearest class centre ``argmin_c ‖h - μ_c‖`` differs from the
-  network's prediction ``argmax_c (Wh + b)_c`` (or the given ``predictions``) (Papyan et al. 2020).
+  ``Σ_B = (1/C) Σ_c m_c m_cᵀ`` (Papyan et al. 2020, Fig. 6). ``Σ_B^†`` keeps the eigenvalues
+  ``λ > rcond · λ_max``; the default ``rcond = 1e-15`` is ``numpy.linalg.pinv``'s, so ``nc1``
+  equals ``np.trace(Σ_W @ np.linalg.pinv(Σ_B)) / C`` (scipy and torch use ``max(D, C) · eps``,
+  the same order). ``nc1_variant="trace_ratio"``: ``Tr(Σ_W) / Tr(Σ_B)``, the pseudo-inverse-free
+  within/between variance ratio (robust when ``Σ_B`` is ill-conditioned).
+* ``nc1_cdnv = mean_{c<c'} (σ_c² + σ_{c'}²) / (2 ‖μ_c - μ_{c'}‖²)``, ``σ_c² = (1/n_c)
+  Σ_{y_i=c} ‖h_i - μ_c‖²``: class-distance normalized variance (Galanti, György & Hutter 2022,
+  "On the role of neural collapse in transfer learning", Def. 1).
+* ``nc2_equinorm = std_c ‖m_c‖ / mean_c ‖m_c‖`` (population std, ``ddof=0``), ``nc2_equiangle
+  = std_{c<c'} cos(m_c, m_c')``, ``nc2_equiangle_shift = mean_{c<c'} |cos(m_c, m_c') + 1/(C-1)|``
+  (Papyan et al. 2020, Fig. 3-4).
+* ``nc2_etf = ‖MMᵀ/‖MMᵀ‖_F - P‖_F`` (Zhu et al. 2021, "A geometric analysis of neural collapse
+  with unconstrained features", NC2).
+* ``gnc2_log`` and ``gnc2_log_energy``: hyperspherical uniformity (Wu & Papyan 2024,
+  "Linguistic collapse: neural collapse in (large) language models", GNC2, after Liu et al.
+  2023): with ``u_c = m_c / ‖m_c‖`` and the logarithmic inverse-distance kernel
+  ``k_{cc'} = log(1 / ‖u_c - u_{c'}‖)`` over the ``C(C-1)/2`` pairs ``c < c'``,
+  ``gnc2_log_energy = mean k`` (the log energy; ``>= -½ log(2C/(C-1))``, with equality exactly
+  for a simplex ETF) and ``gnc2_log = var k`` (population variance over the pairs, the
+  "variation" Wu & Papyan report; 0 when all pairs are equidistant).
+* Given ``W`` (rows of absent classes dropped): ``nc2_equinorm_W``, ``nc2_equiangle_W``,
+  ``nc2_equiangle_shift_W`` (the three NC2 statistics above for the rows ``w_c``; Papyan et al.
+  2020, Fig. 3-4), ``nc2_etf_W = ‖WWᵀ/‖WWᵀ‖_F - P‖_F`` (Zhu et al. 2021, NC2 of the
+  classifier), ``nc3 = ‖W/‖W‖_F - M/‖M‖_F‖_F²`` (self-duality, Papyan et al. 2020, Fig. 5) and
+  ``nc3_etf = ‖WH/‖WH‖_F - P‖_F`` with ``H = Mᵀ`` (``D x C``, columns ``m_c``), so
+  ``(WH)_{cc'} = w_c·m_{c'}`` (Zhu et al. 2021, NC3). Given ``W`` and ``b``:
+  ``nc3_bias = ‖W μ_G + b‖`` (bias collapse ``b → -W μ_G``; Papyan et al. 2020, Zhu et al. 2021's
+  code; cross-entropy is blind to a common shift of ``b``, so only weight decay on ``b`` drives
+  the common part to 0).
+* ``nc4`` = fraction of samples whose nearest class centre ``argmin_c ‖h - μ_c‖`` (over the
+  classes with samples) differs from the network's prediction ``argmax_c (Wh + b)_c`` (over
+  *all* ``C`` rows of ``W``, absent classes included: a sample predicted as a class without
+  samples counts as a disagreement) or the given ``predictions`` (Papyan et al. 2020, Fig. 7).
 
-Classes with no sample are left out of every metric (and their rows of ``W`` with them).
+Classes with no sample are left out of every metric except the network's prediction in NC4.
 """
 
 from __future__ import annotations
@@ -36,7 +61,7 @@ import pandas as pd
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
 from dynkit.registry import METRICS
 
-from .collapse_stream import ClassStats, CollapseAccumulator, check_batch
+from .collapse_stream import ClassStats, CollapseAccumulator, blocks, check_batch, check_shapes
 
 NC1_VARIANTS = ("pinv", "trace_ratio")
 NC2_VARIANTS = ("centred", "uncentred")
@@ -81,6 +106,13 @@ def _choice(name, value, allowed):
         raise InvalidArgumentError(f"{name} must be one of {allowed}; got {value!r}")
 
 
+def _check_rcond(rcond) -> float:
+    rcond = float(rcond)
+    if not (np.isfinite(rcond) and 0.0 <= rcond < 1.0):
+        raise InvalidArgumentError(f"rcond must be a number in [0, 1); got {rcond}")
+    return rcond
+
+
 def check_classifier(W, b, num_classes: int, dim: int):
     """Validate a read-out ``W`` of shape ``(C, D)`` and bias ``b`` of shape ``(C,)``."""
     W = np.asarray(W, dtype=np.float64)
@@ -100,20 +132,66 @@ def check_classifier(W, b, num_classes: int, dim: int):
 
 
 def _cv(v):
-    return float(np.std(v) / np.mean(v))
+    return float(np.std(v) / np.mean(v))  # population std (ddof=0)
+
+
+def _pairs(G):
+    return G[np.triu_indices(len(G), 1)]
 
 
 def _cosines(V):
     u = V / np.linalg.norm(V, axis=1, keepdims=True)
-    iu = np.triu_indices(len(V), 1)
-    return (u @ u.T)[iu]
+    return _pairs(u @ u.T)
 
 
-def _etf_distance(V):
-    C = len(V)
-    G = V @ V.T
+def _etf_distance(G):
+    """``‖G/‖G‖_F - (I - 11ᵀ/C)/√(C-1)‖_F`` for a ``C x C`` matrix ``G``."""
+    C = len(G)
     target = np.eye(C) - np.ones((C, C)) / C
     return float(np.linalg.norm(G / np.linalg.norm(G) - target / np.sqrt(C - 1)))
+
+
+def _shape_metrics(V, suffix=""):
+    """Equinorm, equiangularity, shifted equiangularity and ETF distance of the rows of V."""
+    cos = _cosines(V)
+    C = len(V)
+    return {
+        "nc2_equinorm" + suffix: _cv(np.linalg.norm(V, axis=1)),
+        "nc2_equiangle" + suffix: float(np.std(cos)),
+        "nc2_equiangle_shift" + suffix: float(np.mean(np.abs(cos + 1.0 / (C - 1)))),
+        "nc2_etf" + suffix: _etf_distance(V @ V.T),
+    }
+
+
+def _nc1_pinv(stats, M, C, N, rcond):
+    """``Tr(Σ_W Σ_B^†)/C`` in the span ``Q`` of the means: ``Σ_B = AᵀA/C`` with ``A = M Q``, whose
+    eigenpairs come from the SVD of ``A`` (eigenvalues ``s²/C``, accurate to ``eps² λ_max``,
+    so the rank deficit of ``Σ_B`` is never mistaken for an eigenvalue above the cut-off)."""
+    _, s, Vt = np.linalg.svd(M @ stats.basis, full_matrices=False)
+    lam = s * s / C
+    keep = lam > rcond * lam[0]
+    U = Vt[keep].T
+    return float(np.trace(U.T @ (stats.within_proj / N) @ U / lam[keep][None, :]) / C)
+
+
+def _pair_sqdist(V):
+    """``‖v_c - v_c'‖²`` for ``c < c'`` in ``np.triu_indices`` order (row by row, no C x C x D
+    array and no cancellation of ``‖v‖² - 2 v·v' + ‖v'‖²``)."""
+    return np.concatenate([np.sum((V[c + 1:] - V[c]) ** 2, axis=1) for c in range(len(V) - 1)])
+
+
+def _cdnv(mu, n, class_trace):
+    var = class_trace / n
+    iu = np.triu_indices(len(mu), 1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # coinciding means: inf
+        return float(np.mean((var[iu[0]] + var[iu[1]]) / (2.0 * _pair_sqdist(mu))))
+
+
+def _log_uniformity(V):
+    u = V / np.linalg.norm(V, axis=1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        k = -0.5 * np.log(_pair_sqdist(u))  # log(1 / ‖u_c - u_c'‖)
+    return {"gnc2_log": float(np.var(k)), "gnc2_log_energy": float(np.mean(k))}
 
 
 def collapse_from_stats(
@@ -124,16 +202,42 @@ def collapse_from_stats(
     nc1_variant: str = "pinv",
     nc2_variant: str = "centred",
     global_mean: str = "samples",
-    rtol: float = 1e-10,
+    rcond: float = 1e-15,
 ) -> CollapseResult:
-    """NC1-NC4 from accumulated ``ClassStats`` (formulas in the module docstring).
+    """Neural-collapse metrics from accumulated ``ClassStats`` (keys and formulas in the module
+    docstring).
 
-    ``Σ_B^†`` drops eigenvalues below ``rtol * λ_max(Σ_B)``; NC1 is evaluated in the span of the
-    class means, ``Tr((QᵀΣ_W Q)(QᵀΣ_B Q)^†)/C``, which equals the ``D``-dimensional value.
+    NC1 is evaluated in the span ``Q`` of the class means, ``Tr((QᵀΣ_W Q)(QᵀΣ_B Q)^†)/C``,
+    which equals the ``D``-dimensional value because ``Σ_B^† = Q (QᵀΣ_B Q)^† Qᵀ``.
+
+    Args:
+        stats: ``ClassStats`` of the features (``CollapseAccumulator.stats()``).
+        W: optional read-out ``(C, D)``; adds the ``*_W`` and NC3 keys.
+        b: optional bias ``(C,)``; with ``W`` adds ``nc3_bias``.
+        nc1_variant: ``"pinv"`` (default, Papyan et al.) or ``"trace_ratio"``.
+        nc2_variant: ``"centred"`` (default) or ``"uncentred"`` class means for NC2/GNC2/NC3.
+        global_mean: ``"samples"`` (default) or ``"classes"``.
+        rcond: relative eigenvalue cut-off of ``Σ_B^†`` (default ``1e-15``, numpy's ``pinv``).
+
+    Returns:
+        A ``CollapseResult``; ``nc4`` only when the statistics hold NCC disagreements.
+
+    References:
+        Papyan, Han & Donoho (2020); Zhu et al. (2021); Galanti, György & Hutter (2022);
+        Wu & Papyan (2024).
+
+    Example:
+        >>> import numpy as np
+        >>> from dynkit.analyses.collapse_stream import CollapseAccumulator
+        >>> acc = CollapseAccumulator(3, dense=True)
+        >>> acc.update(np.eye(3).repeat(2, axis=0), np.arange(3).repeat(2))
+        >>> abs(collapse_from_stats(acc.stats())["nc2_etf"]) < 1e-12
+        True
     """
     _choice("nc1_variant", nc1_variant, NC1_VARIANTS)
     _choice("nc2_variant", nc2_variant, NC2_VARIANTS)
     _choice("global_mean", global_mean, GLOBAL_MEANS)
+    rcond = _check_rcond(rcond)
     present = stats.counts > 0
     C = int(present.sum())
     if C < 2:
@@ -145,33 +249,27 @@ def collapse_from_stats(
     mu = stats.means[present]
     mu_g = n @ mu / N if global_mean == "samples" else mu.mean(axis=0)
     M = mu - mu_g
-    A = M @ stats.basis
-    sigma_b = A.T @ A / C
-    if np.trace(sigma_b) <= 0:
+    if np.sum(M * M) <= 0:
         raise InvalidArgumentError("all class means coincide: Σ_B = 0 and NC1 is undefined")
     out: dict[str, float] = {}
     if nc1_variant == "pinv":
-        lam, U = np.linalg.eigh(sigma_b)
-        keep = lam > rtol * lam.max()
-        U, lam = U[:, keep], lam[keep]
-        sigma_w = stats.within_proj / N
-        out["nc1"] = float(np.trace(U.T @ sigma_w @ U / lam[None, :]) / C)
+        out["nc1"] = _nc1_pinv(stats, M, C, N, rcond)
     else:
-        out["nc1"] = float(stats.within_trace / N / np.trace(sigma_b))
+        out["nc1"] = float(stats.within_trace / N / (np.sum(M * M) / C))
+    out["nc1_cdnv"] = _cdnv(mu, n, stats.class_within_trace[present])
     V = M if nc2_variant == "centred" else mu
-    out["nc2_equinorm"] = _cv(np.linalg.norm(V, axis=1))
-    cos = _cosines(V)
-    out["nc2_equiangle"] = float(np.std(cos))
-    out["nc2_equiangle_shift"] = float(np.mean(np.abs(cos + 1.0 / (C - 1))))
-    out["nc2_etf"] = _etf_distance(V)
+    out.update(_shape_metrics(V))
+    out.update(_log_uniformity(V))
     if W is not None:
-        W, b = check_classifier(W, b, len(stats.counts), stats.dim)
+        W, b_full = check_classifier(W, b, len(stats.counts), stats.dim)
         Wp = W[present]
-        out["nc2_equinorm_W"] = _cv(np.linalg.norm(Wp, axis=1))
-        out["nc2_equiangle_W"] = float(np.std(_cosines(Wp)))
+        out.update(_shape_metrics(Wp, "_W"))
         out["nc3"] = float(
             np.linalg.norm(Wp / np.linalg.norm(Wp) - V / np.linalg.norm(V)) ** 2
         )
+        out["nc3_etf"] = _etf_distance(Wp @ V.T)
+        if b is not None:
+            out["nc3_bias"] = float(np.linalg.norm(Wp @ mu_g + b_full[present]))
     if stats.ncc_disagreements is not None:
         out["nc4"] = stats.ncc_disagreements / N
     return CollapseResult(out)
@@ -206,20 +304,42 @@ def neural_collapse_stream(
     nc1_variant: str = "pinv",
     nc2_variant: str = "centred",
     global_mean: str = "samples",
-    rtol: float = 1e-10,
+    rcond: float = 1e-15,
 ) -> CollapseResult:
-    """NC1-NC4 over batches, memory independent of N (see ``analyses.collapse_stream``).
+    """Neural-collapse metrics over batches, memory independent of N (``analyses.collapse_stream``).
 
     ``batches_fn()`` returns a fresh iterator of ``(features, labels)`` or ``(features, labels,
     logits_or_predicted_classes)``; it is called twice (pass 2 projects on the class-mean span,
     ``method="subspace"``, and counts NC4) or once (``method="dense"`` keeps a ``D x D``
     scatter; a second call only when NC4 is wanted). NC4 uses the third batch entry when present,
-    else ``argmax(h Wᵀ + b)``. Metric definitions: module docstring.
+    else ``argmax(h Wᵀ + b)``. Each batch is converted to float64 on its own.
+
+    Args:
+        batches_fn: function returning a fresh iterator of batches (see above).
+        W, b: optional read-out ``(C, D)`` and bias ``(C,)``.
+        num_classes: number of classes ``C`` (default: ``W.shape[0]``, else the largest label
+            seen plus one).
+        method: ``"subspace"`` (default, two passes, no ``D x D`` matrix) or ``"dense"``.
+        nc1_variant, nc2_variant, global_mean, rcond: as in ``collapse_from_stats``.
+
+    Returns:
+        A ``CollapseResult`` (keys in the module docstring).
+
+    References:
+        Papyan, Han & Donoho (2020); Chan, Golub & LeVeque (1979) for the merge.
+
+    Example:
+        >>> import numpy as np
+        >>> h, y = np.eye(3).repeat(2, axis=0), np.arange(3).repeat(2)
+        >>> res = neural_collapse_stream(lambda: iter([(h[:3], y[:3]), (h[3:], y[3:])]))
+        >>> abs(res["nc1"]) < 1e-12
+        True
     """
     _choice("method", method, METHODS)
     _choice("nc1_variant", nc1_variant, NC1_VARIANTS)
     _choice("nc2_variant", nc2_variant, NC2_VARIANTS)
     _choice("global_mean", global_mean, GLOBAL_MEANS)
+    _check_rcond(rcond)
     if not callable(batches_fn):
         raise InvalidArgumentError("batches_fn must be a function returning a fresh iterator")
     if W is not None:
@@ -236,16 +356,16 @@ def neural_collapse_stream(
     if acc.dim is None:
         raise InvalidArgumentError("batches_fn() yielded no samples")
     if W is not None:
-        W, b = check_classifier(W, b, num_classes, acc.dim)
+        W, b_full = check_classifier(W, b, num_classes, acc.dim)
     if method == "subspace" or W is not None or has_extra:
         acc.close_first_pass()
         for batch in batches_fn():
             x, y, extra = _unpack(batch)
             x, y = check_batch(x, y, dim=acc.dim)
-            acc.update_second(x, y, _predictions(x, extra, W, b))
+            acc.update_second(x, y, _predictions(x, extra, W, None if W is None else b_full))
     return collapse_from_stats(
         acc.stats(), W, b, nc1_variant=nc1_variant, nc2_variant=nc2_variant,
-        global_mean=global_mean, rtol=rtol,
+        global_mean=global_mean, rcond=rcond,
     )
 
 
@@ -261,26 +381,60 @@ def neural_collapse(
     nc1_variant: str = "pinv",
     nc2_variant: str = "centred",
     global_mean: str = "samples",
-    rtol: float = 1e-10,
+    rcond: float = 1e-15,
 ) -> CollapseResult:
-    """NC1-NC4 of in-memory features ``(N, D)``, labels ``(N,)`` and an optional read-out.
+    """Neural-collapse metrics of in-memory features ``(N, D)``, labels ``(N,)`` and an optional
+    read-out.
 
-    ``W`` is ``(C, D)`` (rows = class weight vectors), ``b`` is ``(C,)``; ``predictions`` (class
-    indices, or logits ``(N, C)``) override ``argmax(h Wᵀ + b)`` for NC4. Returns a
-    ``CollapseResult`` with ``nc1, nc2_equinorm, nc2_equiangle, nc2_equiangle_shift, nc2_etf``
-    and, given ``W``, ``nc2_equinorm_W, nc2_equiangle_W, nc3``, and, given ``W`` or
-    ``predictions``, ``nc4``. Definitions and papers: module docstring.
+    The matrix is streamed through ``neural_collapse_stream`` in row blocks (views of about
+    ``collapse_stream.BLOCK_BYTES``), so no float64 copy of it is made: the features may be
+    float32 or a memory map.
+
+    Args:
+        features: ``(N, D)`` array (any real dtype).
+        labels: ``(N,)`` integer class indices.
+        W: optional read-out ``(C, D)`` (rows = class weight vectors).
+        b: optional bias ``(C,)``.
+        predictions: class indices ``(N,)`` or logits ``(N, C)``; override ``argmax(h Wᵀ + b)``
+            for NC4.
+        num_classes, method, nc1_variant, nc2_variant, global_mean, rcond: as in
+            ``neural_collapse_stream`` and ``collapse_from_stats``.
+
+    Returns:
+        A ``CollapseResult`` with ``nc1, nc1_cdnv, nc2_equinorm, nc2_equiangle,
+        nc2_equiangle_shift, nc2_etf, gnc2_log, gnc2_log_energy``; given ``W`` also
+        ``nc2_equinorm_W, nc2_equiangle_W, nc2_equiangle_shift_W, nc2_etf_W, nc3, nc3_etf``;
+        given ``W`` and ``b``, ``nc3_bias``; given ``W`` or ``predictions``, ``nc4``.
+
+    References:
+        Papyan, Han & Donoho (2020); Zhu et al. (2021); Galanti, György & Hutter (2022);
+        Wu & Papyan (2024). Definitions: module docstring.
+
+    Example:
+        >>> import numpy as np
+        >>> h = np.array([[1.0, 0.1], [1.0, -0.1], [-1.0, 0.1], [-1.0, -0.1]])
+        >>> res = neural_collapse(h, np.array([0, 0, 1, 1]))
+        >>> round(res["nc1"], 6)  # Σ_W = diag(0, 0.01), Σ_B = diag(1, 0): Σ_W ⟂ Σ_B
+        0.0
+        >>> round(res["nc1_cdnv"], 6)  # (0.01 + 0.01) / (2 * 2²)
+        0.0025
     """
-    x, y = check_batch(features, labels)
-    if predictions is not None and np.shape(predictions)[0] != x.shape[0]:
-        raise ShapeMismatchError(
-            f"predictions must have one entry per sample ({x.shape[0]}); "
-            f"got shape {np.shape(predictions)}"
-        )
-    batch = (x, y) if predictions is None else (x, y, predictions)
+    x, y = check_shapes(features, labels)
+    if predictions is not None:
+        predictions = np.asarray(predictions)
+        if predictions.shape[:1] != x.shape[:1]:
+            raise ShapeMismatchError(
+                f"predictions must have one entry per sample ({x.shape[0]}); "
+                f"got shape {predictions.shape}"
+            )
+
+    def batches():
+        for xb, yb, pb in blocks(x, y, predictions):
+            yield (xb, yb) if pb is None else (xb, yb, pb)
+
     return neural_collapse_stream(
-        lambda: iter([batch]), W, b, num_classes=num_classes, method=method,
-        nc1_variant=nc1_variant, nc2_variant=nc2_variant, global_mean=global_mean, rtol=rtol,
+        batches, W, b, num_classes=num_classes, method=method, nc1_variant=nc1_variant,
+        nc2_variant=nc2_variant, global_mean=global_mean, rcond=rcond,
     )
 
 
@@ -373,7 +527,7 @@ def collapse_by_layer(
     streamed (two passes, subspace NC1, so no ``D x D`` matrix even for wide conv layers) and
     NC1/NC2 computed; ``nc4`` compares the layer's nearest-class-centre rule with the network's
     prediction; the feature layer (``model.feature``) also gets the read-out metrics (NC3, W).
-    Options: ``nc1_variant, nc2_variant, global_mean, rtol``; ``progress`` shows tqdm bars.
+    Options: ``nc1_variant, nc2_variant, global_mean, rcond``; ``progress`` shows tqdm bars.
     Returns columns ``layer, metric, value`` in layer order.
     """
     import jax

@@ -26,12 +26,13 @@ import pandas as pd
 from dynkit.errors import InvalidArgumentError
 
 from .collapse import CollapseResult, check_classifier
-from .collapse_stream import CollapseAccumulator
+from .collapse_stream import CollapseAccumulator, blocks, check_shapes
 
 
 def _class_means(features, labels, num_classes):
     acc = CollapseAccumulator(num_classes)
-    acc.update(features, labels)
+    for xb, yb in blocks(*check_shapes(features, labels)):
+        acc.update(xb, yb)
     return acc.counts, acc.means
 
 

@@ -11,7 +11,9 @@ rank ``<= C - 1`` and its range lies in ``span{μ_1..μ_C}``; with ``Q`` an orth
 span (``D x r``, ``r <= C``), ``Tr(Σ_W Σ_B^†) = Tr((QᵀΣ_W Q)(QᵀΣ_B Q)^†)`` because
 ``Σ_B^† = Q (QᵀΣ_B Q)^† Qᵀ``. Pass 2 accumulates ``Qᵀ S_W Q = Σ_i (Qᵀ(h_i - μ_{y_i}))(…)ᵀ``
 (an ``r x r`` matrix) and the nearest-class-centre disagreements for NC4.
-All arithmetic is float64 numpy.
+All arithmetic is float64 numpy; a batch is converted to float64 one batch at a time, and
+``blocks`` cuts an in-memory feature matrix into views of about ``BLOCK_BYTES`` each, so no
+float64 copy of the whole matrix is ever made.
 """
 
 from __future__ import annotations
@@ -22,13 +24,19 @@ import numpy as np
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 
+__all__ = ["BLOCK_BYTES", "ClassStats", "CollapseAccumulator", "blocks", "check_batch",
+           "check_shapes"]
+
+#: Size (in float64 bytes) of the row blocks an in-memory feature matrix is streamed in.
+BLOCK_BYTES = 8 * 2**20
+
 
 @dataclass(frozen=True)
 class ClassStats:
     """Sufficient statistics of labelled features.
 
-    ``counts[c]`` samples of class ``c`` with mean ``means[c]``; ``within_trace = Σ_i ‖h_i -
-    μ_{y_i}‖²``; ``basis`` ``Q`` (``D x r``, orthonormal, spans the class means);
+    ``counts[c]`` samples of class ``c`` with mean ``means[c]``; ``class_within_trace[c] =
+    Σ_{i: y_i = c} ‖h_i - μ_c‖²`` and ``within_trace`` its sum over classes; ``basis`` ``Q`` (``D x r``, orthonormal, spans the class means);
     ``within_proj = Qᵀ S_W Q`` with ``S_W = Σ_i (h_i - μ_{y_i})(h_i - μ_{y_i})ᵀ``; ``scatter`` is
     ``S_W`` itself (dense method only); ``ncc_disagreements`` counts samples whose nearest class
     centre differs from the supplied prediction (``None`` when no predictions were given).
@@ -37,6 +45,7 @@ class ClassStats:
     counts: np.ndarray
     means: np.ndarray
     within_trace: float
+    class_within_trace: np.ndarray
     basis: np.ndarray
     within_proj: np.ndarray
     scatter: np.ndarray | None = None
@@ -51,12 +60,15 @@ class ClassStats:
         return int(self.means.shape[1])
 
 
-def check_batch(features, labels, *, dim=None, num_classes=None, name="features"):
-    """Validate one batch; return ``(x float64 (B, D), y int64 (B,))``."""
-    x = np.asarray(features, dtype=np.float64)
+def check_shapes(features, labels, *, dim=None, num_classes=None, name="features"):
+    """Validate shapes, dtypes and labels of one batch without copying the features; return
+    ``(x (B, D) as given, y int64 (B,))``. Finiteness is checked by ``check_batch``."""
+    x = np.asarray(features)
     y = np.asarray(labels)
     if x.ndim != 2:
         raise ShapeMismatchError(f"{name} must be a 2-D array (samples, dim); got shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise InvalidArgumentError(f"{name} must be real numbers; got dtype {x.dtype}")
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ShapeMismatchError(
             f"labels must be a 1-D array with one entry per row of {name}: {name} has "
@@ -75,18 +87,38 @@ def check_batch(features, labels, *, dim=None, num_classes=None, name="features"
         raise InvalidArgumentError(
             f"label {y.max()} out of range for num_classes={num_classes}"
         )
+    return x, y
+
+
+def check_batch(features, labels, *, dim=None, num_classes=None, name="features"):
+    """Validate one batch (``check_shapes`` and finite values); return ``(x float64 (B, D),
+    y int64 (B,))``."""
+    x, y = check_shapes(features, labels, dim=dim, num_classes=num_classes, name=name)
+    x = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(x)):
         raise InvalidArgumentError(f"{name} contain NaN or infinite values")
     return x, y
 
 
+def blocks(x, *arrays):
+    """Yield ``(x[s], *(a[s] for a in arrays))`` over consecutive row slices ``s`` of about
+    ``BLOCK_BYTES`` of float64 each: views, not copies (``None`` entries stay ``None``)."""
+    rows = max(1, BLOCK_BYTES // (8 * max(1, x.shape[1])))
+    for i in range(0, x.shape[0], rows):
+        s = slice(i, i + rows)
+        yield (x[s], *(None if a is None else a[s] for a in arrays))
+
+
 def _batch_moments(x, y):
-    """Per-class counts, means and the rows centred at their batch class mean (sorted by class)."""
+    """Per-class counts, means, the rows centred at their batch class mean (sorted by class,
+    one batch-sized copy) and the per-class sums of squared centred norms."""
     order = np.argsort(y, kind="stable")
-    ys, xs = y[order], x[order]
+    ys, centred = y[order], x[order]
     cls, starts, cnt = np.unique(ys, return_index=True, return_counts=True)
-    bmeans = np.add.reduceat(xs, starts, axis=0) / cnt[:, None]
-    return cls, cnt, bmeans, xs - np.repeat(bmeans, cnt, axis=0)
+    bmeans = np.add.reduceat(centred, starts, axis=0) / cnt[:, None]
+    centred -= np.repeat(bmeans, cnt, axis=0)
+    sq = np.add.reduceat(np.einsum("ij,ij->i", centred, centred), starts)
+    return cls, cnt, bmeans, centred, sq
 
 
 class CollapseAccumulator:
@@ -112,7 +144,7 @@ class CollapseAccumulator:
         self.dense = bool(dense)
         self._counts = np.zeros(self.num_classes or 0, np.int64)
         self._means: np.ndarray | None = None
-        self._trace = 0.0
+        self._class_trace = np.zeros(len(self._counts))
         self._scatter: np.ndarray | None = None
         self._basis: np.ndarray | None = None
         self._proj = None
@@ -140,12 +172,14 @@ class CollapseAccumulator:
         if self._means is None:
             self._means = np.zeros((max(c, len(self._counts)), d))
             self._counts = np.zeros(self._means.shape[0], np.int64)
+            self._class_trace = np.zeros(self._means.shape[0])
             if self.dense:
                 self._scatter = np.zeros((d, d))
         extra = c - len(self._counts)
         if extra > 0:
             self._counts = np.concatenate([self._counts, np.zeros(extra, np.int64)])
             self._means = np.concatenate([self._means, np.zeros((extra, d))])
+            self._class_trace = np.concatenate([self._class_trace, np.zeros(extra)])
 
     def update(self, features, labels) -> None:
         """Pass 1: merge a batch into counts, means and within-class scatter (Chan et al.)."""
@@ -155,13 +189,13 @@ class CollapseAccumulator:
         if not y.size:
             return
         self._grow(int(y.max()) + 1, x.shape[1])
-        cls, cnt, bmeans, centred = _batch_moments(x, y)
+        cls, cnt, bmeans, centred, sq = _batch_moments(x, y)
         n_old = self._counts[cls].astype(np.float64)
         n_new = n_old + cnt
         delta = bmeans - self._means[cls]
         self._means[cls] += delta * (cnt / n_new)[:, None]
         w = n_old * cnt / n_new
-        self._trace += float(np.sum(centred * centred) + w @ np.sum(delta * delta, axis=1))
+        self._class_trace[cls] += sq + w * np.sum(delta * delta, axis=1)
         if self.dense:
             self._scatter += centred.T @ centred + (delta * w[:, None]).T @ delta
         self._counts[cls] += cnt
@@ -226,7 +260,8 @@ class CollapseAccumulator:
         return ClassStats(
             counts=self._counts.copy(),
             means=self._means.copy(),
-            within_trace=self._trace,
+            within_trace=float(self._class_trace.sum()),
+            class_within_trace=self._class_trace.copy(),
             basis=self._basis,
             within_proj=proj,
             scatter=None if self._scatter is None else self._scatter.copy(),

@@ -23,11 +23,12 @@ over its window (its edges, of weight ``1^q = 1``). Layer by layer in ``dynkit``
 =================  ======================================================================
 node op            rewritten as
 =================  ======================================================================
-dense / conv       ``|w_mult w|^q`` and ``|b_mult b|^q``; a BatchNorm that directly follows
-                   it (and is its only consumer) is folded in *before* ``|.|^q``:
-                   ``W' = a W``, ``b' = a b + c`` (eval-mode BN is ``y = a x + c`` with
-                   ``a = scale / sqrt(var + eps)``, ``c = bias - a mean``)
-batchnorm (other)  a layer of neurons with one edge each: ``|a|^q x + |c|^q``
+dense / conv       ``|w_mult w|^q`` and ``|b_mult b|^q``; with ``fold_bn=True`` (default) a
+                   BatchNorm that directly follows it (and is its only consumer) is folded
+                   in *before* ``|.|^q``: ``W' = a W``, ``b' = a b + c`` (eval-mode BN is
+                   ``y = a x + c`` with ``a = scale / sqrt(var + eps)``, ``c = bias - a mean``)
+batchnorm (other,  a layer of neurons with one edge each: ``|a|^q x + |c|^q``
+or fold_bn=False)
 relu               identity (``act`` with ``fn="identity"`` too)
 maxpool            sum over the window (padding positions are not neurons: they add 0)
 avgpool            sum over the window times ``(1/k)^q``, ``k`` the divisor of that window
@@ -38,6 +39,18 @@ add                sum: a skip is an edge of weight 1 (identity) or a projection
 scale              ``|factor|^q``
 anything else      ``UnsupportedLayerError`` (non-ReLU activations are outside the model)
 =================  ======================================================================
+
+BatchNorm convention (``fold_bn``). The path-norm is a function of the parameterization, and
+a convolution with its own bias ``b`` followed by BatchNorm has two: folded, one neuron per
+channel with weight ``a W`` and the single bias ``a b + c`` (one path per bias, coefficient
+``|a b + c|^q``); not folded (``fold_bn=False``), the BatchNorm is a layer of neurons of its own,
+so the conv bias is one path through the BN edge (``|a|^q |b|^q``) and the BN shift ``c`` a
+separate path starting after it (``|c|^q``). The two agree when the conv has no bias (ResNets)
+and differ otherwise (VGG-BN); ``fold_bn=False`` is the convention of the authors'
+``pathnorm-pytorch`` code, which rewrites BatchNorm as its own affine layer. The default stays
+``fold_bn=True``: it is the path-norm of the eval-mode network written with the fewest neurons,
+and it does not depend on how a bias is split between ``b`` and ``c`` (``b + δ`` with BN mean
+``mean + δ`` is the same network and the same folded path-norm).
 
 Numerics: float64 throughout, and each tensor is kept as ``h * exp(s)`` with ``max h = 1``
 (renormalised after every dense/conv/BatchNorm node, ``s`` accumulated in log space; weights
@@ -61,7 +74,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -70,7 +83,9 @@ import pandas as pd
 
 from dynkit.errors import InvalidArgumentError, UnsupportedLayerError
 from dynkit.models.graph import conv_linear
-from dynkit.registry import METRICS
+
+__all__ = ["SUPPORTED_OPS", "PathNorm", "PlanNode", "bn_affine", "effective_affine",
+           "log_pathnorm_qq", "path_norm", "path_norm_series", "plan"]
 
 #: Ops the rewritten forward pass understands.
 SUPPORTED_OPS = ("input", "dense", "conv", "batchnorm", "relu", "act", "maxpool", "avgpool",
@@ -127,12 +142,42 @@ def _check_supported(node) -> None:
             "positive homogeneity makes the network output <Phi(theta), A(theta, x)>")
 
 
-def plan(model) -> tuple:
-    """The rewritten network as hashable data: one ``(name, op, inputs, attrs, fold)`` per
-    node the output depends on, where ``fold`` names the BatchNorm folded into a dense/conv
-    node (``None`` otherwise); folded BatchNorm nodes become ``("bn_folded", ...)``.
+class PlanNode(NamedTuple):
+    """One node of the rewritten network (hashable: plans are static arguments of ``jit``)."""
 
-    Raises ``UnsupportedLayerError`` naming the first node outside the toolkit."""
+    name: str
+    op: str
+    inputs: tuple
+    frozen: tuple
+    fold: str | None
+
+    @property
+    def attrs(self) -> dict:
+        """The node's attributes as a plain dict."""
+        return _attrs(self.frozen)
+
+
+def plan(model, fold_bn: bool = True) -> tuple:
+    """The rewritten network as hashable data: one ``PlanNode(name, op, inputs, frozen, fold)``
+    per node the output depends on, where ``fold`` names the BatchNorm folded into a dense/conv
+    node (``None`` otherwise); folded BatchNorm nodes become ``op="bn_folded"``. With
+    ``fold_bn=False`` nothing is folded: every BatchNorm is a layer of its own.
+
+    Args:
+        model: a ``dynkit.models.Model``.
+        fold_bn: fold a BatchNorm into the dense/conv node it directly follows (default).
+
+    Returns:
+        A tuple of ``PlanNode`` in graph order.
+
+    Raises:
+        UnsupportedLayerError: naming the first node outside the toolkit.
+
+    Example:
+        >>> import dynkit as dk
+        >>> [n.op for n in plan(dk.models.mlp(3, [4], 2))]
+        ['input', 'dense', 'relu', 'dense']
+    """
     nodes = _ancestors(model)
     consumers: dict[str, list[str]] = {n.name: [] for n in nodes}
     for n in nodes:
@@ -142,16 +187,15 @@ def plan(model) -> tuple:
     folded_into: dict[str, str] = {}
     for n in nodes:
         _check_supported(n)
-        if n.op == "batchnorm":
+        if fold_bn and n.op == "batchnorm":
             src = by_name[n.inputs[0]]
             if src.op in ("dense", "conv") and consumers[src.name] == [n.name]:
                 folded_into[src.name] = n.name
     folded = set(folded_into.values())
-    out = []
-    for n in nodes:
-        op = "bn_folded" if n.name in folded else n.op
-        out.append((n.name, op, tuple(n.inputs), _freeze(n.attrs), folded_into.get(n.name)))
-    return tuple(out)
+    return tuple(
+        PlanNode(n.name, "bn_folded" if n.name in folded else n.op, tuple(n.inputs),
+                 _freeze(n.attrs), folded_into.get(n.name))
+        for n in nodes)
 
 
 def _attrs(frozen) -> dict:
@@ -204,8 +248,18 @@ def _add_scaled(terms):
     return sum(h * jnp.exp(s - t) for h, s in terms), t
 
 
-def _bn_affine(p, attrs):
-    a = p["scale"] / (p["var"] + attrs.get("eps", 1e-5)) ** 0.5  # numpy or jax arrays
+def bn_affine(p, attrs):
+    """Eval-mode BatchNorm as ``y = a x + c``: ``(a, c)`` with ``a = scale / sqrt(var + eps)``,
+    ``c = bias - a mean`` (numpy or jax arrays ``p``; ``attrs`` holds ``eps``, default 1e-5).
+
+    Example:
+        >>> import numpy as np
+        >>> p = {"scale": np.array([2.0]), "bias": np.array([1.0]), "mean": np.array([0.5]),
+        ...      "var": np.array([4.0])}
+        >>> bn_affine(p, {"eps": 0.0})
+        (array([1.]), array([0.5]))
+    """
+    a = p["scale"] / (p["var"] + attrs.get("eps", 1e-5)) ** 0.5
     return a, p["bias"] - a * p["mean"]
 
 
@@ -237,12 +291,21 @@ def _affine(h, s, w, b, q, linear):
     return _add_scaled([(y, sy), (jnp.broadcast_to(bq, y.shape), lb)])
 
 
-def _weights(p, attrs, bn=None, bn_attrs=None):
-    """Effective ``(W, b)`` of a dense/conv node, BatchNorm ``bn`` folded in if given."""
+def effective_affine(p, attrs, bn=None, bn_attrs=None):
+    """Effective ``(W, b)`` of a dense/conv node: ``W = w_mult w``, ``b = b_mult b`` (``None``
+    without a bias), with the BatchNorm parameters ``bn`` folded in if given:
+    ``(a W, a b + c)`` with ``(a, c) = bn_affine(bn, bn_attrs)``.
+
+    Example:
+        >>> import numpy as np
+        >>> effective_affine({"w": np.ones((2, 1))}, {"w_mult": 0.5})
+        (array([[0.5],
+               [0.5]]), None)
+    """
     w = attrs["w_mult"] * p["w"]
     b = attrs.get("b_mult", 1.0) * p["b"] if "b" in p else None
     if bn is not None:
-        a, c = _bn_affine(bn, bn_attrs)
+        a, c = bn_affine(bn, bn_attrs)
         w = w * a
         b = c if b is None else a * b + c
     return w, b
@@ -256,12 +319,12 @@ def _step(op, frozen, fold_frozen, q, ins, p, bn):
     """One node of the rewritten network on scaled inputs ``ins = [(h, s), ...]``."""
     a = _attrs(frozen)
     if op in ("dense", "conv"):
-        w, b = _weights(_as64(p), a, _as64(bn) if bn is not None else None,
+        w, b = effective_affine(_as64(p), a, _as64(bn) if bn is not None else None,
                         _attrs(fold_frozen) if fold_frozen is not None else None)
         linear = (lambda x, ww: x @ ww) if op == "dense" else conv_linear(a)
         return _renorm(*_affine(*ins[0], w, b, q, linear))
     if op == "batchnorm":
-        scale, shift = _bn_affine(_as64(p), a)
+        scale, shift = bn_affine(_as64(p), a)
         return _renorm(*_affine(*ins[0], scale, shift, q, lambda x, ww: x * ww))
     if op == "add":
         return _add_scaled(ins)
@@ -325,10 +388,11 @@ def _nonfinite_nodes(params) -> list[str]:
     return bad
 
 
-def log_pathnorm_qq(model, params, q: float = 1.0) -> float:
-    """``log sum_p |Phi_p(theta)|^q = q log ||Phi(theta)||_q`` (see the module docstring)."""
+def log_pathnorm_qq(model, params, q: float = 1.0, *, fold_bn: bool = True) -> float:
+    """``log sum_p |Phi_p(theta)|^q = q log ||Phi(theta)||_q`` (see the module docstring;
+    ``fold_bn`` as in ``path_norm``)."""
     q = _check_q(q)
-    the_plan = plan(model)
+    the_plan = plan(model, fold_bn)
     needed = _needed_params(model, params, the_plan)
     with jax.enable_x64(True):
         out = float(_log_pathnorm_qq(the_plan, q, tuple(model.input_shape), model.output,
@@ -341,7 +405,7 @@ def log_pathnorm_qq(model, params, q: float = 1.0) -> float:
     return out
 
 
-def path_norm(model, params, q: float = 1) -> PathNorm:
+def path_norm(model, params, q: float = 1, *, fold_bn: bool = True) -> PathNorm:
     """L^q path-norm ``||Phi(theta)||_q`` of a ReLU DAG network (Gonon et al., ICLR 2024).
 
     ``||Phi(theta)||_q^q = sum_p |Phi_p(theta)|^q`` over all paths ending at an output neuron
@@ -351,11 +415,36 @@ def path_norm(model, params, q: float = 1) -> PathNorm:
     rewritten network on the all-ones input (their Theorem A.1; rules in the module
     docstring), in log space.
 
-    ``model``/``params`` are a ``dynkit.models.Model`` and its parameters (e.g.
-    ``ckpt.model, ckpt.params``); BatchNorm uses its running statistics (eval mode). ``q > 0``.
-    Raises ``UnsupportedLayerError`` for layers outside the toolkit (non-ReLU activations,
-    unknown ops) and ``InvalidArgumentError`` for missing or non-finite parameters."""
-    lq = log_pathnorm_qq(model, params, q)
+    Args:
+        model: a ``dynkit.models.Model``.
+        params: its parameters (e.g. ``ckpt.model, ckpt.params``); BatchNorm uses its running
+            statistics (eval mode).
+        q: the exponent, ``q > 0``.
+        fold_bn: ``True`` (default) folds a BatchNorm into the dense/conv it directly follows,
+            so that layer has one bias ``a b + c``; ``False`` keeps the layer's own bias ``b``
+            (a path through the BN edge, ``|a b|^q``) and the BN shift ``c`` (a path of its
+            own, ``|c|^q``) apart, as the authors' ``pathnorm-pytorch`` code does. Equal when
+            the layer has no bias. Why folding is the default: module docstring.
+
+    Returns:
+        ``PathNorm(value, log_value, q)``.
+
+    Raises:
+        UnsupportedLayerError: layers outside the toolkit (non-ReLU activations, unknown ops).
+        InvalidArgumentError: missing or non-finite parameters, ``q <= 0``.
+
+    References:
+        Gonon, Brisebarre, Riccietti & Gribonval (ICLR 2024), Def. 2.2 and Theorem A.1.
+
+    Example:
+        >>> import numpy as np, dynkit as dk
+        >>> model = dk.models.mlp(2, [2], 1, parameterization="standard")
+        >>> params = {"fc0": {"w": np.eye(2), "b": np.zeros(2)},
+        ...           "head": {"w": np.ones((2, 1)), "b": np.zeros(1)}}
+        >>> path_norm(model, params, q=1).value  # two paths of weight 1 * 1
+        2.0
+    """
+    lq = log_pathnorm_qq(model, params, q, fold_bn=fold_bn)
     q = float(q)
     log_value = lq / q
     if log_value > _LOG_FLOAT64_MAX:
@@ -389,33 +478,3 @@ def path_norm_series(run_or_dir, qs: Sequence[float] = (1, 2, 4)) -> pd.DataFram
             pn = path_norm(ckpt.model, ckpt.params, q)
             rows.append({"step": ckpt.step, "q": q, "value": pn.value, "log_value": pn.log_value})
     return pd.DataFrame(rows, columns=["step", "q", "value", "log_value"])
-
-
-def _q_name(q: float) -> str:
-    return f"{q:g}".replace(".", "p")
-
-
-@METRICS.register("pathnorm", "L^1, L^2, L^4 path-norms (Gonon et al. 2024) and the L^1 "
-                  "path-norm generalization bound")
-def pathnorm_metric(model, params, data: Any = None, qs: Sequence[float] = (1, 2, 4)):
-    """Metric table: rows ``pathnorm_l{q}`` and ``log_pathnorm_l{q}`` for each ``q`` and
-    ``bound`` (the Theorem 3.1 bound of ``pathnorm_bound``, with ``n_train`` and the input
-    bound taken from ``data.x_train``; NaN without data). Columns ``metric, value``."""
-    from dynkit.analyses.pathnorm_bound import pathnorm_bound
-
-    rows = []
-    log_l1 = None
-    for q in qs:
-        pn = path_norm(model, params, q)
-        rows.append(("pathnorm_l" + _q_name(q), pn.value))
-        rows.append(("log_pathnorm_l" + _q_name(q), pn.log_value))
-        if float(q) == 1.0:
-            log_l1 = pn.log_value
-    bound = math.nan
-    x = getattr(data, "x_train", None)
-    if x is not None and len(x):
-        b = pathnorm_bound(model, params, n_train=len(x), input_bound=float(np.max(np.abs(x))),
-                           log_pathnorm=log_l1)
-        bound = b.value
-    rows.append(("bound", bound))
-    return pd.DataFrame(rows, columns=["metric", "value"])

@@ -26,7 +26,7 @@ Conventions of this implementation (all explicit in ``PathNormBound``):
 * ``D`` defaults to the number of edge layers on the longest input-to-output path of the
   neuron DAG that ``path_norm`` evaluates: dense, conv, stand-alone BatchNorm, pooling, add
   (the skip edge) and scale nodes count one each; relu, flatten and BatchNorm folded into
-  its convolution count zero. This gives 28 for ResNet-18 (18 weight layers, 2 pools, 8
+  its convolution count zero (with ``fold_bn=False`` every BatchNorm is stand-alone). This gives 28 for ResNet-18 (18 weight layers, 2 pools, 8
   adds); the authors' Table 2 uses the nominal depth (18). Pass ``depth=`` to override.
 * ``K = 1`` and ``P = 0`` when there is no max-pooling.
 * The theorem bounds a supremum over a parameter set fixed before seeing the data; plugging
@@ -36,22 +36,24 @@ Conventions of this implementation (all explicit in ``PathNormBound``):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
-from dynkit.analyses.pathnorm import (
-    _attrs,
-    _bn_affine,
-    _weights,
-    path_norm,
-    plan,
-)
+from dynkit.analyses.pathnorm import bn_affine, effective_affine, path_norm, plan
 from dynkit.errors import InvalidArgumentError
 from dynkit.models.graph import conv_linear
+from dynkit.registry import METRICS
+
+__all__ = ["ArchitectureConstants", "OperatorNormProduct", "PathNormBound",
+           "architecture_constants", "bound_factor", "operator_norm_product", "pathnorm_bound",
+           "pathnorm_metric", "theorem_constants"]
 
 #: Plan ops that are one layer of edges in the neuron DAG.
 _EDGE_OPS = ("dense", "conv", "batchnorm", "maxpool", "avgpool", "global_avgpool", "add",
@@ -92,17 +94,20 @@ class PathNormBound:
     constants: ArchitectureConstants
 
 
-def architecture_constants(model, depth: int | None = None) -> ArchitectureConstants:
-    """``D, P, K, M, d_in, d_out`` of ``model`` (conventions in the module docstring)."""
-    the_plan = plan(model)
+def architecture_constants(model, depth: int | None = None, *, fold_bn: bool = True
+                           ) -> ArchitectureConstants:
+    """``D, P, K, M, d_in, d_out`` of ``model`` (conventions in the module docstring;
+    ``fold_bn`` as in ``pathnorm.path_norm``)."""
+    the_plan = plan(model, fold_bn)
     longest: dict[str, int] = {}
     pools: dict[str, int] = {}
     kernel = 1
-    for name, op, inputs, frozen, _ in the_plan:
+    for node in the_plan:
+        name, op, inputs = node.name, node.op, node.inputs
         longest[name] = max((longest[s] for s in inputs), default=0) + (op in _EDGE_OPS)
         pools[name] = max((pools[s] for s in inputs), default=0) + (op == "maxpool")
         if op == "maxpool":
-            window = _attrs(frozen)["window"]
+            window = node.attrs["window"]
             kernel = max(kernel, math.prod(window if isinstance(window, list) else [window]))
     n_pools = max(pools.values())
     d_out = _output_dim(model)
@@ -141,24 +146,25 @@ def bound_factor(C: float, input_bound: float, n_train: int) -> float:
 
 
 def pathnorm_bound(model, params, n_train: int, input_bound: float, *, depth: int | None = None,
-                   log_pathnorm: float | None = None) -> PathNormBound:
+                   log_pathnorm: float | None = None, fold_bn: bool = True) -> PathNormBound:
     """Generalization bound of Gonon et al. (ICLR 2024, Theorem 3.1) for ``(model, params)``.
 
     ``bound = 4 C max(B, 1) / sqrt(n_train) * ||Phi(theta)||_1`` with
     ``C = sqrt(D log((3+2P)K) + log((3+2P)/(1+P) (d_in+1) d_out))``; ``B = input_bound`` is
     the largest ``||x||_inf`` of the (preprocessed) inputs; ``D, P, K, d_in, d_out`` come from
     the graph (``architecture_constants``; ``depth`` overrides ``D``). ``log_pathnorm`` reuses
-    an already computed ``log ||Phi(theta)||_1``."""
+    an already computed ``log ||Phi(theta)||_1`` (of the same ``fold_bn`` convention, which
+    also sets the depth ``D``: module docstring of ``pathnorm``)."""
     if int(n_train) < 1:
         raise InvalidArgumentError(f"pathnorm_bound: n_train must be >= 1, got {n_train}")
     if not (math.isfinite(float(input_bound)) and float(input_bound) >= 0):
         raise InvalidArgumentError(
             f"pathnorm_bound: input_bound (max ||x||_inf) must be finite and >= 0, got "
             f"{input_bound}")
-    consts = architecture_constants(model, depth)
+    consts = architecture_constants(model, depth, fold_bn=fold_bn)
     C, C_sharp = theorem_constants(consts)
     if log_pathnorm is None:
-        log_pathnorm = path_norm(model, params, 1).log_value
+        log_pathnorm = path_norm(model, params, 1, fold_bn=fold_bn).log_value
     B = max(float(input_bound), 1.0)
     factor = bound_factor(C, B, n_train)
     sharp_factor = bound_factor(C_sharp, B, n_train) if math.isfinite(C_sharp) else math.nan
@@ -197,7 +203,7 @@ def _conv_power_iteration(frozen, shape, n_iter, w, seed):
     """``||A||_2`` of the convolution ``A x = conv(x, w)`` on inputs of ``shape`` by power
     iteration on ``A^T A`` (float64; compiled once per conv signature). Converges from below:
     the result is a lower estimate of the exact norm."""
-    linear = conv_linear(_attrs(frozen))
+    linear = conv_linear(dict(frozen))
 
     def op(x):
         return linear(x, w)
@@ -230,19 +236,19 @@ def operator_norm_product(model, params, *, n_iter: int = 100, seed: int = 0
     shapes = _input_shapes(model, convs) if convs else {}
     layers = []
     with jax.enable_x64(True):
-        for name, op, _, frozen, fold in the_plan:
-            a = _attrs(frozen)
+        for node in the_plan:
+            name, op, frozen, fold, a = node.name, node.op, node.frozen, node.fold, node.attrs
             if op in ("dense", "conv"):
                 bn = _np64(params[fold]) if fold else None
                 bn_attrs = model.node(fold).attrs if fold else None
-                w, _ = _weights(_np64(params[name]), a, bn, bn_attrs)
+                w, _ = effective_affine(_np64(params[name]), a, bn, bn_attrs)
                 if op == "dense":
                     norm = float(np.linalg.norm(w, 2))
                 else:
                     norm = float(_conv_power_iteration(_conv_key(frozen), tuple(shapes[name]),
                                                        int(n_iter), w, seed))
             elif op == "batchnorm":
-                norm = float(np.max(np.abs(_bn_affine(_np64(params[name]), a)[0])))
+                norm = float(np.max(np.abs(bn_affine(_np64(params[name]), a)[0])))
             elif op == "scale":
                 norm = abs(float(a["factor"]))
             else:
@@ -260,3 +266,43 @@ def _np64(p) -> dict:
 def _conv_key(frozen) -> tuple:
     """The attributes that define a convolution operator (shared by identical layers)."""
     return tuple((k, v) for k, v in frozen if k in ("kernel", "stride", "padding"))
+
+
+# --------------------------------------------------------------------- metric
+def _q_name(q: float) -> str:
+    return f"{q:g}".replace(".", "p")
+
+
+@METRICS.register("pathnorm", "L^1, L^2, L^4 path-norms (Gonon et al. 2024) and the L^1 "
+                  "path-norm generalization bound")
+def pathnorm_metric(model, params, data: Any = None, qs: Sequence[float] = (1, 2, 4)):
+    """Metric table: rows ``pathnorm_l{q}`` and ``log_pathnorm_l{q}`` for each ``q`` and
+    ``bound`` (the Theorem 3.1 bound of ``pathnorm_bound``, with ``n_train`` and the input
+    bound taken from ``data.x_train``; NaN without data). Columns ``metric, value``.
+
+    It lives here, above ``pathnorm``, because it needs both the path-norms and the bound.
+
+    Example:
+        >>> import numpy as np, dynkit as dk
+        >>> model = dk.models.mlp(2, [2], 1, parameterization="standard")
+        >>> params = {"fc0": {"w": np.eye(2), "b": np.zeros(2)},
+        ...           "head": {"w": np.ones((2, 1)), "b": np.zeros(1)}}
+        >>> float(pathnorm_metric(model, params, qs=(1,)).set_index("metric").value["pathnorm_l1"])
+        2.0
+    """
+    rows = []
+    log_l1 = None
+    for q in qs:
+        pn = path_norm(model, params, q)
+        rows.append(("pathnorm_l" + _q_name(q), pn.value))
+        rows.append(("log_pathnorm_l" + _q_name(q), pn.log_value))
+        if float(q) == 1.0:
+            log_l1 = pn.log_value
+    bound = math.nan
+    x = getattr(data, "x_train", None)
+    if x is not None and len(x):
+        b = pathnorm_bound(model, params, n_train=len(x), input_bound=float(np.max(np.abs(x))),
+                           log_pathnorm=log_l1)
+        bound = b.value
+    rows.append(("bound", bound))
+    return pd.DataFrame(rows, columns=["metric", "value"])

@@ -22,7 +22,7 @@ from dynkit.registry import METRICS
 #: Modules whose import registers further metrics (analyses sit above the core).
 PLUGIN_MODULES = (
     "dynkit.analyses.collapse",
-    "dynkit.analyses.pathnorm",
+    "dynkit.analyses.pathnorm_bound",
     "dynkit.analyses.ntk_dynamics",
 )
 

@@ -12,6 +12,7 @@ from scipy.optimize import minimize
 import dynkit as dk
 from dynkit.analyses import collapse as co
 from dynkit.analyses import collapse_imbalanced as ci
+from dynkit.analyses import collapse_stream as co_stream
 from dynkit.analyses.collapse_stream import CollapseAccumulator
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
 from dynkit.registry import METRICS
@@ -38,13 +39,29 @@ def reference(h, y, W=None, b=None, global_mean="samples", centred=True):
     G = V @ V.T
     P = np.eye(C) - 1 / C
     out["nc2_etf"] = np.linalg.norm(G / np.linalg.norm(G) - P / np.linalg.norm(P))
+    # CDNV (Galanti et al. 2022): σ_c² = mean squared distance to the class mean
+    var = [np.mean(np.sum((h[y == c] - mu[k]) ** 2, axis=1)) for k, c in enumerate(classes)]
+    out["nc1_cdnv"] = np.mean([(var[i] + var[j]) / (2 * np.sum((mu[i] - mu[j]) ** 2))
+                               for i in range(C) for j in range(i + 1, C)])
+    # GNC2 (Wu & Papyan 2024): log(1/distance) of normalized means, mean and variance
+    u = V / norms[:, None]
+    k = [np.log(1 / np.linalg.norm(u[i] - u[j])) for i in range(C) for j in range(i + 1, C)]
+    out["gnc2_log"], out["gnc2_log_energy"] = np.var(k), np.mean(k)
     if W is not None:
         Wp = W[classes]
         wn = np.linalg.norm(Wp, axis=1)
         out["nc2_equinorm_W"] = wn.std() / wn.mean()
-        out["nc2_equiangle_W"] = np.std(
-            [Wp[i] @ Wp[j] / wn[i] / wn[j] for i in range(C) for j in range(i + 1, C)])
+        cos_w = [Wp[i] @ Wp[j] / wn[i] / wn[j] for i in range(C) for j in range(i + 1, C)]
+        out["nc2_equiangle_W"] = np.std(cos_w)
+        out["nc2_equiangle_shift_W"] = np.mean(np.abs(np.array(cos_w) + 1 / (C - 1)))
+        WWt = Wp @ Wp.T
+        out["nc2_etf_W"] = np.linalg.norm(WWt / np.linalg.norm(WWt) - P / np.sqrt(C - 1))
         out["nc3"] = np.sum((Wp / np.linalg.norm(Wp) - V / np.linalg.norm(V)) ** 2)
+        H = V.T  # D x C, columns = (centred) class means; Zhu et al.'s W (C x D) @ H
+        WH = Wp @ H
+        out["nc3_etf"] = np.linalg.norm(WH / np.linalg.norm(WH) - P / np.sqrt(C - 1))
+        if b is not None:
+            out["nc3_bias"] = np.linalg.norm(Wp @ mu_g + b[classes])
         pred = np.argmax(h @ W.T + (0 if b is None else b), axis=1)
         ncc = classes[np.argmin(((h[:, None, :] - mu[None]) ** 2).sum(-1), axis=1)]
         out["nc4"] = np.mean(ncc != pred)
@@ -81,10 +98,17 @@ def test_exact_simplex_etf_has_no_collapse_residual(method):
     M = simplex_etf(C, D)
     y = np.repeat(np.arange(C), n)
     res = co.neural_collapse(M[y], y, W=M, b=np.zeros(C), method=method)
-    assert set(res) == {"nc1", "nc2_equinorm", "nc2_equiangle", "nc2_equiangle_shift",
-                        "nc2_etf", "nc2_equinorm_W", "nc2_equiangle_W", "nc3", "nc4"}
+    # issue #12 added the published variants nc1_cdnv, nc2_equiangle_shift_W, nc2_etf_W,
+    # nc3_etf, nc3_bias and gnc2_log(_energy) to the key set; all vanish on a perfect ETF except
+    # the log energy, which sits at its minimum -½ log(2C/(C-1)) (module docstring)
+    assert set(res) == {"nc1", "nc1_cdnv", "nc2_equinorm", "nc2_equiangle",
+                        "nc2_equiangle_shift", "nc2_etf", "gnc2_log", "gnc2_log_energy",
+                        "nc2_equinorm_W", "nc2_equiangle_W", "nc2_equiangle_shift_W",
+                        "nc2_etf_W", "nc3", "nc3_etf", "nc3_bias", "nc4"}
+    assert res.gnc2_log_energy == pytest.approx(-0.5 * np.log(2 * C / (C - 1)), rel=1e-12)
     for k, v in res.items():
-        assert abs(v) < 1e-10, (k, v)
+        if k != "gnc2_log_energy":
+            assert abs(v) < 1e-10, (k, v)
 
 
 def test_result_is_frozen_mapping_with_frame():
@@ -108,6 +132,78 @@ def test_nc1_closed_form_two_classes_isotropic():
     y = np.repeat([0, 1], 4)
     res = co.neural_collapse(h, y)
     assert res.nc1 == pytest.approx(s**2 / 2 / a**2 / 2, rel=1e-12)
+
+
+def ill_conditioned_problem():
+    """C = 4 classes in D = 3 with Σ_B = diag(1/2, 1/2, ε²) exactly (dyadic numbers, so every
+    sum below is exact): λ_min/λ_max = 2ε² ≈ 1.8e-12 lies between numpy's pinv cut-off (1e-15)
+    and the former 1e-10."""
+    eps = 2.0**-20
+    means = np.array([[1, 0, eps], [-1, 0, eps], [0, 1, -eps], [0, -1, -eps]])
+    dev = np.array([[0.25, 0.5, 0.125], [0.5, -0.25, 0.375], [-0.125, 0.25, 0.5]]) / 8
+    h = np.stack([means[c] + s * d for c in range(4) for d in dev for s in (1, -1)])
+    y = np.repeat(np.arange(4), 2 * len(dev))
+    return h, y, means
+
+
+def test_nc1_pinv_cutoff_is_numpys_default_and_rcond_reproduces_a_custom_one():
+    h, y, means = ill_conditioned_problem()
+    C, N = 4, len(y)
+    Sw = sum(np.outer(h[i] - means[y[i]], h[i] - means[y[i]]) for i in range(N)) / N
+    Sb = sum(np.outer(m, m) for m in means) / C
+    assert np.linalg.cond(Sb) == pytest.approx(1 / (2 * 2.0**-40))
+    expected = np.trace(Sw @ np.linalg.pinv(Sb)) / C
+    for method in ("subspace", "dense"):
+        res = co.neural_collapse(h, y, method=method, global_mean="classes")
+        assert res.nc1 == pytest.approx(expected, rel=1e-8)
+        custom = co.neural_collapse(h, y, method=method, global_mean="classes", rcond=1e-10)
+        assert custom.nc1 == pytest.approx(
+            np.trace(Sw @ np.linalg.pinv(Sb, rcond=1e-10)) / C, rel=1e-8)
+    # the former 1e-10 cut-off dropped the ε-direction and its within-class spread with it
+    assert expected > 1e6 * custom.nc1
+    with pytest.raises(InvalidArgumentError, match="rcond"):
+        co.neural_collapse(h, y, rcond=-1.0)
+
+
+def test_cdnv_closed_form_and_log_energy_lower_bound():
+    # two classes at ±a e_1, within spread ±s along e_2: σ² = s², ‖μ_0 - μ_1‖² = 4a²
+    a, s = 1.5, 0.25
+    h = np.array([[a, s], [a, -s], [-a, s], [-a, -s]])
+    res = co.neural_collapse(h, np.array([0, 0, 1, 1]))
+    assert res.nc1_cdnv == pytest.approx(s**2 / (4 * a**2), rel=1e-14)
+    # Jensen + ‖Σ u_c‖² >= 0: the mean log(1/‖u_c - u_c'‖) is >= -½ log(2C/(C-1)), with
+    # equality only for a simplex ETF; random means stay above it
+    for seed in range(5):
+        hh, y, _, _ = random_problem(seed, C=5)
+        r = co.neural_collapse(hh, y)
+        assert r.gnc2_log_energy > -0.5 * np.log(2 * 5 / 4) + 1e-6 and r.gnc2_log > 0
+
+
+def test_in_memory_blocks_and_stream_agree_on_every_key(monkeypatch):
+    h, y, W, b = random_problem(8, N=400, D=10, C=5)
+    h32 = h.astype(np.float32)
+    whole = co.neural_collapse(h32, y, W, b)
+
+    def batches():  # uneven batches, labels unsorted, logits given
+        for i in range(0, len(y), 53):
+            yield h32[i:i + 53], y[i:i + 53], h32[i:i + 53] @ W.T + b
+
+    streamed = co.neural_collapse_stream(batches, W, b)
+    monkeypatch.setattr(co_stream, "BLOCK_BYTES", 8 * 10 * 7)  # blocks of 7 rows
+    blocked = co.neural_collapse(h32, y, W, b)
+    assert set(whole) == set(streamed) == set(blocked) and "nc3_bias" in whole
+    for k in whole:
+        np.testing.assert_allclose(streamed[k], whole[k], rtol=1e-12, atol=1e-15, err_msg=k)
+        np.testing.assert_allclose(blocked[k], whole[k], rtol=1e-12, atol=1e-15, err_msg=k)
+
+
+def test_nc4_counts_predictions_of_a_class_without_samples():
+    h, y, W, b = random_problem(9, C=3)
+    W5 = np.concatenate([W, np.zeros((2, W.shape[1]))])
+    b5 = np.concatenate([b, [0.0, 1e6]])  # class 4 has no sample but wins every prediction
+    res = co.neural_collapse(h, y, W5, b5)
+    assert res.nc4 == 1.0
+    assert res.nc3 == co.neural_collapse(h, y, W, b).nc3  # W rows of absent classes dropped
 
 
 # --------------------------------------------------------------------- independent reference

@@ -66,15 +66,16 @@ class NeuronGraph:
         return np.arange(start, start + n).reshape(shape)
 
 
-def neuron_graph(model, params):
-    """Walk the model graph edge by edge (BatchNorm right after a dense/conv that only feeds it
-    is folded into it: W' = a W, b' = a b + c)."""
+def neuron_graph(model, params, fold_bn=True):
+    """Walk the model graph edge by edge (with ``fold_bn``, a BatchNorm right after a dense/conv
+    that only feeds it is folded into it: W' = a W, b' = a b + c; otherwise every BatchNorm is
+    a layer of neurons with one edge ``a`` and the bias ``c``)."""
     g = NeuronGraph()
     ids = {}
     consumers = {n.name: [m.name for m in model.nodes if n.name in m.inputs] for n in model.nodes}
     folded = {}
     for n in model.nodes:
-        if n.op == "batchnorm":
+        if fold_bn and n.op == "batchnorm":
             src = model.node(n.inputs[0])
             if src.op in ("dense", "conv") and consumers[src.name] == [n.name]:
                 folded[src.name] = n.name
@@ -211,13 +212,14 @@ def tiny_dag(channels, head_gap, conv_bias):
     return g.build({"arch": "tiny"}, out, h)
 
 
-@pytest.mark.parametrize("channels, head_gap, conv_bias", [(1, True, True), (2, False, False)])
+@pytest.mark.parametrize("channels, head_gap, conv_bias, fold_bn",
+                         [(1, True, True, True), (2, False, False, True), (1, False, True, False)])
 @settings(max_examples=4, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), q=st.sampled_from([0.5, 1.0, 1.7, 2.0, 3.0]))
-def test_matches_brute_force_path_enumeration(channels, head_gap, conv_bias, seed, q):
+def test_matches_brute_force_path_enumeration(channels, head_gap, conv_bias, fold_bn, seed, q):
     model = tiny_dag(channels, head_gap, conv_bias)
     params = randomize(model, seed)
-    g, outputs = neuron_graph(model, params)
+    g, outputs = neuron_graph(model, params, fold_bn)
     # the explicit neuron DAG is the network: it reproduces the forward pass
     x = np.random.default_rng(seed + 1).normal(size=(1, *model.input_shape))
     expected = np.asarray(model.apply(params, jnp.asarray(x)))[0]
@@ -225,7 +227,7 @@ def test_matches_brute_force_path_enumeration(channels, head_gap, conv_bias, see
                                atol=1e-12)
     total, count = brute_force_qq(g, outputs, q)
     assert count > 100
-    pn = path_norm(model, params, q)
+    pn = path_norm(model, params, q, fold_bn=fold_bn)
     assert pn.q == q
     assert pn.value == pytest.approx(total ** (1 / q), rel=1e-10)
     assert pn.log_value == pytest.approx(math.log(total) / q, rel=1e-10, abs=1e-12)
@@ -302,6 +304,98 @@ def test_batchnorm_folding_equals_explicit_affine_layer():
     for q in (0.5, 1, 2, 4):
         assert path_norm(with_bn, params, q).value == \
             pytest.approx(path_norm(folded, fparams, q).value, rel=1e-12)
+
+
+def conv_bn_relu_dense(conv_bias, through_scale=False):
+    """conv (3x3, padding 1) -> BatchNorm -> ReLU -> flatten -> dense; ``through_scale`` puts a
+    ``scale(1)`` node between conv and BatchNorm, so the BatchNorm cannot be folded."""
+    g = GraphBuilder((3, 3, 1))
+    h = g.conv("input", 2, 3, name="conv", padding=1, bias=conv_bias)
+    if through_scale:
+        h = g.scale(h, 1.0, name="one")
+    h = g.relu(g.batchnorm(h, name="bn"), name="relu")
+    h = g.flatten(h)
+    return g.build({"arch": "t"}, g.dense(h, 2, name="head"), h)
+
+
+@pytest.mark.parametrize("q", [0.5, 1.0, 2.0, 3.0])
+def test_fold_bn_conventions_match_brute_force_on_conv_bn_relu_dense(q):
+    model = conv_bn_relu_dense(conv_bias=True)
+    params = randomize(model, 12)
+    assert np.all(np.abs(params["bn"]["mean"]) > 0) and np.all(np.abs(params["conv"]["b"]) > 0)
+    folded_total, folded_count = brute_force_qq(*neuron_graph(model, params, True), q)
+    split_total, split_count = brute_force_qq(*neuron_graph(model, params, False), q)
+    assert split_count > folded_count  # the BN shifts are paths of their own
+    # fold_bn=True is the default and today's value
+    default = path_norm(model, params, q)
+    assert path_norm(model, params, q, fold_bn=True) == default
+    assert default.value == pytest.approx(folded_total ** (1 / q), rel=1e-12)
+    split = path_norm(model, params, q, fold_bn=False)
+    assert split.value == pytest.approx(split_total ** (1 / q), rel=1e-12)
+    assert abs(split.log_value - default.log_value) > 1e-5  # conv bias and BN mean != 0
+    # a BatchNorm that cannot be folded (behind a scale(1) node) is the fold_bn=False network
+    unfoldable = conv_bn_relu_dense(conv_bias=True, through_scale=True)
+    assert path_norm(unfoldable, params, q).value == pytest.approx(split.value, rel=1e-12)
+
+
+def test_fold_bn_is_irrelevant_without_a_conv_bias():
+    model = conv_bn_relu_dense(conv_bias=False)
+    params = randomize(model, 13)
+    for q in (1.0, 2.0):
+        assert path_norm(model, params, q, fold_bn=False).value == \
+            pytest.approx(path_norm(model, params, q).value, rel=1e-12)
+    assert architecture_constants(model, fold_bn=False).depth == \
+        architecture_constants(model).depth + 1  # the BatchNorm edge layer
+
+
+def test_fold_bn_false_matches_the_reference_convention_on_vgg_bn():
+    """VGG-11-BN converted from PyTorch; the authors' convention rewritten here in torch from
+    its definition: every weight and bias t -> |t|^q, each BatchNorm an affine layer of its own
+    with weight |a|^q and bias |c|^q, max-pools summing their window, all-ones input; the sum
+    of the outputs is ||Phi||_q^q."""
+    torch = pytest.importorskip("torch")
+    import torch_reference as tr
+    from torch import nn
+
+    from dynkit.checkpoints import convert_state_dict
+
+    torch.manual_seed(0)
+    net = tr.randomize_batchnorm(tr.VGG(tr.VGG11_CFG, flat_dim=512, width=16, batchnorm=True))
+    net = net.double().eval()
+    model = dk.models.vgg11(input_shape=(32, 32, 3), batchnorm=True, classifier_width=16)
+    params = convert_state_dict(model, {k: v.numpy() for k, v in net.state_dict().items()})
+
+    class SumPool(nn.Module):
+        def forward(self, x):
+            return nn.functional.avg_pool2d(x, 2, 2) * 4.0
+
+    for q in (1.0, 2.0):
+        layers = []
+        with torch.no_grad():
+            for m in net.features:
+                if isinstance(m, nn.Conv2d):
+                    r = nn.Conv2d(m.in_channels, m.out_channels, 3, padding=1).double()
+                    r.weight.copy_(m.weight.abs() ** q)
+                    r.bias.copy_(m.bias.abs() ** q)
+                elif isinstance(m, nn.BatchNorm2d):
+                    a = m.weight / torch.sqrt(m.running_var + m.eps)
+                    r = nn.Conv2d(m.num_features, m.num_features, 1,
+                                  groups=m.num_features).double()
+                    r.weight.copy_((a.abs() ** q).view(-1, 1, 1, 1))
+                    r.bias.copy_((m.bias - a * m.running_mean).abs() ** q)
+                else:
+                    r = SumPool() if isinstance(m, nn.MaxPool2d) else nn.Identity()
+                layers.append(r)
+            h = nn.Sequential(*layers)(torch.ones(1, 3, 32, 32, dtype=torch.float64))
+            h = h.flatten(1)
+            for m in net.classifier:
+                if isinstance(m, nn.Linear):
+                    h = h @ (m.weight.abs() ** q).T + m.bias.abs() ** q
+            reference = float(h.sum()) ** (1 / q)
+        split = path_norm(model, params, q, fold_bn=False)
+        assert split.value == pytest.approx(reference, rel=1e-10)
+        folded = path_norm(model, params, q)
+        assert abs(folded.value / split.value - 1) > 1e-5  # conv biases and BN shifts differ
 
 
 def test_global_pool_scaling_with_input_size():
