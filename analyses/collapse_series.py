@@ -56,7 +56,7 @@ def collapse_series(
     of ``Checkpoint``-like objects (``.model``, ``.params``, ``.step``, ``.meta``); ``every``
     keeps every k-th checkpoint. Each is evaluated with ``collapse_of_model(model, params, x,
     y, **options)`` (features streamed in batches of ``batch_size``, the model's own read-out
-    for NC3/NC4; ``options``: method, nc1_variant, nc2_variant, global_mean, rtol).
+    for NC3/NC4; ``options``: method, nc1_variant, nc2_variant, global_mean, rcond).
     Returns columns ``step, epoch, metric, value`` (``epoch`` from the checkpoint's
     ``meta["epoch"]``, NaN when absent), sorted by step.
     """
