@@ -58,7 +58,7 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
-from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
+from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 from dynkit.registry import METRICS
 
 from .collapse_stream import ClassStats, CollapseAccumulator, blocks, check_batch, check_shapes
@@ -442,31 +442,15 @@ def neural_collapse(
 def readout(model, params):
     """Effective read-out ``(W (C, D), b (C,))`` of a ``dynkit`` model, as numpy float64.
 
-    Walks back from ``model.output`` through ``scale`` nodes (their factors multiply in) to the
-    dense node fed by ``model.feature``; ``W = factor * w_mult * wᵀ``, ``b = factor * b_mult * b``.
+    ``model.readout()`` names the dense node fed by ``model.feature`` and the product of the
+    ``scale`` factors after it; ``W = factor * w_mult * wᵀ``, ``b = factor * b_mult * b``.
     """
-    node = model.node(model.output)
-    factor = 1.0
-    while node.op == "scale":
-        factor *= float(node.attrs["factor"])
-        node = model.node(node.inputs[0])
-    if node.op != "dense":
-        raise UnsupportedLayerError(
-            f"the read-out of model {model.arch!r} is a {node.op!r} node ({node.name}); "
-            "neural-collapse metrics need a final dense layer"
-        )
-    src = node.inputs[0]
-    while src != model.feature and model.node(src).op == "flatten":
-        src = model.node(src).inputs[0]
-    if src != model.feature:
-        raise UnsupportedLayerError(
-            f"read-out {node.name!r} is fed by {node.inputs[0]!r}, not by the feature node "
-            f"{model.feature!r}"
-        )
-    p, a = params[node.name], node.attrs
-    W = factor * a.get("w_mult", 1.0) * np.asarray(p["w"], dtype=np.float64).T
+    name, factor = model.readout()
+    w_mult, b_mult = model.multipliers(name)
+    p = params[name]
+    W = factor * w_mult * np.asarray(p["w"], dtype=np.float64).T
     if "b" in p:
-        b = factor * a.get("b_mult", 1.0) * np.asarray(p["b"], dtype=np.float64)
+        b = factor * b_mult * np.asarray(p["b"], dtype=np.float64)
     else:
         b = np.zeros(W.shape[0])
     return W, b

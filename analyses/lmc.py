@@ -239,7 +239,7 @@ def _rescale_channels(model, node, p, xs, alpha, stats_a, stats_b) -> None:
     mu_t = (1 - alpha) * stats_a[0] + alpha * stats_b[0]
     sd_t = (1 - alpha) * stats_a[1] + alpha * stats_b[1]
     gain = sd_t / np.maximum(sd_i, 1e-12)
-    b_mult = node.attrs.get("b_mult", 1.0)
+    _, b_mult = model.multipliers(node.name)
     if "b" not in p[node.name] or b_mult == 0:
         raise InvalidArgumentError(f"REPAIR needs a trainable bias at {node.name!r}; "
                                    "use bn='reset'")

@@ -138,15 +138,16 @@ def permutation_spec(model: Model) -> PermutationSpec:
     groups: dict[str, list[Axis]] = {}
     members: dict[str, list[str]] = {}
     sizes: dict[str, int] = {}
+    param_shapes = model.param_shapes()
     for n in model.nodes:
         c = carried[n.name]
         if c is not None and uf.find(c[0]) not in blocked:
             g = uf.find(c[0])
             members.setdefault(g, []).append(n.name)
             if n.op in ("dense", "conv"):
-                sizes[g] = n.attrs["out_dim" if n.op == "dense" else "out_ch"]
+                sizes[g] = param_shapes[n.name]["w"][-1]
                 groups.setdefault(g, []).append(Axis(n.name, "w", -1))
-                if n.attrs.get("bias", True):
+                if "b" in param_shapes[n.name]:
                     groups.setdefault(g, []).append(Axis(n.name, "b", 0))
             elif n.op == "batchnorm":
                 groups.setdefault(g, []).extend(
@@ -217,16 +218,16 @@ def _check_compatible(model: Model, *param_sets) -> None:
 
 
 def _effective(model: Model, params) -> dict:
-    """float64 copies of the trained parameters, weights times their multipliers."""
+    """float64 copies of the trained parameters, weights and biases times their multipliers."""
     eff = {}
     for n in model.nodes:
         if n.name in params:
             p = {k: np.asarray(v, np.float64) for k, v in params[n.name].items()
                  if k not in ("mean", "var")}
             if "w" in p:
-                p["w"] = p["w"] * n.attrs["w_mult"]
-            if "b" in p:
-                p["b"] = p["b"] * n.attrs.get("b_mult", 1.0)
+                p["w"], b = model.effective_affine(params, n.name, dtype=np.float64)
+                if b is not None:
+                    p["b"] = b
             eff[n.name] = p
     return eff
 

@@ -100,9 +100,11 @@ class Model:
                                        "node; multipliers exist for dense and conv nodes only")
         return float(node.attrs.get("w_mult", 1.0)), float(node.attrs.get("b_mult", 1.0))
 
-    def effective_affine(self, params: Params, name: str):
+    def effective_affine(self, params: Params, name: str, dtype=None):
         """The effective affine map ``(w_mult * w, b_mult * b)`` of dense/conv node ``name``,
         in the stored layout (dense ``(in, out)``, conv HWIO); ``b`` is None without a bias.
+        With ``dtype`` (e.g. ``numpy.float64``) the parameters are converted to numpy arrays of
+        that type before the multipliers are applied.
 
         >>> import jax, dynkit as dk
         >>> m = dk.models.mlp(in_dim=3, widths=[4], out_dim=2, parameterization="ntk")
@@ -112,6 +114,8 @@ class Model:
         """
         w_mult, b_mult = self.multipliers(name)
         p = params[name]
+        if dtype is not None:
+            p = {k: np.asarray(v, dtype) for k, v in p.items()}
         return w_mult * p["w"], (b_mult * p["b"] if "b" in p else None)
 
     def readout(self) -> tuple[str, float]:
