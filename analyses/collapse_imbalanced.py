@@ -12,7 +12,7 @@ With class counts ``n_k`` the simplex ETF is no longer the optimal geometry.
   class, and classes with ``n_k <= N² λ_W λ_H`` collapse to zero. (Derived here from the
   nuclear-norm form ``min_Z 1/(2N)‖Z - Y‖² + √(λ_Wλ_H)‖Z‖_*``, whose solution soft-thresholds the
   singular values ``√n_k`` of ``Y`` at ``N√(λ_Wλ_H)``; it is the one-layer case of Dang et al.'s
-  imbalanced theorem, whose deep-linear version is not implemented.)
+  imbalanced theorem, whose deep-linear version is ``deep_linear_norms``.)
 * Fang et al. 2021, "Exploring deep neural networks via layer-peeled model: minority collapse in
   imbalanced training" (PNAS): as the imbalance ratio grows the classifier rows of the minority
   classes converge to one vector; ``minority_collapse`` is their mean pairwise cosine (-> 1).
@@ -22,11 +22,21 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import minimize_scalar
 
 from dynkit.errors import InvalidArgumentError
 
 from .collapse import CollapseResult, check_classifier
 from .collapse_stream import CollapseAccumulator, blocks, check_shapes
+
+__all__ = [
+    "class_norms",
+    "deep_linear_norms",
+    "imbalanced_collapse",
+    "minority_collapse",
+    "orthogonality",
+    "ufm_imbalanced_norms",
+]
 
 
 def _class_means(features, labels, num_classes):
@@ -80,6 +90,64 @@ def ufm_imbalanced_norms(counts, lambda_W: float, lambda_H: float) -> pd.DataFra
         "w_norm": np.sqrt(np.sqrt(n * lambda_H / lambda_W) * p),
         "h_norm": np.sqrt(np.sqrt(lambda_W / (n * lambda_H)) * p),
     })
+
+
+def deep_linear_norms(counts, lam: float, depth: int) -> pd.DataFrame:
+    """Predicted per-class norms at the global minimizer of the depth-``L`` bias-free linear
+    unconstrained-features model with MSE loss and weight decay (Dang et al. 2023):
+
+        min_{W_1..W_L} 1/(2N) ‖W_L ⋯ W_1 - Y‖_F² + λ/2 Σ_l ‖W_l‖_F²,
+
+    ``W_1`` (``D x N``) holding the free features of the ``N`` samples, ``Y`` the one-hot labels,
+    ``n_k`` samples in class ``k``.
+
+    ``min Σ_l ‖W_l‖²/2`` over factorizations of ``Z = W_L⋯W_1`` equals ``(L/2) Σ_i σ_i(Z)^{2/L}``
+    and the optimum is balanced, ``W_l = U_l diag(s)^{1/L} U_{l-1}ᵀ``; by von Neumann's trace
+    inequality ``Z`` shares the singular vectors of ``Y`` (values ``√n_k``, right vectors
+    ``1_k/√n_k``), so ``s_k = argmin_{s≥0} (s - √n_k)²/(2N) + (Lλ/2) s^{2/L}`` (for ``L = 2``:
+    ``s_k = (√n_k - Nλ)_+``, :func:`ufm_imbalanced_norms` with ``λ_W = λ_H = λ``). Then
+    ``w_k = s_k^{1/L} u_k`` and every sample of class ``k`` has feature
+    ``s_k^{(L-1)/L} u_k / √n_k`` with orthonormal ``u_k``: ``‖w_k‖ = s_k^{1/L}``,
+    ``‖μ_k‖ = s_k^{(L-1)/L} / √n_k``. The scalar problem is non-convex for ``L > 2``: it is
+    solved on a grid of 2001 points in ``[0, √n_k]``, refined by a bounded scalar minimization
+    around the best grid point, and compared with ``s = 0``.
+
+    Args:
+        counts: class counts ``n_k``, a 1-D array of positive numbers.
+        lam: weight decay ``λ > 0``.
+        depth: number of weight matrices ``L >= 2``.
+
+    Returns:
+        DataFrame, one row per class: ``class, count, w_norm`` (``‖w_k‖``), ``mean_norm``
+        (``‖μ_k‖``, uncentered class mean); both 0 for a collapsed minority class.
+
+    References:
+        Dang, Tran, Osher, Tran-The, Ho & Nguyen 2023, "Neural Collapse in Deep Linear
+        Networks: From Balanced to Imbalanced Data" (ICML).
+
+    Example:
+        >>> df = deep_linear_norms([4, 1], lam=0.1, depth=2)   # s_k = (√n_k - Nλ)_+
+        >>> np.round(df["w_norm"].to_numpy() ** 2, 6).tolist()
+        [1.5, 0.5]
+    """
+    n = np.asarray(counts, dtype=np.float64)
+    if n.ndim != 1 or np.any(n <= 0) or lam <= 0 or int(depth) < 2:
+        raise InvalidArgumentError("counts must be positive, lam > 0 and depth >= 2 (matrices)")
+    N, L = n.sum(), int(depth)
+
+    def best(nk):
+        f = lambda s: (s - np.sqrt(nk)) ** 2 / (2 * N) + L * lam / 2 * s ** (2 / L)
+        grid = np.linspace(0.0, np.sqrt(nk), 2001)
+        i = int(np.argmin(f(grid)))
+        if i == 0:
+            return 0.0
+        lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+        s = minimize_scalar(f, bounds=(lo, hi), method="bounded", options={"xatol": 1e-12}).x
+        return s if f(s) < f(0.0) else 0.0
+
+    s = np.array([best(nk) for nk in n])
+    return pd.DataFrame({"class": np.arange(len(n)), "count": n.astype(np.int64),
+                         "w_norm": s ** (1 / L), "mean_norm": s ** ((L - 1) / L) / np.sqrt(n)})
 
 
 def minority_collapse(W, counts, minority=None) -> float:

@@ -20,49 +20,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullFormatter
-from scipy.optimize import minimize_scalar
 
 import dynkit as dk
 from dynkit.analyses.collapse import neural_collapse, readout
-from dynkit.analyses.collapse_imbalanced import class_norms, imbalanced_collapse
-from dynkit.errors import InvalidArgumentError
+from dynkit.analyses.collapse_imbalanced import class_norms, deep_linear_norms, imbalanced_collapse
 from dynkit.figures.common import new_figure, save_figure, save_table, style
 from dynkit.registry import FIGURES
 from dynkit.train import fit
 
 COUNTS = (400, 400, 100, 100, 25)
 QUICK_COUNTS = (80, 80, 20, 20, 5)
-
-
-def deep_linear_norms(counts, lam: float, depth: int) -> pd.DataFrame:
-    """Predicted ``class, count, w_norm, mean_norm`` for the depth-``L`` linear UFM above.
-
-    ``min Σ_l ‖W_l‖²/2`` over factorisations of ``Z = W_L⋯W_1`` equals ``(L/2) Σ_i σ_i(Z)^{2/L}``
-    and the optimum is balanced, ``W_l = U_l diag(s)^{1/L} U_{l-1}ᵀ``; by von Neumann's trace
-    inequality ``Z`` shares the singular vectors of ``Y`` (values ``√n_k``, right vectors
-    ``1_k/√n_k``), so ``s_k = argmin_{s≥0} (s - √n_k)²/(2N) + (Lλ/2) s^{2/L}`` (for ``L = 2``:
-    ``s_k = (√n_k - Nλ)_+``, Dang et al. 2023). Then ``w_k = s_k^{1/L} u_k`` and every sample of
-    class ``k`` has feature ``s_k^{(L-1)/L} u_k / √n_k`` with orthonormal ``u_k``. The scalar
-    problem is non-convex for ``L > 2``: it is solved on a grid, refined, and compared with 0.
-    """
-    n = np.asarray(counts, dtype=np.float64)
-    if n.ndim != 1 or np.any(n <= 0) or lam <= 0 or int(depth) < 2:
-        raise InvalidArgumentError("counts must be positive, lam > 0 and depth >= 2 (matrices)")
-    N, L = n.sum(), int(depth)
-
-    def best(nk):
-        f = lambda s: (s - np.sqrt(nk)) ** 2 / (2 * N) + L * lam / 2 * s ** (2 / L)
-        grid = np.linspace(0.0, np.sqrt(nk), 2001)
-        i = int(np.argmin(f(grid)))
-        if i == 0:
-            return 0.0
-        lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-        s = minimize_scalar(f, bounds=(lo, hi), method="bounded", options={"xatol": 1e-12}).x
-        return s if f(s) < f(0.0) else 0.0
-
-    s = np.array([best(nk) for nk in n])
-    return pd.DataFrame({"class": np.arange(len(n)), "count": n.astype(np.int64),
-                         "w_norm": s ** (1 / L), "mean_norm": s ** ((L - 1) / L) / np.sqrt(n)})
 
 
 def train_ufm(counts, lam: float, depth: int, steps: int, lr: float, width: int = 32):

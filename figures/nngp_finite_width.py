@@ -28,7 +28,7 @@ import pandas as pd
 from dynkit.figures.common import new_figure, save_figure, save_table, style
 from dynkit.registry import FIGURES
 from dynkit.theory import stax
-from dynkit.theory.signal_prop import gauss_hermite
+from dynkit.theory.finite_width import output_excess_kurtosis
 
 W_STD, B_STD = 1.5, 0.05
 X = np.array([[0.6, 0.8]])  # one input on the unit circle
@@ -42,12 +42,10 @@ def network(width: int):
 
 def theory_kurtosis(width: int, phi=jax.nn.relu, degree: int = 200) -> float:
     r""":math:`3\,\mathrm{Var}\,\phi(h)^2 / (n (E\phi(h)^2)^2)`, ``h ~ N(0, q)`` with
-    :math:`q = \sigma_w^2\|x\|^2/d + \sigma_b^2` (Gauss-Hermite quadrature; 15/n for ReLU)."""
+    :math:`q = \sigma_w^2\|x\|^2/d + \sigma_b^2` at the figure's input
+    (:func:`dynkit.theory.finite_width.output_excess_kurtosis`; 15/n for ReLU)."""
     q = W_STD**2 * float(np.sum(X**2)) / X.shape[1] + B_STD**2
-    z, w = gauss_hermite(degree)
-    f2 = np.asarray(phi(jnp.asarray(np.sqrt(q) * z))) ** 2
-    m2, m4 = w @ f2, w @ f2**2
-    return float(3.0 * (m4 - m2**2) / (width * m2**2))
+    return output_excess_kurtosis(width, q, phi, degree)
 
 
 def sample_outputs(width: int, draws: int, seed: int = 0, chunk: int = 20000) -> np.ndarray:

@@ -58,6 +58,7 @@ import pandas as pd
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 from dynkit.theory.gaussian_orthant import orthant_moment2
+from dynkit.theory.ode import record_times
 
 __all__ = [
     "Simulation",
@@ -268,7 +269,7 @@ def ode(state0: State, *, lr: float, times, activation: str = "erf", noise: floa
     lr = _positive("ode: lr", lr)
     lr_v = lr if lr_v is None else _nonneg("ode: lr_v", lr_v)
     noise = _nonneg("ode: noise", noise)
-    times = _times(times, "ode")
+    times = record_times(times, "ode")
     k, m = np.shape(state0.R)
     fixed = (jnp.asarray(state0.T, float), jnp.asarray(state0.v_teacher, float),
              jnp.asarray([lr, lr_v, noise]))
@@ -311,15 +312,6 @@ def _nonneg(name, value):
     if not (math.isfinite(v) and v >= 0):
         raise InvalidArgumentError(f"{name} must be a non-negative finite number, got {value!r}")
     return v
-
-
-def _times(times, where):
-    times = np.asarray(times, float)
-    if times.ndim != 1 or times.size < 2 or np.any(np.diff(times) <= 0) or times[0] < 0 \
-            or not np.all(np.isfinite(times)):
-        raise InvalidArgumentError(f"{where}: times must be finite, non-negative and "
-                                   f"increasing, got {times!r}")
-    return times
 
 
 @dataclass(frozen=True)
@@ -365,7 +357,7 @@ def simulate(key, *, dim: int, student: int, teacher: int, lr: float, times,
     overlap = float(init_overlap)
     if not math.isfinite(overlap):
         raise InvalidArgumentError(f"simulate: init_overlap must be finite, got {init_overlap!r}")
-    times = _times(times, "simulate")
+    times = record_times(times, "simulate")
     steps = np.rint(times * dim).astype(int)
     gap = int(steps[1] - steps[0])
     if steps[0] != 0 or np.any(np.diff(steps) != gap):

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+from dynkit.theory.ode import dopri5, record_times
 
 __all__ = [
     "Trajectory",
@@ -378,75 +379,15 @@ def langevin(params, net, x, y, *, lr, steps, key, temperature, l2, batch_size=N
                   key=key, x_test=x_test, y_test=y_test, loss_kind=loss, where="langevin")
 
 
-_DP_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0)
-_DP_A = ((), (1 / 5,), (3 / 40, 9 / 40), (44 / 45, -56 / 15, 32 / 9),
-         (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-         (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656))
-_DP_B5 = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
-_DP_B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
-
-
-def dopri5(field: Callable, y0, times, rtol: float = 1e-8, atol: float = 1e-10,
-           max_steps: int = 100_000):
-    """Adaptive Dormand-Prince 5(4) integration of ``dy/dt = field(y)``, jitted end to end
-    (``lax.scan`` over the record times, ``lax.while_loop`` of adaptive steps in between).
-
-    A step is accepted when ``rms(err / (atol + rtol max(|y|, |y_new|))) <= 1`` with ``err``
-    the difference of the embedded 5th/4th-order solutions (Hairer, Norsett & Wanner, Solving
-    ODEs I, II.4); the step size then changes by ``clip(0.9 err^(-1/5), 0.2, 5)``. Returns
-    ``(ys, n_steps)`` with ``ys[j]`` the solution at ``times[j]``; ``n_steps`` reaching
-    ``max_steps`` means the integration did not finish.
-    """
-    times = jnp.asarray(times)
-
-    def attempt(y, h):
-        ks = []
-        for i in range(7):
-            yi = y if i == 0 else y + h * sum(a * k for a, k in zip(
-                (_DP_A[i] if i < 6 else _DP_B5[:6]), ks))
-            ks.append(field(yi))
-        y5 = y + h * sum(b * k for b, k in zip(_DP_B5, ks))
-        err = h * sum((b5 - b4) * k for b5, b4, k in zip(_DP_B5, _DP_B4, ks))
-        scale = atol + rtol * jnp.maximum(jnp.abs(y), jnp.abs(y5))
-        return y5, jnp.sqrt(jnp.mean((err / scale) ** 2))
-
-    def segment(carry, t_next):
-        y, t, h, n = carry
-
-        def cond(c):
-            return (c[1] < t_next) & (c[3] < max_steps)
-
-        def body(c):
-            y, t, h, n = c
-            last = h >= t_next - t
-            hs = jnp.where(last, t_next - t, h)
-            y_new, e = attempt(y, hs)
-            ok = e <= 1.0
-            factor = jnp.clip(0.9 * jnp.where(e > 0, e, 1e-10) ** -0.2, 0.2, 5.0)
-            t_new = jnp.where(last, t_next, t + hs)
-            return (jnp.where(ok, y_new, y), jnp.where(ok, t_new, t), hs * factor, n + 1)
-
-        y, t, h, n = jax.lax.while_loop(cond, body, (y, t, h, n))
-        return (y, t, h, n), y
-
-    h0 = (times[-1] - times[0]) * 1e-3
-    (_, _, _, n), ys = jax.lax.scan(segment, (y0, times[0], h0, 0), times[1:])
-    return jnp.concatenate([y0[None], ys]), n
-
-
 def gradient_flow(params, net, x, y, times, *, rtol=1e-8, atol=1e-10, l2=0.0, x_test=None,
                   y_test=None, loss="mse", max_steps=100_000) -> Trajectory:
     """Gradient flow ``dtheta/dt = -(lr_scale grad L(theta) + l2 theta)`` integrated by
-    :func:`dopri5` (adaptive Dormand-Prince 5(4), local error per step below
+    :func:`dynkit.theory.ode.dopri5` (adaptive Dormand-Prince 5(4), local error per step below
     ``atol + rtol |theta|``). ``times`` (increasing, starting at 0) are the record times;
     ``step`` in the history is the record index. ReLU makes the vector field discontinuous
     where a neuron's hyperplane crosses a data point; the step control resolves those
     crossings at the cost of smaller steps there."""
-    times = np.asarray(times, dtype=float)
-    if times.ndim != 1 or times.size < 2 or times[0] != 0 or np.any(np.diff(times) <= 0) \
-            or not np.all(np.isfinite(times)):
-        raise InvalidArgumentError("gradient_flow: times must be finite, increasing and start "
-                                   f"at 0, got {times!r}")
+    times = record_times(times, "gradient_flow", from_zero=True)
     l2 = _check_nonneg("gradient_flow: l2", l2)
     x, y = _check_data(x, y, "gradient_flow")
     if x_test is not None:

@@ -1,0 +1,180 @@
+"""Input validation of the empirical NTK (:mod:`dynkit.theory.empirical`): options, output
+axes, inputs, parameters (finite, and fitting the model or ``apply_fn``).
+
+Param arrays found finite are remembered (by identity, for immutable jax arrays), so a
+checkpoint's params are scanned once, not on every kernel call.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+from dynkit.models.graph import Model
+
+__all__ = [
+    "as_input",
+    "as_model",
+    "canonical_axes",
+    "check_finite_params",
+    "check_model_params",
+    "generic_output_shape",
+    "signature",
+]
+
+
+def as_model(apply_fn) -> Model | None:
+    """The dynkit ``Model`` behind ``apply_fn`` (the model or its bound ``apply``), else None."""
+    if isinstance(apply_fn, Model):
+        return apply_fn
+    owner = getattr(apply_fn, "__self__", None)
+    if isinstance(owner, Model) and getattr(apply_fn, "__name__", "") == "apply":
+        return owner
+    return None
+
+
+def canonical_axes(trace_axes, diagonal_axes, r):
+    """``trace_axes``, ``diagonal_axes`` of an ``r``-axis output as sorted non-negative tuples
+    (in range, no repeats, disjoint)."""
+    def canon(axes, name):
+        out = []
+        for a in axes:
+            if not -r <= int(a) < r:
+                raise InvalidArgumentError(
+                    f"{name} entry {a} is out of range for an output with {r} axes "
+                    f"(batch axis included)"
+                )
+            out.append(int(a) % r)
+        if len(set(out)) != len(out):
+            raise InvalidArgumentError(f"{name} has repeated axes: {tuple(axes)}")
+        return tuple(sorted(out))
+
+    tr, dg = canon(trace_axes, "trace_axes"), canon(diagonal_axes, "diagonal_axes")
+    if set(tr) & set(dg):
+        raise InvalidArgumentError(
+            f"trace_axes {tuple(trace_axes)} and diagonal_axes {tuple(diagonal_axes)} overlap"
+        )
+    return tr, dg
+
+
+def as_input(x, name):
+    """``x`` as a non-empty, finite batch array (``name`` in errors)."""
+    x = jnp.asarray(x)
+    if x.ndim < 1:
+        raise ShapeMismatchError(f"{name} must be a batch of inputs (ndim >= 1), got a scalar")
+    if x.shape[0] == 0:
+        raise ShapeMismatchError(f"{name} is an empty batch (shape {tuple(x.shape)})")
+    _check_finite(x, name)
+    return x
+
+
+def signature(params, x1, x2):
+    """Hashable shapes/dtypes of the arguments (caches the traced output shape)."""
+    def sig(a):
+        return (tuple(np.shape(a)), str(getattr(a, "dtype", type(a))))
+
+    return (jax.tree.structure(params), tuple(sig(a) for a in jax.tree.leaves(params)),
+            sig(x1), None if x2 is None else sig(x2))
+
+
+def _check_finite(x, name):
+    try:
+        ok = bool(jnp.all(jnp.isfinite(x)))
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return  # inside a transformation: cannot inspect values
+    if not ok:
+        raise InvalidArgumentError(f"{name} contains NaN or infinite values")
+
+
+@jax.jit
+def _finite_leaves(leaves):
+    return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])
+
+
+#: ``id -> weakref`` of param arrays already found finite. jax arrays are immutable, so a
+#: checkpoint's params are scanned once, not on every kernel call (the scan reads every
+#: weight: ~3 ms per call on an 8.7M-parameter MLP, ~20% of its structured NTK).
+_FINITE: dict[int, weakref.ref] = {}
+
+
+def _known_finite(leaf) -> bool:
+    ref = _FINITE.get(id(leaf))
+    return ref is not None and ref() is leaf
+
+
+def _remember_finite(leaf) -> None:
+    if not isinstance(leaf, jax.Array):  # numpy arrays can change in place: check each time
+        return
+    key = id(leaf)
+    _FINITE[key] = weakref.ref(leaf, lambda _, key=key: _FINITE.pop(key, None))
+
+
+def check_finite_params(params):
+    """Every float leaf of ``params`` finite, else an error naming the first bad one (one
+    compiled reduction and one device sync for the leaves not seen before)."""
+    named = [(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+             if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)
+             and not _known_finite(leaf)]
+    if not named:
+        return
+    try:
+        ok = np.asarray(_finite_leaves([leaf for _, leaf in named]))
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return  # inside a transformation: cannot inspect values
+    if not ok.all():
+        path = named[int(np.argmin(ok))][0]
+        raise InvalidArgumentError(f"params{jax.tree_util.keystr(path)} contains NaN or "
+                                   "infinite values")
+    for _, leaf in named:
+        _remember_finite(leaf)
+
+
+def generic_output_shape(apply_fn, params, x):
+    """Shape/dtype of ``apply_fn(params, x)``: a single array, else a clear error."""
+    try:
+        out = jax.eval_shape(apply_fn, params, x)
+    except Exception as exc:  # any failure here means params/x do not fit apply_fn
+        shapes = jax.tree.map(lambda leaf: tuple(np.shape(leaf)), params)
+        raise ShapeMismatchError(
+            f"apply_fn(params, x) failed for x of shape {tuple(x.shape)} and params of shapes "
+            f"{shapes}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise ShapeMismatchError(
+            f"apply_fn must return a single array, got a {type(out).__name__}"
+        )
+    return out
+
+
+def check_model_params(model: Model, params):
+    """``params`` has exactly the layers, entries and shapes of ``model.param_shapes()``."""
+    expected = model.param_shapes()
+    if not isinstance(params, dict):
+        raise ShapeMismatchError(
+            f"params must be a dict {{node: {{param: array}}}} for model {model.arch!r}, "
+            f"got {type(params).__name__}"
+        )
+    missing = sorted(set(expected) - set(params))
+    extra = sorted(set(params) - set(expected))
+    if missing or extra:
+        raise ShapeMismatchError(
+            f"params do not fit model {model.arch!r}: missing layers {missing}, "
+            f"unexpected layers {extra}"
+        )
+    for node, shapes in expected.items():
+        got = params[node]
+        if set(got) != set(shapes):
+            raise ShapeMismatchError(
+                f"params[{node!r}] has entries {sorted(got)}, model {model.arch!r} expects "
+                f"{sorted(shapes)}"
+            )
+        for k, shape in shapes.items():
+            if tuple(np.shape(got[k])) != tuple(shape):
+                raise ShapeMismatchError(
+                    f"params[{node!r}][{k!r}] has shape {tuple(np.shape(got[k]))}, model "
+                    f"{model.arch!r} expects {tuple(shape)}"
+                )

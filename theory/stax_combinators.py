@@ -1,0 +1,195 @@
+"""Combinators of the ``stax`` vocabulary: ``Serial`` composition, ``Parallel`` branches,
+``FanOut`` and the merges ``FanInSum`` / ``FanInConcat`` (residual and multi-branch networks),
+and ``kernel_of``, which runs a layer on kernels with the downstream spatial requirement."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from dynkit.errors import UnsupportedLayerError
+from dynkit.theory.stax_kernel import Layer, check_single_input, coerce
+
+__all__ = [
+    "FanInConcat",
+    "FanInSum",
+    "FanOut",
+    "Parallel",
+    "Serial",
+    "kernel_of",
+    "split_first",
+]
+
+
+class Serial(Layer):
+    """Composition ``layers[-1] o ... o layers[0]``."""
+
+    name = "serial"
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+
+    def out_shape(self, in_shape):
+        for layer in self.layers:
+            in_shape = layer.out_shape(in_shape)
+        return in_shape
+
+    def init(self, key, in_shape):
+        params = []
+        for layer, k in zip(self.layers, jax.random.split(key, max(len(self.layers), 1))):
+            params.append(layer.init(k, in_shape))
+            in_shape = layer.out_shape(in_shape)
+        return tuple(params)
+
+    def apply(self, params, x, **kwargs):
+        for layer, p in zip(self.layers, params):
+            x = layer.apply(p, x, **kwargs)
+        return x
+
+    def requirements(self, out_full):
+        """Per-layer input requirement (full spatial covariance needed?), back to front."""
+        reqs = []
+        for layer in reversed(self.layers):
+            out_full = layer.needs_full(out_full)
+            reqs.append(out_full)
+        return reqs[::-1]
+
+    def needs_full(self, out_full):
+        return self.requirements(out_full)[0] if self.layers else out_full
+
+    def kernel_with(self, k, out_full):
+        reqs = self.requirements(out_full)
+        outs = reqs[1:] + [out_full]
+        for layer, req, out in zip(self.layers, reqs, outs):
+            k = kernel_of(layer, coerce(k, req), out)
+        return k
+
+
+def split_first(layer: Layer):
+    """``layer`` as ``(first, rest)``: its first primitive layer (nested ``Serial``s opened)
+    and the layers after it (a ``Serial``, or None when nothing follows)."""
+    if not isinstance(layer, Serial) or not layer.layers:
+        return layer, None
+    first, rest = split_first(layer.layers[0])
+    tail = ([] if rest is None else [rest]) + layer.layers[1:]
+    return first, (Serial(tail) if tail else None)
+
+
+def kernel_of(layer: Layer, k, out_full: bool):
+    """Run ``layer`` on kernel(s) ``k``; nested serials get the downstream requirement."""
+    if isinstance(layer, Serial):
+        return layer.kernel_with(k, out_full)
+    if isinstance(layer, Parallel):
+        return [kernel_of(sub, ki, out_full) for sub, ki in zip(layer.layers, k)]
+    return layer.kernel(k)
+
+
+class Parallel(Layer):
+    """Apply ``layers[i]`` to the i-th of a list of inputs."""
+
+    name = "parallel"
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+
+    def out_shape(self, in_shape):
+        if not isinstance(in_shape, list) or len(in_shape) != len(self.layers):
+            got = len(in_shape) if isinstance(in_shape, list) else "a single input"
+            raise self.shape_error(f"expects a list of {len(self.layers)} inputs (use FanOut), "
+                                   f"got {got}")
+        return [layer.out_shape(s) for layer, s in zip(self.layers, in_shape)]
+
+    def init(self, key, in_shape):
+        keys = jax.random.split(key, max(len(self.layers), 1))
+        return tuple(layer.init(k, s) for layer, k, s in zip(self.layers, keys, in_shape))
+
+    def apply(self, params, x, **kwargs):
+        return [layer.apply(p, xi, **kwargs) for layer, p, xi in zip(self.layers, params, x)]
+
+    def needs_full(self, out_full):
+        return any(layer.needs_full(out_full) for layer in self.layers)
+
+
+class FanOut(Layer):
+    """Replicate the input ``num`` times (a list of identical inputs)."""
+
+    name = "FanOut"
+
+    def __init__(self, num):
+        self.num = int(num)
+
+    def out_shape(self, in_shape):
+        check_single_input(self, in_shape)
+        return [in_shape] * self.num
+
+    def apply(self, params, x, **kwargs):
+        return [x] * self.num
+
+    def kernel(self, k):
+        return [k] * self.num
+
+
+def _check_list(layer, in_shape):
+    if not isinstance(in_shape, list):
+        raise layer.shape_error("expects a list of inputs (after FanOut/parallel), got a "
+                                "single input")
+
+
+class FanInSum(Layer):
+    """Sum a list of inputs. Kernel: the sum of the kernels (branches are independent
+    Gaussian processes at infinite width, e.g. a residual block ending in Dense/Conv)."""
+
+    name = "FanInSum"
+
+    def out_shape(self, in_shape):
+        _check_list(self, in_shape)
+        if any(tuple(s) != tuple(in_shape[0]) for s in in_shape):
+            raise self.shape_error(f"inputs must have equal shapes, got "
+                                   f"{[tuple(s) for s in in_shape]}")
+        return in_shape[0]
+
+    def apply(self, params, x, **kwargs):
+        return sum(x[1:], x[0])
+
+    def kernel(self, ks):
+        full = all(k.full for k in ks)
+        ks = coerce(ks, full)
+        add = lambda name: (None if getattr(ks[0], name) is None
+                            else sum(getattr(k, name) for k in ks))
+        return ks[0].replace(nngp=add("nngp"), ntk=add("ntk"), cov=add("cov"))
+
+
+class FanInConcat(Layer):
+    """Concatenate a list of inputs along the channel axis. Kernel: the channel-weighted
+    mean ``sum_i C_i K_i / sum_i C_i`` (covariances are channel averages)."""
+
+    name = "FanInConcat"
+
+    def __init__(self, axis=-1):
+        if axis != -1:
+            raise UnsupportedLayerError(f"FanInConcat: only axis=-1 (channels) is supported, "
+                                        f"got axis={axis!r}")
+
+    def out_shape(self, in_shape):
+        _check_list(self, in_shape)
+        if any(tuple(s[:-1]) != tuple(in_shape[0][:-1]) for s in in_shape):
+            raise self.shape_error(f"inputs must agree except in channels, got "
+                                   f"{[tuple(s) for s in in_shape]}")
+        return tuple(in_shape[0][:-1]) + (sum(s[-1] for s in in_shape),)
+
+    def apply(self, params, x, **kwargs):
+        return jnp.concatenate(x, axis=-1)
+
+    def kernel(self, ks):
+        full = all(k.full for k in ks)
+        ks = coerce(ks, full)
+        chans = [k.shape1[-1] for k in ks]
+        total = sum(chans)
+
+        def mix(name):
+            if getattr(ks[0], name) is None:
+                return None
+            return sum(c * getattr(k, name) for c, k in zip(chans, ks)) / total
+
+        shape1 = tuple(ks[0].shape1[:-1]) + (total,)
+        return ks[0].replace(nngp=mix("nngp"), ntk=mix("ntk"), cov=mix("cov"), shape1=shape1)
