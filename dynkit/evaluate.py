@@ -43,7 +43,10 @@ def compiled_apply(model: Model) -> Callable:
         >>> compiled_apply(m) is compiled_apply(dk.models.mlp(3, [4], 2))
         True
     """
-    return jax.jit(lambda p, xb: model.apply(p, xb, train=False))
+    def apply(p, xb):
+        return model.apply(p, xb, train=False)
+
+    return jax.jit(apply)
 
 
 @functools.lru_cache(maxsize=32)
@@ -62,7 +65,10 @@ def compiled_features(model: Model) -> Callable:
         >>> compiled_features(m)(m.init(jax.random.PRNGKey(0)), jax.numpy.ones((5, 3))).shape
         (5, 4)
     """
-    return jax.jit(lambda p, xb: model.features(p, xb))
+    def features(p, xb):
+        return model.features(p, xb)
+
+    return jax.jit(features)
 
 
 @functools.lru_cache(maxsize=32)
@@ -85,7 +91,10 @@ def compiled_intermediates(model: Model, names: tuple[str, ...]) -> Callable:
         >>> out["head"].shape
         (5, 2)
     """
-    return jax.jit(lambda p, xb: model.intermediates(p, xb, list(names)))
+    def intermediates(p, xb):
+        return model.intermediates(p, xb, list(names))
+
+    return jax.jit(intermediates)
 
 
 def logits(model: Model, params: Params, x, *, batch_size: int = BATCH_SIZE, dtype=None):
