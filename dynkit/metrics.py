@@ -92,8 +92,29 @@ def compute_metrics(model, params, data, names) -> pd.DataFrame:
 
 
 def checkpoint_metrics(ckpt, data, names, index: int = 0) -> pd.DataFrame:
-    """``compute_metrics`` of one checkpoint as a tidy series (``dynkit.schema``): ``step``
-    and ``epoch`` from the checkpoint (``step_epoch``; ``index`` is its position in its run)."""
+    """``compute_metrics`` of one checkpoint as a tidy series (``dynkit.schema``).
+
+    Args:
+        ckpt: a ``Checkpoint`` (``model``, ``params``, ``step``, ``meta``).
+        data: the ``Dataset`` the metrics use.
+        names: registered metric names (``load_metrics()``).
+        index: the checkpoint's position in its run, its step when it has none.
+
+    Returns:
+        The tidy frame, ``step`` and ``epoch`` from the checkpoint (``step_epoch``);
+        ``attrs["entries"]`` maps each name to the metric names it produced.
+
+    Example:
+        >>> import jax, dynkit as dk
+        >>> data = dk.data.load("gaussian_mixture", n_train=32, n_test=8, num_classes=2, dim=3)
+        >>> model = dk.models.mlp(3, [4], 2)
+        >>> ckpt = dk.Checkpoint(model, model.init(jax.random.PRNGKey(0)), 7, None, None)
+        >>> table = checkpoint_metrics(ckpt, data, ["weights"])
+        >>> table[["step", "metric", "layer"]].iloc[0].astype(str).tolist()
+        ['7', 'weight_norm', 'fc0']
+        >>> table.attrs["entries"]
+        {'weights': ['weight_norm']}
+    """
     table = compute_metrics(ckpt.model, ckpt.params, data, names)
     out = tidy(table.assign(**step_epoch(ckpt, index)))
     out.attrs["entries"] = table.attrs["entries"]

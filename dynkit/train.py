@@ -232,7 +232,7 @@ def fit(model: Model, data: Dataset | str, *, params: Params | None = None,
         >>> import dynkit as dk
         >>> data = dk.data.load("gaussian_mixture", n_train=64, n_test=16, num_classes=2, dim=3)
         >>> res = fit(dk.models.mlp(3, [8], 2), data, steps=4, batch_size=16, progress=False)
-        >>> list(res.history["step"].unique())
+        >>> res.history["step"].unique().tolist()
         [0, 4]
     """
     return train_loop(model, data, TrainConfig(**config), params=params, out_dir=out_dir,
@@ -281,6 +281,14 @@ def train_loop(model: Model, data: Dataset | str, config: TrainConfig, *,
 
     Returns:
         ``TrainResult(params, history, out_dir)``.
+
+    Example:
+        >>> import dynkit as dk
+        >>> data = dk.data.load("gaussian_mixture", n_train=64, n_test=16, num_classes=2, dim=3)
+        >>> config = TrainConfig(optimizer="adam", lr=1e-2, steps=6, batch_size=16, save_every=3)
+        >>> res = train_loop(dk.models.mlp(3, [8], 2), data, config, progress=False)
+        >>> res.history["step"].unique().tolist()
+        [0, 3, 6]
     """
     c = config
     if isinstance(data, str):
