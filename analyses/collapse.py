@@ -59,6 +59,7 @@ import numpy as np
 import pandas as pd
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+from dynkit.evaluate import compiled_features, compiled_intermediates
 from dynkit.registry import METRICS
 
 from .collapse_stream import ClassStats, CollapseAccumulator, blocks, check_batch, check_shapes
@@ -483,11 +484,9 @@ def collapse_of_model(
     ``neural_collapse_stream``; ``options`` are its keyword arguments (method, variants).
     ``progress`` shows a tqdm bar per pass.
     """
-    import jax
-
     _check_xy(x, y)
     W, b = readout(model, params)
-    feats = jax.jit(model.features)
+    feats = compiled_features(model)
     gen = _batched(lambda xb: np.asarray(feats(params, xb)), x, y, batch_size, progress,
                    "collapse")
     return neural_collapse_stream(gen, W, b, num_classes=W.shape[0], **options)
@@ -514,8 +513,6 @@ def collapse_by_layer(
     Options: ``nc1_variant, nc2_variant, global_mean, rcond``; ``progress`` shows tqdm bars.
     Returns columns ``layer, metric, value`` in layer order.
     """
-    import jax
-
     _check_xy(x, y)
     names = list(layers) if layers is not None else model.layer_names()
     if not names:
@@ -523,7 +520,7 @@ def collapse_by_layer(
     W, b = readout(model, params)
     C = W.shape[0]
     wanted = names + ([model.output] if model.output not in names else [])
-    fwd = jax.jit(lambda p, xb: model.intermediates(p, xb, wanted))
+    fwd = compiled_intermediates(model, tuple(wanted))
     gen = _batched(lambda xb: {k: np.asarray(v) for k, v in fwd(params, xb).items()}, x, y,
                    batch_size, progress, "collapse by layer")
     accs = {name: CollapseAccumulator(C) for name in names}

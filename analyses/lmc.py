@@ -26,7 +26,7 @@ from dynkit.analyses.permutation import (  # noqa: F401  (re-exported API)
     weight_matching,
 )
 from dynkit.errors import InvalidArgumentError
-from dynkit.losses import accuracy, loss_fn
+from dynkit.evaluate import evaluate, logits, score
 from dynkit.models.graph import Model
 
 BARRIERS = ("linear", "mean")
@@ -57,12 +57,9 @@ def reset_batchnorm(model: Model, params, x, max_samples: int = 2048):
     return new
 
 
-def _evaluate(model, params, x, y, task_loss, batch_size=1024):
-    logits = jnp.concatenate([model.apply(params, jnp.asarray(x[i:i + batch_size]))
-                              for i in range(0, len(x), batch_size)])
-    y = jnp.asarray(y)
-    acc = float(accuracy(logits, y)) if logits.ndim == 2 and y.ndim == 1 else np.nan
-    return float(task_loss(logits, y)), acc
+def _evaluate(model, params, x, y, task_loss):
+    """``(loss, accuracy)`` on ``(x, y)`` with the shared compiled evaluator."""
+    return score(logits(model, params, x), y, task_loss)
 
 
 def interpolate(model: Model, params_a, params_b, x, y, alphas=21, *, x_test=None, y_test=None,
@@ -80,8 +77,7 @@ def interpolate(model: Model, params_a, params_b, x, y, alphas=21, *, x_test=Non
         raise InvalidArgumentError(f"bn must be one of {BN_MODES}, got {bn!r}")
     grid = _alpha_grid(alphas)
     num_classes = int(np.max(y)) + 1 if loss == "cross_entropy" or np.ndim(y) == 1 else None
-    task_loss = loss_fn(loss, num_classes)
-    splits = [("train", x, y)] + ([("test", x_test, y_test)] if x_test is not None else [])
+    splits = {"train": (x, y), **({"test": (x_test, y_test)} if x_test is not None else {})}
     rows = []
     stats_x = x if bn_data is None else bn_data
     for alpha in grid:
@@ -90,10 +86,8 @@ def interpolate(model: Model, params_a, params_b, x, y, alphas=21, *, x_test=Non
             p = reset_batchnorm(model, p, stats_x)
         elif bn == "repair":
             p = repair(model, params_a, params_b, p, float(alpha), stats_x)
-        for split, xs, ys in splits:
-            lo, acc = _evaluate(model, p, xs, ys, task_loss)
-            rows.append({"alpha": float(alpha), "split": split, "loss": lo, "accuracy": acc,
-                         "error": 1 - acc})
+        for r in evaluate(model, p, splits, loss=loss, num_classes=num_classes):
+            rows.append({"alpha": float(alpha), **r, "error": 1 - r["accuracy"]})
     return pd.DataFrame(rows)
 
 

@@ -19,17 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import islice
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from dynkit.checkpoints.run import iterate
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 from dynkit.models.graph import Model, merge_params, split_params
 from dynkit.registry import METRICS
+from dynkit.schema import step_epoch, tidy
 from dynkit.theory.empirical import model_ntk_fn, ntk_fn
 
 #: Points of ``data.x_train`` the ``"ntk"`` registry metric uses (the first ones).
@@ -219,6 +219,7 @@ def ntk_series(
     y=None,
     *,
     every: int = 1,
+    include_last: bool = False,
     k: int | None = None,
     num_classes: int | None = None,
     method: str = "auto",
@@ -228,44 +229,38 @@ def ntk_series(
     """Empirical-NTK metrics along a training run, one row per ``(step, metric)``.
 
     ``run``: a run directory (``dynkit.load_run``), a ``Run`` or any iterable of checkpoints
-    (objects with ``model``, ``params``, ``step``); every ``every``-th one is used. At each
-    checkpoint the logit-traced NTK ``K_t`` on ``x`` gives ``kernel_metrics`` plus
+    (objects with ``model``, ``params``, ``step``); every ``every``-th one is used (and the
+    last one with ``include_last``; ``dynkit.checkpoints.iterate``). At each checkpoint the
+    logit-traced NTK ``K_t`` on ``x`` gives ``kernel_metrics`` plus
     ``kernel_distance_init = d(K_0, K_t)`` (``K_0`` of the first checkpoint used),
     ``kernel_distance_prev = d(K_prev, K_t)`` and ``kernel_velocity`` = that distance per
     step (Fort et al. 2020), the last two from the second checkpoint on.
 
-    Returns a DataFrame with columns ``step, metric, value``."""
-    if int(every) < 1:
-        raise InvalidArgumentError(f"every must be >= 1, got {every}")
-    if isinstance(run, (str, Path)):
-        from dynkit.checkpoints import load_run
+    Returns the tidy series ``step, epoch, metric, value`` (``dynkit.schema``)."""
+    from tqdm.auto import tqdm
 
-        run = load_run(run)
-    ckpts = run[::every] if hasattr(run, "__getitem__") and hasattr(run, "steps") \
-        else islice(run, 0, None, every)
+    ckpts = iterate(run, every, include_last, indexed=True)
     x = _finite(x, "x")
     rows: list[dict] = []
     K0 = K_prev = step_prev = None
-    total = len(ckpts) if hasattr(ckpts, "__len__") else None
-    from tqdm.auto import tqdm
-
-    for ckpt in tqdm(ckpts, total=total, disable=not progress, desc="ntk", leave=False):
+    for i, ckpt in tqdm(ckpts, disable=not progress, desc="ntk", leave=False):
         K = np.asarray(model_ntk_fn(ckpt.model, method, batch_size=batch_size)(
             x, None, ckpt.params), dtype=np.float64)
-        step = ckpt.step
+        keys = step_epoch(ckpt, i)
+        step = keys["step"]
         vals = kernel_metrics(K, y, k=k, num_classes=num_classes)
         vals["kernel_distance_init"] = 0.0 if K0 is None else kernel_distance(K0, K)
         if K_prev is not None:
             d = kernel_distance(K_prev, K)
             vals["kernel_distance_prev"] = d
-            if step is not None and step_prev is not None and step != step_prev:
+            if step != step_prev:
                 vals["kernel_velocity"] = d / (step - step_prev)
-        rows += [{"step": step, "metric": m, "value": v} for m, v in vals.items()]
+        rows += [{**keys, "metric": m, "value": v} for m, v in vals.items()]
         K0 = K if K0 is None else K0
         K_prev, step_prev = K, step
     if not rows:
         raise InvalidArgumentError("ntk_series got no checkpoints")
-    return pd.DataFrame(rows, columns=["step", "metric", "value"])
+    return tidy(rows)
 
 
 @METRICS.register(

@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -81,8 +81,10 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from dynkit.checkpoints.run import iterate
 from dynkit.errors import InvalidArgumentError, UnsupportedLayerError
 from dynkit.models.graph import conv_linear
+from dynkit.schema import step_epoch, tidy
 
 __all__ = ["SUPPORTED_OPS", "PathNorm", "PlanNode", "bn_affine", "effective_affine",
            "log_pathnorm_qq", "path_norm", "path_norm_series", "plan"]
@@ -457,24 +459,24 @@ def path_norm(model, params, q: float = 1, *, fold_bn: bool = True) -> PathNorm:
 
 
 # --------------------------------------------------------------------- series and metric
-def _checkpoints(run_or_dir) -> Iterable:
-    if isinstance(run_or_dir, (str, bytes)) or hasattr(run_or_dir, "__fspath__"):
-        from dynkit.checkpoints import load_run
+def path_norm_series(run, qs: Sequence[float] = (1, 2, 4), *, every: int = 1,
+                     include_last: bool = True) -> pd.DataFrame:
+    """Path-norms along a training run, in the tidy series schema (``dynkit.schema``):
+    columns ``step, epoch, metric, value, q``, for each checkpoint and ``q`` one row of
+    metric ``pathnorm`` (``||Phi(theta)||_q``) and one of ``log_pathnorm`` (its log, finite
+    where the value overflows).
 
-        return load_run(run_or_dir)
-    return run_or_dir
-
-
-def path_norm_series(run_or_dir, qs: Sequence[float] = (1, 2, 4)) -> pd.DataFrame:
-    """Path-norms along a training run: one row per ``(step, q)`` with columns
-    ``step, q, value, log_value``.
-
-    ``run_or_dir`` is a run folder (read with ``dynkit.load_run``), a ``Run``, or any iterable
-    of checkpoints (objects with ``model``, ``params``, ``step``)."""
+    ``run`` is a run folder (read with ``dynkit.load_run``), a ``Run``, or any iterable
+    of checkpoints (objects with ``model``, ``params``, ``step``); ``every``, ``include_last``
+    select checkpoints as ``dynkit.checkpoints.iterate`` does."""
     qs = [_check_q(q) for q in qs]
     rows = []
-    for ckpt in _checkpoints(run_or_dir):
+    for i, ckpt in iterate(run, every, include_last, indexed=True):
+        keys = step_epoch(ckpt, i)
         for q in qs:
             pn = path_norm(ckpt.model, ckpt.params, q)
-            rows.append({"step": ckpt.step, "q": q, "value": pn.value, "log_value": pn.log_value})
-    return pd.DataFrame(rows, columns=["step", "q", "value", "log_value"])
+            rows.append({**keys, "metric": "pathnorm", "value": pn.value, "q": q})
+            rows.append({**keys, "metric": "log_pathnorm", "value": pn.log_value, "q": q})
+    if not rows:
+        raise InvalidArgumentError("path_norm_series: the run holds no checkpoints")
+    return tidy(rows)

@@ -90,9 +90,9 @@ def cmd_info(args) -> int:
 def cmd_metrics(args) -> int:
     import pandas as pd
 
-    from dynkit.checkpoints import load_checkpoint, load_run
+    from dynkit.checkpoints import load_checkpoint
     from dynkit.io import atomic_write
-    from dynkit.metrics import compute_metrics, load_metrics, metrics_over_run
+    from dynkit.metrics import checkpoint_metrics, load_metrics, metrics_over_run
 
     available = load_metrics()
     names = args.metrics or available
@@ -102,10 +102,9 @@ def cmd_metrics(args) -> int:
     data = _load_data(args)
     path = Path(args.path)
     if path.is_dir():
-        table = metrics_over_run(load_run(path), data, names, every=args.every)
+        table = metrics_over_run(path, data, names, every=args.every)
     else:
-        ckpt = load_checkpoint(path)
-        table = compute_metrics(ckpt.model, ckpt.params, data, names).assign(step=ckpt.step)
+        table = checkpoint_metrics(load_checkpoint(path), data, names)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "metrics.csv") as fh:
@@ -118,10 +117,10 @@ def cmd_metrics(args) -> int:
         from dynkit.figures.common import save_figure
         from dynkit.figures.demo import plot_series
 
-        for group in names:
-            sub = table[table["group"] == group]
-            metrics = list(dict.fromkeys(sub["metric"]))[:4]
-            save_figure(plot_series(sub, metrics, ["split", "layer"]), out / f"{group}.png")
+        for entry, metrics in table.attrs["entries"].items():
+            sub = table[table["metric"].isin(metrics)]
+            save_figure(plot_series(sub, metrics[:4], ["split", "layer", "q"]),
+                        out / f"{entry}.png")
     print(f"wrote {out / 'metrics.csv'} and {out / 'metrics.json'}")
     return 0
 

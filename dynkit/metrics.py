@@ -1,23 +1,27 @@
 """Checkpoint metrics: the built-in ones, plugin loading, and evaluation over a run.
 
 A metric is ``func(model, params, data) -> DataFrame`` with columns ``metric, value`` (and
-optionally ``split``, ``layer``), registered in ``dynkit.registry.METRICS``. Analyses register
-their metrics when imported; ``load_metrics()`` imports them.
+optionally ``split``, ``layer``, ``q``), registered in ``dynkit.registry.METRICS``. Analyses
+register their metrics when imported; ``load_metrics()`` imports them. ``metrics_over_run``
+returns the tidy series schema of ``dynkit.schema`` (``step, epoch, metric, value`` plus the
+optional columns); which metric names each registered entry produced is recorded in the
+table's ``attrs["entries"]``.
 """
 
 from __future__ import annotations
 
 import importlib
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dynkit.losses import accuracy, loss_fn
+from dynkit.checkpoints.run import iterate
+from dynkit.errors import InvalidArgumentError
+from dynkit.evaluate import evaluate
 from dynkit.models.graph import split_params
 from dynkit.registry import METRICS
+from dynkit.schema import COLUMNS, REQUIRED, check_tidy, step_epoch, tidy
 
 #: Modules whose import registers further metrics (analyses sit above the core).
 PLUGIN_MODULES = (
@@ -25,6 +29,9 @@ PLUGIN_MODULES = (
     "dynkit.analyses.pathnorm_bound",
     "dynkit.analyses.ntk_dynamics",
 )
+
+__all__ = ["check_tidy", "checkpoint_metrics", "compute_metrics", "load_metrics",
+           "metrics_over_run", "performance", "weight_norms"]
 
 
 def load_metrics() -> list[str]:
@@ -34,24 +41,18 @@ def load_metrics() -> list[str]:
     return METRICS.names()
 
 
-def _batched_logits(model, params, x, batch_size=1024):
-    apply = jax.jit(lambda p, xb: model.apply(p, xb))
-    return jnp.concatenate([apply(params, x[i:i + batch_size])
-                            for i in range(0, len(x), batch_size)])
-
-
 @METRICS.register("performance", "loss and accuracy on the train and test splits")
 def performance(model, params, data) -> pd.DataFrame:
-    """Loss (cross-entropy for classification, ``½‖f−y‖²`` for regression) and accuracy."""
-    task_loss = loss_fn("cross_entropy" if data.task == "classification" else "mse",
-                        data.num_classes)
+    """Loss (cross-entropy for classification, ``½‖f−y‖²`` for regression) and accuracy, by
+    ``dynkit.evaluate.evaluate`` (the trainer's evaluator)."""
+    classification = data.task == "classification"
+    splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
     rows = []
-    for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
-        logits = _batched_logits(model, params, jnp.asarray(x))
-        rows.append({"metric": "loss", "split": split,
-                     "value": float(task_loss(logits, jnp.asarray(y)))})
-        if data.task == "classification":
-            rows.append({"metric": "accuracy", "split": split, "value": float(accuracy(logits, y))})
+    for r in evaluate(model, params, splits, loss="cross_entropy" if classification else "mse",
+                      num_classes=data.num_classes):
+        rows.append({"metric": "loss", "split": r["split"], "value": r["loss"]})
+        if classification:
+            rows.append({"metric": "accuracy", "split": r["split"], "value": r["accuracy"]})
     return pd.DataFrame(rows)
 
 
@@ -71,18 +72,79 @@ def weight_norms(model, params, data=None) -> pd.DataFrame:
 
 
 def compute_metrics(model, params, data, names) -> pd.DataFrame:
-    """Evaluate the named metrics on one checkpoint: one tidy frame, a ``metric`` column."""
-    frames = [METRICS.get(n).func(model, params, data).assign(group=n) for n in names]
-    return pd.concat(frames, ignore_index=True)
+    """Evaluate the named metrics on one checkpoint: one frame with columns ``metric, value``
+    and the optional ``split, layer, q`` the metrics give; ``attrs["entries"]`` maps each
+    entry name to the metric names it produced."""
+    frames, entries = [], {}
+    for name in names:
+        df = METRICS.get(name).func(model, params, data)
+        _check_entry(name, df)
+        entries[name] = list(dict.fromkeys(df["metric"]))
+        frames.append(df)
+    produced = [m for ms in entries.values() for m in ms]
+    clash = sorted({m for m in produced if produced.count(m) > 1})
+    if clash:
+        raise InvalidArgumentError(f"metrics {list(names)} produce the same metric name(s) "
+                                   f"{clash}; evaluate them separately")
+    table = pd.concat(frames, ignore_index=True)
+    table.attrs["entries"] = entries
+    return table
+
+
+def checkpoint_metrics(ckpt, data, names, index: int = 0) -> pd.DataFrame:
+    """``compute_metrics`` of one checkpoint as a tidy series (``dynkit.schema``).
+
+    Args:
+        ckpt: a ``Checkpoint`` (``model``, ``params``, ``step``, ``meta``).
+        data: the ``Dataset`` the metrics use.
+        names: registered metric names (``load_metrics()``).
+        index: the checkpoint's position in its run, its step when it has none.
+
+    Returns:
+        The tidy frame, ``step`` and ``epoch`` from the checkpoint (``step_epoch``);
+        ``attrs["entries"]`` maps each name to the metric names it produced.
+
+    Example:
+        >>> import jax, dynkit as dk
+        >>> data = dk.data.load("gaussian_mixture", n_train=32, n_test=8, num_classes=2, dim=3)
+        >>> model = dk.models.mlp(3, [4], 2)
+        >>> ckpt = dk.Checkpoint(model, model.init(jax.random.PRNGKey(0)), 7, None, None)
+        >>> table = checkpoint_metrics(ckpt, data, ["weights"])
+        >>> table[["step", "metric", "layer"]].iloc[0].astype(str).tolist()
+        ['7', 'weight_norm', 'fc0']
+        >>> table.attrs["entries"]
+        {'weights': ['weight_norm']}
+    """
+    table = compute_metrics(ckpt.model, ckpt.params, data, names)
+    out = tidy(table.assign(**step_epoch(ckpt, index)))
+    out.attrs["entries"] = table.attrs["entries"]
+    return out
 
 
 def metrics_over_run(run, data, names, every: int = 1, progress: bool = True) -> pd.DataFrame:
     """Evaluate the named metrics on every ``every``-th checkpoint of a run (plus the last).
 
-    Returns a tidy frame with a ``step`` column, one row per (step, metric, split/layer)."""
-    indices = sorted(set(range(0, len(run), every)) | {len(run) - 1})
-    frames = []
-    for i in tqdm(indices, desc="checkpoints", disable=not progress):
-        ckpt = run[i]
-        frames.append(compute_metrics(ckpt.model, ckpt.params, data, names).assign(step=ckpt.step))
-    return pd.concat(frames, ignore_index=True)
+    ``run``: a run folder, a ``Run`` or an iterable of checkpoints
+    (``dynkit.checkpoints.iterate``). Returns the tidy series (``dynkit.schema``): one row per
+    (step, metric, split/layer/q); ``attrs["entries"]`` maps each entry name to its metric
+    names."""
+    frames = [checkpoint_metrics(ckpt, data, names, i) for i, ckpt in
+              tqdm(iterate(run, every, indexed=True), desc="checkpoints", disable=not progress)]
+    if not frames:
+        raise InvalidArgumentError("metrics_over_run: the run holds no checkpoints")
+    table = tidy(pd.concat(frames, ignore_index=True))
+    table.attrs["entries"] = frames[0].attrs["entries"]
+    return table
+
+
+def _check_entry(name: str, df) -> None:
+    """A metric's frame: ``metric, value`` and only optional schema columns."""
+    allowed = set(COLUMNS) - {"step", "epoch"}
+    if not isinstance(df, pd.DataFrame) or not {"metric", "value"} <= set(df.columns):
+        raise InvalidArgumentError(f"metric {name!r} must return a DataFrame with columns "
+                                   f"'metric' and 'value'")
+    extra = [c for c in df.columns if c not in allowed]
+    if extra:
+        raise InvalidArgumentError(
+            f"metric {name!r} returned columns {extra} outside the series schema "
+            f"{list(REQUIRED)} + optional {[c for c in COLUMNS if c not in REQUIRED]}")

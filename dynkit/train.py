@@ -1,6 +1,7 @@
 """A small optax trainer that writes a checkpoint series, a metrics table and a resumable state.
 
-``fit(model, data, ...)`` runs mini-batch training with a jit-compiled step. With ``out_dir`` it
+``fit(model, data, ...)`` runs mini-batch training with a jit-compiled step: it builds a
+``TrainConfig`` (how to train) from its keywords and runs ``train_loop``. With ``out_dir`` it
 writes, at step 0, every ``save_every`` steps and at the end:
 
 * ``step_{step:06d}.safetensors``: the parameters (``dynkit.save_checkpoint``, run info in
@@ -25,7 +26,6 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +37,9 @@ from tqdm.auto import tqdm
 from dynkit.checkpoints.run import TRAINER_STATE
 from dynkit.data import Dataset, load
 from dynkit.errors import CheckpointError, InvalidArgumentError, ShapeMismatchError
+from dynkit.evaluate import evaluate
 from dynkit.io import atomic_write
-from dynkit.losses import LOSSES, accuracy, loss_fn
+from dynkit.losses import LOSSES, loss_fn
 from dynkit.models.graph import Model, Params, merge_params, split_params
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
@@ -145,42 +146,115 @@ def make_optimizer(name: str, lr: optax.ScalarOrSchedule, momentum: float = 0.9,
     return optax.chain(optax.add_decayed_weights(weight_decay), base)
 
 
-def fit(
-    model: Model,
-    data: Dataset | str,
-    *,
-    optimizer: str = "sgd",
-    lr: float = 0.1,
-    lr_schedule: str = "constant",
-    warmup_steps: int | None = None,
-    schedule_steps: int | None = None,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    batch_size: int = 128,
-    epochs: int | None = 10,
-    steps: int | None = None,
-    loss: str = "cross_entropy",
-    seed: int = 0,
-    params: Params | None = None,
-    out_dir: str | os.PathLike | None = None,
-    save_every: int | None = None,
-    progress: bool = True,
-    resume: bool = True,
-) -> TrainResult:
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: the optimizer, its learning-rate schedule, the batches, the length, the
+    loss, the seed and how often to save. Checked on construction (bad values are an
+    ``InvalidArgumentError`` naming the setting); ``train_loop`` runs it.
+
+    Args:
+        optimizer: ``sgd``, ``momentum``, ``adam`` or ``adamw`` (``make_optimizer``).
+        lr: the (peak) learning rate, ``> 0``.
+        lr_schedule: ``constant``, ``cosine``, ``warmup_cosine``, ``step`` or ``linear``
+            (``make_schedule``).
+        warmup_steps: warm-up of ``warmup_cosine`` (default ``T // 20``, ``resolve_warmup``).
+        schedule_steps: the schedule's horizon ``T`` (default: the run's number of steps).
+        momentum: heavy-ball coefficient of ``momentum``.
+        weight_decay: ``>= 0``, on every trained leaf (never on BatchNorm running statistics).
+        batch_size: examples per step (at most the training set), ``>= 1``.
+        epochs: the length in epochs of ``n_train // batch_size`` steps.
+        steps: the length in steps (overrides ``epochs``).
+        loss: ``cross_entropy`` or ``mse``.
+        seed: parameters ``model.init(PRNGKey(seed))`` and data order ``(seed, epoch)``.
+        save_every: record (and save) every ``save_every`` steps, besides step 0 and the end.
+
+    Example:
+        >>> TrainConfig(optimizer="adam", lr=1e-3, steps=100).lr_schedule
+        'constant'
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    lr_schedule: str = "constant"
+    warmup_steps: int | None = None
+    schedule_steps: int | None = None
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int | None = 10
+    steps: int | None = None
+    loss: str = "cross_entropy"
+    seed: int = 0
+    save_every: int | None = None
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise InvalidArgumentError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if int(self.batch_size) < 1:
+            raise InvalidArgumentError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.save_every is not None and int(self.save_every) < 1:
+            raise InvalidArgumentError(f"save_every must be >= 1 steps, got {self.save_every}")
+        if self.steps is None and self.epochs is None:
+            raise InvalidArgumentError("give the training length as epochs=... or steps=...")
+        if self.lr_schedule not in SCHEDULES:
+            raise InvalidArgumentError(f"lr_schedule must be one of {SCHEDULES}, "
+                                       f"got {self.lr_schedule!r}")
+        make_optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)  # checks
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The run's number of steps: ``steps``, else ``epochs * steps_per_epoch``."""
+        total = int(self.steps) if self.steps is not None else int(self.epochs) * steps_per_epoch
+        if total < 0:
+            raise InvalidArgumentError(f"the number of steps must be >= 0, got {total}")
+        return total
+
+    def horizon(self, total: int) -> int:
+        """The schedule's horizon ``T``: ``schedule_steps``, at least the run's ``total``."""
+        horizon = total if self.schedule_steps is None else self.schedule_steps
+        if int(horizon) != horizon or horizon < total:
+            raise InvalidArgumentError(f"schedule_steps must be an integer >= the run's {total} "
+                                       f"steps, got {self.schedule_steps!r}")
+        return int(horizon)
+
+
+def fit(model: Model, data: Dataset | str, *, params: Params | None = None,
+        out_dir: str | os.PathLike | None = None, progress: bool = True, resume: bool = True,
+        **config) -> TrainResult:
     """Train ``model`` on ``data`` (a ``Dataset`` or a ``dynkit.data`` name) by mini-batch
-    gradient descent; see the module docstring for the files written to ``out_dir``.
+    gradient descent: ``train_loop(model, data, TrainConfig(**config), ...)``; see the module
+    docstring for the files written to ``out_dir``.
+
+    ``config`` are the settings of ``TrainConfig`` (optimizer, lr, lr_schedule, warmup_steps,
+    schedule_steps, momentum, weight_decay, batch_size, epochs, steps, loss, seed,
+    save_every); the other arguments are those of ``train_loop``.
+
+    Example:
+        >>> import dynkit as dk
+        >>> data = dk.data.load("gaussian_mixture", n_train=64, n_test=16, num_classes=2, dim=3)
+        >>> res = fit(dk.models.mlp(3, [8], 2), data, steps=4, batch_size=16, progress=False)
+        >>> res.history["step"].unique().tolist()
+        [0, 4]
+    """
+    return train_loop(model, data, TrainConfig(**config), params=params, out_dir=out_dir,
+                      progress=progress, resume=resume)
+
+
+def train_loop(model: Model, data: Dataset | str, config: TrainConfig, *,
+               params: Params | None = None, out_dir: str | os.PathLike | None = None,
+               progress: bool = True, resume: bool = True) -> TrainResult:
+    """Run ``config`` (a ``TrainConfig``) on ``model`` and ``data``.
 
     Each step uses ``batch_size`` examples (``min(batch_size, n_train)``), the slice of the
     epoch's permutation ``default_rng((seed, epoch)).permutation(n_train)`` (the last partial
     batch of an epoch is dropped). ``steps`` overrides ``epochs``. Parameters start at
     ``params`` or ``model.init(PRNGKey(seed))``. BatchNorm models train with
     ``model.apply_train`` (running statistics updated, never decayed nor differentiated) and
-    are evaluated with ``model.apply(train=False)``. ``loss`` is ``cross_entropy`` or ``mse``
-    (``(1/2n) sum |f - y|^2``, one-hot targets for classification). ``weight_decay`` acts on
-    every trained leaf (weights, biases, BatchNorm scale/bias, as PyTorch's default), never on
-    running statistics; see ``make_optimizer`` for the update rules. Train and test loss and
-    accuracy (NaN for regression) are recorded at step 0, every ``save_every`` steps and at the
-    end.
+    are evaluated with ``model.apply(train=False)`` (``dynkit.evaluate.evaluate``). ``loss``
+    is ``cross_entropy`` or ``mse`` (``(1/2n) sum |f - y|^2``, one-hot targets for
+    classification). ``weight_decay`` acts on every trained leaf (weights, biases, BatchNorm
+    scale/bias, as PyTorch's default), never on running statistics; see ``make_optimizer``
+    for the update rules. Train and test loss and accuracy (NaN for regression) are recorded
+    at step 0, every ``save_every`` steps and at the end.
 
     The learning rate of update ``t`` is ``lr_t`` of ``make_schedule(lr_schedule, lr, T,
     warmup_steps)`` with ``T`` = ``schedule_steps`` (default: the run's total number of steps;
@@ -194,55 +268,54 @@ def fit(
     (optimizer, lr, lr_schedule, warmup_steps, ...) are saved with it and in every
     checkpoint's ``meta``; resuming with other settings is an ``InvalidArgumentError``. A
     constant-rate run may be resumed with more steps; a scheduled one needs the same total
-    (``schedule_steps``), the horizon of its schedule."""
+    (``schedule_steps``), the horizon of its schedule.
+
+    Args:
+        model: the network.
+        data: a ``Dataset`` or a ``dynkit.data`` name (loaded with ``seed``).
+        config: the ``TrainConfig``.
+        params: initial parameters (default ``model.init(PRNGKey(seed))``).
+        out_dir: where to write checkpoints, ``metrics.csv`` and the resumable state.
+        progress: show a progress bar.
+        resume: continue the run found in ``out_dir`` (else refuse to overwrite it).
+
+    Returns:
+        ``TrainResult(params, history, out_dir)``.
+
+    Example:
+        >>> import dynkit as dk
+        >>> data = dk.data.load("gaussian_mixture", n_train=64, n_test=16, num_classes=2, dim=3)
+        >>> config = TrainConfig(optimizer="adam", lr=1e-2, steps=6, batch_size=16, save_every=3)
+        >>> res = train_loop(dk.models.mlp(3, [8], 2), data, config, progress=False)
+        >>> res.history["step"].unique().tolist()
+        [0, 3, 6]
+    """
+    c = config
     if isinstance(data, str):
-        data = load(data, seed=seed)
-    if loss not in LOSSES:
-        raise InvalidArgumentError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if loss == "cross_entropy" and data.task != "classification":
+        data = load(data, seed=c.seed)
+    if c.loss == "cross_entropy" and data.task != "classification":
         raise InvalidArgumentError(f"loss='cross_entropy' needs a classification data set; "
                                    f"{data.name!r} is {data.task}: use loss='mse'")
-    if int(batch_size) < 1:
-        raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
-    if save_every is not None and int(save_every) < 1:
-        raise InvalidArgumentError(f"save_every must be >= 1 steps, got {save_every}")
-
     n = len(data.x_train)
     if n < 1:
         raise InvalidArgumentError(f"data set {data.name!r} has no training examples")
-    bs = min(int(batch_size), n)
+    bs = min(int(c.batch_size), n)
     per_epoch = n // bs
-    if steps is not None:
-        total = int(steps)
-    elif epochs is not None:
-        total = int(epochs) * per_epoch
-    else:
-        raise InvalidArgumentError("give the training length as epochs=... or steps=...")
-    if total < 0:
-        raise InvalidArgumentError(f"the number of steps must be >= 0, got {total}")
-    horizon = total if schedule_steps is None else schedule_steps
-    if int(horizon) != horizon or horizon < total:
-        raise InvalidArgumentError(f"schedule_steps must be an integer >= the run's {total} "
-                                   f"steps, got {schedule_steps!r}")
-    horizon = int(horizon)
-    warmup = resolve_warmup(lr_schedule, warmup_steps, horizon)
+    total = c.total_steps(per_epoch)
+    horizon = c.horizon(total)
+    warmup = resolve_warmup(c.lr_schedule, c.warmup_steps, horizon)
     # the schedule's identity: a constant rate does not depend on the run's length
-    schedule = ("constant", 0, 0) if lr_schedule == "constant" else (lr_schedule, horizon, warmup)
-    opt = make_optimizer(optimizer, make_schedule(schedule[0], lr, *schedule[1:]), momentum,
-                         weight_decay)
+    schedule = ("constant", 0, 0) if c.lr_schedule == "constant" else (c.lr_schedule, horizon,
+                                                                       warmup)
+    opt = make_optimizer(c.optimizer, make_schedule(schedule[0], c.lr, *schedule[1:]),
+                         c.momentum, c.weight_decay)
 
-    key = jax.random.PRNGKey(seed)
+    key = jax.random.PRNGKey(c.seed)
     # shapes and dtypes only: bad input fails before anything is compiled
     abstract = jax.eval_shape(model.init, key) if params is None else params
     dtype = jnp.result_type(*(leaf.dtype for leaf in jax.tree_util.tree_leaves(abstract)))
-    _check_model_data(model, abstract, data, loss, dtype)
-    run = {"optimizer": optimizer, "lr": float(lr), "lr_schedule": lr_schedule,
-           "warmup_steps": warmup, "momentum": float(momentum),
-           "weight_decay": float(weight_decay), "batch_size": bs, "seed": int(seed),
-           "loss": loss, "data": data.name, "n_train": n,
-           "model": json.loads(json.dumps(dict(model.config)))}
-    if lr_schedule != "constant":
-        run["schedule_steps"] = horizon
+    _check_model_data(model, abstract, data, c.loss, dtype)
+    run = _run_info(c, bs, warmup, horizon, data, model)
 
     out = Path(out_dir) if out_dir is not None else None
     start, rows = 0, []
@@ -264,15 +337,16 @@ def fit(
 
     x_all = jnp.asarray(data.x_train, dtype)
     y_all = jnp.asarray(data.y_train, dtype if data.task == "regression" else None)
-    step_fn = _make_step(model, optimizer, float(lr), schedule, float(momentum),
-                         float(weight_decay), loss, data.num_classes)
-    evaluate = _make_evaluator(model, data, loss, dtype)
-    points = {0, total} | (set(range(0, total, int(save_every))) if save_every else set())
+    step_fn = _make_step(model, c.optimizer, float(c.lr), schedule, float(c.momentum),
+                         float(c.weight_decay), c.loss, data.num_classes)
+    splits = {s: data.split(s) for s in ("train", "test")}
+    points = {0, total} | (set(range(0, total, int(c.save_every))) if c.save_every else set())
 
     def save_point(step: int) -> None:
         p = merge_params(trainable, stats)
         epoch = step / per_epoch
-        rows.extend(dict(step=step, epoch=epoch, **r) for r in evaluate(p))
+        rows.extend(dict(step=step, epoch=epoch, **r) for r in evaluate(
+            model, p, splits, loss=c.loss, num_classes=data.num_classes, dtype=dtype))
         if out is None:
             return
         from dynkit.checkpoints import save_checkpoint
@@ -294,7 +368,7 @@ def fit(
         for step in range(start, total):
             epoch, i = divmod(step, per_epoch)
             if epoch != order_epoch:
-                order_epoch, order = epoch, _epoch_order(seed, epoch, n)
+                order_epoch, order = epoch, _epoch_order(c.seed, epoch, n)
             idx = order[i * bs:(i + 1) * bs]
             trainable, stats, opt_state, batch_loss = step_fn(trainable, stats, opt_state,
                                                               x_all, y_all, idx)
@@ -358,39 +432,17 @@ def _make_step(model: Model, optimizer: str, lr: float, schedule: tuple[str, int
     return step
 
 
-@functools.lru_cache(maxsize=16)
-def _eval_apply(model: Model):
-    return jax.jit(lambda p, xb: model.apply(p, xb, train=False))
-
-
-def _make_evaluator(model: Model, data: Dataset, loss: str, dtype, batch_size: int = 1024):
-    """``params -> [{split, loss, accuracy}]`` with ``model.apply(train=False)``, in chunks of
-    one fixed size (the last one zero-padded) so that a single compilation serves both splits."""
-    loss_f = loss_fn(loss, data.num_classes)
-    apply = _eval_apply(model)
-    splits = {s: data.split(s) for s in ("train", "test")}
-    chunk = min(batch_size, max(len(x) for x, _ in splits.values()))
-
-    def logits_of(params, x):
-        out = []
-        for i in range(0, len(x), chunk):
-            xb = np.asarray(x[i:i + chunk])
-            pad = np.zeros((chunk - len(xb), *xb.shape[1:]), xb.dtype)
-            out.append(apply(params, jnp.asarray(np.concatenate([xb, pad]), dtype))[:len(xb)])
-        return jnp.concatenate(out)
-
-    def evaluate(params) -> list[dict[str, Any]]:
-        rows = []
-        for split, (x, y) in splits.items():
-            if len(x) == 0:
-                continue
-            logits = logits_of(params, x)
-            y = jnp.asarray(y, dtype if data.task == "regression" else None)
-            acc = float(accuracy(logits, y)) if data.task == "classification" else float("nan")
-            rows.append({"split": split, "loss": float(loss_f(logits, y)), "accuracy": acc})
-        return rows
-
-    return evaluate
+def _run_info(c: TrainConfig, bs: int, warmup: int, horizon: int, data: Dataset,
+              model: Model) -> dict:
+    """The run's settings, saved with its state and checkpoints and compared on resume."""
+    run = {"optimizer": c.optimizer, "lr": float(c.lr), "lr_schedule": c.lr_schedule,
+           "warmup_steps": warmup, "momentum": float(c.momentum),
+           "weight_decay": float(c.weight_decay), "batch_size": bs, "seed": int(c.seed),
+           "loss": c.loss, "data": data.name, "n_train": len(data.x_train),
+           "model": json.loads(json.dumps(dict(model.config)))}
+    if c.lr_schedule != "constant":
+        run["schedule_steps"] = horizon
+    return run
 
 
 def _history(rows: list[dict]) -> pd.DataFrame:

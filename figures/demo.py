@@ -56,13 +56,13 @@ def run_demo(out_dir: str | Path = "dynkit-report", quick: bool = False, progres
                      progress=progress, resume=False)
         histories.append(result.history.assign(seed=seed))
         finals.append(result.params)
-        tables.append(metrics_over_run(dk.load_run(run_dir), data, names, progress=progress)
+        tables.append(metrics_over_run(run_dir, data, names, progress=progress)
                       .assign(seed=seed))
     history = pd.concat(histories, ignore_index=True)
     metrics = pd.concat(tables, ignore_index=True)
     sections = [_learning_curves(out, history)]
-    for group in names:
-        sections.append(_metric_section(out, group, metrics[metrics["group"] == group]))
+    for group, produced in tables[0].attrs["entries"].items():
+        sections.append(_metric_section(out, group, metrics[metrics["metric"].isin(produced)]))
     sections.append(_lmc_section(out, model, data, *finals[:2]))
     elapsed = time.perf_counter() - started
     return _write_pages(out, model, data, cfg, sections, elapsed)

@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 
 from dynkit.analyses.ntk_dynamics import ntk_series
-from dynkit.checkpoints import load_run
 from dynkit.data import load
 from dynkit.figures.common import new_figure, save_figure, save_table, style
 from dynkit.models import mlp
 from dynkit.registry import FIGURES
+from dynkit.schema import REQUIRED, tidy
 from dynkit.train import fit
 
 NAME = "ntk-evolution"
@@ -62,22 +62,19 @@ def train_run(out_dir: Path, s: dict, seed: int = 0):
 
 
 def data(quick: bool = False) -> pd.DataFrame:
-    """Tidy rows ``step, metric, value``: the ``ntk_series`` metrics (all of them) plus
-    ``train_loss``, ``test_accuracy`` from the training history."""
+    """The tidy series ``step, epoch, metric, value``: the ``ntk_series`` metrics (all of
+    them) plus ``train_loss``, ``test_accuracy`` from the training history."""
     s = settings(quick)
     with tempfile.TemporaryDirectory() as tmp:
         ds, history = train_run(Path(tmp), s)
         x, y = ds.x_train[: s["n_kernel"]], ds.y_train[: s["n_kernel"]]
-        run = load_run(tmp)
-        series = ntk_series([run[i] for i in range(len(run))], x, y, num_classes=10,
-                            progress=False)
+        series = ntk_series(tmp, x, y, num_classes=10, progress=False)
     extra = [
         history[history["split"] == "train"].assign(metric="train_loss", value=lambda d: d["loss"]),
         history[history["split"] == "test"].assign(metric="test_accuracy",
                                                    value=lambda d: d["accuracy"]),
     ]
-    extra = pd.concat(extra)[["step", "metric", "value"]]
-    return pd.concat([series, extra], ignore_index=True)
+    return tidy(pd.concat([series, *(e[list(REQUIRED)] for e in extra)], ignore_index=True))
 
 
 def metric(df: pd.DataFrame, name: str) -> pd.Series:

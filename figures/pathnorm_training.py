@@ -33,6 +33,7 @@ import pandas as pd
 import dynkit as dk
 from dynkit.analyses.pathnorm import path_norm
 from dynkit.analyses.pathnorm_bound import operator_norm_product, pathnorm_bound
+from dynkit.checkpoints import iterate
 from dynkit.errors import InvalidArgumentError
 from dynkit.figures.common import new_figure, save_figure, save_table, style
 from dynkit.registry import FIGURES
@@ -128,7 +129,7 @@ def network_series(s: Setup, lam: float = 10.0, seed: int = 0) -> pd.DataFrame:
     with tempfile.TemporaryDirectory() as tmp:
         res = fit(s.model, data, optimizer=s.optimizer, lr=s.lr, batch_size=64, steps=s.steps,
                   seed=seed, out_dir=tmp, save_every=s.save_every, progress=False)
-        for ck in dk.load_run(tmp):
+        for ck in iterate(tmp):
             rows += [("trained", ck.step, *r) for r in norm_rows(ck.model, ck.params, n)]
     for r in res.history.itertuples():
         rows.append(("trained", r.step, f"{r.split}_loss", math.nan, r.loss, _log(r.loss)))

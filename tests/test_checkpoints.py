@@ -600,3 +600,79 @@ def test_safetensors_header_length_starting_like_a_pickle_is_not_a_pickle(tmp_pa
     path.write_bytes(len(header).to_bytes(8, "little") + header)
     assert path.read_bytes()[:2] == b"\x80\x03"
     assert sniff_format(path) == "safetensors"
+
+
+# --------------------------------------------------------------------- iterate, one model
+def test_model_equality_and_hash_follow_the_graph(tmp_path):
+    """A model rebuilt from a checkpoint's config equals the original and hashes alike (so
+    caches of compiled programs hit); another config or graph does not."""
+    model, params = _mlp()
+    dk.save_checkpoint(tmp_path / "a.safetensors", model, params, step=1)
+    rebuilt = dk.load_checkpoint(tmp_path / "a.safetensors").model
+    assert rebuilt is not model and rebuilt == model and hash(rebuilt) == hash(model)
+    assert len({model, rebuilt, _mlp()[0]}) == 1
+    other = dk.models.mlp(in_dim=6, widths=[8, 7], out_dim=3, activation="tanh")
+    assert other != model and model != dk.models.mlp(in_dim=6, widths=[8, 8], out_dim=3)
+    # same config, one node attribute changed: a different graph
+    from dataclasses import replace
+
+    nodes = tuple(replace(n, attrs={**n.attrs, "w_mult": 2.0}) if n.name == "head" else n
+                  for n in model.nodes)
+    assert replace(model, nodes=nodes) != model
+    assert model != "mlp" and model == replace(model)
+
+
+def _series(tmp_path, steps):
+    model, _ = _mlp()
+    for s in steps:
+        dk.save_checkpoint(tmp_path / f"step_{s:03d}.safetensors", model,
+                           _random_params(model, np.float32, s), step=s)
+    return dk.load_run(tmp_path)
+
+
+def _steps(checkpoints):
+    return [c.step for c in checkpoints]
+
+
+def test_iterate_every_and_last_over_folders_runs_and_iterables(tmp_path):
+    run = _series(tmp_path, [0, 10, 20, 30, 40])
+    assert _steps(dk.checkpoints.iterate(tmp_path)) == [0, 10, 20, 30, 40]
+    assert _steps(dk.checkpoints.iterate(str(tmp_path), every=3)) == [0, 30, 40]
+    assert _steps(dk.checkpoints.iterate(run, 3, include_last=False)) == [0, 30]
+    assert _steps(dk.checkpoints.iterate(run, every=2)) == [0, 20, 40]  # last already in
+    assert len(dk.checkpoints.iterate(run, every=3)) == 3
+    ckpts = list(run)
+    assert _steps(dk.checkpoints.iterate(ckpts, every=3)) == [0, 30, 40]
+    assert _steps(dk.checkpoints.iterate(iter(ckpts), every=4, include_last=False)) == [0, 40]
+    assert [(i, c.step) for i, c in dk.checkpoints.iterate(ckpts, 3, indexed=True)] == [
+        (0, 0), (3, 30), (4, 40)]
+    assert list(dk.checkpoints.iterate([], every=2)) == []
+    with pytest.raises(TypeError, match="length"):
+        len(dk.checkpoints.iterate(ckpts))
+
+
+def test_iterate_is_lazy_and_shares_one_model(tmp_path, monkeypatch):
+    run = _series(tmp_path, [0, 1, 2])
+    import dynkit.checkpoints.run as run_mod
+
+    loaded = []
+    real = run_mod.load_checkpoint
+    monkeypatch.setattr(run_mod, "load_checkpoint",
+                        lambda p, **kw: loaded.append(Path(p).name) or real(p, **kw))
+    it = dk.checkpoints.iterate(run)
+    assert loaded == []
+    models = [c.model for c in it]
+    assert loaded == ["step_000.safetensors", "step_001.safetensors", "step_002.safetensors"]
+    assert models[0] is models[1] is models[2]
+    assert run[::2][1].model is models[0]  # a sub-run keeps sharing it
+
+
+def test_iterate_bad_input(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="every must be an integer >= 1, got 0"):
+        dk.checkpoints.iterate([], every=0)
+    with pytest.raises(InvalidArgumentError, match="every must be an integer >= 1, got 1.5"):
+        dk.checkpoints.iterate([], every=1.5)
+    with pytest.raises(InvalidArgumentError, match="run must be a run folder.*got int"):
+        dk.checkpoints.iterate(3)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        dk.checkpoints.iterate(tmp_path / "nope")

@@ -59,7 +59,7 @@ def test_collapse_series_bad_input(trained_run):
         collapse_series(out, data.x_train, data.y_train, every=0)
     with pytest.raises(InvalidArgumentError, match="no checkpoints"):
         collapse_series([], data.x_train, data.y_train)
-    with pytest.raises(InvalidArgumentError, match="run_or_dir"):
+    with pytest.raises(InvalidArgumentError, match="run must be"):  # argument renamed `run`
         collapse_series(3, data.x_train, data.y_train)
 
 

@@ -140,7 +140,7 @@ def test_ntk_series_on_saved_run(tmp_path):
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (6, 3)))
     y = np.array([0, 1, 2, 0, 1, 2])
     df = nd.ntk_series(tmp_path, x, y, progress=False)
-    assert list(df.columns) == ["step", "metric", "value"]
+    assert list(df.columns) == ["step", "epoch", "metric", "value"]  # the tidy series schema
     table = df.pivot(index="step", columns="metric", values="value")
     assert list(table.index) == [0, 10, 20]
     ckpts = list(dynkit.load_run(tmp_path))

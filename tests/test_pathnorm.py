@@ -528,9 +528,11 @@ def test_series_over_checkpoints_and_metric_table():
     Ckpt = namedtuple("Ckpt", "model params step")
     run = [Ckpt(model, randomize(model, s), s * 10) for s in range(2)]
     df = path_norm_series(run, qs=(1, 2, 4))
-    assert list(df.columns) == ["step", "q", "value", "log_value"]
-    assert len(df) == 6
-    row = df[(df.step == 10) & (df.q == 2)].iloc[0]
+    # the tidy series schema (issue #12): one row per (step, metric, q), metric pathnorm and
+    # log_pathnorm (formerly the columns value and log_value)
+    assert list(df.columns) == ["step", "epoch", "metric", "value", "q"]
+    assert len(df) == 12 and df["epoch"].isna().all()
+    row = df[(df.step == 10) & (df.q == 2) & (df.metric == "pathnorm")].iloc[0]
     assert row.value == pytest.approx(path_norm(model, run[1].params, 2).value, rel=1e-14)
 
     data = from_arrays(np.random.default_rng(0).normal(size=(40, 3)),
@@ -552,7 +554,8 @@ def test_series_from_a_run_folder(tmp_path):
     for step, p in params.items():
         dk.save_checkpoint(tmp_path / f"step_{step}.safetensors", model, p, step=step)
     df = path_norm_series(tmp_path, qs=(1, 2))
-    assert list(df.step) == [5, 5, 20, 20] and list(df.q) == [1.0, 2.0, 1.0, 2.0]
-    for row in df.itertuples():
+    logs = df[df.metric == "log_pathnorm"]  # tidy schema: the log is a metric of its own
+    assert list(logs.step) == [5, 5, 20, 20] and list(logs.q) == [1.0, 2.0, 1.0, 2.0]
+    for row in logs.itertuples():
         expected = path_norm(model, params[row.step], row.q)
-        assert row.log_value == pytest.approx(expected.log_value, rel=1e-14)  # float64 kept
+        assert row.value == pytest.approx(expected.log_value, rel=1e-14)  # float64 kept

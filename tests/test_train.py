@@ -516,3 +516,39 @@ def test_cli_train_lr_schedule(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--lr-schedule", "exp"])
     assert "invalid choice: 'exp'" in capsys.readouterr().err
+
+
+def test_fit_is_train_loop_of_a_train_config(digits, tmp_path):
+    """``fit(model, data, **settings)`` = ``train_loop(model, data, TrainConfig(**settings))``
+    exactly; the history is the shared evaluator's loss and accuracy (numpy check)."""
+    settings = {k: v for k, v in RUN.items() if k != "progress"}
+    config = T.TrainConfig(**settings)
+    looped = T.train_loop(SMALL_MLP, digits, config, params=init_params(1), progress=False,
+                          out_dir=tmp_path)
+    fitted = fit_small(digits, **RUN)
+    assert_params_close(looped.params, fitted.params, atol=0)
+    pd.testing.assert_frame_equal(looped.history, fitted.history, rtol=0, atol=0)
+    final = looped.history[looped.history["step"] == 30].set_index("split")
+    logits = SMALL_MLP.apply(looped.params, digits.x_test)
+    assert final.loc["test", "loss"] == pytest.approx(np_cross_entropy(logits, digits.y_test),
+                                                      rel=1e-5)
+    assert json.loads(json.dumps(config.__dict__)) == {**T.TrainConfig().__dict__, **settings}
+    with pytest.raises(AttributeError):
+        config.lr = 1.0  # frozen
+    with pytest.raises(TypeError, match="learning_rate"):
+        fit_small(digits, learning_rate=0.1)
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+    ({"save_every": 0}, "save_every must be >= 1 steps, got 0"),
+    ({"epochs": None}, "give the training length as epochs=... or steps=..."),
+    ({"lr_schedule": "exp"}, "lr_schedule must be one of"),
+    ({"optimizer": "lbfgs"}, "optimizer must be one of"),
+    ({"loss": "hinge"}, "loss must be one of"),
+    ({"lr": -1.0}, "lr must be > 0"),
+    ({"weight_decay": -1.0}, "weight_decay must be >= 0"),
+])
+def test_train_config_checks_its_settings(bad, match):
+    with pytest.raises(InvalidArgumentError, match=match):
+        T.TrainConfig(**bad)

@@ -1,16 +1,22 @@
-"""``load_run``: a folder of checkpoints of one training run, ordered by step, loaded lazily."""
+"""A run: the checkpoints of one training run, ordered by step, loaded lazily.
+
+* ``load_run(directory)``: index a folder of checkpoints;
+* ``iterate(run, every, include_last)``: the one way to walk a run (a folder, a ``Run`` or
+  any iterable of checkpoints), lazily, with one ``Model`` shared by the whole run.
+"""
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from dynkit.checkpoints.load import Checkpoint, load_checkpoint
 from dynkit.checkpoints.native import SUFFIXES, peek_step
-from dynkit.errors import CheckpointError
+from dynkit.errors import CheckpointError, InvalidArgumentError
 
 METRICS_FILE = "metrics.csv"
 
@@ -19,13 +25,17 @@ METRICS_FILE = "metrics.csv"
 class Run:
     """Checkpoints of one run, sorted by step. ``run[i]`` and iteration load lazily (a
     checkpoint without a stored step gets the one from its file name);
-    ``run[::10]`` is a sub-run. ``metrics`` is ``metrics.csv`` of the folder (or None)."""
+    ``run[::10]`` is a sub-run. ``metrics`` is ``metrics.csv`` of the folder (or None).
+
+    Checkpoints of one architecture share one ``Model`` object (the first one rebuilt), so
+    the caches that hold per-model state keep it across the run."""
 
     directory: Path
     steps: tuple[int, ...]
     paths: tuple[Path, ...]
     metrics: Any = None
     model: Any = None
+    _models: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -33,7 +43,7 @@ class Run:
     def __getitem__(self, index):
         if isinstance(index, slice):
             return Run(self.directory, self.steps[index], self.paths[index], self.metrics,
-                       self.model)
+                       self.model, self._models)
         return self._load(index)
 
     def __iter__(self) -> Iterator[Checkpoint]:
@@ -44,7 +54,8 @@ class Run:
         ckpt = load_checkpoint(self.paths[i], model=self.model)
         if ckpt.step is None:  # step known from the file name only
             ckpt = replace(ckpt, step=self.steps[i])
-        return ckpt
+        shared = self._models.setdefault(ckpt.model, ckpt.model)  # equal graphs: one Model
+        return ckpt if shared is ckpt.model else replace(ckpt, model=shared)
 
     def at(self, step: int) -> Checkpoint:
         """The checkpoint saved at ``step``."""
@@ -107,3 +118,85 @@ def load_run(directory, *, model=None) -> Run:
 
         metrics = pd.read_csv(directory / METRICS_FILE)
     return Run(directory, steps, tuple(by_step[s] for s in steps), metrics, model)
+
+
+class _Selection(Iterator):
+    """A lazy iterator over checkpoints that knows its length when the run does."""
+
+    def __init__(self, items: Iterator, length: int | None):
+        self._items, self._length = items, length
+
+    def __next__(self):
+        return next(self._items)
+
+    def __len__(self) -> int:
+        if self._length is None:
+            raise TypeError("the length of an iteration over a plain iterable is unknown")
+        return self._length
+
+
+def iterate(run, every: int = 1, include_last: bool = True, *, indexed: bool = False):
+    """The checkpoints ``0, every, 2 every, ...`` of a run (and the last one), loaded lazily.
+
+    The one way to walk a run: every series over checkpoints (``metrics_over_run``,
+    ``collapse_series``, ``ntk_series``, ``path_norm_series``) uses it.
+
+    Args:
+        run: a run folder (read with ``load_run``), a ``Run``, or any iterable of
+            checkpoints (objects with ``model``, ``params``, ``step``, ``meta``).
+        every: keep every ``every``-th checkpoint (``>= 1``).
+        include_last: also yield the last checkpoint when ``every`` skips it.
+        indexed: yield ``(index, checkpoint)`` pairs, ``index`` the position in the run.
+
+    Returns:
+        An iterator (with ``len()`` for a folder or a ``Run``). The checkpoints of a folder or
+        ``Run`` share one ``Model`` per architecture.
+
+    Raises:
+        InvalidArgumentError: ``every < 1``, or ``run`` is none of the above.
+
+    Example:
+        >>> import tempfile, jax, dynkit as dk
+        >>> model = dk.models.mlp(2, [3], 2)
+        >>> folder = tempfile.mkdtemp()
+        >>> for s in range(5):
+        ...     _ = dk.save_checkpoint(f"{folder}/step_{s}.safetensors", model,
+        ...                            model.init(jax.random.PRNGKey(s)), step=s)
+        >>> [c.step for c in iterate(folder, every=3)]
+        [0, 3, 4]
+        >>> [c.step for c in iterate(folder, every=3, include_last=False)]
+        [0, 3]
+        >>> len({id(c.model) for c in iterate(folder)})
+        1
+    """
+    if isinstance(every, bool) or int(every) != every or every < 1:
+        raise InvalidArgumentError(f"every must be an integer >= 1, got {every!r}")
+    every = int(every)
+    if isinstance(run, (str, os.PathLike)):
+        run = load_run(run)
+    if isinstance(run, Run):
+        picked = list(range(0, len(run), every))
+        if include_last and picked and picked[-1] != len(run) - 1:
+            picked.append(len(run) - 1)
+        pairs = ((i, run[i]) for i in picked)
+        length = len(picked)
+    elif isinstance(run, Iterable) and not isinstance(run, (bytes, Mapping)):
+        pairs, length = _every(run, every, include_last), None
+    else:
+        raise InvalidArgumentError(
+            "run must be a run folder, a dynkit Run or an iterable of checkpoints; "
+            f"got {type(run).__name__}")
+    return _Selection(pairs if indexed else (c for _, c in pairs), length)
+
+
+def _every(items: Iterable, every: int, include_last: bool) -> Iterator:
+    """``(index, item)`` for every ``every``-th item, and the last one if ``include_last``."""
+    last = None
+    for i, item in enumerate(items):
+        if i % every == 0:
+            yield i, item
+            last = None
+        else:
+            last = (i, item)
+    if include_last and last is not None:
+        yield last

@@ -19,6 +19,7 @@ so state_dict conversion is a rename plus a transpose.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,11 @@ class Model:
 
     ``config`` is the JSON-serialisable recipe (``{"arch": "mlp", ...}``) from which
     ``dynkit.models.build(config)`` rebuilds the same model; checkpoints store it.
+
+    Two models are equal, and hash alike, when their config and graph (nodes with their
+    attributes, output, feature, input shape) are: a model rebuilt from a checkpoint's config
+    is the same key for every cache of compiled programs (``functools.lru_cache`` on the
+    model), so a run compiles each program once.
     """
 
     config: Mapping[str, Any]
@@ -75,6 +81,26 @@ class Model:
     output: str
     feature: str
     input_shape: tuple[int, ...]
+
+    # ----------------------------------------------------------------- identity
+    def _key(self) -> str:
+        """The canonical form of the graph (sorted JSON), computed once."""
+        key = self.__dict__.get("_canonical")
+        if key is None:
+            graph = {"config": self.config, "output": self.output, "feature": self.feature,
+                     "input_shape": list(self.input_shape),
+                     "nodes": [[n.name, n.op, list(n.inputs), n.attrs] for n in self.nodes]}
+            key = json.dumps(graph, sort_keys=True, default=_json_default)
+            object.__setattr__(self, "_canonical", key)
+        return key
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Model):
+            return NotImplemented
+        return self is other or self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     # ----------------------------------------------------------------- structure
     @property
@@ -305,6 +331,16 @@ class Model:
             raise InvalidArgumentError(f"unknown layer name(s) {unknown}; see model.layer_names()")
         out, _ = self._run(params, x, train, names, None)
         return {s: out[s].reshape(out[s].shape[0], -1) for s in names}
+
+
+def _json_default(value):
+    """JSON form of the non-JSON values attrs may hold (numpy scalars and arrays, tuples
+    inside sets, ...): numbers as numbers, anything else by its type and ``repr``."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return f"<{type(value).__qualname__}>{value!r}"
 
 
 # --------------------------------------------------------------------- parameter helpers
