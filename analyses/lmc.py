@@ -26,7 +26,7 @@ from dynkit.analyses.permutation import (  # noqa: F401  (re-exported API)
     weight_matching,
 )
 from dynkit.errors import InvalidArgumentError
-from dynkit.evaluate import evaluate, logits, score
+from dynkit.evaluate import evaluate
 from dynkit.models.graph import Model
 
 BARRIERS = ("linear", "mean")
@@ -55,11 +55,6 @@ def reset_batchnorm(model: Model, params, x, max_samples: int = 2048):
         return params
     _, new = model.apply_train(params, jnp.asarray(x[:max_samples]), momentum=1.0)
     return new
-
-
-def _evaluate(model, params, x, y, task_loss):
-    """``(loss, accuracy)`` on ``(x, y)`` with the shared compiled evaluator."""
-    return score(logits(model, params, x), y, task_loss)
 
 
 def interpolate(model: Model, params_a, params_b, x, y, alphas=21, *, x_test=None, y_test=None,

@@ -17,9 +17,10 @@ import jax
 import numpy as np
 import pandas as pd
 
-from dynkit.analyses.lmc import _evaluate, barrier_table, interpolate, lerp
+from dynkit.analyses.lmc import barrier_table, interpolate, lerp
 from dynkit.analyses.permutation import permutation_spec
 from dynkit.errors import InvalidArgumentError
+from dynkit.evaluate import logits, score
 from dynkit.losses import loss_fn
 from dynkit.models.graph import Model
 
@@ -93,15 +94,15 @@ def dropout_stability(model: Model, params, x, y, layer: str, ks: Sequence[int],
     delta_loss_std``."""
     _, n, _ = _outgoing(model, layer)
     task_loss = loss_fn(loss, int(np.max(y)) + 1 if np.ndim(y) == 1 else None)
-    base, _ = _evaluate(model, params, x, y, task_loss)
+    base = _loss(model, params, x, y, task_loss)
     rng = np.random.default_rng(seed)
     rows = []
     for k in ks:
         if not 1 <= int(k) <= n:
             raise InvalidArgumentError(f"k must lie in [1, {n}], got {k}")
-        losses = [_evaluate(model, drop_units(model, params, layer,
-                                              rng.choice(n, int(k), replace=False)),
-                            x, y, task_loss)[0] for _ in range(draws)]
+        losses = [_loss(model, drop_units(model, params, layer,
+                                          rng.choice(n, int(k), replace=False)),
+                        x, y, task_loss) for _ in range(draws)]
         rows.append({"k": int(k), "N": n, "loss": float(np.mean(losses)),
                      "delta_loss": float(np.mean(losses) - base),
                      "delta_loss_std": float(np.std(losses))})
@@ -136,11 +137,11 @@ def dropout_path(model: Model, params_a, params_b, x, y, *, points: int = 11,
                                       (b2, params_b)], start=1):
         for t in ts:
             rows.append({"segment": 2 * segment - 1, "t": float(t),
-                         "loss": _evaluate(model, lerp(p, q, float(t)), x, y, task_loss)[0]})
+                         "loss": _loss(model, lerp(p, q, float(t)), x, y, task_loss)})
     rows.append({"segment": 2, "t": 0.0,
-                 "loss": _evaluate(model, middle_start, x, y, task_loss)[0]})
+                 "loss": _loss(model, middle_start, x, y, task_loss)})
     rows.append({"segment": 4, "t": 0.0,
-                 "loss": _evaluate(model, middle_end, x, y, task_loss)[0]})
+                 "loss": _loss(model, middle_end, x, y, task_loss)})
     return pd.DataFrame(rows).sort_values(["segment", "t"], ignore_index=True)
 
 
@@ -151,3 +152,8 @@ def _rows_from(dst: dict, src: dict, units: np.ndarray) -> dict:
     if "b" in out:
         out["b"][units] = np.asarray(src["b"])[units]
     return out
+
+
+def _loss(model, params, x, y, task_loss) -> float:
+    """Loss on ``(x, y)`` with the shared compiled evaluator."""
+    return score(logits(model, params, x), y, task_loss)[0]
