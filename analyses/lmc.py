@@ -65,9 +65,7 @@ def interpolate(model: Model, params_a, params_b, x, y, alphas=21, *, x_test=Non
     for ``(x, y)``, ``test`` for ``(x_test, y_test)`` when given). ``bn`` chooses how BatchNorm
     statistics are set at each α (module docstring); statistics are estimated on ``bn_data``
     (default ``x``)."""
-    from dynkit.analyses.permutation import _check_compatible
-
-    _check_compatible(model, params_a, params_b)
+    model.check_params(params_a, params_b)
     if bn not in BN_MODES:
         raise InvalidArgumentError(f"bn must be one of {BN_MODES}, got {bn!r}")
     grid = _alpha_grid(alphas)

@@ -24,7 +24,7 @@ from types import MappingProxyType
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+from dynkit.errors import InvalidArgumentError
 from dynkit.models.graph import Model
 
 #: Ops whose output channels are their input channels.
@@ -205,18 +205,6 @@ def apply_permutation(model: Model, params, perm) -> dict:
     return out
 
 
-def _check_compatible(model: Model, *param_sets) -> None:
-    expected = model.param_shapes()
-    for i, params in enumerate(param_sets):
-        for node, shapes in expected.items():
-            for k, shape in shapes.items():
-                got = tuple(np.shape(params.get(node, {}).get(k, ())))
-                if got != tuple(shape):
-                    raise ShapeMismatchError(
-                        f"params #{i + 1} do not fit {model.arch!r}: {node}.{k} has shape {got}, "
-                        f"expected {tuple(shape)}")
-
-
 def _effective(model: Model, params) -> dict:
     """float64 copies of the trained parameters, weights and biases times their multipliers."""
     eff = {}
@@ -242,7 +230,7 @@ def weight_matching(model: Model, params_a, params_b, *, max_sweeps: int = 100,
     with the other permutations fixed, and stop after a sweep that improves nothing.
     Effective weights (multiplier × stored weight) are matched; running BatchNorm statistics
     are permuted but not matched."""
-    _check_compatible(model, params_a, params_b)
+    model.check_params(params_a, params_b)
     spec = permutation_spec(model)
     a, b = _effective(model, params_a), _effective(model, params_b)
     owners: dict[tuple[str, str], list[tuple[str, Axis]]] = {}
@@ -335,7 +323,7 @@ def activation_similarity(model: Model, params_a, params_b, x, *, objective: str
     if objective not in ACTIVATION_OBJECTIVES:
         raise InvalidArgumentError(f"objective must be one of {ACTIVATION_OBJECTIVES}, "
                                    f"got {objective!r}")
-    _check_compatible(model, params_a, params_b)
+    model.check_params(params_a, params_b)
     spec = permutation_spec(model)
     ops = {n.name: n.op for n in model.nodes}
     used = {}

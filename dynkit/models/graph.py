@@ -189,6 +189,19 @@ class Model:
                 shapes[n.name] = {k: (c,) for k in ("scale", "bias", "mean", "var")}
         return shapes
 
+    def check_params(self, *param_sets: Params) -> None:
+        """Raise ``ShapeMismatchError`` naming the first parameter of any of ``param_sets``
+        whose shape differs from ``param_shapes()`` (or that is missing)."""
+        expected = self.param_shapes()
+        for i, params in enumerate(param_sets):
+            for node, shapes in expected.items():
+                for k, shape in shapes.items():
+                    got = tuple(np.shape(params.get(node, {}).get(k, ())))
+                    if got != tuple(shape):
+                        raise ShapeMismatchError(
+                            f"params #{i + 1} do not fit {self.arch!r}: {node}.{k} has shape "
+                            f"{got}, expected {tuple(shape)}")
+
     def node_shapes(self) -> dict[str, tuple[int, ...]]:
         """Output shape (without the batch axis) of every node, by abstract evaluation."""
         x = jax.ShapeDtypeStruct((1, *self.input_shape), jnp.float32)
