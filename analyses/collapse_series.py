@@ -26,7 +26,7 @@ def collapse_series(
     y,
     *,
     every: int = 1,
-    include_last: bool = False,
+    include_last: bool = True,
     batch_size: int = 512,
     progress: bool = False,
     **options,

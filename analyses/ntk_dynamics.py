@@ -219,7 +219,7 @@ def ntk_series(
     y=None,
     *,
     every: int = 1,
-    include_last: bool = False,
+    include_last: bool = True,
     k: int | None = None,
     num_classes: int | None = None,
     method: str = "auto",
