@@ -1,13 +1,12 @@
 """Checkpoint metrics: the built-in ones, plugin loading, and evaluation over a run.
 
 A metric is ``func(model, params, data) -> DataFrame`` with columns ``metric, value`` (and
-optionally ``split``, ``layer``), registered in ``dynkit.registry.METRICS``. Analyses register
-their metrics when imported; ``load_metrics()`` imports them.
+optionally ``split``, ``layer``), registered in ``dynkit.registry.METRICS`` through the
+``dynkit.metrics`` entry-point group (``pyproject.toml``), where other installed distributions
+add theirs; ``load_metrics()`` loads them all.
 """
 
 from __future__ import annotations
-
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -19,18 +18,15 @@ from dynkit.losses import accuracy, loss_fn
 from dynkit.models.graph import split_params
 from dynkit.registry import METRICS
 
-#: Modules whose import registers further metrics (analyses sit above the core).
-PLUGIN_MODULES = (
-    "dynkit.analyses.collapse",
-    "dynkit.analyses.pathnorm",
-    "dynkit.analyses.ntk_dynamics",
-)
-
 
 def load_metrics() -> list[str]:
-    """Import every metric plugin module and return the registered metric names."""
-    for module in PLUGIN_MODULES:
-        importlib.import_module(module)
+    """Names of every registered metric (loads the ``dynkit.metrics`` entry points once).
+
+    Example:
+        >>> from dynkit.metrics import load_metrics
+        >>> {"performance", "weights", "collapse"} <= set(load_metrics())
+        True
+    """
     return METRICS.names()
 
 

@@ -25,9 +25,8 @@ import pandas as pd
 from dynkit.analyses.ntk_dynamics import ntk_series
 from dynkit.checkpoints import load_run
 from dynkit.data import load
-from dynkit.figures.common import new_figure, save_figure, save_table, style
+from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
 from dynkit.models import mlp
-from dynkit.registry import FIGURES
 from dynkit.train import fit
 
 NAME = "ntk-evolution"
@@ -113,9 +112,11 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register(NAME, "empirical NTK of an MLP on digits: distance to init, velocity and "
-                  "label alignment; fast early, slow later (Fort et al. 2020)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
+def draw(quick: bool = False) -> FigureResult:
+    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
     df = data(quick)
-    return [save_figure(plot(df), Path(out_dir) / f"{NAME}.png"),
-            save_table(df, Path(out_dir) / f"{NAME}.csv")]
+    return FigureResult(plot(df), df)
+
+
+make = PaperFigure(NAME, "empirical NTK of an MLP on digits: distance to init, velocity and "
+                         "label alignment; fast early, slow later (Fort et al. 2020)", draw)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,8 +33,7 @@ import dynkit as dk
 from dynkit.analyses.pathnorm import path_norm
 from dynkit.analyses.pathnorm_bound import operator_norm_product, pathnorm_bound
 from dynkit.errors import InvalidArgumentError
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
 from dynkit.train import fit
 
 QS = (1.0, 2.0, 4.0)
@@ -201,10 +199,12 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register("pathnorm-training", "L1/L2/L4 path-norms, the path-norm bound and the "
-                                       "product of operator norms across training, with a "
-                                       "rescaling-invariance check (Gonon et al. 2024)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
+def draw(quick: bool = False) -> FigureResult:
+    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
     df = data(quick)
-    return [save_figure(plot(df), out_dir / "pathnorm-training.png"),
-            save_table(df, out_dir / "pathnorm-training.csv")]
+    return FigureResult(plot(df), df)
+
+
+make = PaperFigure("pathnorm-training", "L1/L2/L4 path-norms, the path-norm bound and the "
+                                        "product of operator norms across training, with a "
+                                        "rescaling-invariance check (Gonon et al. 2024)", draw)
