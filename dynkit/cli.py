@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from dynkit.errors import DynkitError, InvalidArgumentError
+from dynkit.registry import PluginWarning
 
 
 def _ints(text: str) -> list[int]:
@@ -293,9 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """One line ``dynkit: warning: ...`` for a plugin that failed to load; the default
+    format for every other warning."""
+    if issubclass(category, PluginWarning):
+        return f"dynkit: warning: {message}\n"
+    return _default_format_warning(message, category, filename, lineno, line)
+
+
+_default_format_warning = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    previous, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except DynkitError as exc:
         print(f"dynkit: error: {exc}", file=sys.stderr)
@@ -303,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dynkit: interrupted; completed checkpoints are kept", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -115,7 +115,7 @@ class Registry:
                                f"({known.func!r})")
 
     def _fail(self, ep: metadata.EntryPoint, why: str) -> None:
-        message = f"dynkit: {self.kind} {_origin(ep)} {why}"
+        message = f"{self.kind} {_origin(ep)} {why}"
         self._failed[ep.name] = message
         warnings.warn(message, PluginWarning, stacklevel=3)
 
