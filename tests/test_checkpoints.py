@@ -501,6 +501,7 @@ def test_torch_resnet18_same_logits(tr):
     _check_against_torch(torch_model, model, _x(model))
 
 
+@pytest.mark.slow
 def test_torch_resnet50_same_logits(tr):
     import torch
 

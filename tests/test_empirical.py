@@ -102,6 +102,7 @@ def _close(a, b, rtol=1e-10):
 
 
 # ----------------------------------------------------------------------------- exactness
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mlp", "cnn", "bn"])
 def test_methods_match_brute_force(name):
     model, params, x1, x2 = _case(name)
@@ -119,6 +120,7 @@ def test_methods_match_brute_force(name):
         _close(fn(x1, x2, params), traced12)
 
 
+@pytest.mark.slow
 def test_methods_agree_on_resnet20():
     """The real ResNet-20 graph (depth 20: 19 convs and the dense read-out, plus 2 option-B
     1x1 projections; 21 BatchNorms with random running statistics; eval mode), on 8x8 inputs
@@ -199,6 +201,7 @@ def _brute_raw(apply_fn, params, x1, x2):
     return np.tensordot(j1, j2, axes=([-1], [-1]))
 
 
+@pytest.mark.slow
 def test_generic_pytree_axes_conventions():
     """Arbitrary pytrees, multi-axis outputs: neural-tangents' zipped layout, traces are
     means, diagonals keep one axis; vmap_axes=None (whole-batch Jacobians) agrees."""
@@ -232,6 +235,7 @@ def test_structured_on_plain_apply_fn_warns_and_falls_back():
     _close(fn(x, None, params), empirical.ntk_fn(apply_fn, "jacobian")(x, None, params))
 
 
+@pytest.mark.slow
 def test_float32_matches_float64():
     model, params, x1, x2 = _case("cnn")
     ref = _brute_full(model, params, jnp.concatenate([x1, x2]))[: len(x1), len(x1):]
@@ -285,6 +289,7 @@ def test_relu_ntk_recursion_matches_golden():
     np.testing.assert_allclose(k[:n1, :n1], d["ntk_11"], rtol=1e-6)  # arccos near cos = 1
 
 
+@pytest.mark.slow
 def test_converges_to_infinite_width_ntk():
     """Mean over S seeds of the empirical NTK at init -> analytic NTK of ``dynkit.theory.stax``
     (itself checked against the arc-cosine recursion above); the seed-to-seed

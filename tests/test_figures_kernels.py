@@ -8,6 +8,7 @@ from dynkit.figures import edge_of_chaos, jacot_ntk_convergence, nngp_finite_wid
 from dynkit.theory import empirical
 
 
+@pytest.mark.slow
 def test_jacot_ntk_error_decreases_with_width(quick_figure):
     df = quick_figure(jacot_ntk_convergence)
     assert set(df["phase"]) == {"init", "trained"}
@@ -35,6 +36,7 @@ def test_jacot_ntk_row_matches_jacobian_contraction():
     np.testing.assert_allclose(np.asarray(k)[0], row, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_nngp_finite_width_kurtosis_scales_as_inverse_width(quick_figure):
     df = quick_figure(nngp_finite_width)
     slope, _ = np.polyfit(np.log(df["width"]), np.log(np.abs(df["excess_kurtosis"])), 1)

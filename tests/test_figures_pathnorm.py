@@ -96,6 +96,7 @@ def test_rescale_unit_bad_input():
         fig.rescale_unit(block, block_params, "bn0", "c1", 0, 2.0)
 
 
+@pytest.mark.slow
 def test_pathnorm_training_figure(tmp_path):
     png, csv = fig.make(tmp_path, quick=True)
     assert png.exists() and png.stat().st_size > 0

@@ -134,3 +134,18 @@ def test_registry_reports_a_failed_plugin(plugin_dir, monkeypatch):
                                             "(example plugin)"
     with pytest.raises(InvalidArgumentError, match="unknown metric 'broken'.*failed to load"):
         registry.get("broken")
+
+
+def test_every_registered_figure_keeps_the_contract():
+    """Each entry of the ``dynkit.figures`` group is a ``PaperFigure`` named as its entry point,
+    with a help line and a ``draw``; running each in quick mode (PNG + non-empty CSV) is done
+    once per figure by the ``quick_figure`` smoke tests of tests/test_figures_*.py."""
+    from dynkit.figures.common import PaperFigure
+    from dynkit.registry import FIGURES
+
+    names = FIGURES.names()
+    assert len(names) >= 19
+    for name in names:
+        fig = FIGURES.get(name).func
+        assert isinstance(fig, PaperFigure) and fig.name == name, name
+        assert fig.help and callable(fig.draw), name

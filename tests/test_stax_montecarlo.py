@@ -140,6 +140,7 @@ def test_conv1d_nngp():
     assert_mc(mean, se, net[2](x, None, "nngp"))
 
 
+@pytest.mark.slow
 def test_residual_and_concat_nngp():
     """FanOut/parallel/FanInSum residual and FanInConcat: exact in expectation."""
     x = _inputs((4, 5), seed=3)
@@ -155,6 +156,7 @@ def test_residual_and_concat_nngp():
         assert_mc(mean, se, net[2](x, None, "nngp"))
 
 
+@pytest.mark.slow
 def test_layernorm_and_depth_nngp():
     """O(1/n)-biased stacks: LayerNorm (empirical mean/variance) and two hidden layers."""
     x = _inputs((4, 5), seed=4)
