@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+from dynkit.validation import check_finite
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,7 @@ def check_batch(features, labels, *, dim=None, num_classes=None, name="features"
         raise InvalidArgumentError(
             f"label {y.max()} out of range for num_classes={num_classes}"
         )
-    if not np.all(np.isfinite(x)):
-        raise InvalidArgumentError(f"{name} contain NaN or infinite values")
+    check_finite(name, x)
     return x, y
 
 

@@ -71,6 +71,7 @@ import pandas as pd
 from dynkit.errors import InvalidArgumentError, UnsupportedLayerError
 from dynkit.models.graph import conv_linear
 from dynkit.registry import METRICS
+from dynkit.validation import check_finite
 
 #: Ops the rewritten forward pass understands.
 SUPPORTED_OPS = ("input", "dense", "conv", "batchnorm", "relu", "act", "maxpool", "avgpool",
@@ -317,14 +318,6 @@ def _check_q(q) -> float:
     return q
 
 
-def _nonfinite_nodes(params) -> list[str]:
-    bad = []
-    for name, p in params.items():
-        if any(not np.all(np.isfinite(np.asarray(v))) for v in p.values()):
-            bad.append(name)
-    return bad
-
-
 def log_pathnorm_qq(model, params, q: float = 1.0) -> float:
     """``log sum_p |Phi_p(theta)|^q = q log ||Phi(theta)||_q`` (see the module docstring)."""
     q = _check_q(q)
@@ -334,10 +327,8 @@ def log_pathnorm_qq(model, params, q: float = 1.0) -> float:
         out = float(_log_pathnorm_qq(the_plan, q, tuple(model.input_shape), model.output,
                                      needed))
     if math.isnan(out):
-        bad = _nonfinite_nodes(needed)
-        raise InvalidArgumentError(
-            f"path-norm: the parameters of node(s) {bad or '?'} contain NaN/Inf values; the "
-            "path-norm is undefined")
+        check_finite("path-norm: params", needed, "; the path-norm is undefined")
+        raise InvalidArgumentError("path-norm: NaN although every parameter is finite")
     return out
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+from dynkit import validation
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 from dynkit.models import GraphBuilder, merge_params, mlp, resnet20, split_params
 from dynkit.theory import empirical
@@ -360,4 +361,5 @@ def test_finite_check_is_cached_only_for_immutable_arrays():
     with pytest.raises(InvalidArgumentError, match=r"params\['head'\]\['b'\]"):
         fn(x1, x2, host)
     fn(x1, x2, params)
-    assert all(empirical._known_finite(leaf) for leaf in jax.tree.leaves(params))
+    # the cache moved with the finite check to dynkit.validation (issue #12)
+    assert all(validation._known_finite(leaf) for leaf in jax.tree.leaves(params))
