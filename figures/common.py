@@ -16,8 +16,8 @@ import pandas as pd
 from dynkit.errors import InvalidArgumentError
 from dynkit.io import atomic_write
 
-__all__ = ["STYLE", "FigureResult", "PaperFigure", "new_figure", "plot_series", "save_figure",
-           "save_table", "style"]
+__all__ = ["STYLE", "FigureResult", "PaperFigure", "draw_from", "new_figure", "plot_series",
+           "save_figure", "save_table", "style"]
 
 STYLE = Path(__file__).with_name("dynkit.mplstyle")
 
@@ -107,6 +107,35 @@ class PaperFigure:
         out = Path(out_dir)
         return [save_figure(result.figure, out / f"{self.name}.png"),
                 save_table(result.data, out / f"{self.name}.csv")]
+
+
+def draw_from(data: Callable[[bool], pd.DataFrame],
+              plot: Callable[[pd.DataFrame], matplotlib.figure.Figure]
+              ) -> Callable[[bool], FigureResult]:
+    """The ``draw`` of a figure that plots its own data table.
+
+    Args:
+        data: ``data(quick) -> DataFrame``, the experiment.
+        plot: ``plot(df) -> Figure``.
+
+    Returns:
+        ``draw(quick) -> FigureResult(plot(df), df)`` with ``df = data(quick)``.
+
+    Example:
+        >>> import pandas as pd
+        >>> from dynkit.figures.common import draw_from, new_figure
+        >>> def data(quick=False):
+        ...     return pd.DataFrame({"x": [1, 2]})
+        >>> def plot(df):
+        ...     return new_figure()[0]
+        >>> draw_from(data, plot)(quick=True).data["x"].tolist()
+        [1, 2]
+    """
+    def draw(quick: bool = False) -> FigureResult:
+        df = data(quick)
+        return FigureResult(plot(df), df)
+
+    return draw
 
 
 def _series_label(row_keys: dict) -> str:

@@ -9,7 +9,7 @@ import pandas as pd
 
 import dynkit as dk
 from dynkit.analyses.lmc_stability import dropout_path, dropout_stability
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
 
@@ -53,11 +53,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure("dropout-stability", "Δloss of keeping k of N units, and the dropout path "
-                                        "(Shevchenko & Mondelli 2020)", draw)
+                                        "(Shevchenko & Mondelli 2020)",
+                   draw_from(data, plot))

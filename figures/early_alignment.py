@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import two_layer as tl
 
 NAME = "early-neuron-alignment"
@@ -93,12 +93,7 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure(NAME, "small-init ReLU neurons align with positive/negative data by the sign "
                          "of their output weight, then loss ~ 1/t with low-rank W (Boursier et al. "
-                         "2022; Min et al. 2023)", draw)
+                         "2022; Min et al. 2023)",
+                   draw_from(data, plot))

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import signal_prop
 
 
@@ -68,11 +68,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure("edge-of-chaos", "tanh phase diagram: critical line and depth scale xi_c "
-                                    "(Poole et al. 2016; Schoenholz et al. 2017)", draw)
+                                    "(Poole et al. 2016; Schoenholz et al. 2017)",
+                   draw_from(data, plot))

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from dynkit.analyses.ntk_dynamics import centered_alignment
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory.empirical import ntk_fn
 
 NAME = "grokking-lazy-rich"
@@ -171,11 +171,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure(NAME, "grokking as the lazy-to-rich transition: with output scale alpha "
-                         "the test loss lags the train loss longer (Kumar et al. 2024)", draw)
+                         "the test loss lags the train loss longer (Kumar et al. 2024)",
+                   draw_from(data, plot))

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import stax
 
 W_STD, B_STD, DEPTH = 1.0, 0.1, 3
@@ -146,11 +146,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure("jacot-ntk-convergence", "empirical NTK -> analytic NTK on the unit circle, "
-                                            "at init and after training (Jacot et al. 2018)", draw)
+                                            "at init and after training (Jacot et al. 2018)",
+                   draw_from(data, plot))

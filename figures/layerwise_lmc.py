@@ -8,7 +8,7 @@ import pandas as pd
 
 import dynkit as dk
 from dynkit.analyses import lmc
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
 
@@ -44,11 +44,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure("layerwise-lmc", "layer × α loss heatmap, naive vs aligned "
-                                    "(Adilova et al. 2024)", draw)
+                                    "(Adilova et al. 2024)",
+                   draw_from(data, plot))

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import two_layer as tl
 
 NAME = "lazy-vs-rich-particles"
@@ -79,11 +79,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure(NAME, "2-D ReLU neurons move far for small alpha and stay put for large "
-                         "alpha (Chizat, Oyallon & Bach 2019)", draw)
+                         "alpha (Chizat, Oyallon & Bach 2019)",
+                   draw_from(data, plot))

@@ -25,7 +25,7 @@ import pandas as pd
 
 from dynkit.data import load
 from dynkit.errors import InvalidArgumentError
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.models import mlp
 
 NAME = "lee-linearization"
@@ -149,11 +149,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure(NAME, "a wide net trained by GD tracks its linearization at init; the RMSE "
-                         "gap shrinks like 1/sqrt(width) (Lee et al. 2019)", draw)
+                         "gap shrinks like 1/sqrt(width) (Lee et al. 2019)",
+                   draw_from(data, plot))

@@ -14,7 +14,7 @@ import pandas as pd
 
 import dynkit as dk
 from dynkit.analyses.lmc_stability import instability
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 
 
 def data(quick: bool = False) -> pd.DataFrame:
@@ -45,11 +45,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure("lmc-instability", "barrier between children spawned at step k "
-                                      "(Frankle et al. 2020)", draw)
+                                      "(Frankle et al. 2020)",
+                   draw_from(data, plot))

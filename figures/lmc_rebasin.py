@@ -7,7 +7,7 @@ import pandas as pd
 
 import dynkit as dk
 from dynkit.analyses import lmc
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
 
@@ -62,11 +62,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure("lmc-rebasin", "loss barrier naive vs weight-matched as width grows "
-                                  "(Ainsworth et al. 2023)", draw)
+                                  "(Ainsworth et al. 2023)",
+                   draw_from(data, plot))

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import two_layer as tl
 
 NAME = "meanfield-convergence"
@@ -82,11 +82,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure(NAME, "risk curves of mean-field two-layer nets converge to the mean-field "
-                         "limit as width grows (Mei, Montanari & Nguyen 2018)", draw)
+                         "limit as width grows (Mei, Montanari & Nguyen 2018)",
+                   draw_from(data, plot))

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import knots
 from dynkit.theory import two_layer as tl
 
@@ -74,11 +74,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure(NAME, "wide mean-field ReLU regression in 1-D has at most three knots between "
-                         "consecutive training inputs (Shevchenko et al. 2022)", draw)
+                         "consecutive training inputs (Shevchenko et al. 2022)",
+                   draw_from(data, plot))

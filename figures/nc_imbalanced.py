@@ -24,7 +24,7 @@ import dynkit as dk
 from dynkit.analyses.collapse import neural_collapse, readout
 from dynkit.analyses.collapse_imbalanced import class_norms, imbalanced_collapse
 from dynkit.errors import InvalidArgumentError
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
 COUNTS = (400, 400, 100, 100, 25)
@@ -172,12 +172,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure("nc-imbalanced", "deep linear nets on imbalanced classes vs the predicted "
                                     "orthogonal frame and minority collapse (Dang et al. 2023)",
-                   draw)
+                   draw_from(data, plot))

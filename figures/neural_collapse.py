@@ -19,7 +19,7 @@ import pandas as pd
 import dynkit as dk
 from dynkit.analyses.collapse_series import collapse_series
 from dynkit.checkpoints import Checkpoint
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
 #: (panel title, metrics drawn in it: solid, dashed)
@@ -122,11 +122,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure("neural-collapse", "NC1-NC4 vs epoch into the terminal phase for an MLP and "
-                                      "ResNet-20 on digits (Papyan et al. 2020)", draw)
+                                      "ResNet-20 on digits (Papyan et al. 2020)",
+                   draw_from(data, plot))

@@ -25,7 +25,7 @@ import pandas as pd
 from dynkit.analyses.ntk_dynamics import ntk_series
 from dynkit.checkpoints import load_run
 from dynkit.data import load
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.models import mlp
 from dynkit.train import fit
 
@@ -112,11 +112,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure(NAME, "empirical NTK of an MLP on digits: distance to init, velocity and "
-                         "label alignment; fast early, slow later (Fort et al. 2020)", draw)
+                         "label alignment; fast early, slow later (Fort et al. 2020)",
+                   draw_from(data, plot))

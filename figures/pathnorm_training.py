@@ -33,7 +33,7 @@ import dynkit as dk
 from dynkit.analyses.pathnorm import path_norm
 from dynkit.analyses.pathnorm_bound import operator_norm_product, pathnorm_bound
 from dynkit.errors import InvalidArgumentError
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
 QS = (1.0, 2.0, 4.0)
@@ -199,12 +199,7 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure("pathnorm-training", "L1/L2/L4 path-norms, the path-norm bound and the "
                                         "product of operator norms across training, with a "
-                                        "rescaling-invariance check (Gonon et al. 2024)", draw)
+                                        "rescaling-invariance check (Gonon et al. 2024)",
+                   draw_from(data, plot))

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import teacher_student as ts
 
 NAME = "teacher-student-ode"
@@ -47,12 +47,7 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-def draw(quick: bool = False) -> FigureResult:
-    """Run the experiment (``quick``: the CPU-minute sizes); the figure and its table."""
-    df = data(quick)
-    return FigureResult(plot(df), df)
-
-
 make = PaperFigure(NAME, "teacher-student online SGD at d=500 follows the order-parameter ODE "
                          "through the plateau and its escape (Saad & Solla 1995; Goldt et al. "
-                         "2019)", draw)
+                         "2019)",
+                   draw_from(data, plot))
