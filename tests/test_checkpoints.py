@@ -492,6 +492,7 @@ def test_torch_wrn_same_logits(tr):
     _check_against_torch(torch_model, model, _x(model))
 
 
+@pytest.mark.slow
 def test_torch_resnet18_same_logits(tr):
     import torch
 
@@ -511,6 +512,7 @@ def test_torch_resnet50_same_logits(tr):
     _check_against_torch(torch_model, model, _x(model))
 
 
+@pytest.mark.slow
 def test_torch_vgg11_bn_same_logits(tr):
     import torch
 

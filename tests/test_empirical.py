@@ -139,6 +139,7 @@ def test_methods_agree_on_resnet20():
         _close(empirical.ntk_fn(model, method)(x, None, params), traced)
 
 
+@pytest.mark.slow
 def test_ntvp_memory_plan(monkeypatch):
     """The activation footprint counts every intermediate value (nested jit included); the
     plan obeys its bound; a tiny NTVP_MEMORY_BYTES forces one column per step and JVPs over
@@ -228,6 +229,7 @@ def test_generic_pytree_axes_conventions():
         _close(fn(x1, x2, params), cases[0][2])
 
 
+@pytest.mark.slow
 def test_structured_on_plain_apply_fn_warns_and_falls_back():
     apply_fn, params = _pytree_net()
     x = jax.random.normal(jax.random.PRNGKey(1), (3, 4))

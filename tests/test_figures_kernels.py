@@ -21,6 +21,7 @@ def test_jacot_ntk_error_decreases_with_width(quick_figure):
         assert row.iloc[-1] < 0.5 * row.iloc[0], (phase, row)
 
 
+@pytest.mark.slow
 def test_jacot_ntk_row_matches_jacobian_contraction():
     """The jvp-of-gradient row equals J(x) J(x0)^T by jacrev and empirical.ntk_fn."""
     init_fn, apply_fn, _ = jacot_ntk_convergence.network(16)
@@ -53,6 +54,7 @@ def test_nngp_theory_kurtosis_relu_closed_form():
         assert nngp_finite_width.theory_kurtosis(n) == pytest.approx(15.0 / n, rel=1e-10)
 
 
+@pytest.mark.slow
 def test_edge_of_chaos_depth_scale_peaks_at_critical_line(quick_figure):
     df = quick_figure(edge_of_chaos)
     # tanh without bias: q* = 0 for sw2 <= 1 and chi1 = sw2 there, so the line starts at (1, 0)

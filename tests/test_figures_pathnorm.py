@@ -74,6 +74,7 @@ def _tiny_resnet():
     return model, params
 
 
+@pytest.mark.slow
 def test_rescale_unit_batchnorm_channel_in_a_residual_block():
     model, params = _tiny_resnet()
     scaled = fig.rescale_unit(model, params, "bn1", "c2", 1, 3.0)

@@ -54,6 +54,7 @@ def test_early_alignment(quick_figure):
     assert -1.6 < early_alignment.late_slope(df) < -0.7          # loss ~ 1/t late
 
 
+@pytest.mark.slow
 def test_meanfield_knots(quick_figure):
     from dynkit.figures import meanfield_knots
 

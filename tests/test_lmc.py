@@ -38,6 +38,7 @@ def model_and_params(request):
     return model, params
 
 
+@pytest.mark.slow
 def test_apply_permutation_preserves_function(model_and_params):
     model, params = model_and_params
     spec = permutation_spec(model)
@@ -50,6 +51,7 @@ def test_apply_permutation_preserves_function(model_and_params):
                for n in params if "w" in params[n])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["weights", "activations"])
 def test_matching_recovers_random_permutation(model_and_params, method):
     model, params = model_and_params
@@ -101,6 +103,7 @@ def _digits_subset():
     return data
 
 
+@pytest.mark.slow
 def test_same_init_same_order_gives_zero_barrier():
     from dynkit.train import fit
 
@@ -126,6 +129,7 @@ def test_alignment_reduces_barrier_of_independent_wide_mlps():
     assert aligned < 0.5 * naive
 
 
+@pytest.mark.slow
 def test_reset_bn_recovers_statistics():
     model = MODELS["resnet20"]()
     params = model.init(jax.random.PRNGKey(0), dtype=np.float64)
@@ -158,6 +162,7 @@ def test_layerwise_table_and_errors():
         lmc.weight_matching(model, pa, MODELS["cnn"]().init(jax.random.PRNGKey(0)))
 
 
+@pytest.mark.slow
 def test_dropout_keep_all_is_identity_and_path_is_bounded():
     from dynkit.train import fit
 
