@@ -61,6 +61,7 @@ import pandas as pd
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 from dynkit.evaluate import compiled_features, compiled_intermediates
 from dynkit.registry import METRICS
+from dynkit.validation import check_finite
 
 from .collapse_stream import ClassStats, CollapseAccumulator, blocks, check_batch, check_shapes
 
@@ -122,8 +123,7 @@ def check_classifier(W, b, num_classes: int, dim: int):
             f"classifier W must have shape (num_classes, dim) = ({num_classes}, {dim}); "
             f"got {W.shape} (a dense kernel stored (in, out) must be transposed)"
         )
-    if not np.all(np.isfinite(W)):
-        raise InvalidArgumentError("classifier W contains NaN or infinite values")
+    check_finite("classifier W", W)
     if b is None:
         return W, np.zeros(num_classes)
     b = np.asarray(b, dtype=np.float64)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+from dynkit.validation import check_finite
 
 __all__ = ["BLOCK_BYTES", "ClassStats", "CollapseAccumulator", "blocks", "check_batch",
            "check_shapes"]
@@ -95,8 +96,7 @@ def check_batch(features, labels, *, dim=None, num_classes=None, name="features"
     y int64 (B,))``."""
     x, y = check_shapes(features, labels, dim=dim, num_classes=num_classes, name=name)
     x = np.asarray(x, dtype=np.float64)
-    if not np.all(np.isfinite(x)):
-        raise InvalidArgumentError(f"{name} contain NaN or infinite values")
+    check_finite(name, x)
     return x, y
 
 

@@ -31,6 +31,7 @@ from dynkit.models.graph import Model, merge_params, split_params
 from dynkit.registry import METRICS
 from dynkit.schema import step_epoch, tidy
 from dynkit.theory.empirical import model_ntk_fn, ntk_fn
+from dynkit.validation import check_finite
 
 #: Points of ``data.x_train`` the ``"ntk"`` registry metric uses (the first ones).
 METRIC_POINTS = 128
@@ -299,8 +300,7 @@ def targets(y, num_classes: int | None, n: int) -> np.ndarray:
 
 def _finite(a, name) -> np.ndarray:
     a = np.asarray(a)
-    if np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a)):
-        raise InvalidArgumentError(f"{name} contains NaN or infinite values")
+    check_finite(name, a)
     return a
 
 

@@ -85,6 +85,7 @@ from dynkit.checkpoints.run import iterate
 from dynkit.errors import InvalidArgumentError, UnsupportedLayerError
 from dynkit.models.graph import conv_linear
 from dynkit.schema import step_epoch, tidy
+from dynkit.validation import check_finite
 
 __all__ = ["SUPPORTED_OPS", "PathNorm", "PlanNode", "bn_affine", "effective_affine",
            "log_pathnorm_qq", "path_norm", "path_norm_series", "plan"]
@@ -382,14 +383,6 @@ def _check_q(q) -> float:
     return q
 
 
-def _nonfinite_nodes(params) -> list[str]:
-    bad = []
-    for name, p in params.items():
-        if any(not np.all(np.isfinite(np.asarray(v))) for v in p.values()):
-            bad.append(name)
-    return bad
-
-
 def log_pathnorm_qq(model, params, q: float = 1.0, *, fold_bn: bool = True) -> float:
     """``log sum_p |Phi_p(theta)|^q = q log ||Phi(theta)||_q`` (see the module docstring;
     ``fold_bn`` as in ``path_norm``)."""
@@ -400,10 +393,8 @@ def log_pathnorm_qq(model, params, q: float = 1.0, *, fold_bn: bool = True) -> f
         out = float(_log_pathnorm_qq(the_plan, q, tuple(model.input_shape), model.output,
                                      needed))
     if math.isnan(out):
-        bad = _nonfinite_nodes(needed)
-        raise InvalidArgumentError(
-            f"path-norm: the parameters of node(s) {bad or '?'} contain NaN/Inf values; the "
-            "path-norm is undefined")
+        check_finite("path-norm: params", needed, "; the path-norm is undefined")
+        raise InvalidArgumentError("path-norm: NaN although every parameter is finite")
     return out
 
 

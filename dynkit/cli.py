@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from dynkit.errors import DynkitError, InvalidArgumentError
+from dynkit.registry import PluginWarning
 
 
 def _ints(text: str) -> list[int]:
@@ -114,8 +116,7 @@ def cmd_metrics(args) -> int:
     with pd.option_context("display.max_rows", 200, "display.width", 120):
         print(table.to_string(index=False))
     if path.is_dir():
-        from dynkit.figures.common import save_figure
-        from dynkit.figures.demo import plot_series
+        from dynkit.figures.common import plot_series, save_figure
 
         for entry, metrics in table.attrs["entries"].items():
             sub = table[table["metric"].isin(metrics)]
@@ -174,9 +175,7 @@ def cmd_figures(args) -> int:
     if args.action == "list":
         from dynkit.registry import FIGURES
 
-        figures.load_figures()
-        for entry in FIGURES.entries():
-            print(f"{entry.name:<28} {entry.help}")
+        print(_listing(FIGURES))
         return 0
     if not args.name:
         raise InvalidArgumentError("figures make needs a figure name; see `dynkit figures list`")
@@ -193,8 +192,34 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _listing(registry) -> str:
+    """``name  help`` lines of every entry of a registry (loads its plugins)."""
+    return "\n".join(f"  {e.name:<28} {e.help}" for e in registry.entries())
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose ``epilog`` may be a callable, called only when the help is
+    printed: listing the registered metrics loads their plugins, which ``dynkit train`` and
+    ``dynkit --help`` should not pay for."""
+
+    def format_help(self) -> str:
+        epilog = self.epilog
+        if callable(epilog):
+            self.epilog = epilog()
+        try:
+            return super().format_help()
+        finally:
+            self.epilog = epilog
+
+
+def _metrics_epilog() -> str:
+    from dynkit.registry import METRICS
+
+    return "available metrics (entry-point group dynkit.metrics):\n" + _listing(METRICS)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynkit", description=__doc__.splitlines()[0])
+    p = _Parser(prog="dynkit", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     def data_args(sp):
@@ -228,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("checkpoint")
     i.set_defaults(func=cmd_info)
 
-    m = sub.add_parser("metrics", help="metrics of a checkpoint or a run folder")
+    m = sub.add_parser("metrics", help="metrics of a checkpoint or a run folder",
+                       epilog=_metrics_epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     m.add_argument("path", help="a checkpoint file or a folder of checkpoints")
     data_args(m)
     m.add_argument("--metrics", type=_names, default=None, help="comma-separated; default all")
@@ -251,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--out", default="dynkit-lmc")
     lm.set_defaults(func=cmd_lmc)
 
-    f = sub.add_parser("figures", help="paper figures: list | make NAME")
+    f = sub.add_parser("figures", help="paper figures: list | make NAME (entry-point group "
+                                       "dynkit.figures)")
     f.add_argument("action", choices=["list", "make"])
     f.add_argument("name", nargs="?")
     f.add_argument("--quick", action="store_true", help="small CPU-minute version")
@@ -266,9 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """One line ``dynkit: warning: ...`` for a plugin that failed to load; the default
+    format for every other warning."""
+    if issubclass(category, PluginWarning):
+        return f"dynkit: warning: {message}\n"
+    return _default_format_warning(message, category, filename, lineno, line)
+
+
+_default_format_warning = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    previous, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except DynkitError as exc:
         print(f"dynkit: error: {exc}", file=sys.stderr)
@@ -276,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dynkit: interrupted; completed checkpoints are kept", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous
 
 
 if __name__ == "__main__":  # pragma: no cover

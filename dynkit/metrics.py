@@ -1,16 +1,14 @@
 """Checkpoint metrics: the built-in ones, plugin loading, and evaluation over a run.
 
 A metric is ``func(model, params, data) -> DataFrame`` with columns ``metric, value`` (and
-optionally ``split``, ``layer``, ``q``), registered in ``dynkit.registry.METRICS``. Analyses
-register their metrics when imported; ``load_metrics()`` imports them. ``metrics_over_run``
-returns the tidy series schema of ``dynkit.schema`` (``step, epoch, metric, value`` plus the
-optional columns); which metric names each registered entry produced is recorded in the
-table's ``attrs["entries"]``.
+optionally ``split``, ``layer``, ``q``), registered in ``dynkit.registry.METRICS`` through the
+``dynkit.metrics`` entry-point group (``pyproject.toml``), where other installed distributions
+add theirs; ``load_metrics()`` loads them all. ``metrics_over_run`` returns the tidy series
+schema of ``dynkit.schema`` (``step, epoch, metric, value`` plus the optional columns); which
+metric names each registered entry produced is recorded in the table's ``attrs["entries"]``.
 """
 
 from __future__ import annotations
-
-import importlib
 
 import numpy as np
 import pandas as pd
@@ -23,21 +21,18 @@ from dynkit.models.graph import split_params
 from dynkit.registry import METRICS
 from dynkit.schema import COLUMNS, REQUIRED, check_tidy, step_epoch, tidy
 
-#: Modules whose import registers further metrics (analyses sit above the core).
-PLUGIN_MODULES = (
-    "dynkit.analyses.collapse",
-    "dynkit.analyses.pathnorm_bound",
-    "dynkit.analyses.ntk_dynamics",
-)
-
 __all__ = ["check_tidy", "checkpoint_metrics", "compute_metrics", "load_metrics",
            "metrics_over_run", "performance", "weight_norms"]
 
 
 def load_metrics() -> list[str]:
-    """Import every metric plugin module and return the registered metric names."""
-    for module in PLUGIN_MODULES:
-        importlib.import_module(module)
+    """Names of every registered metric (loads the ``dynkit.metrics`` entry points once).
+
+    Example:
+        >>> from dynkit.metrics import load_metrics
+        >>> {"performance", "weights", "collapse"} <= set(load_metrics())
+        True
+    """
     return METRICS.names()
 
 
@@ -63,7 +58,8 @@ def weight_norms(model, params, data=None) -> pd.DataFrame:
     rows = []
     for node in model.nodes:
         if node.op in ("dense", "conv"):
-            w = np.asarray(trainable[node.name]["w"], dtype=np.float64) * node.attrs["w_mult"]
+            w_mult, _ = model.multipliers(node.name)
+            w = np.asarray(trainable[node.name]["w"], dtype=np.float64) * w_mult
             rows.append({"metric": "weight_norm", "layer": node.name,
                          "value": float(np.linalg.norm(w))})
     total = float(np.sqrt(sum(r["value"] ** 2 for r in rows)))

@@ -13,7 +13,7 @@ import pandas as pd
 
 import dynkit as dk
 from dynkit.analyses import lmc
-from dynkit.figures.common import new_figure, save_figure, save_table, style
+from dynkit.figures.common import plot_series, save_figure, save_table
 from dynkit.figures.lmc_plots import plot_interpolation
 from dynkit.io import atomic_write
 from dynkit.metrics import load_metrics, metrics_over_run
@@ -75,30 +75,6 @@ class Section:
     figure: Path | None
     table: pd.DataFrame
     csv: Path
-
-
-def _series_label(row_keys: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in row_keys.items() if pd.notna(v))
-
-
-def plot_series(df: pd.DataFrame, metrics: list[str], by: list[str]):
-    """One panel per metric, value vs step, one line per combination of the ``by`` columns."""
-    with style():
-        fig, axes = new_figure(1, len(metrics))
-        for ax, metric in zip(axes[0], metrics):
-            sub = df[df["metric"] == metric]
-            keys = [c for c in by if c in sub and sub[c].notna().any()]
-            groups = sub.groupby(keys, dropna=False) if keys else [((), sub)]
-            for key, g in groups:
-                key = key if isinstance(key, tuple) else (key,)
-                ax.plot(g["step"], g["value"], marker="o",
-                        label=_series_label(dict(zip(keys, key))))
-            ax.set_xlabel("step")
-            ax.set_title(metric)
-            if len(ax.lines) <= 8:
-                ax.legend()
-        fig.tight_layout()
-    return fig
 
 
 def _learning_curves(out: Path, history: pd.DataFrame) -> Section:

@@ -4,15 +4,12 @@ width N grows, and two wide networks connect through a piecewise-linear path of 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 import dynkit as dk
 from dynkit.analyses.lmc_stability import dropout_path, dropout_stability
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
 
@@ -56,9 +53,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register("dropout-stability", "Δloss of keeping k of N units, and the dropout path "
-                                       "(Shevchenko & Mondelli 2020)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), out_dir / "dropout-stability.png"),
-            save_table(df, out_dir / "dropout-stability.csv")]
+make = PaperFigure("dropout-stability", "Δloss of keeping k of N units, and the dropout path "
+                                        "(Shevchenko & Mondelli 2020)",
+                   draw_from(data, plot))

@@ -6,15 +6,12 @@ networks with small initialization")."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import two_layer as tl
 
 NAME = "early-neuron-alignment"
@@ -96,10 +93,7 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register(NAME, "small-init ReLU neurons align with positive/negative data by the sign "
-                  "of their output weight, then loss ~ 1/t with low-rank W (Boursier et al. "
-                  "2022; Min et al. 2023)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), Path(out_dir) / f"{NAME}.png"),
-            save_table(df, Path(out_dir) / f"{NAME}.csv")]
+make = PaperFigure(NAME, "small-init ReLU neurons align with positive/negative data by the sign "
+                         "of their output weight, then loss ~ 1/t with low-rank W (Boursier et al. "
+                         "2022; Min et al. 2023)",
+                   draw_from(data, plot))

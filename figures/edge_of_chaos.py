@@ -11,15 +11,12 @@ the critical line, where signals propagate through arbitrarily deep networks.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import signal_prop
 
 
@@ -71,9 +68,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register("edge-of-chaos", "tanh phase diagram: critical line and depth scale xi_c "
-                                   "(Poole et al. 2016; Schoenholz et al. 2017)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), out_dir / "edge-of-chaos.png"),
-            save_table(df, out_dir / "edge-of-chaos.csv")]
+make = PaperFigure("edge-of-chaos", "tanh phase diagram: critical line and depth scale xi_c "
+                                    "(Poole et al. 2016; Schoenholz et al. 2017)",
+                   draw_from(data, plot))

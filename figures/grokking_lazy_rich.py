@@ -20,7 +20,6 @@ the NTK on the training set (Cortes et al. 2012) is tracked along training.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +28,7 @@ import numpy as np
 import pandas as pd
 
 from dynkit.analyses.ntk_dynamics import centered_alignment
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory.empirical import ntk_fn
 
 NAME = "grokking-lazy-rich"
@@ -173,9 +171,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register(NAME, "grokking as the lazy-to-rich transition: with output scale alpha "
-                  "the test loss lags the train loss longer (Kumar et al. 2024)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), Path(out_dir) / f"{NAME}.png"),
-            save_table(df, Path(out_dir) / f"{NAME}.csv")]
+make = PaperFigure(NAME, "grokking as the lazy-to-rich transition: with output scale alpha "
+                         "the test loss lags the train loss longer (Kumar et al. 2024)",
+                   draw_from(data, plot))

@@ -19,15 +19,12 @@ The empirical row :math:`\Theta(x_0, x) = J(x)\,J(x_0)^\top` is one gradient
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import stax
 
 W_STD, B_STD, DEPTH = 1.0, 0.1, 3
@@ -149,9 +146,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register("jacot-ntk-convergence", "empirical NTK -> analytic NTK on the unit circle, "
-                                           "at init and after training (Jacot et al. 2018)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), out_dir / "jacot-ntk-convergence.png"),
-            save_table(df, out_dir / "jacot-ntk-convergence.csv")]
+make = PaperFigure("jacot-ntk-convergence", "empirical NTK -> analytic NTK on the unit circle, "
+                                            "at init and after training (Jacot et al. 2018)",
+                   draw_from(data, plot))

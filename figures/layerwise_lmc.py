@@ -4,14 +4,11 @@ Jaggi 2024, "Layer-wise linear mode connectivity")."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 import dynkit as dk
 from dynkit.analyses import lmc
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
 
@@ -47,9 +44,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register("layerwise-lmc", "layer × α loss heatmap, naive vs aligned "
-                                   "(Adilova et al. 2024)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), out_dir / "layerwise-lmc.png"),
-            save_table(df, out_dir / "layerwise-lmc.csv")]
+make = PaperFigure("layerwise-lmc", "layer × α loss heatmap, naive vs aligned "
+                                    "(Adilova et al. 2024)",
+                   draw_from(data, plot))

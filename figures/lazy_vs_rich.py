@@ -4,15 +4,12 @@ and large output scale alpha, and the distance travelled vs alpha (Chizat, Oyall
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import two_layer as tl
 
 NAME = "lazy-vs-rich-particles"
@@ -82,9 +79,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register(NAME, "2-D ReLU neurons move far for small alpha and stay put for large "
-                  "alpha (Chizat, Oyallon & Bach 2019)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), Path(out_dir) / f"{NAME}.png"),
-            save_table(df, Path(out_dir) / f"{NAME}.csv")]
+make = PaperFigure(NAME, "2-D ReLU neurons move far for small alpha and stay put for large "
+                         "alpha (Chizat, Oyallon & Bach 2019)",
+                   draw_from(data, plot))

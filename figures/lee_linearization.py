@@ -17,7 +17,6 @@ width (end of training) and against step.
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -26,9 +25,8 @@ import pandas as pd
 
 from dynkit.data import load
 from dynkit.errors import InvalidArgumentError
-from dynkit.figures.common import new_figure, save_figure, save_table, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.models import mlp
-from dynkit.registry import FIGURES
 
 NAME = "lee-linearization"
 
@@ -151,9 +149,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register(NAME, "a wide net trained by GD tracks its linearization at init; the RMSE "
-                  "gap shrinks like 1/sqrt(width) (Lee et al. 2019)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), Path(out_dir) / f"{NAME}.png"),
-            save_table(df, Path(out_dir) / f"{NAME}.csv")]
+make = PaperFigure(NAME, "a wide net trained by GD tracks its linearization at init; the RMSE "
+                         "gap shrinks like 1/sqrt(width) (Lee et al. 2019)",
+                   draw_from(data, plot))

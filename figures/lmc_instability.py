@@ -10,14 +10,11 @@ mode trains ResNet-20 on the same images at the paper's lr 0.1, batch 32."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 import dynkit as dk
 from dynkit.analyses.lmc_stability import instability
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 
 
 def data(quick: bool = False) -> pd.DataFrame:
@@ -48,9 +45,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register("lmc-instability", "barrier between children spawned at step k "
-                                     "(Frankle et al. 2020)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), out_dir / "lmc-instability.png"),
-            save_table(df, out_dir / "lmc-instability.csv")]
+make = PaperFigure("lmc-instability", "barrier between children spawned at step k "
+                                      "(Frankle et al. 2020)",
+                   draw_from(data, plot))

@@ -3,14 +3,11 @@ Git Re-Basin weight matching, as width grows (Ainsworth, Hayase & Srinivasa 2023
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 import dynkit as dk
 from dynkit.analyses import lmc
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
 
@@ -63,9 +60,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register("lmc-rebasin", "loss barrier naive vs weight-matched as width grows "
-                                 "(Ainsworth et al. 2023)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), out_dir / "lmc-rebasin.png"),
-            save_table(df, out_dir / "lmc-rebasin.csv")]
+make = PaperFigure("lmc-rebasin", "loss barrier naive vs weight-matched as width grows "
+                                  "(Ainsworth et al. 2023)",
+                   draw_from(data, plot))

@@ -7,15 +7,12 @@ The limit curve is proxied by the widest network; the gap ``sup_t |R_m(t) - R_re
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import two_layer as tl
 
 NAME = "meanfield-convergence"
@@ -85,9 +82,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register(NAME, "risk curves of mean-field two-layer nets converge to the mean-field "
-                  "limit as width grows (Mei, Montanari & Nguyen 2018)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), Path(out_dir) / f"{NAME}.png"),
-            save_table(df, Path(out_dir) / f"{NAME}.csv")]
+make = PaperFigure(NAME, "risk curves of mean-field two-layer nets converge to the mean-field "
+                         "limit as width grows (Mei, Montanari & Nguyen 2018)",
+                   draw_from(data, plot))

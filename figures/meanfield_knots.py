@@ -5,15 +5,12 @@ networks", Shevchenko, Kungurtsev & Mondelli 2022)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import knots
 from dynkit.theory import two_layer as tl
 
@@ -77,9 +74,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register(NAME, "wide mean-field ReLU regression in 1-D has at most three knots between "
-                  "consecutive training inputs (Shevchenko et al. 2022)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), Path(out_dir) / f"{NAME}.png"),
-            save_table(df, Path(out_dir) / f"{NAME}.csv")]
+make = PaperFigure(NAME, "wide mean-field ReLU regression in 1-D has at most three knots between "
+                         "consecutive training inputs (Shevchenko et al. 2022)",
+                   draw_from(data, plot))

@@ -15,8 +15,6 @@ ufm_imbalanced_norms`` with ``λ_W = λ_H = λ``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullFormatter
@@ -24,8 +22,7 @@ from matplotlib.ticker import NullFormatter
 import dynkit as dk
 from dynkit.analyses.collapse import neural_collapse, readout
 from dynkit.analyses.collapse_imbalanced import class_norms, deep_linear_norms, imbalanced_collapse
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
 COUNTS = (400, 400, 100, 100, 25)
@@ -142,9 +139,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register("nc-imbalanced", "deep linear nets on imbalanced classes vs the predicted "
-                                   "orthogonal frame and minority collapse (Dang et al. 2023)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), out_dir / "nc-imbalanced.png"),
-            save_table(df, out_dir / "nc-imbalanced.csv")]
+make = PaperFigure("nc-imbalanced", "deep linear nets on imbalanced classes vs the predicted "
+                                    "orthogonal frame and minority collapse (Dang et al. 2023)",
+                   draw_from(data, plot))

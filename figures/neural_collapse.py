@@ -11,7 +11,6 @@ NC3 ``‖W/‖W‖ - M/‖M‖‖²`` and NC4 (nearest-class-centre disagreement
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -20,8 +19,7 @@ import pandas as pd
 import dynkit as dk
 from dynkit.analyses.collapse_series import collapse_series
 from dynkit.checkpoints import Checkpoint
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
 #: (panel title, metrics drawn in it: solid, dashed)
@@ -124,9 +122,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register("neural-collapse", "NC1-NC4 vs epoch into the terminal phase for an MLP and "
-                                     "ResNet-20 on digits (Papyan et al. 2020)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), out_dir / "neural-collapse.png"),
-            save_table(df, out_dir / "neural-collapse.csv")]
+make = PaperFigure("neural-collapse", "NC1-NC4 vs epoch into the terminal phase for an MLP and "
+                                      "ResNet-20 on digits (Papyan et al. 2020)",
+                   draw_from(data, plot))

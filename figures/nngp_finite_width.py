@@ -18,15 +18,12 @@ networks from ``stax`` ``init_fn`` (``vmap`` over keys), estimates the excess ku
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
 from dynkit.theory import stax
 from dynkit.theory.finite_width import output_excess_kurtosis
 
@@ -153,9 +150,11 @@ def plot(df: pd.DataFrame, samples: dict[int, np.ndarray] | None = None):
     return fig
 
 
-@FIGURES.register("nngp-finite-width", "finite-width output distribution: 4th-Hermite "
-                                       "(kurtosis) correction ~ 1/width (Antognini 2019)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
+def draw(quick: bool = False) -> FigureResult:
+    """Simulate (``quick``: the CPU-minute sizes); the figure and its table."""
     df, samples = simulate(quick)
-    return [save_figure(plot(df, samples), out_dir / "nngp-finite-width.png"),
-            save_table(df, out_dir / "nngp-finite-width.csv")]
+    return FigureResult(plot(df, samples), df)
+
+
+make = PaperFigure("nngp-finite-width", "finite-width output distribution: 4th-Hermite "
+                                        "(kurtosis) correction ~ 1/width (Antognini 2019)", draw)

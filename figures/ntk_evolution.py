@@ -24,9 +24,8 @@ import pandas as pd
 
 from dynkit.analyses.ntk_dynamics import ntk_series
 from dynkit.data import load
-from dynkit.figures.common import new_figure, save_figure, save_table, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.models import mlp
-from dynkit.registry import FIGURES
 from dynkit.schema import REQUIRED, tidy
 from dynkit.train import fit
 
@@ -110,9 +109,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register(NAME, "empirical NTK of an MLP on digits: distance to init, velocity and "
-                  "label alignment; fast early, slow later (Fort et al. 2020)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), Path(out_dir) / f"{NAME}.png"),
-            save_table(df, Path(out_dir) / f"{NAME}.csv")]
+make = PaperFigure(NAME, "empirical NTK of an MLP on digits: distance to init, velocity and "
+                         "label alignment; fast early, slow later (Fort et al. 2020)",
+                   draw_from(data, plot))

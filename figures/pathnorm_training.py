@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,8 +34,7 @@ from dynkit.analyses.pathnorm import path_norm
 from dynkit.analyses.pathnorm_bound import operator_norm_product, pathnorm_bound
 from dynkit.checkpoints import iterate
 from dynkit.errors import InvalidArgumentError
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
 QS = (1.0, 2.0, 4.0)
@@ -202,10 +200,7 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register("pathnorm-training", "L1/L2/L4 path-norms, the path-norm bound and the "
-                                       "product of operator norms across training, with a "
-                                       "rescaling-invariance check (Gonon et al. 2024)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), out_dir / "pathnorm-training.png"),
-            save_table(df, out_dir / "pathnorm-training.csv")]
+make = PaperFigure("pathnorm-training", "L1/L2/L4 path-norms, the path-norm bound and the "
+                                        "product of operator norms across training, with a "
+                                        "rescaling-invariance check (Gonon et al. 2024)",
+                   draw_from(data, plot))

@@ -3,14 +3,11 @@ order-parameter ODE, with the plateau and its escape (Saad & Solla 1995; Goldt e
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import numpy as np
 import pandas as pd
 
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import teacher_student as ts
 
 NAME = "teacher-student-ode"
@@ -50,9 +47,7 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register(NAME, "teacher-student online SGD at d=500 follows the order-parameter ODE "
-                  "through the plateau and its escape (Saad & Solla 1995; Goldt et al. 2019)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), Path(out_dir) / f"{NAME}.png"),
-            save_table(df, Path(out_dir) / f"{NAME}.csv")]
+make = PaperFigure(NAME, "teacher-student online SGD at d=500 follows the order-parameter ODE "
+                         "through the plateau and its escape (Saad & Solla 1995; Goldt et al. "
+                         "2019)",
+                   draw_from(data, plot))

@@ -6,15 +6,12 @@ with near-optimal sample complexity: a case study in the XOR problem")."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.figures.common import new_figure, save_figure, save_table, style
-from dynkit.registry import FIGURES
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import two_layer as tl
 
 NAME = "xor-feature-learning"
@@ -61,9 +58,6 @@ def plot(df: pd.DataFrame):
     return fig
 
 
-@FIGURES.register(NAME, "XOR on the hypercube: SGD first finds the signal coordinates, then "
-                  "the loss falls (Glasgow 2023)")
-def make(out_dir: Path, quick: bool = False) -> list[Path]:
-    df = data(quick)
-    return [save_figure(plot(df), Path(out_dir) / f"{NAME}.png"),
-            save_table(df, Path(out_dir) / f"{NAME}.csv")]
+make = PaperFigure(NAME, "XOR on the hypercube: SGD first finds the signal coordinates, then "
+                         "the loss falls (Glasgow 2023)",
+                   draw_from(data, plot))

@@ -508,6 +508,7 @@ def test_torch_wrn_same_logits(tr):
     _check_against_torch(torch_model, model, _x(model))
 
 
+@pytest.mark.slow
 def test_torch_resnet18_same_logits(tr):
     import torch
 
@@ -517,6 +518,7 @@ def test_torch_resnet18_same_logits(tr):
     _check_against_torch(torch_model, model, _x(model))
 
 
+@pytest.mark.slow
 def test_torch_resnet50_same_logits(tr):
     import torch
 
@@ -526,6 +528,7 @@ def test_torch_resnet50_same_logits(tr):
     _check_against_torch(torch_model, model, _x(model))
 
 
+@pytest.mark.slow
 def test_torch_vgg11_bn_same_logits(tr):
     import torch
 

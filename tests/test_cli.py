@@ -16,6 +16,7 @@ def demo_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_demo_writes_report(demo_dir):
     assert (demo_dir / "index.html").stat().st_size > 500
     text = (demo_dir / "README.md").read_text()
@@ -35,6 +36,7 @@ def test_demo_writes_report(demo_dir):
         assert final_p == pytest.approx(final_h, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_info_and_metrics_on_run(demo_dir, tmp_path, capsys):
     run = demo_dir / "runs" / "seed0"
     ckpt = max(run.glob("*.safetensors"))
@@ -64,6 +66,7 @@ def test_python_m_dynkit_help():
     assert out.returncode == 0 and "demo" in out.stdout
 
 
+@pytest.mark.slow
 def test_train_then_lmc(tmp_path, capsys):
     for seed in (0, 1):
         assert main(["train", "--model", "cnn", "--image", "--epochs", "1", "--seed", str(seed),

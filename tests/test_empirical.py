@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+from dynkit import validation
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 from dynkit.models import GraphBuilder, merge_params, mlp, resnet20, split_params
 from dynkit.theory import empirical
@@ -102,6 +103,7 @@ def _close(a, b, rtol=1e-10):
 
 
 # ----------------------------------------------------------------------------- exactness
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mlp", "cnn", "bn"])
 def test_methods_match_brute_force(name):
     model, params, x1, x2 = _case(name)
@@ -119,6 +121,7 @@ def test_methods_match_brute_force(name):
         _close(fn(x1, x2, params), traced12)
 
 
+@pytest.mark.slow
 def test_methods_agree_on_resnet20():
     """The real ResNet-20 graph (depth 20: 19 convs and the dense read-out, plus 2 option-B
     1x1 projections; 21 BatchNorms with random running statistics; eval mode), on 8x8 inputs
@@ -136,6 +139,7 @@ def test_methods_agree_on_resnet20():
         _close(empirical.ntk_fn(model, method)(x, None, params), traced)
 
 
+@pytest.mark.slow
 def test_ntvp_memory_plan(monkeypatch):
     """The activation footprint counts every intermediate value (nested jit included); the
     plan obeys its bound; a tiny NTVP_MEMORY_BYTES forces one column per step and JVPs over
@@ -199,6 +203,7 @@ def _brute_raw(apply_fn, params, x1, x2):
     return np.tensordot(j1, j2, axes=([-1], [-1]))
 
 
+@pytest.mark.slow
 def test_generic_pytree_axes_conventions():
     """Arbitrary pytrees, multi-axis outputs: neural-tangents' zipped layout, traces are
     means, diagonals keep one axis; vmap_axes=None (whole-batch Jacobians) agrees."""
@@ -224,6 +229,7 @@ def test_generic_pytree_axes_conventions():
         _close(fn(x1, x2, params), cases[0][2])
 
 
+@pytest.mark.slow
 def test_structured_on_plain_apply_fn_warns_and_falls_back():
     apply_fn, params = _pytree_net()
     x = jax.random.normal(jax.random.PRNGKey(1), (3, 4))
@@ -232,6 +238,7 @@ def test_structured_on_plain_apply_fn_warns_and_falls_back():
     _close(fn(x, None, params), empirical.ntk_fn(apply_fn, "jacobian")(x, None, params))
 
 
+@pytest.mark.slow
 def test_float32_matches_float64():
     model, params, x1, x2 = _case("cnn")
     ref = _brute_full(model, params, jnp.concatenate([x1, x2]))[: len(x1), len(x1):]
@@ -285,6 +292,7 @@ def test_relu_ntk_recursion_matches_golden():
     np.testing.assert_allclose(k[:n1, :n1], d["ntk_11"], rtol=1e-6)  # arccos near cos = 1
 
 
+@pytest.mark.slow
 def test_converges_to_infinite_width_ntk():
     """Mean over S seeds of the empirical NTK at init -> analytic NTK of ``dynkit.theory.stax``
     (itself checked against the arc-cosine recursion above); the seed-to-seed
@@ -347,8 +355,6 @@ def test_bad_input():
 
 def test_finite_check_is_cached_only_for_immutable_arrays():
     """jax params found finite are not scanned again; numpy params (mutable) are re-checked."""
-    from dynkit.theory.empirical_checks import _known_finite  # the checks moved out of empirical
-
     model, params, x1, x2 = _case("mlp")
     fn = empirical.ntk_fn(model, "jacobian")
     host = jax.tree.map(np.array, params)
@@ -357,4 +363,5 @@ def test_finite_check_is_cached_only_for_immutable_arrays():
     with pytest.raises(InvalidArgumentError, match=r"params\['head'\]\['b'\]"):
         fn(x1, x2, host)
     fn(x1, x2, params)
-    assert all(_known_finite(leaf) for leaf in jax.tree.leaves(params))
+    # the cache moved with the finite check to dynkit.validation (issue #12)
+    assert all(validation._known_finite(leaf) for leaf in jax.tree.leaves(params))

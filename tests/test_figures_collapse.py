@@ -81,6 +81,7 @@ def test_deep_linear_prediction_matches_ufm_closed_form_and_brute_force():
         assert three["w_norm"][k] ** 3 == pytest.approx(s[np.argmin(f)], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_neural_collapse_figure(tmp_path):
     png, csv = nc_fig.make(tmp_path, quick=True)
     assert png.exists() and png.stat().st_size > 0
@@ -95,6 +96,7 @@ def test_neural_collapse_figure(tmp_path):
     assert after.iloc[-1] < 0.7 * after.iloc[0]
 
 
+@pytest.mark.slow
 def test_nc_imbalanced_figure(tmp_path):
     png, csv = nc_imbalanced.make(tmp_path, quick=True)
     assert png.exists() and png.stat().st_size > 0

@@ -8,6 +8,7 @@ from dynkit.figures import edge_of_chaos, jacot_ntk_convergence, nngp_finite_wid
 from dynkit.theory import empirical
 
 
+@pytest.mark.slow
 def test_jacot_ntk_error_decreases_with_width(quick_figure):
     df = quick_figure(jacot_ntk_convergence)
     assert set(df["phase"]) == {"init", "trained"}
@@ -20,6 +21,7 @@ def test_jacot_ntk_error_decreases_with_width(quick_figure):
         assert row.iloc[-1] < 0.5 * row.iloc[0], (phase, row)
 
 
+@pytest.mark.slow
 def test_jacot_ntk_row_matches_jacobian_contraction():
     """The jvp-of-gradient row equals J(x) J(x0)^T by jacrev and empirical.ntk_fn."""
     init_fn, apply_fn, _ = jacot_ntk_convergence.network(16)
@@ -35,6 +37,7 @@ def test_jacot_ntk_row_matches_jacobian_contraction():
     np.testing.assert_allclose(np.asarray(k)[0], row, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_nngp_finite_width_kurtosis_scales_as_inverse_width(quick_figure):
     df = quick_figure(nngp_finite_width)
     slope, _ = np.polyfit(np.log(df["width"]), np.log(np.abs(df["excess_kurtosis"])), 1)
@@ -51,6 +54,7 @@ def test_nngp_theory_kurtosis_relu_closed_form():
         assert nngp_finite_width.theory_kurtosis(n) == pytest.approx(15.0 / n, rel=1e-10)
 
 
+@pytest.mark.slow
 def test_edge_of_chaos_depth_scale_peaks_at_critical_line(quick_figure):
     df = quick_figure(edge_of_chaos)
     # tanh without bias: q* = 0 for sw2 <= 1 and chi1 = sw2 there, so the line starts at (1, 0)

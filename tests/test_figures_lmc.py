@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 
+@pytest.mark.slow
 def test_lmc_rebasin_alignment_lowers_barrier(quick_figure):
     df = quick_figure("lmc-rebasin")
     train = df[df["split"] == "train"].pivot_table(index="width", columns="alignment",
@@ -11,6 +12,7 @@ def test_lmc_rebasin_alignment_lowers_barrier(quick_figure):
     assert (train["weight matching"] < 0.5 * train["naive"]).all()
 
 
+@pytest.mark.slow
 def test_layerwise_lmc_heatmap_data(quick_figure):
     df = quick_figure("layerwise-lmc")
     assert set(df["layer"]) == {"fc0", "fc1", "fc2", "head"}
@@ -19,6 +21,7 @@ def test_layerwise_lmc_heatmap_data(quick_figure):
     assert worst["weight matching"] < worst["naive"]
 
 
+@pytest.mark.slow
 def test_instability_at_init_vanishes_after_a_few_steps(quick_figure):
     """Frankle et al. 2020: children spawned at initialization are separated by a loss barrier,
     children spawned after a short stretch of training are linearly connected."""
@@ -29,6 +32,7 @@ def test_instability_at_init_vanishes_after_a_few_steps(quick_figure):
     np.testing.assert_allclose(late["barrier_loss"], 0.0, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_dropout_stability_improves_with_width(quick_figure):
     df = quick_figure("dropout-stability")
     drop = df[df["kind"] == "dropout"]

@@ -1,8 +1,10 @@
 """Smoke tests of the NTK figures: quick mode writes PNG + CSV showing the phenomenon."""
 
 import numpy as np
+import pytest
 
 
+@pytest.mark.slow
 def test_lee_linearization(quick_figure):
     from dynkit.figures import lee_linearization as lee
 
@@ -18,6 +20,7 @@ def test_lee_linearization(quick_figure):
     assert -0.9 < lee.width_slope(df) < -0.3               # about width^(-1/2) (Lee et al.)
 
 
+@pytest.mark.slow
 def test_ntk_evolution(quick_figure):
     from dynkit.figures import ntk_evolution as evo
 
@@ -36,6 +39,7 @@ def test_ntk_evolution(quick_figure):
     assert acc.iloc[-1] > 0.9                             # and the net learned the digits
 
 
+@pytest.mark.slow
 def test_grokking_lazy_rich(quick_figure):
     """Asserted in quick mode (alphas 0.3 ... 30, horizon t = 1e4):
     every alpha fits the training set (train loss < 10% of its start); the first time the

@@ -74,6 +74,7 @@ def _tiny_resnet():
     return model, params
 
 
+@pytest.mark.slow
 def test_rescale_unit_batchnorm_channel_in_a_residual_block():
     model, params = _tiny_resnet()
     scaled = fig.rescale_unit(model, params, "bn1", "c2", 1, 3.0)
@@ -96,6 +97,7 @@ def test_rescale_unit_bad_input():
         fig.rescale_unit(block, block_params, "bn0", "c1", 0, 2.0)
 
 
+@pytest.mark.slow
 def test_pathnorm_training_figure(tmp_path):
     png, csv = fig.make(tmp_path, quick=True)
     assert png.exists() and png.stat().st_size > 0

@@ -1,8 +1,10 @@
 """Smoke tests of the two-layer figures: quick mode writes PNG + CSV showing the phenomenon."""
 
 import numpy as np
+import pytest
 
 
+@pytest.mark.slow
 def test_lazy_vs_rich(quick_figure):
     from dynkit.figures import lazy_vs_rich
 
@@ -13,6 +15,7 @@ def test_lazy_vs_rich(quick_figure):
     assert np.all(s["train_loss"] < 0.05 * 0.47)       # every alpha fits (loss(0) = 0.47)
 
 
+@pytest.mark.slow
 def test_meanfield_convergence(quick_figure):
     from dynkit.figures import meanfield_convergence
 
@@ -21,6 +24,7 @@ def test_meanfield_convergence(quick_figure):
     assert np.all(np.diff(gaps["gap"]) < 0)            # curves approach the wide-net limit
 
 
+@pytest.mark.slow
 def test_teacher_student_ode(quick_figure):
     from dynkit.figures import teacher_student_ode
 
@@ -39,6 +43,7 @@ def test_teacher_student_ode(quick_figure):
     assert ode.iloc[-1] < 0.3 * plateau.min()                            # ... and escape
 
 
+@pytest.mark.slow
 def test_early_alignment(quick_figure):
     from dynkit.figures import early_alignment
 
@@ -49,6 +54,7 @@ def test_early_alignment(quick_figure):
     assert -1.6 < early_alignment.late_slope(df) < -0.7          # loss ~ 1/t late
 
 
+@pytest.mark.slow
 def test_meanfield_knots(quick_figure):
     from dynkit.figures import meanfield_knots
 
@@ -58,6 +64,7 @@ def test_meanfield_knots(quick_figure):
     assert df[df["kind"] == "summary"]["train_loss"].max() < 0.01
 
 
+@pytest.mark.slow
 def test_xor_feature_learning(quick_figure):
     from dynkit.figures import xor_feature_learning
 

@@ -14,6 +14,7 @@ def _random_cov(rng, n, jitter):
     return a @ a.T + jitter * np.eye(n)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [2, 3, 4])
 def test_orthant_probability_matches_scipy_genz(n):
     # scipy's Genz integration is a randomised lattice rule in n >= 3: at 2e6 points one estimate

@@ -40,6 +40,7 @@ def model_and_params(request):
     return model, params
 
 
+@pytest.mark.slow
 def test_apply_permutation_preserves_function(model_and_params):
     model, params = model_and_params
     spec = permutation_spec(model)
@@ -52,6 +53,7 @@ def test_apply_permutation_preserves_function(model_and_params):
                for n in params if "w" in params[n])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["weights", "activations:repair", "activations:rebasin",
                                     "activations:pearson_all_nodes"])
 def test_matching_recovers_random_permutation(model_and_params, method):
@@ -103,6 +105,7 @@ def _digits_subset():
     return data
 
 
+@pytest.mark.slow
 def test_same_init_same_order_gives_zero_barrier():
     from dynkit.train import fit
 
@@ -128,6 +131,7 @@ def test_alignment_reduces_barrier_of_independent_wide_mlps():
     assert aligned < 0.5 * naive
 
 
+@pytest.mark.slow
 def test_reset_bn_recovers_statistics():
     model = MODELS["resnet20"]()
     params = model.init(jax.random.PRNGKey(0), dtype=np.float64)
@@ -160,6 +164,7 @@ def test_layerwise_table_and_errors():
         lmc.weight_matching(model, pa, MODELS["cnn"]().init(jax.random.PRNGKey(0)))
 
 
+@pytest.mark.slow
 def test_dropout_keep_all_is_identity_and_path_is_bounded():
     from dynkit.train import fit
 

@@ -14,6 +14,7 @@ def test_there_are_notebooks():
     assert any(p.name == "01_quickstart.ipynb" for p in NOTEBOOKS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path, tmp_path):
     nb = nbformat.read(path, as_version=4)

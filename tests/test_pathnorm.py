@@ -415,6 +415,7 @@ def test_global_pool_scaling_with_input_size():
 
 
 # --------------------------------------------------------------------- overflow and errors
+@pytest.mark.slow
 def test_resnet50_l1_is_finite_in_log_space_and_never_silently_inf():
     model = dk.models.resnet50(input_shape=(32, 32, 3), num_classes=10)
     params = randomize(model, 0, he=True)

@@ -182,6 +182,7 @@ def test_symmetric_tiles_match_one_block(net, monkeypatch):
         assert_rel(a, b, rtol=1e-13)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("padding,strides,param,with_x2", [
     ("SAME", (1, 1), "ntk", False), ("VALID", (2, 1), "standard", True),
     ("SAME", (2, 2), "standard", False), ("VALID", (1, 1), "ntk", True)])
@@ -241,6 +242,7 @@ def test_from_spec_errors_name_the_layer():
         init_fn(jax.random.PRNGKey(0), (-1, 5))
 
 
+@pytest.mark.slow
 def test_from_spec_numerical_and_residual_shapes():
     init_fn, apply_fn, kernel_fn = stax.from_spec(
         [["Dense", {"out_dim": 6, "b_std": 0.1}],

@@ -81,6 +81,7 @@ ACTIVATIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_dense_activation_nngp(name):
     """Dense(1024) + activation, 100 draws: 102,400 channel samples per kernel entry."""
@@ -90,6 +91,7 @@ def test_dense_activation_nngp(name):
     assert_mc(mean, se, net[2](x, None, "nngp"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dual,fn", [
     (duals.relu_dual, jax.nn.relu), (duals.abs_dual, jnp.abs),
     (lambda a, b, c: duals.abrelu_dual(a, b, c, -0.5, 1.3),
@@ -124,6 +126,7 @@ SPATIAL_NETS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SPATIAL_NETS))
 def test_conv_and_pool_nngp(name):
     x = _inputs((3, 5, 5, 2), seed=1)
@@ -132,6 +135,7 @@ def test_conv_and_pool_nngp(name):
     assert_mc(mean, se, net[2](x, None, "nngp"))
 
 
+@pytest.mark.slow
 def test_conv1d_nngp():
     x = _inputs((3, 9, 2), seed=2)
     net = stax.serial(stax.Conv(256, (3,), strides=(2,), padding="SAME", **CONV), stax.Gelu(),
@@ -140,6 +144,7 @@ def test_conv1d_nngp():
     assert_mc(mean, se, net[2](x, None, "nngp"))
 
 
+@pytest.mark.slow
 def test_residual_and_concat_nngp():
     """FanOut/parallel/FanInSum residual and FanInConcat: exact in expectation."""
     x = _inputs((4, 5), seed=3)
@@ -155,6 +160,7 @@ def test_residual_and_concat_nngp():
         assert_mc(mean, se, net[2](x, None, "nngp"))
 
 
+@pytest.mark.slow
 def test_layernorm_and_depth_nngp():
     """O(1/n)-biased stacks: LayerNorm (empirical mean/variance) and two hidden layers."""
     x = _inputs((4, 5), seed=4)
@@ -167,6 +173,7 @@ def test_layernorm_and_depth_nngp():
         assert_mc(mean, se, net[2](x, None, "nngp"), bias=4 / n)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,net,bias", [
     ("fc_ntk_param", lambda: stax.serial(stax.Dense(512, W_std=1.5, b_std=0.1), stax.Relu(),
                                          stax.Dense(1, W_std=1.5, b_std=0.1)), 0.0),

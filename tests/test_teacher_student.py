@@ -8,6 +8,7 @@ from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 from dynkit.theory import teacher_student as ts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["erf", "relu"])
 def test_integrals_match_monte_carlo(activation):
     from scipy.special import erf
@@ -108,6 +109,7 @@ def _ode_vs_sgd(activation, lr, t_max, points, seeds):
 _PER_RUN, _MEAN = 0.3, 0.15
 
 
+@pytest.mark.slow
 def test_erf_ode_matches_online_sgd_at_d500_through_plateau_and_escape():
     # K = M = 2 erf soft committee machine (second layer fixed), lr = 0.5, teacher noise 0.1.
     ode, sgd, floor = _ode_vs_sgd("erf", lr=0.5, t_max=200.0, points=41, seeds=4)
@@ -121,6 +123,7 @@ def test_erf_ode_matches_online_sgd_at_d500_through_plateau_and_escape():
     assert floor < eg[-1] < 1.25 * floor                  # ... down to the noise floor
 
 
+@pytest.mark.slow
 def test_relu_ode_matches_online_sgd_at_d500():
     ode, sgd, floor = _ode_vs_sgd("relu", lr=0.5, t_max=60.0, points=31, seeds=4)
     assert np.abs(np.log(sgd / ode)).max() <= _PER_RUN

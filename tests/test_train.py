@@ -176,6 +176,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(digits, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -261,6 +262,7 @@ def test_batchnorm_model_trains_and_resumes(tmp_path):
     assert (tmp_path / "step_000030.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_weight_decay_excludes_batchnorm_stats():
     d = D.load("digits", image=True, dtype=np.float64)
     x, y = d.x_train[:48], d.y_train[:48]
@@ -406,6 +408,7 @@ def digits64():
     return D.load("digits", dtype=np.float64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,warmup", [("warmup_cosine", 12), ("step", None)])
 def test_resume_mid_schedule_is_exact(digits64, tmp_path, monkeypatch, name, warmup):
     """Interrupted while saving step 20 (state of step 10 kept), resumed: the schedule goes on

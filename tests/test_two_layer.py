@@ -15,6 +15,7 @@ def _sphere(key, n, d):
     return z / jnp.linalg.norm(z, axis=1, keepdims=True)
 
 
+@pytest.mark.slow
 def test_balance_conserved_under_relu_gradient_flow():
     # d/dt a_i^2 = d/dt |w_i|^2 = -2 lr_scale * alpha/m^gamma * a_i E[l' relu(w_i.x)] for a
     # 1-homogeneous neuron, so a_i^2 - |w_i|^2 is constant per neuron (Du, Hu & Lee 2018).
@@ -32,6 +33,7 @@ def test_balance_conserved_under_relu_gradient_flow():
     np.testing.assert_allclose(balance, np.broadcast_to(balance[0], balance.shape), atol=1e-8)
 
 
+@pytest.mark.slow
 def test_dopri5_matches_closed_form():
     a = jnp.array([[0.0, 1.0], [-1.0, -0.1]])
     ts = jnp.linspace(0.0, 10.0, 6)
@@ -41,6 +43,7 @@ def test_dopri5_matches_closed_form():
     np.testing.assert_allclose(ys, exact, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_relu_ntk_matches_stax():
     # stax Dense(W_std=s) in NTK parameterization equals our init with s_w = s, s_a = 1 when
     # s^2 = d (its first-layer NTK carries s^2/d, ours carries s_a^2 = 1).
@@ -51,6 +54,7 @@ def test_relu_ntk_matches_stax():
                                rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_wide_ntk_scaling_approaches_kernel_regression():
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
     x, xt = _sphere(k1, 6, 3), _sphere(k2, 20, 3)
@@ -69,6 +73,7 @@ def test_wide_ntk_scaling_approaches_kernel_regression():
     assert errs[4096] < errs[128]
 
 
+@pytest.mark.slow
 def test_trainers_run_and_record():
     x = jax.random.normal(jax.random.PRNGKey(0), (40, 3))
     y = jnp.tanh(x[:, 0])

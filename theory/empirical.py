@@ -88,7 +88,6 @@ from dynkit.theory.empirical_checks import (
     as_input,
     as_model,
     canonical_axes,
-    check_finite_params,
     check_model_params,
     generic_output_shape,
     signature,
@@ -108,6 +107,7 @@ __all__ = [
     "ntk_fn",
     "ntvp_plan",
 ]
+from dynkit.validation import check_finite
 
 METHODS = ("auto", "jacobian", "ntvp", "structured")
 
@@ -329,7 +329,7 @@ def _kernel_fn(owner, prepare, method, trace_axes, diagonal_axes, vmap_axes, bat
                 f"x1 and x2 must have the same feature shape; got x1 {tuple(x1.shape)} and "
                 f"x2 {tuple(x2.shape)}"
             )
-        check_finite_params(params)
+        check_finite("params", params)
         p, const, out = prepare(params, x1, x2)
         if out.ndim < 1 or out.shape[0] != x1.shape[0]:
             raise ShapeMismatchError(

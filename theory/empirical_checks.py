@@ -1,13 +1,9 @@
 """Input validation of the empirical NTK (:mod:`dynkit.theory.empirical`): options, output
 axes, inputs, parameters (finite, and fitting the model or ``apply_fn``).
-
-Param arrays found finite are remembered (by identity, for immutable jax arrays), so a
-checkpoint's params are scanned once, not on every kernel call.
+The finite check of the parameters is ``dynkit.validation.check_finite``.
 """
 
 from __future__ import annotations
-
-import weakref
 
 import jax
 import jax.numpy as jnp
@@ -15,12 +11,12 @@ import numpy as np
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 from dynkit.models.graph import Model
+from dynkit.validation import check_finite
 
 __all__ = [
     "as_input",
     "as_model",
     "canonical_axes",
-    "check_finite_params",
     "check_model_params",
     "generic_output_shape",
     "signature",
@@ -68,7 +64,7 @@ def as_input(x, name):
         raise ShapeMismatchError(f"{name} must be a batch of inputs (ndim >= 1), got a scalar")
     if x.shape[0] == 0:
         raise ShapeMismatchError(f"{name} is an empty batch (shape {tuple(x.shape)})")
-    _check_finite(x, name)
+    check_finite(name, x)
     return x
 
 
@@ -79,58 +75,6 @@ def signature(params, x1, x2):
 
     return (jax.tree.structure(params), tuple(sig(a) for a in jax.tree.leaves(params)),
             sig(x1), None if x2 is None else sig(x2))
-
-
-def _check_finite(x, name):
-    try:
-        ok = bool(jnp.all(jnp.isfinite(x)))
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return  # inside a transformation: cannot inspect values
-    if not ok:
-        raise InvalidArgumentError(f"{name} contains NaN or infinite values")
-
-
-@jax.jit
-def _finite_leaves(leaves):
-    return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])
-
-
-#: ``id -> weakref`` of param arrays already found finite. jax arrays are immutable, so a
-#: checkpoint's params are scanned once, not on every kernel call (the scan reads every
-#: weight: ~3 ms per call on an 8.7M-parameter MLP, ~20% of its structured NTK).
-_FINITE: dict[int, weakref.ref] = {}
-
-
-def _known_finite(leaf) -> bool:
-    ref = _FINITE.get(id(leaf))
-    return ref is not None and ref() is leaf
-
-
-def _remember_finite(leaf) -> None:
-    if not isinstance(leaf, jax.Array):  # numpy arrays can change in place: check each time
-        return
-    key = id(leaf)
-    _FINITE[key] = weakref.ref(leaf, lambda _, key=key: _FINITE.pop(key, None))
-
-
-def check_finite_params(params):
-    """Every float leaf of ``params`` finite, else an error naming the first bad one (one
-    compiled reduction and one device sync for the leaves not seen before)."""
-    named = [(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-             if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)
-             and not _known_finite(leaf)]
-    if not named:
-        return
-    try:
-        ok = np.asarray(_finite_leaves([leaf for _, leaf in named]))
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return  # inside a transformation: cannot inspect values
-    if not ok.all():
-        path = named[int(np.argmin(ok))][0]
-        raise InvalidArgumentError(f"params{jax.tree_util.keystr(path)} contains NaN or "
-                                   "infinite values")
-    for _, leaf in named:
-        _remember_finite(leaf)
 
 
 def generic_output_shape(apply_fn, params, x):

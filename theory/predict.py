@@ -31,6 +31,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+from dynkit.validation import check_finite
 
 _KERNELS = ("nngp", "ntk")
 
@@ -94,11 +95,6 @@ def _unzip_2d(m: jnp.ndarray, shape_1: tuple[int, ...], shape_2: tuple[int, ...]
     return jnp.transpose(m, perm)
 
 
-def _check_finite(name: str, x) -> None:
-    if not bool(jnp.all(jnp.isfinite(jnp.asarray(x)))):
-        raise InvalidArgumentError(f"{name} contains NaN or infinite values; expected finite data.")
-
-
 def _regularize(k2d: jnp.ndarray, diag_reg: float, absolute: bool) -> jnp.ndarray:
     """``K + diag_reg * s * I`` with ``s = tr(K)/n`` (relative) or ``s = 1`` (absolute)."""
     n = k2d.shape[0]
@@ -113,7 +109,7 @@ class _Targets:
         y = jnp.asarray(y_train)
         if y.ndim < 1:
             raise ShapeMismatchError(f"y_train must have a batch axis; got shape {y.shape}.")
-        _check_finite("y_train", y)
+        check_finite("y_train", y)
         self.y = y
         self.trace_axes = _canonical_trace_axes(trace_axes, y)
         last = tuple(range(-len(self.trace_axes), 0))
@@ -127,7 +123,7 @@ class _Targets:
     def check_kernel(self, name: str, k, other_shape: tuple[int, ...] | None = None) -> jnp.ndarray:
         """Validate a zipped kernel ``(test..., train...)`` and return it as a matrix."""
         k = jnp.asarray(k)
-        _check_finite(name, k)
+        check_finite(name, k)
         d = len(self.kernel_shape)
         if k.ndim != 2 * d or tuple(k.shape[1::2]) != self.kernel_shape:
             raise ShapeMismatchError(
@@ -150,7 +146,7 @@ class _Targets:
 
 def _times(t) -> tuple[jnp.ndarray, tuple[int, ...]]:
     t = jnp.asarray(t, dtype=float)
-    _check_finite("t", jnp.where(jnp.isinf(t), 0.0, t))
+    check_finite("t", jnp.where(jnp.isinf(t), 0.0, t))
     if bool(jnp.any(t < 0)):
         raise InvalidArgumentError(f"t must be >= 0 (training time in steps); got {t}.")
     return t.reshape(-1), t.shape
@@ -354,14 +350,14 @@ def gradient_descent_mse(
         f0 = None
         if fx_train_0 is not None:
             f0 = jnp.broadcast_to(jnp.asarray(fx_train_0, dtype=k2d.dtype), tgt.y.shape)
-            _check_finite("fx_train_0", f0)
+            check_finite("fx_train_0", f0)
         resid = tgt.flat - (0.0 if f0 is None else _Targets(f0, tgt.trace_axes).flat)
         ktd = test_shape = None
         if fx_test_0 is not None:
             ktd_raw = jnp.asarray(k_test_train)
             ktd = tgt.check_kernel("k_test_train", ktd_raw)
             test_shape = tuple(ktd_raw.shape[::2])
-            _check_finite("fx_test_0", fx_test_0)
+            check_finite("fx_test_0", fx_test_0)
 
         if t is None:
             train = tgt.y.astype(k2d.dtype)
@@ -433,7 +429,7 @@ def gradient_descent_mse_ensemble(
     """
     _check_reg(diag_reg, learning_rate)
     tgt = _Targets(y_train, trace_axes)
-    _check_finite("x_train", x_train)
+    check_finite("x_train", x_train)
     cache: dict[Any, Any] = {}
 
     def train_kernels():
@@ -463,7 +459,7 @@ def gradient_descent_mse_ensemble(
             cross_nngp, out_shape = dd["nngp"], tgt.kernel_shape
             tt = {"nngp": reg["nngp"], "ntk": dd["nngp"]}
         else:
-            _check_finite("x_test", x_test)
+            check_finite("x_test", x_test)
             kk = kernel_fn(x_test, x_train, _KERNELS)
             raw = {g: jnp.asarray(getattr(kk, g)) for g in _KERNELS}
             td = {g: tgt.check_kernel(f"kernel_fn(x_test, x_train).{g}", raw[g]) for g in raw}

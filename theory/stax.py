@@ -49,6 +49,7 @@ from dynkit.theory import dual_activations as duals
 from dynkit.theory import stax_layers as L
 from dynkit.theory.stax_batching import batch, symmetric_blocks, symmetric_tiles
 from dynkit.theory.stax_layers import Kernel
+from dynkit.validation import check_finite
 
 __all__ = [
     "ABRelu",
@@ -120,14 +121,7 @@ def _check_inputs(x1, x2):
         raise ShapeMismatchError(f"kernel_fn: x1 and x2 must have the same per-sample shape, "
                                  f"got {x1.shape} and {x2.shape}")
     for name, x in (("x1", x1), ("x2", x2)):
-        if x is None:
-            continue
-        try:
-            finite = bool(jnp.all(jnp.isfinite(x)))
-        except jax.errors.ConcretizationTypeError:  # traced under an outer jit: no values
-            continue
-        if not finite:
-            raise InvalidArgumentError(f"kernel_fn: {name} contains NaN or inf")
+        check_finite(f"kernel_fn: {name}", x)
 
 
 class KernelFn:

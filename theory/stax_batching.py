@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+from dynkit.validation import check_finite
 
 __all__ = ["batch", "symmetric_blocks", "symmetric_tiles", "transpose_axes"]
 
@@ -61,8 +62,7 @@ def batch(kernel_fn, batch_size: int, devices=None, progress: bool = True):
             raise ShapeMismatchError(f"batch: x1 and x2 must be (N, ...) arrays with equal "
                                      f"per-sample shapes, got {x1.shape} and {x2.shape}")
         for name, x in (("x1", x1), ("x2", x2)):
-            if not np.all(np.isfinite(x)):
-                raise InvalidArgumentError(f"batch: {name} contains NaN or inf")
+            check_finite(f"batch: {name}", x)
         tile = jax.jit(functools.partial(_tile, kernel_fn, names))
         self_tile = jax.jit(lambda a: _tile(kernel_fn, names, a, None))
         n1, n2 = x1.shape[0], x2.shape[0]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from dynkit.errors import InvalidArgumentError
+from dynkit.validation import check_finite
 
 TASKS = ("classification", "regression")
 
@@ -102,10 +103,7 @@ def _validate(d: Dataset) -> None:
 
 
 def _check_finite(a: np.ndarray, what: str) -> None:
-    if np.issubdtype(a.dtype, np.number) and not np.all(np.isfinite(a)):
-        bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
-        raise InvalidArgumentError(f"{what} contains {bad} NaN/Inf value(s); clean or drop "
-                                   "them before building a dataset")
+    check_finite(what, a, "; clean or drop them before building a dataset")
     if not np.issubdtype(a.dtype, np.number) and a.dtype != np.bool_:
         raise InvalidArgumentError(f"{what} must be numeric, got dtype {a.dtype}")
 
