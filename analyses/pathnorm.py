@@ -87,7 +87,7 @@ from dynkit.models.graph import conv_linear
 from dynkit.schema import step_epoch, tidy
 from dynkit.validation import check_finite
 
-__all__ = ["SUPPORTED_OPS", "PathNorm", "PlanNode", "bn_affine", "effective_affine",
+__all__ = ["SUPPORTED_OPS", "PathNorm", "PlanNode", "bn_affine", "folded_affine",
            "log_pathnorm_qq", "path_norm", "path_norm_series", "plan"]
 
 #: Ops the rewritten forward pass understands.
@@ -294,14 +294,15 @@ def _affine(h, s, w, b, q, linear):
     return _add_scaled([(y, sy), (jnp.broadcast_to(bq, y.shape), lb)])
 
 
-def effective_affine(p, attrs, bn=None, bn_attrs=None):
-    """Effective ``(W, b)`` of a dense/conv node: ``W = w_mult w``, ``b = b_mult b`` (``None``
-    without a bias), with the BatchNorm parameters ``bn`` folded in if given:
-    ``(a W, a b + c)`` with ``(a, c) = bn_affine(bn, bn_attrs)``.
+def folded_affine(p, attrs, bn=None, bn_attrs=None):
+    """Effective ``(W, b)`` of a dense/conv node (``Model.effective_affine``: ``W = w_mult w``,
+    ``b = b_mult b``, ``None`` without a bias; here from the node's attributes in a path-norm
+    plan), with the BatchNorm parameters ``bn`` folded in if given: ``(a W, a b + c)`` with
+    ``(a, c) = bn_affine(bn, bn_attrs)``.
 
     Example:
         >>> import numpy as np
-        >>> effective_affine({"w": np.ones((2, 1))}, {"w_mult": 0.5})
+        >>> folded_affine({"w": np.ones((2, 1))}, {"w_mult": 0.5})
         (array([[0.5],
                [0.5]]), None)
     """
@@ -322,7 +323,7 @@ def _step(op, frozen, fold_frozen, q, ins, p, bn):
     """One node of the rewritten network on scaled inputs ``ins = [(h, s), ...]``."""
     a = _attrs(frozen)
     if op in ("dense", "conv"):
-        w, b = effective_affine(_as64(p), a, _as64(bn) if bn is not None else None,
+        w, b = folded_affine(_as64(p), a, _as64(bn) if bn is not None else None,
                         _attrs(fold_frozen) if fold_frozen is not None else None)
         linear = (lambda x, ww: x @ ww) if op == "dense" else conv_linear(a)
         return _renorm(*_affine(*ins[0], w, b, q, linear))

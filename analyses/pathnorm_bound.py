@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.analyses.pathnorm import bn_affine, effective_affine, path_norm, plan
+from dynkit.analyses.pathnorm import bn_affine, folded_affine, path_norm, plan
 from dynkit.errors import InvalidArgumentError
 from dynkit.models.graph import conv_linear
 from dynkit.registry import METRICS
@@ -241,7 +241,7 @@ def operator_norm_product(model, params, *, n_iter: int = 100, seed: int = 0
             if op in ("dense", "conv"):
                 bn = _np64(params[fold]) if fold else None
                 bn_attrs = model.node(fold).attrs if fold else None
-                w, _ = effective_affine(_np64(params[name]), a, bn, bn_attrs)
+                w, _ = folded_affine(_np64(params[name]), a, bn, bn_attrs)
                 if op == "dense":
                     norm = float(np.linalg.norm(w, 2))
                 else:
