@@ -46,6 +46,8 @@ def test_collapse_series_every_and_iterables(trained_run):
     out, data = trained_run
     run = dk.load_run(out)
     sub = collapse_series(run, data.x_train, data.y_train, every=2)
+    assert sorted(sub["step"].unique()) == [0, 20, 30]  # the last checkpoint is always included
+    sub = collapse_series(run, data.x_train, data.y_train, every=2, include_last=False)
     assert sorted(sub["step"].unique()) == [0, 20]
     ck = run.at(20)
     direct = collapse_of_model(ck.model, ck.params, data.x_train, data.y_train)
