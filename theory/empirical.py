@@ -128,7 +128,7 @@ def ntk_fn(
 ) -> Callable:
     """Empirical NTK function ``kernel(x1, x2=None, params)`` of ``apply_fn(params, x)``.
 
-    ``Θ(x1, x2) = J(x1) J(x2)ᵀ`` with ``J = ∂f/∂θ`` (Jacot et al. 2018), traced/diagonalised
+    ``Θ(x1, x2) = J(x1) J(x2)ᵀ`` with ``J = ∂f/∂θ`` (Jacot et al. 2018), traced/diagonalized
     over output axes as in neural-tangents (module docstring; "traced" means the mean).
 
     ``apply_fn``: any ``f(params, x)`` on a batch ``x`` (params any pytree), or a dynkit
@@ -309,7 +309,7 @@ def _single_block(factors, joint, structured, xa, xb, p, const, *, traced, pair_
 
 
 def _kernel_fn(owner, prepare, method, trace_axes, diagonal_axes, vmap_axes, batch_size):
-    """Shared driver: validate, choose a method, loop over tiles, trace/diagonalise. Every
+    """Shared driver: validate, choose a method, loop over tiles, trace/diagonalize. Every
     method is a pair ``prep(x) -> factors`` of a tile, ``pair(fa, fb) -> block``."""
     model = owner if isinstance(owner, Model) else None
     try:

@@ -301,7 +301,7 @@ def Identity():
 
 
 def LayerNorm(axis=-1, eps=1e-12):
-    """Layer normalisation over channels; kernel = correlation ``nngp / sqrt(q11 q22)``."""
+    """Layer normalization over channels; kernel = correlation ``nngp / sqrt(q11 q22)``."""
     return _triple(L.LayerNorm(axis, eps))
 
 
