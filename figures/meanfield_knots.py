@@ -34,7 +34,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     for l2 in l2s:
         net = tl.TwoLayer(width=width, gamma=1.0, bias=True)
         p = tl.init(jax.random.PRNGKey(0), net, 1)
-        tr = tl.gd(p, net, x, y, lr=0.5, steps=steps, record_every=steps, l2=l2)
+        tr = tl.gd(p, net, x, y, lr=0.5, steps=steps, record_every=steps, weight_decay=l2)
         f = np.asarray(tl.apply(tr.final, net, jnp.asarray(grid)[:, None]))
         total = np.abs(np.diff(np.diff(f) / np.diff(grid))).sum()
         kn = knots.knots_of_samples(grid, f, tol=TOL_REL * total, merge=MERGE)

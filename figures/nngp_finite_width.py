@@ -37,12 +37,12 @@ def network(width: int):
                        stax.Dense(1, W_std=W_STD))
 
 
-def theory_kurtosis(width: int, phi=jax.nn.relu, degree: int = 200) -> float:
+def theory_kurtosis(width: int, activation=jax.nn.relu, degree: int = 200) -> float:
     r""":math:`3\,\mathrm{Var}\,\phi(h)^2 / (n (E\phi(h)^2)^2)`, ``h ~ N(0, q)`` with
     :math:`q = \sigma_w^2\|x\|^2/d + \sigma_b^2` at the figure's input
     (:func:`dynkit.theory.finite_width.output_excess_kurtosis`; 15/n for ReLU)."""
     q = W_STD**2 * float(np.sum(X**2)) / X.shape[1] + B_STD**2
-    return output_excess_kurtosis(width, q, phi, degree)
+    return output_excess_kurtosis(width, q, activation, degree)
 
 
 def sample_outputs(width: int, draws: int, seed: int = 0, chunk: int = 20000) -> np.ndarray:

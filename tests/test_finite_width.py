@@ -19,7 +19,7 @@ def test_relu_and_linear_closed_forms(q):
     linear: Var h² = 2q², E h² = q -> 6/n; both independent of q."""
     for n in (1, 7, 64):
         assert output_excess_kurtosis(n, q) == pytest.approx(15.0 / n, rel=1e-10)
-        assert output_excess_kurtosis(n, q, phi=lambda h: h) == pytest.approx(6.0 / n, rel=1e-10)
+        assert output_excess_kurtosis(n, q, activation=lambda h: h) == pytest.approx(6.0 / n, rel=1e-10)
 
 
 def test_tanh_matches_adaptive_quadrature():
@@ -33,7 +33,7 @@ def test_tanh_matches_adaptive_quadrature():
 
     m2, m4 = moment(2), moment(4)
     want = 3 * (m4 - m2 ** 2) / (n * m2 ** 2)
-    assert output_excess_kurtosis(n, q, phi=jnp.tanh) == pytest.approx(want, rel=1e-9)
+    assert output_excess_kurtosis(n, q, activation=jnp.tanh) == pytest.approx(want, rel=1e-9)
 
 
 def test_bad_arguments():
@@ -42,4 +42,4 @@ def test_bad_arguments():
     with pytest.raises(InvalidArgumentError, match="q"):
         output_excess_kurtosis(4, 0.0)
     with pytest.raises(InvalidArgumentError, match="q"):
-        output_excess_kurtosis(4, float("nan"), phi=jax.nn.relu)
+        output_excess_kurtosis(4, float("nan"), activation=jax.nn.relu)

@@ -144,7 +144,8 @@ def test_bad_inputs():
         sp.q_star(-1.0, 0.0, jnp.tanh)
     with pytest.raises(InvalidArgumentError, match="c must"):
         sp.correlation_map(1.5, 1.0, 1.0, 0.0, jnp.tanh)
-    with pytest.raises(InvalidArgumentError, match="phi"):
+    # the activation argument is named ``activation`` (issue #12, one vocabulary; was ``phi``)
+    with pytest.raises(InvalidArgumentError, match="activation"):
         sp.chi1(1.0, 0.0, "tanh")
     with pytest.raises(InvalidArgumentError, match="q must"):
         sp.length_map(np.nan, 1.0, 0.0, jnp.tanh)

@@ -64,7 +64,7 @@ def test_smooth_duals_match_quadrature(dual, fn):
     q22 = jnp.array([0.8, 0.5, 1.1, 0.7])
     q12 = jnp.array([0.4, 0.5, -1.2, -0.69])
     closed = dual(q11, q12, q22)
-    quad = duals.gauss_hermite_dual(fn, q11, q12, q22, deg=80)
+    quad = duals.gauss_hermite_dual(fn, q11, q12, q22, degree=80)
     np.testing.assert_allclose(closed[0], quad[0], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(closed[1], quad[1], rtol=1e-9, atol=1e-12)
 
@@ -94,6 +94,25 @@ def test_numerical_layer_matches_closed_form():
     a, b = k_closed(x, None, ("nngp", "ntk")), k_num(x, None, ("nngp", "ntk"))
     assert_rel(b.nngp, a.nngp, 1e-10)
     assert_rel(b.ntk, a.ntk, 1e-10)
+
+
+def test_numerical_degree_and_its_neural_tangents_alias():
+    """``degree`` is dynkit's name (issue #12, one vocabulary); neural-tangents' ``deg`` stays
+    accepted as a keyword, positionally and in specs, and all spellings give one kernel."""
+    x = np.random.default_rng(3).normal(size=(3, 2))
+    kernels = [stax.serial(stax.Dense(4), layer)[2](x, None, "nngp") for layer in (
+        stax.ElementwiseNumerical(jnp.tanh, degree=12),
+        stax.ElementwiseNumerical(jnp.tanh, deg=12),
+        stax.ElementwiseNumerical(jnp.tanh, 12))]
+    spec = stax.from_spec([["Dense", {"out_dim": 4}],
+                           ["ElementwiseNumerical", {"fn": "tanh", "degree": 12}]])[2]
+    kernels.append(spec(x, None, "nngp"))
+    for k in kernels[1:]:
+        np.testing.assert_array_equal(k, kernels[0])
+    with pytest.raises(InvalidArgumentError, match="deg"):
+        stax.ElementwiseNumerical(jnp.tanh, degree=12, deg=20)
+    with pytest.raises(InvalidArgumentError, match="degree must be >= 2"):
+        stax.ElementwiseNumerical(jnp.tanh, deg=1)
 
 
 def test_get_variants_and_kernel_object():

@@ -132,10 +132,10 @@ def test_relu_ode_matches_online_sgd_at_d500():
     assert eg[15] < 0.01 * eg[0] and eg[-1] < 1.1 * floor   # learnt down to the noise floor
 
 
-def test_generalisation_error_perfect_student_is_zero_and_noise_floor():
+def test_generalization_error_perfect_student_is_zero_and_noise_floor():
     t = np.eye(2)
     s = ts.State(Q=t, R=t, T=t, v=np.ones(2), v_teacher=np.ones(2))
-    assert ts.generalisation_error(s) == pytest.approx(0.0, abs=1e-14)
+    assert ts.generalization_error(s) == pytest.approx(0.0, abs=1e-14)
     # a fixed point of the noiseless ODE
     df = ts.ode(s, lr=0.5, times=[0.0, 5.0])
     assert df["eg"].iloc[-1] == pytest.approx(0.0, abs=1e-10)

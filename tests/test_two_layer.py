@@ -81,7 +81,7 @@ def test_trainers_run_and_record():
     p = tl.init(jax.random.PRNGKey(1), net, 3)
     key = jax.random.PRNGKey(2)
     sgd = tl.sgd(p, net, x, y, lr=0.2, steps=200, batch_size=8, key=key, record_every=50)
-    noisy = tl.langevin(p, net, x, y, lr=0.2, steps=200, key=key, temperature=1e-4, l2=1e-3,
+    noisy = tl.langevin(p, net, x, y, lr=0.2, steps=200, key=key, temperature=1e-4, weight_decay=1e-3,
                         record_every=50)
 
     def sample(k, b):
@@ -95,7 +95,7 @@ def test_trainers_run_and_record():
         assert list(h["step"]) == [0, 50, 100, 150, 200]
         assert h["train_loss"].iloc[-1] < h["train_loss"].iloc[0]
     # with temperature 0 and no L2, Langevin on the full batch is plain GD
-    a = tl.langevin(p, net, x, y, lr=0.2, steps=20, key=key, temperature=0.0, l2=0.0)
+    a = tl.langevin(p, net, x, y, lr=0.2, steps=20, key=key, temperature=0.0, weight_decay=0.0)
     b = tl.gd(p, net, x, y, lr=0.2, steps=20)
     np.testing.assert_allclose(a.final["w"], b.final["w"], rtol=1e-12)
 

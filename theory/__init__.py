@@ -1,1 +1,21 @@
-"""Mathematics of the infinite-width, mean-field and two-layer limits."""
+"""Mathematics of the infinite-width, mean-field and two-layer limits.
+
+The subpackage imports nothing eagerly; ``__all__`` names its public modules (the
+``stax_*`` and ``empirical_*`` modules are the parts of :mod:`~dynkit.theory.stax` and
+:mod:`~dynkit.theory.empirical`).
+"""
+
+__all__ = [
+    "dual_activations",
+    "empirical",
+    "finite_width",
+    "gaussian_orthant",
+    "knots",
+    "ode",
+    "predict",
+    "signal_prop",
+    "stax",
+    "symbolic",
+    "teacher_student",
+    "two_layer",
+]

@@ -128,7 +128,7 @@ def ntk_fn(
 ) -> Callable:
     """Empirical NTK function ``kernel(x1, x2=None, params)`` of ``apply_fn(params, x)``.
 
-    ``Θ(x1, x2) = J(x1) J(x2)ᵀ`` with ``J = ∂f/∂θ`` (Jacot et al. 2018), traced/diagonalised
+    ``Θ(x1, x2) = J(x1) J(x2)ᵀ`` with ``J = ∂f/∂θ`` (Jacot et al. 2018), traced/diagonalized
     over output axes as in neural-tangents (module docstring; "traced" means the mean).
 
     ``apply_fn``: any ``f(params, x)`` on a batch ``x`` (params any pytree), or a dynkit
@@ -138,6 +138,34 @@ def ntk_fn(
     whole batch (for functions that mix examples). ``batch_size`` tiles ``x1`` and ``x2`` so
     that at most ``batch_size`` inputs of each are processed at once (memory bound).
     ``x2=None`` means ``x2 = x1`` (symmetric tiles are computed once).
+
+    Args:
+        apply_fn: ``f(params, x)``, a dynkit ``Model`` or a bound ``model.apply``.
+        method: one of ``METHODS`` (module docstring).
+        trace_axes: output axes averaged over.
+        diagonal_axes: output axes of which only the diagonal is kept.
+        vmap_axes: 0 (examples independent along axis 0) or ``None``.
+        batch_size: the most inputs of ``x1`` and of ``x2`` processed at once.
+
+    Returns:
+        ``kernel(x1, x2=None, params)``, the kernel as an array: ``(N1, N2)`` followed by the
+        zipped untraced output axes.
+
+    References:
+        Jacot, Gabriel & Hongler 2018, "Neural tangent kernel"; Novak et al. 2022, "Fast
+        finite width neural tangent kernel" (``empirical_ntk_fn``).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> def f(p, x):
+        ...     return jnp.tanh(x @ p["w"]) @ p["v"]
+        >>> p = {"w": jnp.ones((2, 3)) / 2, "v": jnp.ones((3, 1))}
+        >>> x = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> k = ntk_fn(f)(x, None, p)
+        >>> jac = jax.jacrev(lambda q: f(q, x)[:, 0])(p)
+        >>> flat = jnp.concatenate([jac["w"].reshape(3, -1), jac["v"].reshape(3, -1)], axis=1)
+        >>> k.shape, bool(jnp.allclose(k, flat @ flat.T, atol=1e-5))
+        ((3, 3), True)
     """
     model = as_model(apply_fn)
     if model is not None:
@@ -180,6 +208,28 @@ def model_ntk_fn(
     trainable part only (``split_params``: BatchNorm ``mean``/``var`` are held fixed), i.e.
     ``Θ = Σ_{θ trainable} ∂f(x1)/∂θ ∂f(x2)/∂θ``. Arguments as in ``ntk_fn``; all four methods
     are available and ``"auto"`` means ``"structured"``.
+
+    Args:
+        model: the dynkit ``Model``.
+        method, trace_axes, diagonal_axes, vmap_axes, batch_size: as in :func:`ntk_fn`.
+
+    Returns:
+        ``kernel(x1, x2=None, params)``.
+
+    References:
+        Jacot, Gabriel & Hongler 2018, "Neural tangent kernel"; Novak et al. 2022, "Fast
+        finite width neural tangent kernel" (``empirical_ntk_fn``).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from dynkit.models.mlp import mlp
+        >>> model = mlp(2, [4], 3)
+        >>> params = model.init(jax.random.PRNGKey(0))
+        >>> x = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> k = model_ntk_fn(model)(x, None, params)
+        >>> k_jac = model_ntk_fn(model, method="jacobian")(x, None, params)
+        >>> k.shape, bool(jnp.allclose(k, k_jac, atol=1e-5))
+        ((2, 2), True)
     """
     if not isinstance(model, Model):
         raise InvalidArgumentError(f"model_ntk_fn needs a dynkit Model, got {type(model)}")
@@ -214,6 +264,24 @@ def choose_method(num_params: int, n1: int, n2: int, out_size: int, traced: bool
     ``cost_jacobian = 3F (N1 + N2) O + 2 N1 N2 O_c P`` and ``cost_ntvp = 3F N2 O (1 + N1)``;
     ``"jacobian"`` if it is not dearer and ``(N1 + N2) O P · itemsize`` fits in
     ``JACOBIAN_MEMORY_BYTES``, else ``"ntvp"``.
+
+    Args:
+        num_params: the number ``P`` of trained parameters.
+        n1, n2: the numbers of inputs in ``x1`` and ``x2`` (per tile).
+        out_size: the number ``O`` of logits per example.
+        traced: whether the logit axis is traced.
+        itemsize: bytes per element.
+        structured: whether the function is a dynkit model.
+
+    Returns:
+        ``"structured"``, ``"jacobian"`` or ``"ntvp"``.
+
+    References:
+        Novak et al. 2022, "Fast finite width neural tangent kernel" (cost estimates).
+
+    Example:
+        >>> choose_method(100, 8, 8, 1, traced=True), choose_method(10**6, 8, 8, 10, traced=False)
+        ('jacobian', 'ntvp')
     """
     if structured:
         return "structured"
@@ -238,7 +306,27 @@ def ntvp_plan(num_params: int, footprint: int, n1: int, n2: int, out_size: int,
     ``whole_batch`` (``vmap_axes=None``: the VJP runs on all ``N2`` inputs and the JVP cannot
     split ``x1``), ``A_b = N2 · A`` and ``rows = N1``. Otherwise the JVP gets at most half the
     budget: ``rows = min(N1, ⌊budget / (2 A itemsize)⌋)``. Both are at least 1 and
-    ``chunk ≤ N2 · O`` (the number of columns)."""
+    ``chunk ≤ N2 · O`` (the number of columns).
+
+    Args:
+        num_params: the number ``P`` of trained parameters.
+        footprint: ``A``, elements per example (:func:`activation_footprint`).
+        n1, n2: the numbers of inputs in ``x1`` and ``x2`` (per tile).
+        out_size: the number ``O`` of logits per example.
+        itemsize: bytes per element.
+        whole_batch: the VJP runs on the whole batch (``vmap_axes=None``).
+        budget: the working-set bound in bytes (default ``NTVP_MEMORY_BYTES``).
+
+    Returns:
+        ``(chunk, rows)``.
+
+    References:
+        Novak et al. 2022, "Fast finite width neural tangent kernel" (NTK-vector products).
+
+    Example:
+        >>> ntvp_plan(1000, 50, 8, 8, 10, budget=10**5)   # 10**5 // ((1000 + 50 + 8 * 50) * 4)
+        (17, 8)
+    """
     budget = NTVP_MEMORY_BYTES if budget is None else budget
     a = max(1, int(footprint))
     if whole_batch:
@@ -309,7 +397,7 @@ def _single_block(factors, joint, structured, xa, xb, p, const, *, traced, pair_
 
 
 def _kernel_fn(owner, prepare, method, trace_axes, diagonal_axes, vmap_axes, batch_size):
-    """Shared driver: validate, choose a method, loop over tiles, trace/diagonalise. Every
+    """Shared driver: validate, choose a method, loop over tiles, trace/diagonalize. Every
     method is a pair ``prep(x) -> factors`` of a tile, ``pair(fa, fb) -> block``."""
     model = owner if isinstance(owner, Model) else None
     try:

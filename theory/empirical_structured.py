@@ -25,7 +25,7 @@ __all__ = ["structured_factors"]
 def _probe_forward(model: Model, params, x, probes):
     """Eval-mode forward pass of the graph that adds ``probes[name]`` to the output of every
     dense/conv/batchnorm node. Returns ``(logits, record, outputs)``: ``record`` holds each
-    such node's input (BatchNorm: its normalised input x̂), ``outputs`` their outputs."""
+    such node's input (BatchNorm: its normalized input x̂), ``outputs`` their outputs."""
     layers = [n for n in model.nodes if n.op in ("dense", "conv", "batchnorm")]
     keep = {n.inputs[0] for n in layers} | {n.name for n in layers}
     env = model.forward(params, x, keep=sorted(keep), perturb=probes)

@@ -25,7 +25,7 @@ from dynkit.theory.signal_prop import gauss_hermite
 __all__ = ["output_excess_kurtosis"]
 
 
-def output_excess_kurtosis(width: int, q: float, phi: Callable = jax.nn.relu,
+def output_excess_kurtosis(width: int, q: float, activation: Callable = jax.nn.relu,
                            degree: int = 200) -> float:
     r"""Excess kurtosis of the output of a random one-hidden-layer network of width ``n``:
 
@@ -40,7 +40,7 @@ def output_excess_kurtosis(width: int, q: float, phi: Callable = jax.nn.relu,
         width: hidden width ``n`` (a positive integer).
         q: variance of the pre-activations, e.g. :math:`\sigma_w^2\|x\|^2/d + \sigma_b^2` for
             a first layer in NTK parameterization (``q > 0``).
-        phi: the activation, a JAX function applied elementwise.
+        activation: the activation :math:`\phi`, a JAX function applied elementwise.
         degree: number of Gauss-Hermite nodes.
 
     Returns:
@@ -58,6 +58,6 @@ def output_excess_kurtosis(width: int, q: float, phi: Callable = jax.nn.relu,
     if not (math.isfinite(float(q)) and float(q) > 0):
         raise InvalidArgumentError(f"q must be a positive finite variance, got {q!r}")
     z, w = gauss_hermite(degree)
-    f2 = np.asarray(phi(jnp.asarray(np.sqrt(q) * z))) ** 2
+    f2 = np.asarray(activation(jnp.asarray(np.sqrt(q) * z))) ** 2
     m2, m4 = w @ f2, w @ f2**2
     return float(3.0 * (m4 - m2**2) / (width * m2**2))

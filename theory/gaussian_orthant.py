@@ -1,4 +1,4 @@
-"""Orthant probabilities and truncated moments of a centred Gaussian in up to four dimensions.
+"""Orthant probabilities and truncated moments of a centered Gaussian in up to four dimensions.
 
 For ``Y ~ N(0, C)`` in ``n <= 4`` dimensions this module evaluates, deterministically and to
 ~1e-12 for well-conditioned ``C``,
@@ -52,7 +52,7 @@ def _check(cov, *indices):
 @functools.cache
 def _plackett_nodes(n: int = _GL_NODES):
     """Gauss-Legendre nodes and weights for ``int_0^1 ds`` after ``s = 1 - (1 - tau)^2``, which
-    clusters nodes at ``s = 1`` and removes the square-root endpoint behaviour of the Plackett
+    clusters nodes at ``s = 1`` and removes the square-root endpoint behavior of the Plackett
     integrand when the covariance is close to singular."""
     x, w = np.polynomial.legendre.leggauss(n)
     tau = (x + 1) / 2
@@ -107,6 +107,24 @@ def orthant_probability(cov):
     with ``{k, l}`` the other two coordinates and ``P2`` the 2D orthant probability of their law
     conditioned on ``Y_i = Y_j = 0``, by 64-node Gauss-Legendre quadrature in
     ``s = 1 - (1 - tau)^2`` (accurate to ~1e-12 unless ``cov`` is nearly singular).
+
+    Args:
+        cov: covariance matrices, shape ``(..., n, n)`` with ``n <= 4``.
+
+    Returns:
+        The probabilities, shape ``cov.shape[:-2]``.
+
+    References:
+        Sheppard 1899, "On the application of the theory of error to cases of normal
+        distribution and normal correlation"; Plackett 1954, "A reduction formula for normal
+        multivariate integrals".
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> round(float(orthant_probability(jnp.eye(3))), 6)   # independent: 1/8
+        0.125
+        >>> round(float(orthant_probability(jnp.array([[1.0, 0.5], [0.5, 1.0]]))), 6)  # 1/3
+        0.333333
     """
     cov = _check(cov)
     n = cov.shape[-1]
@@ -127,6 +145,22 @@ def orthant_moment1(cov, l: int):
 
     ``phi(0; s) = 1 / sqrt(2 pi s)`` and ``Y_{-j} | Y_j = 0`` Gaussian with the Schur complement
     covariance (:func:`orthant_probability`, dimension ``n - 1``).
+
+    Args:
+        cov: covariance matrices, shape ``(..., n, n)`` with ``n <= 4``.
+        l: the coordinate, an int in ``[0, n)``.
+
+    Returns:
+        The moments, shape ``cov.shape[:-2]``.
+
+    References:
+        Tallis 1961, "The moment generating function of the truncated multi-normal
+        distribution".
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> round(float(orthant_moment1(jnp.eye(1), 0)), 6)   # E relu(Y) = 1 / sqrt(2 pi)
+        0.398942
     """
     cov = _check(cov, l)
     total = 0.0
@@ -145,6 +179,22 @@ def orthant_moment2(cov, k: int, l: int):
 
     (the conditional moment by :func:`orthant_moment1`), so only orthant probabilities of
     dimension <= 4 remain.
+
+    Args:
+        cov: covariance matrices, shape ``(..., n, n)`` with ``n <= 4``.
+        k, l: the coordinates, ints in ``[0, n)``.
+
+    Returns:
+        The moments, shape ``cov.shape[:-2]``.
+
+    References:
+        Tallis 1961, "The moment generating function of the truncated multi-normal
+        distribution".
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> round(float(orthant_moment2(jnp.eye(2), 0, 0)), 6)   # E[Y_0^2; Y > 0] = 1/4
+        0.25
     """
     cov = _check(cov, k, l)
     total = cov[..., k, l] * orthant_probability(cov)

@@ -33,13 +33,33 @@ import numpy as np
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 from dynkit.validation import check_finite
 
+__all__ = [
+    "Gaussian",
+    "Gaussians",
+    "gp_inference",
+    "gradient_descent_mse",
+    "gradient_descent_mse_ensemble",
+]
+
 _KERNELS = ("nngp", "ntk")
 
 
 @dataclasses.dataclass(frozen=True)
 class Gaussian:
-    """A Gaussian over outputs: ``mean`` (outputs' shape, leading time axes) and ``covariance``
-    (the kernel's zipped shape, same leading time axes)."""
+    """A Gaussian over outputs (neural-tangents' ``predict.Gaussian``).
+
+    Args:
+        mean: the mean, the outputs' shape with leading time axes.
+        covariance: the covariance, the kernel's zipped shape with the same leading time axes.
+
+    References:
+        Novak et al. 2020, "Neural Tangents: fast and easy infinite neural networks in Python".
+
+    Example:
+        >>> g = Gaussian(mean=0.0, covariance=1.0)
+        >>> g.covariance
+        1.0
+    """
 
     mean: Any
     covariance: Any
@@ -47,8 +67,20 @@ class Gaussian:
 
 @dataclasses.dataclass(frozen=True)
 class Gaussians:
-    """Per-kernel predictions for a tuple ``get``: ``nngp`` and/or ``ntk`` (``None`` if not
-    requested). Each is a :class:`Gaussian` when the covariance was computed, else the mean."""
+    """Per-kernel predictions for a tuple ``get``.
+
+    Args:
+        nngp: the NNGP prediction, ``None`` if not requested.
+        ntk: the NTK prediction, ``None`` if not requested. Each is a :class:`Gaussian` when
+            the covariance was computed, else the mean.
+
+    References:
+        Novak et al. 2020, "Neural Tangents" (the ``get`` convention).
+
+    Example:
+        >>> Gaussians(nngp=1.0)
+        Gaussians(nngp=1.0, ntk=None)
+    """
 
     nngp: Any = None
     ntk: Any = None
@@ -249,6 +281,19 @@ def gp_inference(
       returns one result, a tuple a :class:`Gaussians`. Each result is the mean, or a
       :class:`Gaussian` if ``k_test_test`` (the test-test NNGP, or an object with ``.nngp``) is
       given. ``k_test_train=None`` returns train-set outputs: ``y_train`` with zero covariance.
+
+    References:
+      Lee et al. 2018, "Deep neural networks as Gaussian processes"; Lee et al. 2019, eq. 16;
+      Novak et al. 2020, "Neural Tangents" (``predict.gp_inference``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> k_train_train = jnp.array([[2.0, 1.0], [1.0, 2.0]])
+      >>> predict_fn = gp_inference(k_train_train, jnp.array([[1.0], [-1.0]]))
+      >>> g = predict_fn("nngp", k_test_train=jnp.array([[1.0, 0.0]]),
+      ...                k_test_test=jnp.array([[1.0]]))
+      >>> round(float(g.mean[0, 0]), 5), round(float(g.covariance[0, 0]), 5)   # 1, 1 - 2/3
+      (1.0, 0.33333)
     """
     _check_reg(diag_reg, 1.0)
     tgt = _Targets(y_train, trace_axes)
@@ -329,10 +374,31 @@ def gradient_descent_mse(
     the solution of :math:`\dot f = -(\eta/N)\,\Theta\,(f - Y)`. ``t=None`` is :math:`t=\infty`
     (a Cholesky solve instead of the eigendecomposition).
 
+    Args:
+      k_train_train: the train-train kernel :math:`\Theta_{XX}` (shape as in the module
+        docstring).
+      y_train: targets, shape ``(n, ...)``.
+      learning_rate: gradient-descent step size :math:`\eta`; time is ``learning_rate * t``.
+      diag_reg, diag_reg_absolute_scale, trace_axes: as in :func:`gp_inference`.
+
     Returns:
       ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)`` returning
       ``fx_train_t``, ``fx_test_t`` (if ``fx_train_0 is None``), or both; time axes of ``t``
       lead.
+
+    References:
+      Lee et al. 2019, "Wide neural networks of any depth evolve as linear models under
+      gradient descent", eq. 9; Novak et al. 2020, "Neural Tangents"
+      (``predict.gradient_descent_mse``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> k_train_train = jnp.array([[2.0, 1.0], [1.0, 2.0]])
+      >>> predict_fn = gradient_descent_mse(k_train_train, jnp.array([[1.0], [-1.0]]))
+      >>> fx = predict_fn(t=1.0, fx_train_0=None, fx_test_0=jnp.zeros((1, 1)),
+      ...                 k_test_train=jnp.array([[1.0, 0.0]]))
+      >>> round(float(fx[0, 0]), 5)   # 1 - exp(-1/2)
+      0.39347
     """
     _check_reg(diag_reg, learning_rate)
     tgt = _Targets(y_train, trace_axes)
@@ -426,6 +492,20 @@ def gradient_descent_mse_ensemble(
       one result (the mean, or a :class:`Gaussian` if ``compute_cov``); a tuple a
       :class:`Gaussians`. ``x_test=None`` predicts on the training inputs (no regularization
       applied to the outputs, as neural-tangents).
+
+    References:
+      Lee et al. 2019, eqs. 14-15; Novak et al. 2020, "Neural Tangents"
+      (``predict.gradient_descent_mse_ensemble``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from dynkit.theory import stax
+      >>> _, _, kernel_fn = stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(1))
+      >>> x, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([[1.0], [-1.0]])
+      >>> predict_fn = gradient_descent_mse_ensemble(kernel_fn, x, y)
+      >>> mean = predict_fn(t=None, x_test=x, get="ntk")   # t = infinity interpolates
+      >>> bool(jnp.allclose(mean, y, atol=1e-4))
+      True
     """
     _check_reg(diag_reg, learning_rate)
     tgt = _Targets(y_train, trace_axes)

@@ -295,7 +295,7 @@ def Identity():
 
 
 def LayerNorm(axis=-1, eps=1e-12):
-    """Layer normalisation over channels; kernel = correlation ``nngp / sqrt(q11 q22)``."""
+    """Layer normalization over channels; kernel = correlation ``nngp / sqrt(q11 q22)``."""
     return _triple(L.LayerNorm(axis, eps))
 
 
@@ -344,7 +344,7 @@ def Gelu(approximate=False):
     """Exact GELU ``x Phi(x)`` (closed form); ``approximate=True`` (tanh form) falls back to
     Gauss-Hermite quadrature."""
     if approximate:
-        return ElementwiseNumerical(lambda x: jax.nn.gelu(x, approximate=True), deg=25)
+        return ElementwiseNumerical(lambda x: jax.nn.gelu(x, approximate=True), degree=25)
     return _act("Gelu", lambda x: jax.nn.gelu(x, approximate=False), duals.gelu_dual)
 
 
@@ -365,17 +365,46 @@ def Sign():
     return _act("Sign", jnp.sign, duals.sign_dual)
 
 
-def ElementwiseNumerical(fn, deg=25, df=None):
-    """Any elementwise ``fn`` (tanh, swish, ...): kernels by ``deg``-point 2-D Gauss-Hermite
-    quadrature, the NTK factor from ``df`` (default ``jax.grad(fn)``)."""
-    if int(deg) < 2:
-        raise InvalidArgumentError(f"ElementwiseNumerical: deg must be >= 2, got {deg}")
-    dual = functools.partial(_numerical_dual, fn, int(deg), df)
+def ElementwiseNumerical(fn, degree=None, df=None, *, deg=None):
+    """Any elementwise ``fn`` (tanh, swish, ...): kernels by ``degree``-point 2-D Gauss-Hermite
+    quadrature (:func:`dynkit.theory.dual_activations.gauss_hermite_dual`), the NTK factor from
+    ``df`` (default ``jax.grad(fn)``).
+
+    Args:
+        fn: the activation, an elementwise JAX function (neural-tangents' name).
+        degree: Hermite nodes per dimension, >= 2 (default 25; second positional argument,
+            as neural-tangents' ``deg``).
+        df: its derivative, elementwise (default: ``jax.grad`` of ``fn``).
+        deg: neural-tangents' name of ``degree``, accepted as a keyword for drop-in use (and
+            in :func:`from_spec` specs); give one of the two.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)``.
+
+    References:
+        Novak et al. 2020, "Neural Tangents: fast and easy infinite neural networks in
+        Python" (``stax.ElementwiseNumerical``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> _, _, kernel_fn = serial(Dense(1), ElementwiseNumerical(jnp.sin, deg=30))
+        >>> _, _, exact_fn = serial(Dense(1), Sin())
+        >>> x = jnp.array([[1.0, 0.5], [0.2, -1.0]])
+        >>> bool(jnp.allclose(kernel_fn(x, None, "nngp"), exact_fn(x, None, "nngp"), atol=1e-6))
+        True
+    """
+    if degree is not None and deg is not None and degree != deg:
+        raise InvalidArgumentError(f"ElementwiseNumerical: degree and its alias deg disagree "
+                                   f"(degree={degree}, deg={deg}); give one")
+    degree = 25 if degree is None and deg is None else (deg if degree is None else degree)
+    if int(degree) < 2:
+        raise InvalidArgumentError(f"ElementwiseNumerical: degree must be >= 2, got {degree}")
+    dual = functools.partial(_numerical_dual, fn, int(degree), df)
     return _act("ElementwiseNumerical", fn, dual)
 
 
-def _numerical_dual(fn, deg, df, q11, q12, q22):
-    return duals.gauss_hermite_dual(fn, q11, q12, q22, deg=deg, df=df)
+def _numerical_dual(fn, degree, df, q11, q12, q22):
+    return duals.gauss_hermite_dual(fn, q11, q12, q22, degree=degree, df=df)
 
 
 # ----------------------------------------------------------------------------- JSON specs
@@ -426,7 +455,8 @@ def from_spec(spec):
     ``tests/data/neural_tangents/README.md``), plus the blocks ``["Residual", [spec]]``
     (= ``serial(FanOut(2), parallel(serial(*block), Identity()), FanInSum())``),
     ``["Serial", [spec]]`` and ``["Parallel", [spec, spec, ...]]``.
-    ``ElementwiseNumerical`` takes ``{"fn": "tanh" | "sigmoid" | "swish" | ..., "deg": 25}``.
+    ``ElementwiseNumerical`` takes ``{"fn": "tanh" | "sigmoid" | "swish" | ..., "deg": 25}``
+    (``"degree"`` works too).
 
     Errors name the offending entry (``spec[i]``): ``InvalidArgumentError`` for an unknown
     layer or keyword, ``UnsupportedLayerError`` for a neural-tangents layer with no

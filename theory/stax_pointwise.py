@@ -64,7 +64,7 @@ class Identity(Layer):
 
 
 class LayerNorm(Layer):
-    """Layer normalisation over the channel axis, ``(x - mean_c x) / sqrt(var_c x + eps)``.
+    """Layer normalization over the channel axis, ``(x - mean_c x) / sqrt(var_c x + eps)``.
     At infinite width the channel mean vanishes and the variance is ``q(x)``, so
     ``nngp' = nngp / sqrt(q11 q22)`` and ``ntk' = ntk / sqrt(q11 q22)`` (Novak et al. 2020)."""
 

@@ -214,7 +214,7 @@ class Pool(Layer):
         return out + (in_shape[-1],)
 
     def _norm(self, spatial, pads, dtype):
-        """Per-output-position normaliser ``Z`` (shape ``out_spatial``)."""
+        """Per-output-position normalizer ``Z`` (shape ``out_spatial``)."""
         if self.kind == "sum":
             return None
         if not self.normalize_edges:

@@ -63,7 +63,7 @@ from dynkit.theory.ode import record_times
 __all__ = [
     "Simulation",
     "State",
-    "generalisation_error",
+    "generalization_error",
     "integrals",
     "ode",
     "order_parameters",
@@ -75,8 +75,26 @@ _ACTS = ("erf", "relu")
 
 @dataclass(frozen=True)
 class State:
-    """Order parameters: ``Q (K,K)``, ``R (K,M)``, ``T (M,M)``, student ``v (K,)``, teacher
-    ``v_teacher (M,)``."""
+    """Order parameters of a student of K units and a teacher of M units.
+
+    Args:
+        Q: student-student overlaps ``w w^T / N``, shape ``(K, K)``.
+        R: student-teacher overlaps ``w wt^T / N``, shape ``(K, M)``.
+        T: teacher-teacher overlaps ``wt wt^T / N``, shape ``(M, M)``.
+        v: the student's second-layer weights, shape ``(K,)``.
+        v_teacher: the teacher's, shape ``(M,)``.
+
+    References:
+        Saad & Solla 1995, "On-line learning in soft committee machines"; Goldt, Advani, Saxe, Krzakala & Zdeborova 2019, "Dynamics of stochastic gradient
+        descent for two-layer neural networks in the teacher-student setup".
+
+    Example:
+        >>> import numpy as np
+        >>> s = State(Q=np.eye(1), R=np.zeros((1, 1)), T=np.eye(1), v=np.ones(1),
+        ...           v_teacher=np.ones(1))
+        >>> s.covariance.tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
 
     Q: np.ndarray
     R: np.ndarray
@@ -102,7 +120,26 @@ class State:
 
 
 def order_parameters(w, w_teacher, v, v_teacher) -> State:
-    """``Q = w w^T / N``, ``R = w wt^T / N``, ``T = wt wt^T / N`` from weights (rows = units)."""
+    """Order parameters ``Q = w w^T / N``, ``R = w wt^T / N``, ``T = wt wt^T / N`` of weights.
+
+    Args:
+        w: student first-layer weights ``(K, N)`` (rows = units).
+        w_teacher: teacher first-layer weights ``(M, N)``.
+        v, v_teacher: second-layer weights ``(K,)`` and ``(M,)``.
+
+    Returns:
+        The :class:`State`.
+
+    References:
+        Saad & Solla 1995; Goldt, Advani, Saxe, Krzakala & Zdeborova 2019, "Dynamics of stochastic gradient
+        descent for two-layer neural networks in the teacher-student setup".
+
+    Example:
+        >>> import numpy as np
+        >>> s = order_parameters(np.ones((1, 4)), 2 * np.ones((1, 4)), [1.0], [1.0])
+        >>> float(s.Q[0, 0]), float(s.R[0, 0]), float(s.T[0, 0])
+        (1.0, 2.0, 4.0)
+    """
     w, wt = np.asarray(w, float), np.asarray(w_teacher, float)
     n = w.shape[1]
     return State(w @ w.T / n, w @ wt.T / n, wt @ wt.T / n, np.asarray(v, float),
@@ -209,8 +246,26 @@ def _relu_i4(c):
 
 
 def integrals(cov, activation: str = "erf") -> dict:
-    """``{"I2", "J2", "I3", "I4"}`` for all index tuples of the fields with covariance
-    ``cov`` (formulas in the module docstring)."""
+    """The Gaussian integrals ``I2, J2, I3, I4`` for all index tuples of the fields with
+    covariance ``cov`` (formulas in the module docstring).
+
+    Args:
+        cov: the ``(F, F)`` covariance of the local fields (:attr:`State.covariance`).
+        activation: ``"erf"`` or ``"relu"``.
+
+    Returns:
+        ``{"I2": (F, F), "J2": (F, F), "I3": (F, F, F), "I4": (F, F, F, F)}`` arrays.
+
+    References:
+        Saad & Solla 1995, Appendix; Biehl & Schwarze 1995; Cho & Saul 2009 (ReLU); Tallis
+        1961 and Plackett 1954 (ReLU ``I4``).
+
+    Example:
+        >>> import numpy as np
+        >>> ints = integrals(np.eye(2), "relu")
+        >>> round(float(ints["I2"][0, 0]), 6), round(float(ints["J2"][0, 1]), 6)  # 1/2, 1/4
+        (0.5, 0.25)
+    """
     _check_act(activation)
     c = jnp.asarray(cov, float)
     if activation == "erf":
@@ -218,8 +273,27 @@ def integrals(cov, activation: str = "erf") -> dict:
     return {"I2": _relu_i2(c), "J2": _relu_j2(c), "I3": _relu_i3(c), "I4": _relu_i4(c)}
 
 
-def generalisation_error(state: State, activation: str = "erf") -> float:
-    """``eps_g = 1/2 E[(f - y)^2]`` (noise-free) ``= 1/2 u^T I2 u``, ``u = (v, -v_teacher)``."""
+def generalization_error(state: State, activation: str = "erf") -> float:
+    """The generalization error ``eps_g = 1/2 E[(f - y)^2]`` (noise-free) ``= 1/2 u^T I2 u``,
+    ``u = (v, -v_teacher)``.
+
+    Args:
+        state: the order parameters.
+        activation: ``"erf"`` or ``"relu"``.
+
+    Returns:
+        ``eps_g``, a float.
+
+    References:
+        Saad & Solla 1995; Goldt, Advani, Saxe, Krzakala & Zdeborova 2019, "Dynamics of stochastic gradient
+        descent for two-layer neural networks in the teacher-student setup", eq. (8).
+
+    Example:
+        >>> import numpy as np
+        >>> s = State(Q=np.eye(1), R=np.eye(1), T=np.eye(1), v=np.ones(1), v_teacher=np.ones(1))
+        >>> generalization_error(s)   # student equals teacher
+        0.0
+    """
     _check_act(activation)
     u = np.concatenate([state.v, -np.asarray(state.v_teacher)])
     i2 = _relu_i2(jnp.asarray(state.covariance)) if activation == "relu" else \
@@ -260,8 +334,32 @@ def ode(state0: State, *, lr: float, times, activation: str = "erf", noise: floa
 
     ``lr_v`` is the second-layer rate (``None``: equal to ``lr``; ``0``: fixed second layer,
     the soft committee machine of Saad & Solla). Integrated with ``scipy.integrate.solve_ivp``
-    (RK45, local error below ``atol + rtol |y|``). Returns one row per time: ``time, eg`` and
-    the order parameters ``Q_k_l, R_k_n, v_k``.
+    (RK45, local error below ``atol + rtol |y|``).
+
+    Args:
+        state0: the initial order parameters.
+        lr: the first-layer learning rate.
+        times: record times (>= 0, increasing), in units of ``step / N``.
+        activation: ``"erf"`` or ``"relu"``.
+        noise: the label noise standard deviation.
+        lr_v: the second-layer rate (default ``lr``).
+        rtol, atol: the integrator's tolerances.
+
+    Returns:
+        DataFrame, one row per time: ``time, eg`` and the order parameters ``Q_k_l`` (k <= l),
+        ``R_k_n``, ``v_k``.
+
+    References:
+        Saad & Solla 1995; Goldt, Advani, Saxe, Krzakala & Zdeborova 2019, "Dynamics of stochastic gradient
+        descent for two-layer neural networks in the teacher-student setup", eqs. (9)-(11).
+
+    Example:
+        >>> import numpy as np
+        >>> s0 = State(Q=0.1 * np.eye(1), R=np.zeros((1, 1)), T=np.eye(1), v=np.ones(1),
+        ...            v_teacher=np.ones(1))
+        >>> df = ode(s0, lr=1.0, times=[0.0, 1.0])
+        >>> list(df.columns), bool(df["eg"].iloc[1] < df["eg"].iloc[0])
+        (['time', 'eg', 'Q_0_0', 'R_0_0', 'v_0'], True)
     """
     from scipy.integrate import solve_ivp
 
@@ -291,7 +389,7 @@ def ode(state0: State, *, lr: float, times, activation: str = "erf", noise: floa
 def _table(times, states, activation) -> pd.DataFrame:
     rows = []
     for t, s in zip(times, states):
-        row = {"time": float(t), "eg": generalisation_error(s, activation)}
+        row = {"time": float(t), "eg": generalization_error(s, activation)}
         k, m = s.R.shape
         row.update({f"Q_{a}_{b}": s.Q[a, b] for a in range(k) for b in range(a, k)})
         row.update({f"R_{a}_{n}": s.R[a, n] for a in range(k) for n in range(m)})
@@ -316,9 +414,21 @@ def _nonneg(name, value):
 
 @dataclass(frozen=True)
 class Simulation:
-    """Online-SGD runs: ``history`` (one row per (seed, time); the columns of :func:`ode`,
-    order parameters measured on the weights) and ``initial``, the measured initial
-    :class:`State` of each seed (start :func:`ode` from it)."""
+    """Online-SGD runs returned by :func:`simulate`.
+
+    Args:
+        history: one row per (seed, time); the columns of :func:`ode` (order parameters
+            measured on the weights) and ``seed``.
+        initial: the measured initial :class:`State` of each seed (start :func:`ode` from it).
+
+    References:
+        Goldt, Advani, Saxe, Krzakala & Zdeborova 2019, "Dynamics of stochastic gradient
+        descent for two-layer neural networks in the teacher-student setup".
+
+    Example:
+        >>> Simulation(history=None, initial=()).initial
+        ()
+    """
 
     history: pd.DataFrame
     initial: tuple
@@ -329,13 +439,13 @@ def simulate(key, *, dim: int, student: int, teacher: int, lr: float, times,
              init_scale: float = 0.1, init_overlap: float = 0.0, v0=None, v_teacher=None,
              seeds: int = 1) -> Simulation:
     """Online SGD (module docstring) at input dimension ``dim`` for ``seeds`` independent runs
-    (vectorised with ``vmap``); record at ``times`` (units of ``step / dim``, equally spaced from 0,
+    (vectorized with ``vmap``); record at ``times`` (units of ``step / dim``, equally spaced from 0,
     rounded to whole steps).
 
     Teacher rows ``wt_m ~ N(0, I)``; student rows ``w_k = init_overlap * wt_k + init_scale * xi_k``
     with ``xi_k ~ N(0, I)`` (the overlap term only for ``k < min(K, M)``); ``v0`` and
     ``v_teacher`` default to ones. Each step draws a fresh ``x ~ N(0, I_dim)``. ``eg`` is the
-    exact population error of the current weights (:func:`generalisation_error`).
+    exact population error of the current weights (:func:`generalization_error`).
 
     ``init_overlap > 0`` is a partially informed start ``R(0) ~ init_overlap * I``: it breaks
     the student-teacher permutation symmetry deterministically. The symmetric plateau then ends
@@ -343,6 +453,35 @@ def simulate(key, *, dim: int, student: int, teacher: int, lr: float, times,
     Woehler 1996), whereas from an uninformed start the escape is seeded by O(1/sqrt(dim))
     asymmetries of the initial weights *and* of the SGD noise, so a single run's escape time
     fluctuates by O(1/lambda) at any finite ``dim``.
+
+    Args:
+        key: the PRNG key (split over seeds).
+        dim: the input dimension ``N``.
+        student, teacher: the numbers of hidden units K and M.
+        lr: the first-layer learning rate.
+        times: record times, starting at 0 and equally spaced in whole steps of ``1/dim``.
+        activation: ``"erf"`` or ``"relu"``.
+        noise: the label noise standard deviation.
+        lr_v: the second-layer rate (default ``lr``; 0 fixes the second layer).
+        init_scale: the scale of the random part of the student's weights.
+        init_overlap: the teacher component of the student's initial weights.
+        v0, v_teacher: second-layer weights (default: ones).
+        seeds: the number of independent runs.
+
+    Returns:
+        The :class:`Simulation`.
+
+    References:
+        Saad & Solla 1995; Goldt, Advani, Saxe, Krzakala & Zdeborova 2019, "Dynamics of stochastic gradient
+        descent for two-layer neural networks in the teacher-student setup"; Biehl, Riegler & Woehler 1996,
+        "Transient dynamics of on-line learning in two-layered neural networks".
+
+    Example:
+        >>> import jax
+        >>> sim = simulate(jax.random.PRNGKey(0), dim=4, student=1, teacher=1, lr=1.0,
+        ...                times=[0.0, 0.5])
+        >>> sim.history.shape, len(sim.initial)
+        ((2, 6), 1)
     """
     _check_act(activation)
     for name, val in (("dim", dim), ("student", student), ("teacher", teacher),

@@ -72,11 +72,22 @@ _LOSSES = ("mse", "logistic")
 
 @dataclass(frozen=True)
 class TwoLayer:
-    """Architecture of ``f(x) = alpha / width^gamma * sum_i a_i act(w_i . x + b_i)``.
+    """Architecture of ``f(x) = alpha / width^gamma * sum_i a_i sigma(w_i . x + b_i)``.
 
-    ``gamma`` in [1/2, 1] (1/2: NTK/lazy, 1: mean-field), ``alpha > 0`` the output scale,
-    ``activation`` one of ``relu``, ``erf`` (``erf(z / sqrt 2)``), ``tanh``; ``bias`` adds the
-    trainable ``b_i``.
+    Args:
+        width: the number of neurons ``m``.
+        gamma: the scaling exponent in [1/2, 1] (1/2: NTK/lazy, 1: mean-field).
+        alpha: the output scale ``alpha > 0``.
+        activation: ``sigma``, one of ``"relu"``, ``"erf"`` (``erf(z / sqrt 2)``), ``"tanh"``.
+        bias: add the trainable biases ``b_i``.
+
+    References:
+        Mei, Montanari & Nguyen 2018; Chizat, Oyallon & Bach 2019 (module docstring).
+
+    Example:
+        >>> net = TwoLayer(width=100, gamma=1.0)
+        >>> net.scale
+        0.01
     """
 
     width: int
@@ -141,7 +152,22 @@ def _check_data(x, y, where: str):
 
 
 def lr_scale(net: TwoLayer) -> float:
-    """Raw-parameter step per unit of time: ``m^(2 gamma - 1) / alpha^2`` (module docstring)."""
+    """Raw-parameter step per unit of time, ``eta / lr = m^(2 gamma - 1) / alpha^2`` (module
+    docstring).
+
+    Args:
+        net: the architecture.
+
+    Returns:
+        The factor, a float.
+
+    References:
+        Chizat, Oyallon & Bach 2019; Mei, Montanari & Nguyen 2018, eq. (6).
+
+    Example:
+        >>> lr_scale(TwoLayer(width=100, gamma=1.0, alpha=2.0))
+        25.0
+    """
     return net.width ** (2 * net.gamma - 1) / net.alpha ** 2
 
 
@@ -150,10 +176,31 @@ def init(key, net: TwoLayer, dim: int, init_scale: float = 1.0, balanced: bool =
     """Random parameters ``{"a": (m,), "w": (m, d), "b": (m,)}``.
 
     ``w_i ~ N(0, init_scale^2 I_d / d)``, ``a_i ~ N(0, init_scale^2)``, ``b_i ~ N(0,
-    init_scale^2 / d)`` if ``net.bias`` else 0. ``balanced`` sets ``a_i = +-|(w_i, b_i)|``
-    (random sign), the balanced initialisation of homogeneous nets. ``symmetric`` duplicates
-    the first m/2 neurons with ``a -> -a`` so that ``f_0 = 0`` exactly (Chizat et al. 2019,
-    Sec. 2); it needs an even width.
+    init_scale^2 / d)`` if ``net.bias`` else 0.
+
+    Args:
+        key: the PRNG key.
+        net: the architecture.
+        dim: the input dimension ``d``.
+        init_scale: the common scale of the three distributions.
+        balanced: set ``a_i = +-|(w_i, b_i)|`` (random sign), the balanced initialization of
+            homogeneous nets.
+        symmetric: duplicate the first m/2 neurons with ``a -> -a`` so that ``f_0 = 0``
+            exactly; needs an even width.
+        dtype: the floating dtype (default: JAX's default float).
+
+    Returns:
+        The parameter dict.
+
+    References:
+        Chizat, Oyallon & Bach 2019, Sec. 2 (symmetric initialization).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> net = TwoLayer(width=4)
+        >>> p = init(jax.random.PRNGKey(0), net, dim=3, symmetric=True)
+        >>> p["w"].shape, bool(jnp.all(apply(p, net, jnp.ones((2, 3))) == 0))
+        ((4, 3), True)
     """
     dim = _check_int("init: dim", dim)
     _check_positive("init: init_scale", init_scale)
@@ -177,13 +224,53 @@ def init(key, net: TwoLayer, dim: int, init_scale: float = 1.0, balanced: bool =
 
 
 def apply(params: dict, net: TwoLayer, x) -> jax.Array:
-    """``f(x) = alpha / m^gamma * sum_i a_i act(w_i . x + b_i)`` for ``x`` of shape (n, d)."""
+    """The network output ``f(x) = alpha / m^gamma * sum_i a_i sigma(w_i . x + b_i)``.
+
+    Args:
+        params: the parameter dict (:func:`init`).
+        net: the architecture.
+        x: inputs of shape ``(n, d)``.
+
+    Returns:
+        The outputs, shape ``(n,)``.
+
+    References:
+        Mei, Montanari & Nguyen 2018; Chizat, Oyallon & Bach 2019.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> p = {"a": jnp.array([1.0, -1.0]), "w": jnp.eye(2), "b": jnp.zeros(2)}
+        >>> apply(p, TwoLayer(width=2, gamma=1.0), jnp.array([[3.0, 1.0]])).tolist()
+        [1.0]
+    """
     pre = x @ params["w"].T + params["b"]
     return net.scale * (_ACTIVATIONS[net.activation](pre) @ params["a"])
 
 
 def loss(params: dict, net: TwoLayer, x, y, kind: str = "mse") -> jax.Array:
-    """``1/2 mean (f - y)^2`` (``"mse"``) or ``mean log(1 + exp(-y f))`` (``"logistic"``)."""
+    """The training loss: ``1/2 mean (f - y)^2`` (``"mse"``) or ``mean log(1 + exp(-y f))``
+    (``"logistic"``).
+
+    Args:
+        params: the parameter dict.
+        net: the architecture.
+        x, y: inputs ``(n, d)`` and targets ``(n,)``.
+        kind: ``"mse"`` or ``"logistic"``.
+
+    Returns:
+        The loss, a scalar array.
+
+    References:
+        Chizat & Bach 2020, "Implicit bias of gradient descent for wide two-layer neural
+        networks trained with the logistic loss" (logistic loss).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> p = {"a": jnp.array([1.0, -1.0]), "w": jnp.eye(2), "b": jnp.zeros(2)}
+        >>> net = TwoLayer(width=2, gamma=1.0)
+        >>> float(loss(p, net, jnp.array([[3.0, 1.0]]), jnp.array([0.0])))
+        0.5
+    """
     return _objective(params, net, x, y, kind)
 
 
@@ -203,6 +290,22 @@ class Trajectory:
     eff_rank, rel_dist`` (``frac_active``: fraction of neurons active on at least one training
     input; ``eff_rank``: :func:`effective_rank` of W; ``rel_dist``: ``|theta(t) - theta(0)| /
     |theta(0)|``, the laziness measure of Chizat et al. 2019).
+
+    Args:
+        net: the architecture.
+        params: the parameter dict, each leaf with a leading axis of records.
+        history: the per-record table.
+
+    References:
+        Chizat, Oyallon & Bach 2019 (``rel_dist``); Roy & Vetterli 2007 (``eff_rank``).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> net = TwoLayer(width=4)
+        >>> p = init(jax.random.PRNGKey(0), net, dim=2)
+        >>> tr = gd(p, net, jnp.eye(2), jnp.array([1.0, -1.0]), lr=0.1, steps=2)
+        >>> list(tr.history.columns)[:4], tr.final["w"].shape
+        (['step', 'time', 'train_loss', 'test_loss'], (4, 2))
     """
 
     net: TwoLayer
@@ -217,7 +320,22 @@ class Trajectory:
 
 def effective_rank(w) -> jax.Array:
     """Entropy effective rank ``exp(-sum_k p_k log p_k)``, ``p_k = s_k / sum s`` over the
-    singular values of ``w`` (Roy & Vetterli 2007)."""
+    singular values ``s_k`` of ``w``.
+
+    Args:
+        w: a matrix.
+
+    Returns:
+        The effective rank, a scalar array in ``[1, min(w.shape)]``.
+
+    References:
+        Roy & Vetterli 2007, "The effective rank: a measure of effective dimensionality".
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> round(float(effective_rank(jnp.eye(3))), 5)
+        3.0
+    """
     s = jnp.linalg.svd(w, compute_uv=False)
     p = s / jnp.sum(s)
     return jnp.exp(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)))
@@ -272,8 +390,8 @@ def _run(step_fn: Callable, params: dict, key, steps: int, record_every: int):
 
 @functools.partial(jax.jit, static_argnames=("net", "loss_kind", "batch_size", "sample_fn",
                                              "noisy", "steps", "record_every"))
-def _compiled_run(params, key, x, y, eta, lr, l2, temperature, *, net, loss_kind, batch_size,
-                  sample_fn, noisy, steps, record_every):
+def _compiled_run(params, key, x, y, eta, lr, weight_decay, temperature, *, net, loss_kind,
+                  batch_size, sample_fn, noisy, steps, record_every):
     """The jitted training loop; data and rates are traced, so runs that differ only in them
     share one compilation."""
     trainable = {"a": 1.0, "w": 1.0, "b": 1.0 if net.bias else 0.0}
@@ -293,7 +411,7 @@ def _compiled_run(params, key, x, y, eta, lr, l2, temperature, *, net, loss_kind
         noise_keys = dict(zip(("a", "b", "w"), jax.random.split(kn, 3)))
         out = {}
         for name, v in p.items():
-            new = v - trainable[name] * (eta * g[name] + lr * l2 * v)
+            new = v - trainable[name] * (eta * g[name] + lr * weight_decay * v)
             if noisy:
                 new = new + trainable[name] * jnp.sqrt(2 * lr * temperature) * \
                     jax.random.normal(noise_keys[name], v.shape, v.dtype)
@@ -303,7 +421,7 @@ def _compiled_run(params, key, x, y, eta, lr, l2, temperature, *, net, loss_kind
     return _run(step_fn, params, key, steps, record_every)[0]
 
 
-def _train(params, net, x, y, *, lr, steps, record_every, batch_size, sample_fn, l2,
+def _train(params, net, x, y, *, lr, steps, record_every, batch_size, sample_fn, weight_decay,
            temperature, key, x_test, y_test, loss_kind, where):
     lr = _check_positive(f"{where}: lr", lr)
     steps = _check_int(f"{where}: steps", steps)
@@ -311,7 +429,7 @@ def _train(params, net, x, y, *, lr, steps, record_every, batch_size, sample_fn,
     if steps % record_every:
         raise InvalidArgumentError(f"{where}: steps ({steps}) must be a multiple of "
                                    f"record_every ({record_every})")
-    l2 = _check_nonneg(f"{where}: l2", l2)
+    weight_decay = _check_nonneg(f"{where}: weight_decay", weight_decay)
     temperature = _check_nonneg(f"{where}: temperature", temperature)
     if loss_kind not in _LOSSES:
         raise InvalidArgumentError(f"{where}: loss must be one of {_LOSSES}, got {loss_kind!r}")
@@ -328,8 +446,8 @@ def _train(params, net, x, y, *, lr, steps, record_every, batch_size, sample_fn,
             raise InvalidArgumentError(f"{where}: batch_size {batch_size} exceeds n = {n}")
     if key is None:
         key = jax.random.PRNGKey(0)
-    stacked = _compiled_run(params, key, x, y, lr * lr_scale(net), lr, l2, temperature,
-                            net=net, loss_kind=loss_kind, batch_size=batch_size,
+    stacked = _compiled_run(params, key, x, y, lr * lr_scale(net), lr, weight_decay,
+                            temperature, net=net, loss_kind=loss_kind, batch_size=batch_size,
                             sample_fn=sample_fn, noisy=temperature > 0, steps=steps,
                             record_every=record_every)
     rec_steps = np.arange(steps // record_every + 1) * record_every
@@ -337,58 +455,188 @@ def _train(params, net, x, y, *, lr, steps, record_every, batch_size, sample_fn,
     return Trajectory(net, stacked, hist)
 
 
-def gd(params, net, x, y, *, lr, steps, record_every=None, l2=0.0, x_test=None, y_test=None,
-       loss="mse") -> Trajectory:
-    """Full-batch gradient descent ``theta <- theta - lr (lr_scale grad L + l2 theta)``."""
+def gd(params, net, x, y, *, lr, steps, record_every=None, weight_decay=0.0, x_test=None,
+       y_test=None, loss="mse") -> Trajectory:
+    """Full-batch gradient descent with coupled weight decay ``lambda = weight_decay``:
+
+        theta <- theta - lr (lr_scale grad L(theta) + lambda theta).
+
+    Args:
+        params: initial parameters (:func:`init`).
+        net: the architecture.
+        x, y: training inputs ``(n, d)`` and targets ``(n,)``.
+        lr: step in units of time (module docstring); ``time = step * lr``.
+        steps: number of steps, a multiple of ``record_every``.
+        record_every: steps between records (default: only the start and the end).
+        weight_decay: the coefficient ``lambda >= 0`` of the L2 penalty ``lambda/2 |theta|^2``.
+        x_test, y_test: optional test set for ``test_loss``.
+        loss: ``"mse"`` or ``"logistic"``.
+
+    Returns:
+        The :class:`Trajectory` (records at steps ``0, record_every, ..., steps``).
+
+    References:
+        Chizat, Oyallon & Bach 2019, "On lazy training in differentiable programming".
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> net = TwoLayer(width=4)
+        >>> p = init(jax.random.PRNGKey(0), net, dim=2)
+        >>> x, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1.0, -1.0])
+        >>> tr = gd(p, net, x, y, lr=0.1, steps=4, record_every=2)
+        >>> tr.history["step"].tolist()
+        [0, 2, 4]
+    """
     return _train(params, net, x, y, lr=lr, steps=steps, record_every=record_every,
-                  batch_size=None, sample_fn=None, l2=l2, temperature=0.0, key=None,
-                  x_test=x_test, y_test=y_test, loss_kind=loss, where="gd")
+                  batch_size=None, sample_fn=None, weight_decay=weight_decay, temperature=0.0,
+                  key=None, x_test=x_test, y_test=y_test, loss_kind=loss, where="gd")
 
 
-def sgd(params, net, x, y, *, lr, steps, batch_size, key, record_every=None, l2=0.0,
+def sgd(params, net, x, y, *, lr, steps, batch_size, key, record_every=None, weight_decay=0.0,
         x_test=None, y_test=None, loss="mse") -> Trajectory:
-    """Minibatch SGD: each step draws ``batch_size`` distinct training points uniformly."""
+    """Minibatch SGD: each step draws ``batch_size`` distinct training points uniformly and
+    takes the :func:`gd` step on them.
+
+    Args:
+        params, net, x, y, lr, steps, record_every, weight_decay, x_test, y_test, loss: as in
+            :func:`gd`.
+        batch_size: points per step (at most ``n``).
+        key: the PRNG key of the batch draws.
+
+    Returns:
+        The :class:`Trajectory`.
+
+    References:
+        Robbins & Monro 1951; Mei, Montanari & Nguyen 2018, "A mean field view of the landscape
+        of two-layer neural networks".
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> net = TwoLayer(width=4)
+        >>> p = init(jax.random.PRNGKey(0), net, dim=2)
+        >>> x, y = jnp.eye(2), jnp.array([1.0, -1.0])
+        >>> tr = sgd(p, net, x, y, lr=0.1, steps=2, batch_size=1, key=jax.random.PRNGKey(1))
+        >>> len(tr.history)
+        2
+    """
     return _train(params, net, x, y, lr=lr, steps=steps, record_every=record_every,
-                  batch_size=batch_size, sample_fn=None, l2=l2, temperature=0.0, key=key,
-                  x_test=x_test, y_test=y_test, loss_kind=loss, where="sgd")
+                  batch_size=batch_size, sample_fn=None, weight_decay=weight_decay,
+                  temperature=0.0, key=key, x_test=x_test, y_test=y_test, loss_kind=loss,
+                  where="sgd")
 
 
 def online_sgd(params, net, sample_fn, *, lr, steps, batch_size, key, x, y, record_every=None,
-               l2=0.0, x_test=None, y_test=None, loss="mse") -> Trajectory:
+               weight_decay=0.0, x_test=None, y_test=None, loss="mse") -> Trajectory:
     """Online (one-pass) SGD: each step uses a fresh batch ``sample_fn(key, batch_size) ->
-    (x, y)`` (a pure JAX function); ``x, y`` is a fixed set on which ``train_loss`` is
-    reported."""
-    return _train(params, net, x, y, lr=lr, steps=steps, record_every=record_every,
-                  batch_size=batch_size, sample_fn=sample_fn, l2=l2, temperature=0.0, key=key,
-                  x_test=x_test, y_test=y_test, loss_kind=loss, where="online_sgd")
+    (x, y)`` (a pure JAX function) and takes the :func:`gd` step on it.
 
+    Args:
+        params, net, lr, steps, record_every, weight_decay, x_test, y_test, loss: as in
+            :func:`gd`.
+        sample_fn: ``(key, batch_size) -> (x, y)``, traced inside the training loop.
+        batch_size: points per step.
+        key: the PRNG key of the draws.
+        x, y: a fixed set on which ``train_loss`` is reported.
 
-def langevin(params, net, x, y, *, lr, steps, key, temperature, l2, batch_size=None,
-             record_every=None, x_test=None, y_test=None, loss="mse") -> Trajectory:
-    """Noisy (Langevin) GD/SGD with L2 penalty, Mei, Montanari & Nguyen 2018, eq. (9):
+    Returns:
+        The :class:`Trajectory`.
 
-        theta_i <- theta_i - lr (lr_scale grad_i L + l2 theta_i) + sqrt(2 lr temperature) xi,
+    References:
+        Saad & Solla 1995, "On-line learning in soft committee machines"; Goldt et al. 2019,
+        "Dynamics of stochastic gradient descent for two-layer neural networks in the
+        teacher-student setup".
 
-    ``xi ~ N(0, I)``. In mean-field scaling (gamma = 1, alpha = 1) this is the particle
-    discretisation of ``d_t rho = div(rho grad Psi) + l2 div(rho theta) + temperature Lap rho``,
-    the Wasserstein gradient flow of the free energy ``R(rho) + l2/2 int |theta|^2 drho
-    - temperature * Ent(rho)`` (``temperature = 1/beta``).
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> net = TwoLayer(width=4)
+        >>> p = init(jax.random.PRNGKey(0), net, dim=2)
+        >>> def sample(k, b):
+        ...     xb = jax.random.normal(k, (b, 2))
+        ...     return xb, xb[:, 0]
+        >>> tr = online_sgd(p, net, sample, lr=0.1, steps=2, batch_size=3,
+        ...                 key=jax.random.PRNGKey(1), x=jnp.eye(2), y=jnp.array([1.0, 0.0]))
+        >>> len(tr.history)
+        2
     """
     return _train(params, net, x, y, lr=lr, steps=steps, record_every=record_every,
-                  batch_size=batch_size, sample_fn=None, l2=l2, temperature=temperature,
-                  key=key, x_test=x_test, y_test=y_test, loss_kind=loss, where="langevin")
+                  batch_size=batch_size, sample_fn=sample_fn, weight_decay=weight_decay,
+                  temperature=0.0, key=key, x_test=x_test, y_test=y_test, loss_kind=loss,
+                  where="online_sgd")
 
 
-def gradient_flow(params, net, x, y, times, *, rtol=1e-8, atol=1e-10, l2=0.0, x_test=None,
-                  y_test=None, loss="mse", max_steps=100_000) -> Trajectory:
-    """Gradient flow ``dtheta/dt = -(lr_scale grad L(theta) + l2 theta)`` integrated by
-    :func:`dynkit.theory.ode.dopri5` (adaptive Dormand-Prince 5(4), local error per step below
-    ``atol + rtol |theta|``). ``times`` (increasing, starting at 0) are the record times;
-    ``step`` in the history is the record index. ReLU makes the vector field discontinuous
-    where a neuron's hyperplane crosses a data point; the step control resolves those
-    crossings at the cost of smaller steps there."""
+def langevin(params, net, x, y, *, lr, steps, key, temperature, weight_decay, batch_size=None,
+             record_every=None, x_test=None, y_test=None, loss="mse") -> Trajectory:
+    """Noisy (Langevin) GD/SGD with L2 penalty ``lambda = weight_decay``, Mei, Montanari &
+    Nguyen 2018, eq. (9):
+
+        theta_i <- theta_i - lr (lr_scale grad_i L + lambda theta_i) + sqrt(2 lr temperature) xi,
+
+    ``xi ~ N(0, I)``. In mean-field scaling (gamma = 1, alpha = 1) this is the particle
+    discretization of ``d_t rho = div(rho grad Psi) + lambda div(rho theta) + temperature Lap
+    rho``, the Wasserstein gradient flow of the free energy ``R(rho) + lambda/2 int |theta|^2
+    drho - temperature * Ent(rho)`` (``temperature = 1/beta``).
+
+    Args:
+        params, net, x, y, lr, steps, record_every, x_test, y_test, loss: as in :func:`gd`.
+        key: the PRNG key of the noise (and of the batches).
+        temperature: the noise temperature ``1/beta >= 0``.
+        weight_decay: the L2 coefficient ``lambda >= 0``.
+        batch_size: points per step (default: full batch).
+
+    Returns:
+        The :class:`Trajectory`.
+
+    References:
+        Mei, Montanari & Nguyen 2018, "A mean field view of the landscape of two-layer neural
+        networks", eq. (9).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> net = TwoLayer(width=4)
+        >>> p = init(jax.random.PRNGKey(0), net, dim=2)
+        >>> tr = langevin(p, net, jnp.eye(2), jnp.array([1.0, -1.0]), lr=0.1, steps=2,
+        ...               key=jax.random.PRNGKey(1), temperature=1e-3, weight_decay=1e-2)
+        >>> tr.params["w"].shape
+        (2, 4, 2)
+    """
+    return _train(params, net, x, y, lr=lr, steps=steps, record_every=record_every,
+                  batch_size=batch_size, sample_fn=None, weight_decay=weight_decay,
+                  temperature=temperature, key=key, x_test=x_test, y_test=y_test,
+                  loss_kind=loss, where="langevin")
+
+
+def gradient_flow(params, net, x, y, times, *, rtol=1e-8, atol=1e-10, weight_decay=0.0,
+                  x_test=None, y_test=None, loss="mse", max_steps=100_000) -> Trajectory:
+    """Gradient flow ``dtheta/dt = -(lr_scale grad L(theta) + lambda theta)``, ``lambda =
+    weight_decay``, integrated by :func:`dynkit.theory.ode.dopri5` (adaptive Dormand-Prince
+    5(4), local error per step below ``atol + rtol |theta|``). ReLU makes the vector field
+    discontinuous where a neuron's hyperplane crosses a data point; the step control resolves
+    those crossings at the cost of smaller steps there.
+
+    Args:
+        params, net, x, y, weight_decay, x_test, y_test, loss: as in :func:`gd`.
+        times: increasing record times starting at 0 (``step`` in the history is the record
+            index).
+        rtol, atol: local error tolerances of the integrator.
+        max_steps: the most adaptive steps; reaching it raises.
+
+    Returns:
+        The :class:`Trajectory`.
+
+    References:
+        Chizat & Bach 2018, "On the global convergence of gradient descent for
+        over-parameterized models using optimal transport"; Dormand & Prince 1980.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> net = TwoLayer(width=4)
+        >>> p = init(jax.random.PRNGKey(0), net, dim=2)
+        >>> tr = gradient_flow(p, net, jnp.eye(2), jnp.array([1.0, -1.0]), [0.0, 0.5, 1.0])
+        >>> tr.history["time"].tolist()
+        [0.0, 0.5, 1.0]
+    """
     times = record_times(times, "gradient_flow", from_zero=True)
-    l2 = _check_nonneg("gradient_flow: l2", l2)
+    weight_decay = _check_nonneg("gradient_flow: weight_decay", weight_decay)
     x, y = _check_data(x, y, "gradient_flow")
     if x_test is not None:
         x_test, y_test = _check_data(x_test, y_test, "gradient_flow (test)")
@@ -404,7 +652,7 @@ def gradient_flow(params, net, x, y, times, *, rtol=1e-8, atol=1e-10, l2=0.0, x_
 
     def field(theta):
         g = jax.grad(_objective)(unravel(theta), net, x, y, loss)
-        return -mask * (eta * jax.flatten_util.ravel_pytree(g)[0] + l2 * theta)
+        return -mask * (eta * jax.flatten_util.ravel_pytree(g)[0] + weight_decay * theta)
 
     ys, n = jax.jit(lambda th, ts: dopri5(field, th, ts, rtol, atol, max_steps))(
         flat, jnp.asarray(times, flat.dtype))
@@ -420,10 +668,29 @@ def neurons(traj: Trajectory, x=None, directions: dict | None = None) -> pd.Data
     """Per-neuron table, one row per (record, neuron).
 
     Columns: ``step, time, neuron, a, norm_w`` (``|w_i|``), ``norm`` (``|(a_i, w_i, b_i)|``),
-    ``dist`` (``|theta_i(t) - theta_i(0)|``, distance travelled), ``u_<k>`` (the unit
+    ``dist`` (``|theta_i(t) - theta_i(0)|``, distance traveled), ``u_<k>`` (the unit
     direction ``w_i / |w_i|``, only for d <= 3), ``active`` (fraction of the rows of ``x`` with
     ``w_i . x + b_i > 0``, if ``x`` is given) and ``cos_<name>`` (cosine between ``w_i`` and
     each vector of ``directions``, e.g. teacher neurons or class means).
+
+    Args:
+        traj: the trained :class:`Trajectory`.
+        x: optional inputs ``(n, d)`` for the ``active`` column.
+        directions: optional ``{name: vector of shape (d,)}`` for the ``cos_<name>`` columns.
+
+    Returns:
+        The tidy DataFrame.
+
+    References:
+        Chizat & Bach 2018; Mei, Montanari & Nguyen 2018 (neurons as particles).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> net = TwoLayer(width=4)
+        >>> p = init(jax.random.PRNGKey(0), net, dim=2)
+        >>> tr = gd(p, net, jnp.eye(2), jnp.array([1.0, -1.0]), lr=0.1, steps=2)
+        >>> neurons(tr, directions={"e0": [1.0, 0.0]}).shape
+        (8, 11)
     """
     p = {k: np.asarray(v) for k, v in traj.params.items()}
     r, m, d = p["w"].shape
@@ -463,6 +730,24 @@ def relu_ntk(x1, x2, init_scale_w: float = 1.0, init_scale_a: float = 1.0,
                        + s_a^2 (x . x') (pi - t) / (2 pi),   cos t = x.x' / (|x||x'|),
 
     the arc-cosine kernels of degree 1 and 0 (Cho & Saul 2009) summed as in Jacot et al. 2018.
+
+    Args:
+        x1, x2: inputs of shapes ``(n1, d)`` and ``(n2, d)``, nonzero rows.
+        init_scale_w, init_scale_a: ``s_w`` and ``s_a``.
+        alpha: the output scale (cancels; accepted for symmetry with :class:`TwoLayer`).
+
+    Returns:
+        The kernel matrix, shape ``(n1, n2)``.
+
+    References:
+        Jacot, Gabriel & Hongler 2018, "Neural tangent kernel"; Cho & Saul 2009, "Kernel
+        methods for deep learning".
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> k = relu_ntk(jnp.array([[1.0, 0.0]]), jnp.array([[1.0, 0.0], [0.0, 1.0]]))
+        >>> [round(float(v), 6) for v in k[0]]
+        [0.75, 0.079577]
     """
     del alpha  # the time scaling divides the kernel alpha^2 out
     x1, x2 = jnp.asarray(x1), jnp.asarray(x2)
@@ -481,8 +766,27 @@ def relu_ntk(x1, x2, init_scale_w: float = 1.0, init_scale_a: float = 1.0,
 
 
 def ntk_predict(x_train, y_train, x_test, init_scale_w=1.0, init_scale_a=1.0) -> jax.Array:
-    """Kernel regression ``Theta(x, X) Theta(X, X)^{-1} y``: the t -> infinity prediction of a
-    lazily trained network with ``f_0 = 0`` (Jacot et al. 2018; Lee et al. 2019)."""
+    """Kernel regression ``Theta(x, X) Theta(X, X)^{-1} y`` with :func:`relu_ntk`: the
+    t -> infinity prediction of a lazily trained network with ``f_0 = 0``.
+
+    Args:
+        x_train, y_train: training inputs ``(n, d)`` and targets ``(n,)``.
+        x_test: test inputs ``(n_test, d)``.
+        init_scale_w, init_scale_a: the scales of :func:`relu_ntk`.
+
+    Returns:
+        The predictions, shape ``(n_test,)``.
+
+    References:
+        Jacot, Gabriel & Hongler 2018; Lee et al. 2019, "Wide neural networks of any depth
+        evolve as linear models under gradient descent".
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> [round(float(v), 5) for v in ntk_predict(x, jnp.array([1.0, -1.0]), x)]
+        [1.0, -1.0]
+    """
     k = relu_ntk(x_train, x_train, init_scale_w, init_scale_a)
     kt = relu_ntk(x_test, x_train, init_scale_w, init_scale_a)
     return kt @ jnp.linalg.solve(k, jnp.asarray(y_train))
