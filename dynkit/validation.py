@@ -1,7 +1,9 @@
-"""Input validation shared by every layer of dynkit: one finite check for arrays and pytrees."""
+"""Input validation shared by every layer of dynkit: one finite check for arrays and pytrees,
+and the checks of scalar arguments (positive, non-negative, integer)."""
 
 from __future__ import annotations
 
+import math
 import weakref
 
 import jax
@@ -10,7 +12,7 @@ import numpy as np
 
 from dynkit.errors import InvalidArgumentError
 
-__all__ = ["check_finite"]
+__all__ = ["check_finite", "check_integer", "check_nonnegative", "check_positive"]
 
 
 @jax.jit
@@ -86,3 +88,53 @@ def check_finite(name: str, value, hint: str = "") -> None:
                                    f"{_count_bad(leaf)} NaN/Inf value(s){also}{hint}")
     for leaf in on_device:
         _remember_finite(leaf)
+
+
+def check_positive(name: str, value) -> float:
+    """``value`` as a float, else ``InvalidArgumentError`` unless it is finite and ``> 0``.
+
+    Example:
+        >>> from dynkit.validation import check_positive
+        >>> check_positive("lr", 0.5)
+        0.5
+    """
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{name} must be a positive finite number, "
+                                   f"got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise InvalidArgumentError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def check_nonnegative(name: str, value) -> float:
+    """``value`` as a float, else ``InvalidArgumentError`` unless it is finite and ``>= 0``.
+
+    Example:
+        >>> from dynkit.validation import check_nonnegative
+        >>> check_nonnegative("weight_decay", 0)
+        0.0
+    """
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{name} must be a non-negative finite number, "
+                                   f"got {value!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise InvalidArgumentError(f"{name} must be a non-negative finite number, got {value!r}")
+    return v
+
+
+def check_integer(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int, else ``InvalidArgumentError`` unless it is an integer (not a bool)
+    ``>= minimum``.
+
+    Example:
+        >>> from dynkit.validation import check_integer
+        >>> check_integer("steps", 10)
+        10
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)

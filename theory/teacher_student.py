@@ -59,6 +59,7 @@ import pandas as pd
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 from dynkit.theory.gaussian_orthant import orthant_moment2
 from dynkit.theory.ode import record_times
+from dynkit.validation import check_nonnegative, check_positive
 
 __all__ = [
     "Simulation",
@@ -364,9 +365,9 @@ def ode(state0: State, *, lr: float, times, activation: str = "erf", noise: floa
     from scipy.integrate import solve_ivp
 
     _check_act(activation)
-    lr = _positive("ode: lr", lr)
-    lr_v = lr if lr_v is None else _nonneg("ode: lr_v", lr_v)
-    noise = _nonneg("ode: noise", noise)
+    lr = check_positive("ode: lr", lr)
+    lr_v = lr if lr_v is None else check_nonnegative("ode: lr_v", lr_v)
+    noise = check_nonnegative("ode: noise", noise)
     times = record_times(times, "ode")
     k, m = np.shape(state0.R)
     fixed = (jnp.asarray(state0.T, float), jnp.asarray(state0.v_teacher, float),
@@ -396,20 +397,6 @@ def _table(times, states, activation) -> pd.DataFrame:
         row.update({f"v_{a}": s.v[a] for a in range(k)})
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _positive(name, value):
-    v = float(value)
-    if not (math.isfinite(v) and v > 0):
-        raise InvalidArgumentError(f"{name} must be a positive finite number, got {value!r}")
-    return v
-
-
-def _nonneg(name, value):
-    v = float(value)
-    if not (math.isfinite(v) and v >= 0):
-        raise InvalidArgumentError(f"{name} must be a non-negative finite number, got {value!r}")
-    return v
 
 
 @dataclass(frozen=True)
@@ -489,10 +476,10 @@ def simulate(key, *, dim: int, student: int, teacher: int, lr: float, times,
         if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
             raise InvalidArgumentError(f"simulate: {name} must be a positive integer, got "
                                        f"{val!r}")
-    lr = _positive("simulate: lr", lr)
-    lr_v = lr if lr_v is None else _nonneg("simulate: lr_v", lr_v)
-    noise = _nonneg("simulate: noise", noise)
-    _positive("simulate: init_scale", init_scale)
+    lr = check_positive("simulate: lr", lr)
+    lr_v = lr if lr_v is None else check_nonnegative("simulate: lr_v", lr_v)
+    noise = check_nonnegative("simulate: noise", noise)
+    check_positive("simulate: init_scale", init_scale)
     overlap = float(init_overlap)
     if not math.isfinite(overlap):
         raise InvalidArgumentError(f"simulate: init_overlap must be finite, got {init_overlap!r}")
