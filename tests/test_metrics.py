@@ -199,7 +199,7 @@ def test_tidy_orders_types_and_checks():
 
 
 def test_compute_metrics_checks_what_metrics_return(monkeypatch):
-    registry = Registry("metric")
+    registry = Registry("metric", group="dynkit.tests.none")  # no entry points to load
     monkeypatch.setattr(M, "METRICS", registry)
     registry.register("no_value", "")(lambda m, p, d: pd.DataFrame({"metric": ["a"]}))
     registry.register("extra", "")(
