@@ -3,10 +3,10 @@ dense, streamed and per layer.
 
 Notation: ``N`` samples ``h_i ∈ R^D`` with labels ``y_i`` in ``C`` classes, class counts ``n_c``,
 class means ``μ_c``, global mean ``μ_G`` (``global_mean="samples"``: ``Σ_c n_c μ_c / N``, Papyan
-et al.; ``"classes"``: ``Σ_c μ_c / C``, the balanced-data convention), centred means
+et al.; ``"classes"``: ``Σ_c μ_c / C``, the balanced-data convention), centered means
 ``m_c = μ_c - μ_G`` stacked as the rows of ``M`` (``C x D``), classifier ``W`` (``C x D``, rows
 ``w_c``), bias ``b``, and the simplex-ETF Gram target ``P = (I - 11ᵀ/C)/√(C-1)``
-(``‖I - 11ᵀ/C‖_F = √(C-1)``). ``nc2_variant="uncentred"`` uses the raw means ``μ_c`` in place of
+(``‖I - 11ᵀ/C‖_F = √(C-1)``). ``nc2_variant="uncentered"`` uses the raw means ``μ_c`` in place of
 ``m_c`` wherever ``M`` appears below (bias-free models, Dang et al. 2023).
 
 Keys of the result (the defaults of the original papers; each variant is its own key):
@@ -41,7 +41,7 @@ Keys of the result (the defaults of the original papers; each variant is its own
   ``nc3_bias = ‖W μ_G + b‖`` (bias collapse ``b → -W μ_G``; Papyan et al. 2020, Zhu et al. 2021's
   code; cross-entropy is blind to a common shift of ``b``, so only weight decay on ``b`` drives
   the common part to 0).
-* ``nc4`` = fraction of samples whose nearest class centre ``argmin_c ‖h - μ_c‖`` (over the
+* ``nc4`` = fraction of samples whose nearest class center ``argmin_c ‖h - μ_c‖`` (over the
   classes with samples) differs from the network's prediction ``argmax_c (Wh + b)_c`` (over
   *all* ``C`` rows of ``W``, absent classes included: a sample predicted as a class without
   samples counts as a disagreement) or the given ``predictions`` (Papyan et al. 2020, Fig. 7).
@@ -66,7 +66,7 @@ from dynkit.validation import check_finite
 from .collapse_stream import ClassStats, CollapseAccumulator, blocks, check_batch, check_shapes
 
 NC1_VARIANTS = ("pinv", "trace_ratio")
-NC2_VARIANTS = ("centred", "uncentred")
+NC2_VARIANTS = ("centered", "uncentered")
 GLOBAL_MEANS = ("samples", "classes")
 METHODS = ("subspace", "dense")
 
@@ -201,7 +201,7 @@ def collapse_from_stats(
     b=None,
     *,
     nc1_variant: str = "pinv",
-    nc2_variant: str = "centred",
+    nc2_variant: str = "centered",
     global_mean: str = "samples",
     rcond: float = 1e-15,
 ) -> CollapseResult:
@@ -216,7 +216,7 @@ def collapse_from_stats(
         W: optional read-out ``(C, D)``; adds the ``*_W`` and NC3 keys.
         b: optional bias ``(C,)``; with ``W`` adds ``nc3_bias``.
         nc1_variant: ``"pinv"`` (default, Papyan et al.) or ``"trace_ratio"``.
-        nc2_variant: ``"centred"`` (default) or ``"uncentred"`` class means for NC2/GNC2/NC3.
+        nc2_variant: ``"centered"`` (default) or ``"uncentered"`` class means for NC2/GNC2/NC3.
         global_mean: ``"samples"`` (default) or ``"classes"``.
         rcond: relative eigenvalue cut-off of ``Σ_B^†`` (default ``1e-15``, numpy's ``pinv``).
 
@@ -258,7 +258,7 @@ def collapse_from_stats(
     else:
         out["nc1"] = float(stats.within_trace / N / (np.sum(M * M) / C))
     out["nc1_cdnv"] = _cdnv(mu, n, stats.class_within_trace[present])
-    V = M if nc2_variant == "centred" else mu
+    V = M if nc2_variant == "centered" else mu
     out.update(_shape_metrics(V))
     out.update(_log_uniformity(V))
     if W is not None:
@@ -303,7 +303,7 @@ def neural_collapse_stream(
     num_classes: int | None = None,
     method: str = "subspace",
     nc1_variant: str = "pinv",
-    nc2_variant: str = "centred",
+    nc2_variant: str = "centered",
     global_mean: str = "samples",
     rcond: float = 1e-15,
 ) -> CollapseResult:
@@ -380,7 +380,7 @@ def neural_collapse(
     num_classes: int | None = None,
     method: str = "subspace",
     nc1_variant: str = "pinv",
-    nc2_variant: str = "centred",
+    nc2_variant: str = "centered",
     global_mean: str = "samples",
     rcond: float = 1e-15,
 ) -> CollapseResult:
@@ -508,7 +508,7 @@ def collapse_by_layer(
 
     For each layer in ``layers`` (default ``model.layer_names()``) the flattened activations are
     streamed (two passes, subspace NC1, so no ``D x D`` matrix even for wide conv layers) and
-    NC1/NC2 computed; ``nc4`` compares the layer's nearest-class-centre rule with the network's
+    NC1/NC2 computed; ``nc4`` compares the layer's nearest-class-center rule with the network's
     prediction; the feature layer (``model.feature``) also gets the read-out metrics (NC3, W).
     Options: ``nc1_variant, nc2_variant, global_mean, rcond``; ``progress`` shows tqdm bars.
     Returns columns ``layer, metric, value`` in layer order.

@@ -3,7 +3,7 @@
 Papyan, Han & Donoho (2020), "Prevalence of neural collapse during the terminal phase of deep
 learning training", plot each metric against the epoch: past zero training error NC1
 (``Tr(Σ_W Σ_B^†)/C``), the distance of the class means to a simplex ETF (NC2), the
-classifier-to-means distance (NC3) and the nearest-class-centre disagreement (NC4) keep falling.
+classifier-to-means distance (NC3) and the nearest-class-center disagreement (NC4) keep falling.
 ``collapse_series`` evaluates ``collapse.collapse_of_model`` (definitions in
 ``analyses.collapse``) on each checkpoint, one row per (step, metric).
 """

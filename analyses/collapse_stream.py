@@ -2,7 +2,7 @@
 
 Pass 1 merges per-batch class moments with the pairwise update of Chan, Golub & LeVeque (1979):
 for a class with running count ``n``, mean ``μ`` and a batch of ``m`` samples with mean ``ν`` and
-centred scatter ``S_b``, ``δ = ν - μ``, ``μ <- μ + δ m / (n + m)`` and
+centered scatter ``S_b``, ``δ = ν - μ``, ``μ <- μ + δ m / (n + m)`` and
 ``S <- S + S_b + (n m / (n + m)) δ δᵀ``. Summed over classes the within-class scatter needs one
 ``D x D`` matrix (``dense=True``) or only its trace (always kept).
 
@@ -10,7 +10,7 @@ Pass 2 (subspace method) avoids any ``D x D`` matrix: the between-class covarian
 rank ``<= C - 1`` and its range lies in ``span{μ_1..μ_C}``; with ``Q`` an orthonormal basis of that
 span (``D x r``, ``r <= C``), ``Tr(Σ_W Σ_B^†) = Tr((QᵀΣ_W Q)(QᵀΣ_B Q)^†)`` because
 ``Σ_B^† = Q (QᵀΣ_B Q)^† Qᵀ``. Pass 2 accumulates ``Qᵀ S_W Q = Σ_i (Qᵀ(h_i - μ_{y_i}))(…)ᵀ``
-(an ``r x r`` matrix) and the nearest-class-centre disagreements for NC4.
+(an ``r x r`` matrix) and the nearest-class-center disagreements for NC4.
 All arithmetic is float64 numpy; a batch is converted to float64 one batch at a time, and
 ``blocks`` cuts an in-memory feature matrix into views of about ``BLOCK_BYTES`` each, so no
 float64 copy of the whole matrix is ever made.
@@ -34,13 +34,13 @@ BLOCK_BYTES = 8 * 2**20
 
 @dataclass(frozen=True)
 class ClassStats:
-    """Sufficient statistics of labelled features.
+    """Sufficient statistics of labeled features.
 
     ``counts[c]`` samples of class ``c`` with mean ``means[c]``; ``class_within_trace[c] =
     Σ_{i: y_i = c} ‖h_i - μ_c‖²`` and ``within_trace`` its sum over classes; ``basis`` ``Q`` (``D x r``, orthonormal, spans the class means);
     ``within_proj = Qᵀ S_W Q`` with ``S_W = Σ_i (h_i - μ_{y_i})(h_i - μ_{y_i})ᵀ``; ``scatter`` is
     ``S_W`` itself (dense method only); ``ncc_disagreements`` counts samples whose nearest class
-    centre differs from the supplied prediction (``None`` when no predictions were given).
+    center differs from the supplied prediction (``None`` when no predictions were given).
     """
 
     counts: np.ndarray
@@ -110,15 +110,15 @@ def blocks(x, *arrays):
 
 
 def _batch_moments(x, y):
-    """Per-class counts, means, the rows centred at their batch class mean (sorted by class,
-    one batch-sized copy) and the per-class sums of squared centred norms."""
+    """Per-class counts, means, the rows centered at their batch class mean (sorted by class,
+    one batch-sized copy) and the per-class sums of squared centered norms."""
     order = np.argsort(y, kind="stable")
-    ys, centred = y[order], x[order]
+    ys, centered = y[order], x[order]
     cls, starts, cnt = np.unique(ys, return_index=True, return_counts=True)
-    bmeans = np.add.reduceat(centred, starts, axis=0) / cnt[:, None]
-    centred -= np.repeat(bmeans, cnt, axis=0)
-    sq = np.add.reduceat(np.einsum("ij,ij->i", centred, centred), starts)
-    return cls, cnt, bmeans, centred, sq
+    bmeans = np.add.reduceat(centered, starts, axis=0) / cnt[:, None]
+    centered -= np.repeat(bmeans, cnt, axis=0)
+    sq = np.add.reduceat(np.einsum("ij,ij->i", centered, centered), starts)
+    return cls, cnt, bmeans, centered, sq
 
 
 class CollapseAccumulator:
@@ -189,7 +189,7 @@ class CollapseAccumulator:
         if not y.size:
             return
         self._grow(int(y.max()) + 1, x.shape[1])
-        cls, cnt, bmeans, centred, sq = _batch_moments(x, y)
+        cls, cnt, bmeans, centered, sq = _batch_moments(x, y)
         n_old = self._counts[cls].astype(np.float64)
         n_new = n_old + cnt
         delta = bmeans - self._means[cls]
@@ -197,7 +197,7 @@ class CollapseAccumulator:
         w = n_old * cnt / n_new
         self._class_trace[cls] += sq + w * np.sum(delta * delta, axis=1)
         if self.dense:
-            self._scatter += centred.T @ centred + (delta * w[:, None]).T @ delta
+            self._scatter += centered.T @ centered + (delta * w[:, None]).T @ delta
         self._counts[cls] += cnt
 
     def close_first_pass(self) -> None:
@@ -231,7 +231,7 @@ class CollapseAccumulator:
             raise ShapeMismatchError(
                 f"predictions must have shape {y.shape} (one class per sample); got {pred.shape}"
             )
-        # nearest class centre: argmin_c ‖h - μ_c‖² = argmax_c 2 h·μ_c - ‖μ_c‖², μ_c ∈ span(Q)
+        # nearest class center: argmin_c ‖h - μ_c‖² = argmax_c 2 h·μ_c - ‖μ_c‖², μ_c ∈ span(Q)
         sq = np.sum(self._means * self._means, axis=1)
         scores = 2.0 * xq @ self._mean_proj.T - sq
         scores[:, self._counts == 0] = -np.inf

@@ -154,7 +154,7 @@ def layerwise_interpolate(model: Model, params_a, params_b, x, y, alphas=11, *,
                           bn: str = "reset") -> pd.DataFrame:
     """Layer-wise LMC (Adilova et al. 2024): interpolate one layer at a time, the rest at θ_A.
 
-    For each parameterised node ``l``: ``θ_l(α) = θ_A`` except
+    For each parameterized node ``l``: ``θ_l(α) = θ_A`` except
     ``θ_A^l → (1 − α) θ_A^l + α θ_B^l``.
     Returns ``layer, alpha, loss, accuracy`` (train split) and the per-layer barrier is
     ``barrier(...)`` of each layer's curve."""
@@ -164,7 +164,7 @@ def layerwise_interpolate(model: Model, params_a, params_b, x, y, alphas=11, *,
     frames = []
     for name in names:
         if name not in params_a:
-            raise InvalidArgumentError(f"{name!r} is not a parameterised layer of {model.arch!r}")
+            raise InvalidArgumentError(f"{name!r} is not a parameterized layer of {model.arch!r}")
         b_only = {k: (params_b[k] if k == name else v) for k, v in params_a.items()}
         curve = interpolate(model, params_a, b_only, x, y, grid, loss=loss, bn=bn)
         frames.append(curve.assign(layer=name))

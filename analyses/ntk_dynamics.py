@@ -5,8 +5,8 @@ any PSD Gram matrix works). Targets ``y`` are integer class labels (turned into 
 ``Y ∈ {0,1}^{n×C}``) or real targets of shape ``(n,)`` / ``(n, k)``.
 
 * ``kernel_distance``: ``1 − ⟨K1, K2⟩_F / (‖K1‖_F ‖K2‖_F)`` (Fort et al. 2020, "Deep learning
-  versus kernel learning"), to initialisation and between consecutive checkpoints (velocity);
-* ``centered_alignment``: kernel-target alignment of the centred kernels (Cortes, Mohri &
+  versus kernel learning"), to initialization and between consecutive checkpoints (velocity);
+* ``centered_alignment``: kernel-target alignment of the centered kernels (Cortes, Mohri &
   Rostamizadeh 2012; used for NTKs by Baratin et al. 2021);
 * ``spectrum``, ``effective_rank`` (Roy & Vetterli 2007), ``label_power_fraction``;
 * ``linearized_predictions``: the first-order Taylor model ``f(θ0) + J(θ0)(θt − θ0)``
@@ -56,7 +56,7 @@ def kernel_distance(K1, K2) -> float:
 
 
 def centered_alignment(K, y, num_classes: int | None = None) -> float:
-    """Centred kernel-target alignment (Cortes, Mohri & Rostamizadeh 2012, Def. 3):
+    """Centered kernel-target alignment (Cortes, Mohri & Rostamizadeh 2012, Def. 3):
 
         A(K, Y) = ⟨K_c, Y Yᵀ⟩_F / (‖K_c‖_F ‖Y_c Y_cᵀ‖_F),   K_c = H K H,  H = I − 11ᵀ/n,
 
@@ -70,7 +70,7 @@ def centered_alignment(K, y, num_classes: int | None = None) -> float:
     nk, nt = np.linalg.norm(Kc), np.linalg.norm(T)
     if nk == 0 or nt == 0:
         raise InvalidArgumentError(
-            "centered_alignment is undefined when the centred kernel or the centred target "
+            "centered_alignment is undefined when the centered kernel or the centered target "
             "Gram matrix is zero (constant kernel or a single class)"
         )
     return float(np.sum(Kc * T) / (nk * nt))
@@ -86,7 +86,7 @@ def spectrum(K, k: int | None = None) -> np.ndarray:
 
 def effective_rank(K) -> float:
     """Entropy effective rank (Roy & Vetterli 2007): ``erank(K) = exp(−Σ_i p_i log p_i)`` with
-    ``p_i = σ_i / Σ_j σ_j`` the normalised singular values (eigenvalues for a PSD kernel) and
+    ``p_i = σ_i / Σ_j σ_j`` the normalized singular values (eigenvalues for a PSD kernel) and
     ``0 log 0 = 0``. Between 1 and ``rank(K)``; ``n`` for the identity."""
     K = _square(K, "K")
     s = np.linalg.svd(K, compute_uv=False)
@@ -103,7 +103,7 @@ def label_power_fraction(K, y, k: int, num_classes: int | None = None) -> float:
         Σ_{i ≤ k} ‖v_iᵀ Y‖² / ‖Y‖_F²,
 
     ``v_i`` the eigenvectors of the ``k`` largest eigenvalues, ``Y`` the one-hot labels or
-    targets (uncentred). 1 for ``k = n``. Large values mean the kernel's leading directions
+    targets (uncentered). 1 for ``k = n``. Large values mean the kernel's leading directions
     carry the labels (the NTK aligning with the task; Kopitkov & Indelman 2020, Baratin et
     al. 2021)."""
     K = _square(K, "K")
@@ -117,31 +117,59 @@ def label_power_fraction(K, y, k: int, num_classes: int | None = None) -> float:
     return float(np.sum((top.T @ Y) ** 2) / power)
 
 
-def ntk_regression(K_train, K_test_train, y_train, ridge: float = 0.0,
+def ntk_regression(k_train_train, k_test_train, y_train, diag_reg: float = 0.0,
+                   diag_reg_absolute_scale: bool = False,
                    num_classes: int | None = None) -> np.ndarray:
     """Kernel ridge regression with an (empirical) NTK:
 
-        f(x_test) = K(x_test, X) (K(X, X) + ridge · I)⁻¹ Y,
+        f(x_test) = K(x_test, X) (K(X, X) + diag_reg · s · I)⁻¹ Y,
 
-    the ``t → ∞`` prediction of the linearised network trained by gradient flow on the MSE
-    from zero output (Jacot et al. 2018; Lee et al. 2019, Eq. 9). Returns ``(n_test, C)``
-    (``C`` = classes for integer labels, else target columns). ``ridge = 0`` needs an
-    invertible ``K_train`` (a least-squares solve is used)."""
-    K_train = _square(K_train, "K_train")
-    Kxt = _finite(K_test_train, "K_test_train")
-    if Kxt.ndim != 2 or Kxt.shape[1] != len(K_train):
-        raise ShapeMismatchError(
-            f"K_test_train must have shape (n_test, {len(K_train)}), got {Kxt.shape}"
-        )
-    if not np.isfinite(ridge) or ridge < 0:
-        raise InvalidArgumentError(f"ridge must be a finite number >= 0, got {ridge}")
-    Y = targets(y_train, num_classes, len(K_train))
-    A = _sym(K_train) + ridge * np.eye(len(K_train))
-    coef = np.linalg.lstsq(A, Y, rcond=None)[0] if ridge == 0 else np.linalg.solve(A, Y)
-    return Kxt @ coef
+    with ``s = tr K(X, X) / n`` (relative regularizer, the default, as in
+    ``dynkit.theory.predict`` and neural-tangents) or ``s = 1`` when
+    ``diag_reg_absolute_scale=True``. This is the ``t → ∞`` prediction of the linearized network
+    trained by gradient flow on the MSE from zero output (Jacot et al. 2018; Lee et al. 2019,
+    Eq. 9). ``diag_reg = 0`` needs an invertible ``k_train_train`` (a least-squares solve is
+    used).
+
+    Args:
+        k_train_train: ``(n, n)`` kernel on the training inputs.
+        k_test_train: ``(n_test, n)`` kernel between test and training inputs.
+        y_train: ``n`` integer class labels (one-hot encoded) or real targets ``(n,)`` /
+            ``(n, k)``.
+        diag_reg: regularizer strength ``>= 0``, relative to ``tr K / n`` unless
+            ``diag_reg_absolute_scale``.
+        diag_reg_absolute_scale: add ``diag_reg · I`` instead of ``diag_reg · (tr K / n) · I``.
+        num_classes: number of classes for integer labels (default ``max(y) + 1``).
+
+    Returns:
+        ``(n_test, C)`` predictions (``C`` = classes for integer labels, else target columns).
+
+    References:
+        Jacot, Gabriel & Hongler 2018, "Neural Tangent Kernel"; Lee et al. 2019, "Wide neural
+        networks of any depth evolve as linear models under gradient descent".
+
+    Example:
+        >>> K = np.array([[2.0, 0.0], [0.0, 2.0]])
+        >>> ntk_regression(K, K, np.array([0, 1]), diag_reg=1.0)   # K (K + 2 I)^-1 = I / 2
+        array([[0.5, 0. ],
+               [0. , 0.5]])
+    """
+    k_train_train = _square(k_train_train, "k_train_train")
+    n = len(k_train_train)
+    kxt = _finite(k_test_train, "k_test_train")
+    if kxt.ndim != 2 or kxt.shape[1] != n:
+        raise ShapeMismatchError(f"k_test_train must have shape (n_test, {n}), got {kxt.shape}")
+    if not np.isfinite(diag_reg) or diag_reg < 0:
+        raise InvalidArgumentError(f"diag_reg must be a finite number >= 0, got {diag_reg}")
+    Y = targets(y_train, num_classes, n)
+    scale = 1.0 if diag_reg_absolute_scale else np.trace(k_train_train) / n
+    reg = diag_reg * scale
+    A = _sym(k_train_train) + reg * np.eye(n)
+    coef = np.linalg.lstsq(A, Y, rcond=None)[0] if reg == 0 else np.linalg.solve(A, Y)
+    return kxt @ coef
 
 
-# ============================================================================ linearisation
+# ============================================================================ linearization
 @dataclass(frozen=True)
 class LinearizedPredictions:
     """Outputs of the network and of its first-order Taylor model on the same inputs.
@@ -159,7 +187,7 @@ class LinearizedPredictions:
 
 
 def linearized_predictions(model: Model | Callable, params0, params_t, x) -> LinearizedPredictions:
-    """Linearised network ``f_lin(x) = f(θ0, x) + ∂f(θ0, x)/∂θ · (θt − θ0)`` (Lee et al. 2019,
+    """Linearized network ``f_lin(x) = f(θ0, x) + ∂f(θ0, x)/∂θ · (θt − θ0)`` (Lee et al. 2019,
     "Wide neural networks of any depth evolve as linear models under gradient descent"),
     computed with one ``jax.jvp``, against the trained network ``f(θt, x)``.
 
@@ -267,7 +295,7 @@ def ntk_series(
 @METRICS.register(
     "ntk",
     f"empirical NTK (logit-traced) on the first {METRIC_POINTS} training points: trace, "
-    "lambda_max, effective rank, centred alignment, label power fraction",
+    "lambda_max, effective rank, centered alignment, label power fraction",
 )
 def ntk_metric(model: Model, params, data) -> pd.DataFrame:
     """Registry metric ``"ntk"``: ``kernel_metrics`` of the empirical NTK of ``model`` on the

@@ -53,7 +53,7 @@ and it does not depend on how a bias is split between ``b`` and ``c`` (``b + δ`
 ``mean + δ`` is the same network and the same folded path-norm).
 
 Numerics: float64 throughout, and each tensor is kept as ``h * exp(s)`` with ``max h = 1``
-(renormalised after every dense/conv/BatchNorm node, ``s`` accumulated in log space; weights
+(renormalized after every dense/conv/BatchNorm node, ``s`` accumulated in log space; weights
 enter as ``(|w| / max|w|)^q`` with ``q log max|w|`` added to ``s``), so ResNet-50's L^1
 path-norm (about 1e69 on ImageNet weights) or any L^q with large ``q`` never overflows;
 ``log_value`` is exact to rounding. The pass is compiled once per architecture (``q`` is

@@ -224,7 +224,7 @@ def weight_matching(model: Model, params_a, params_b, *, max_sweeps: int = 100,
                     seed: int = 0) -> Permutation:
     """Align B to A by weight matching (Ainsworth et al. 2023, Algorithm 1).
 
-    Maximise ``Σ_l ⟨W_l^A, P_l W_l^B P_{l-1}^T⟩`` over the permutations of every group by
+    Maximize ``Σ_l ⟨W_l^A, P_l W_l^B P_{l-1}^T⟩`` over the permutations of every group by
     coordinate descent: visit the groups in random order, solve each linear assignment
     ``max_P Σ_{axes of g} ⟨W^A_{(g)}, P W^B_{(g)}⟩`` with ``scipy.optimize.linear_sum_assignment``
     with the other permutations fixed, and stop after a sweep that improves nothing.

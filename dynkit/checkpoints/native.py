@@ -127,7 +127,7 @@ def make_header(model, step, meta) -> str:
         return json.dumps(header, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(
-            f"model.config and meta must be JSON-serialisable (plain dicts, lists, strings, "
+            f"model.config and meta must be JSON-serializable (plain dicts, lists, strings, "
             f"finite numbers): {exc}"
         ) from exc
 
@@ -170,7 +170,7 @@ def save_checkpoint(path, model, params, *, step=None, meta=None) -> Path:
         try:
             data = save(tensors, metadata={HEADER_KEY: header})
         except Exception as exc:
-            raise CheckpointError(f"cannot serialise parameters to safetensors: {exc}") from exc
+            raise CheckpointError(f"cannot serialize parameters to safetensors: {exc}") from exc
         with atomic_write(path) as f:
             f.write(data)
     else:

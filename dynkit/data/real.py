@@ -17,7 +17,7 @@ def _check_fraction(test_fraction: float) -> None:
 
 def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(x - mean) / std`` per feature with the *training* mean and std (features with zero
-    training std are only centred)."""
+    training std are only centered)."""
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0)
     std = np.where(std > 0, std, 1.0)
@@ -31,7 +31,7 @@ def digits(*, seed: int = 0, test_fraction: float = 0.2, image: bool = False,
 
     Pixels are scaled to ``[0, 1]`` (divided by 16), split randomly (test set: the first
     ``round(test_fraction * n)`` of ``default_rng(seed).permutation(n)``) and, by default,
-    standardised per pixel with the training mean and std. Inputs are flattened ``(64,)``, or
+    standardized per pixel with the training mean and std. Inputs are flattened ``(64,)``, or
     ``(8, 8, 1)`` (NHWC) with ``image=True``."""
     _check_fraction(test_fraction)
     from sklearn.datasets import load_digits
@@ -56,7 +56,7 @@ def mnist1d(*, seed: int = 0, num_samples: int = 5000, test_fraction: float = 0.
     ``mnist1d`` package (``mnist1d.data.make_dataset``; nothing is downloaded or cached).
 
     Ten 1-D digit templates are padded, sheared, scaled, translated and corrupted with
-    correlated and i.i.d. noise into sequences of length 40, then standardised over the whole
+    correlated and i.i.d. noise into sequences of length 40, then standardized over the whole
     set. ``num_samples`` is the total (``num_samples // 10`` per class); ``seed`` replaces the
     package's default seed 42; further ``kwargs`` override ``get_dataset_args()`` fields
     (e.g. ``iid_noise_scale``). Inputs are ``(40,)``, or ``(40, 1)`` (NWC, for 1-D

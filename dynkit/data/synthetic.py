@@ -139,7 +139,7 @@ def sphere(
     with a regression target ``f(x)`` (shape ``(n, 1)``) plus ``noise * eps``.
 
     ``target``: ``"harmonic"``: the zonal spherical harmonic of ``degree`` k around a random
-    unit direction ``beta`` (``meta["beta"]``), normalised to ``f(beta) = 1``:
+    unit direction ``beta`` (``meta["beta"]``), normalized to ``f(beta) = 1``:
     ``f(x) = C_k^{(d-2)/2}(beta . x) / C_k^{(d-2)/2}(1)`` (Gegenbauer polynomials; for
     ``d = 2`` the Chebyshev ``T_k``, i.e. ``cos(k theta)``) -- the eigenfunctions of every
     dot-product kernel on the sphere, so the spectral-bias literature uses them as targets

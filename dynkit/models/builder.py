@@ -33,7 +33,7 @@ PARAMETERIZATIONS = ("standard", "ntk", "meanfield", "mup")
 def layer_scales(
     parameterization: str, fan_in: int, fan_out: int, W_std: float, b_std: float, role: str
 ) -> dict[str, float]:
-    """Initialisation std and forward multipliers of one layer (table in the module doc).
+    """Initialization std and forward multipliers of one layer (table in the module doc).
 
     ``role`` is ``"input"``, ``"hidden"`` or ``"readout"``."""
     W_std, b_std = float(W_std), float(b_std)  # numpy scalars would promote float32 weights

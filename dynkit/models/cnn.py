@@ -43,7 +43,7 @@ def cnn(
     Convolutions are ``kernel x kernel``, stride 1, zero padding ``kernel // 2`` (shape
     preserving for odd kernels); pools are 2x2 with stride 2 (``pool=None``: no pooling).
     Weights follow ``parameterization`` (``dynkit.models.builder``); the default standard
-    parameterization with ``W_std = sqrt(2)`` is He et al. (2015) initialisation,
+    parameterization with ``W_std = sqrt(2)`` is He et al. (2015) initialization,
     ``w ~ N(0, 2 / fan_in)``; the read-out uses ``W_std = 1``. Taps: the ``relu{i}`` outputs.
     ``features`` is the input of ``head``.
     """

@@ -54,7 +54,7 @@ class Node:
 
     ``op`` is one of ``input, dense, conv, batchnorm, relu, act, maxpool, avgpool,
     global_avgpool, flatten, add, scale``. ``inputs`` names the nodes feeding it; ``attrs``
-    holds shapes and hyper-parameters (all JSON-serialisable).
+    holds shapes and hyper-parameters (all JSON-serializable).
     """
 
     name: str
@@ -67,7 +67,7 @@ class Node:
 class Model:
     """A pure-JAX network: graph data plus ``init``/``apply``/``features``.
 
-    ``config`` is the JSON-serialisable recipe (``{"arch": "mlp", ...}``) from which
+    ``config`` is the JSON-serializable recipe (``{"arch": "mlp", ...}``) from which
     ``dynkit.models.build(config)`` rebuilds the same model; checkpoints store it.
 
     Two models are equal, and hash alike, when their config and graph (nodes with their
@@ -305,7 +305,7 @@ class Model:
         return out, stats
 
     def apply(self, params: Params, x, *, train: bool = False):
-        """Logits. ``train=True`` normalises BatchNorm with batch statistics (no update);
+        """Logits. ``train=True`` normalizes BatchNorm with batch statistics (no update);
         ``train=False`` uses the running statistics stored in ``params``."""
         out, _ = self._run(params, x, train, None, self.output)
         return out[self.output]

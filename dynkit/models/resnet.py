@@ -35,7 +35,7 @@ IMAGENET_LAYERS = {
 def conv_bn(g: GraphBuilder, x: str, out_ch: int, kernel: int, stride: int, conv: str, bn: str,
             role: str = "hidden") -> str:
     """``bn(conv(x))``: a bias-free ``kernel x kernel`` convolution with torch padding
-    ``kernel // 2`` and He initialisation ``w ~ N(0, 2 / fan_in)``, then BatchNorm."""
+    ``kernel // 2`` and He initialization ``w ~ N(0, 2 / fan_in)``, then BatchNorm."""
     h = g.conv(x, out_ch, kernel, name=conv, stride=stride, padding=kernel // 2, bias=False,
                W_std=HE_STD, role=role)
     return g.batchnorm(h, name=bn)

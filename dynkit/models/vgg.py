@@ -43,7 +43,7 @@ def vgg(
     (``flatten``; no adaptive 7x7 average pool) into ``classifier.0`` (dense,
     ``classifier_width``) -> ``classifier.1`` relu -> ``classifier.3`` (dense) -> ``classifier.4``
     relu -> ``classifier.6`` (read-out); dropout (indices 2, 5) is the identity at evaluation and
-    not modelled. With ``input_shape=(224, 224, 3)`` and ``classifier_width=4096`` this is
+    not modeled. With ``input_shape=(224, 224, 3)`` and ``classifier_width=4096`` this is
     torchvision's ``vgg{depth}[_bn]`` exactly. Taps: every relu output.
     """
     if depth not in CONFIGS:

@@ -2,7 +2,7 @@
 
 Pre-activation WRN-``depth``-``k`` with node names mirroring xternalz/WideResNet-pytorch
 (``/work/notes/naming.md``): ``conv1``, ``block{1,2,3}.layer.{j}.{bn1, conv1, bn2, conv2,
-convShortcut}``, final ``bn1``, ``relu``, ``avgpool``, ``fc``. Dropout is not modelled (it is
+convShortcut}``, final ``bn1``, ``relu``, ``avgpool``, ``fc``. Dropout is not modeled (it is
 the identity in evaluation and 0 by default there).
 """
 
@@ -57,7 +57,7 @@ def wrn(
     ``n = (depth - 4) / 6`` blocks per group; ``conv1`` (3x3, 16) -> ``block1`` (16k,
     stride 1) -> ``block2`` (32k, stride 2) -> ``block3`` (64k, stride 2) -> ``bn1`` ->
     ``relu`` -> global average pool -> ``fc``. (xternalz pools with a fixed 8x8 window, which
-    equals the global pool for 32x32 inputs.) Convolutions have no bias, He initialisation.
+    equals the global pool for 32x32 inputs.) Convolutions have no bias, He initialization.
     """
     if (depth - 4) % 6 or depth < 10:
         raise InvalidArgumentError(
