@@ -65,6 +65,22 @@ from dynkit.validation import check_finite
 
 from .collapse_stream import ClassStats, CollapseAccumulator, blocks, check_batch, check_shapes
 
+__all__ = [
+    "GLOBAL_MEANS",
+    "METHODS",
+    "NC1_VARIANTS",
+    "NC2_VARIANTS",
+    "CollapseResult",
+    "check_classifier",
+    "collapse_by_layer",
+    "collapse_from_stats",
+    "collapse_metric",
+    "collapse_of_model",
+    "neural_collapse",
+    "neural_collapse_stream",
+    "readout",
+]
+
 NC1_VARIANTS = ("pinv", "trace_ratio")
 NC2_VARIANTS = ("centered", "uncentered")
 GLOBAL_MEANS = ("samples", "classes")

@@ -19,6 +19,10 @@ from dynkit.schema import step_epoch, tidy
 
 from .collapse import collapse_of_model
 
+__all__ = [
+    "collapse_series",
+]
+
 
 def collapse_series(
     run,

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.analyses.permutation import (  # noqa: F401  (re-exported API)
+from dynkit.analyses.permutation import (  # re-exported API, see __all__
     ACTIVATION_OBJECTIVES,
     Permutation,
     activation_matching,
@@ -28,6 +28,13 @@ from dynkit.analyses.permutation import (  # noqa: F401  (re-exported API)
 from dynkit.errors import InvalidArgumentError
 from dynkit.evaluate import evaluate
 from dynkit.models.graph import Model
+
+__all__ = [
+    "ACTIVATION_OBJECTIVES", "BARRIERS", "BN_MODES", "Permutation", "activation_matching",
+    "activation_similarity", "apply_permutation", "barrier", "barrier_table", "interpolate",
+    "layerwise_interpolate", "lerp", "permutation_spec", "repair", "reset_batchnorm",
+    "weight_matching",
+]
 
 BARRIERS = ("linear", "mean")
 BN_MODES = ("reset", "interpolate", "repair")

@@ -24,6 +24,10 @@ from dynkit.evaluate import logits, score
 from dynkit.losses import loss_fn
 from dynkit.models.graph import Model
 
+__all__ = [
+    "drop_units", "dropout_path", "dropout_stability", "instability",
+]
+
 
 def instability(model: Model, data, spawn_steps: Sequence[int], total_steps: int, *,
                 seed: int = 0, child_seeds: tuple[int, int] = (1, 2), alphas: int = 11,

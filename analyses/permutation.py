@@ -27,6 +27,11 @@ from scipy.optimize import linear_sum_assignment
 from dynkit.errors import InvalidArgumentError
 from dynkit.models.graph import Model
 
+__all__ = [
+    "ACTIVATION_OBJECTIVES", "Axis", "Permutation", "PermutationSpec", "activation_matching",
+    "activation_similarity", "apply_permutation", "permutation_spec", "weight_matching",
+]
+
 #: Ops whose output channels are their input channels.
 _CHANNEL_PRESERVING = ("relu", "act", "batchnorm", "maxpool", "avgpool", "global_avgpool", "scale")
 #: Ops whose outputs are post-activation (post-ReLU in a ReLU network) unit values.

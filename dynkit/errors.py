@@ -1,5 +1,10 @@
 """Exceptions raised by dynkit. Every error a user can cause is a ``DynkitError``."""
 
+__all__ = [
+    "CheckpointError", "DynkitError", "InvalidArgumentError", "MissingDependencyError",
+    "ShapeMismatchError", "UnsupportedLayerError", "require",
+]
+
 
 class DynkitError(Exception):
     """Base class of every error dynkit raises on bad input."""

@@ -16,6 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+__all__ = [
+    "atomic_path", "atomic_write",
+]
+
 
 def _current_umask() -> int:
     mask = os.umask(0)

@@ -7,6 +7,10 @@ import jax.numpy as jnp
 
 from dynkit.errors import InvalidArgumentError
 
+__all__ = [
+    "LOSSES", "accuracy", "cross_entropy", "loss_fn", "mse",
+]
+
 LOSSES = ("cross_entropy", "mse")
 
 

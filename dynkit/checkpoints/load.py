@@ -21,6 +21,10 @@ from dynkit.checkpoints.native import (
 from dynkit.checkpoints.torch_import import convert_state_dict, read_pt
 from dynkit.errors import CheckpointError, DynkitError
 
+__all__ = [
+    "Checkpoint", "load_checkpoint",
+]
+
 
 @dataclass(frozen=True, eq=False)
 class Checkpoint:

@@ -25,6 +25,12 @@ import numpy as np
 from dynkit.errors import CheckpointError, InvalidArgumentError, ShapeMismatchError
 from dynkit.io import atomic_write
 
+__all__ = [
+    "FORMAT_VERSION", "HEADER_KEY", "NPZ_HEADER_KEY", "SUFFIXES", "check_dtypes", "check_params",
+    "flatten_params", "make_header", "parse_header", "peek_step", "read_npz", "read_safetensors",
+    "save_checkpoint", "sniff_format", "unflatten_params", "warn_nonfinite",
+]
+
 FORMAT_VERSION = 1
 HEADER_KEY = "dynkit"
 NPZ_HEADER_KEY = "__dynkit__"

@@ -18,6 +18,15 @@ from dynkit.checkpoints.load import Checkpoint, load_checkpoint
 from dynkit.checkpoints.native import SUFFIXES, peek_step
 from dynkit.errors import CheckpointError, InvalidArgumentError
 
+__all__ = [
+    "METRICS_FILE",
+    "TRAINER_STATE",
+    "Run",
+    "iterate",
+    "load_run",
+    "step_from_filename",
+]
+
 METRICS_FILE = "metrics.csv"
 
 

@@ -35,6 +35,19 @@ import numpy as np
 
 from dynkit.errors import CheckpointError, InvalidArgumentError, ShapeMismatchError, require
 
+__all__ = [
+    "NAME_MAPS",
+    "STATE_DICT_KEYS",
+    "WRAPPER_PREFIXES",
+    "Slot",
+    "convert_state_dict",
+    "identity_name_map",
+    "mlp_name_map",
+    "read_pt",
+    "strip_wrapper_prefixes",
+    "to_state_dict",
+]
+
 #: Prefixes added by wrappers: ``nn.DataParallel``/DDP (``module.``), ``torch.compile``.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 #: Keys of a training checkpoint dict that may hold the model's state_dict.

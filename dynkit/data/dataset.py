@@ -17,6 +17,13 @@ import numpy as np
 from dynkit.errors import InvalidArgumentError
 from dynkit.validation import check_finite
 
+__all__ = [
+    "TASKS",
+    "Dataset",
+    "from_arrays",
+    "from_npz",
+]
+
 TASKS = ("classification", "regression")
 
 

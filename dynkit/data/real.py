@@ -9,6 +9,10 @@ import numpy as np
 from dynkit.data.dataset import Dataset
 from dynkit.errors import InvalidArgumentError
 
+__all__ = [
+    "digits", "mnist1d", "standardize",
+]
+
 
 def _check_fraction(test_fraction: float) -> None:
     if not 0.0 < test_fraction < 1.0:

@@ -15,6 +15,11 @@ from scipy import special
 from dynkit.data.dataset import Dataset
 from dynkit.errors import InvalidArgumentError
 
+__all__ = [
+    "circle", "gaussian_mixture", "modular_arithmetic", "sparse_parity", "sphere",
+    "teacher_student", "xor", "zonal_harmonic",
+]
+
 
 def _positive(**kw) -> None:
     for k, v in kw.items():

@@ -27,6 +27,12 @@ from typing import Any
 from dynkit.errors import InvalidArgumentError
 from dynkit.models.graph import Model, Node
 
+__all__ = [
+    "PARAMETERIZATIONS",
+    "GraphBuilder",
+    "layer_scales",
+]
+
 PARAMETERIZATIONS = ("standard", "ntk", "meanfield", "mup")
 
 

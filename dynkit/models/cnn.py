@@ -9,6 +9,10 @@ from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 from dynkit.models.builder import GraphBuilder
 from dynkit.models.graph import Model
 
+__all__ = [
+    "POOLS", "READOUTS", "cnn", "image_shape",
+]
+
 READOUTS = ("flatten", "global_avgpool")
 POOLS = ("max", "avg", None)
 

@@ -31,6 +31,19 @@ import numpy as np
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
 
+__all__ = [
+    "ACTIVATIONS",
+    "STAT_KEYS",
+    "Model",
+    "Node",
+    "Params",
+    "conv_linear",
+    "is_stat_path",
+    "merge_params",
+    "split_params",
+    "trainable_mask",
+]
+
 Params = dict[str, dict[str, Any]]
 
 #: Parameter entries that are running statistics, not trained by gradient descent.

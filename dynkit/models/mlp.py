@@ -8,6 +8,10 @@ from collections.abc import Sequence
 from dynkit.models.builder import GraphBuilder
 from dynkit.models.graph import Model
 
+__all__ = [
+    "mlp",
+]
+
 
 def mlp(
     in_dim: int,

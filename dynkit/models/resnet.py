@@ -20,6 +20,27 @@ from dynkit.models.builder import GraphBuilder
 from dynkit.models.cnn import image_shape
 from dynkit.models.graph import Model
 
+__all__ = [
+    "CIFAR_DEPTHS",
+    "HE_STD",
+    "IMAGENET_LAYERS",
+    "basic_block",
+    "bottleneck_block",
+    "cifar_resnet",
+    "conv_bn",
+    "resnet",
+    "resnet18",
+    "resnet20",
+    "resnet32",
+    "resnet34",
+    "resnet44",
+    "resnet50",
+    "resnet56",
+    "resnet101",
+    "resnet110",
+    "resnet152",
+]
+
 HE_STD = math.sqrt(2.0)
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 #: torchvision depth -> (block type, blocks per stage)

@@ -12,6 +12,10 @@ from dynkit.models.builder import GraphBuilder
 from dynkit.models.cnn import image_shape
 from dynkit.models.graph import Model
 
+__all__ = [
+    "CONFIGS", "vgg", "vgg11",
+]
+
 #: torchvision's configurations ("A" = VGG-11, "B" = 13, "D" = 16, "E" = 19); "M" = maxpool.
 CONFIGS = {
     11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),

@@ -16,6 +16,10 @@ from dynkit.models.builder import GraphBuilder
 from dynkit.models.cnn import image_shape
 from dynkit.models.graph import Model
 
+__all__ = [
+    "HE_STD", "wide_block", "wrn",
+]
+
 HE_STD = math.sqrt(2.0)
 
 
