@@ -578,7 +578,8 @@ def collapse_of_model(
         >>> import jax
         >>> from dynkit.models import mlp
         >>> model = mlp(2, [8], 2)
-        >>> x, y = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]), np.array([0, 0, 1, 1])
+        >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+        >>> y = np.array([0, 0, 1, 1])
         >>> res = collapse_of_model(model, model.init(jax.random.PRNGKey(0)), x, y)
         >>> {"nc1", "nc3", "nc4"} <= set(res)
         True
@@ -632,7 +633,8 @@ def collapse_by_layer(
         >>> import jax
         >>> from dynkit.models import mlp
         >>> model = mlp(2, [8, 8], 2)
-        >>> x, y = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]), np.array([0, 0, 1, 1])
+        >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+        >>> y = np.array([0, 0, 1, 1])
         >>> df = collapse_by_layer(model, model.init(jax.random.PRNGKey(0)), x, y)
         >>> df.layer.unique().tolist() == model.layer_names()
         True

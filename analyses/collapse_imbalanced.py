@@ -265,10 +265,13 @@ def imbalanced_collapse(
     weight_decay_h: float | None = None,
     minority=None,
 ) -> CollapseResult:
-    """Compare measured geometry with the imbalanced-class predictions. Keys: ``orthogonality`` (of the uncentered class means, 0 predicted); given ``W``:
+    """Compare measured geometry with the imbalanced-class predictions.
+
+    Keys: ``orthogonality`` (of the uncentered class means, 0 predicted); given ``W``:
     ``orthogonality_W``, ``alignment`` (``‖W/‖W‖_F - Γ/‖Γ‖_F‖_F²`` with rows ``γ_k = √n_k μ_k``),
     ``norm_ratio_cv`` (coefficient of variation over classes of ``‖w_k‖ / (√n_k ‖μ_k‖)``) and,
-    with at least two minority classes, ``minority_collapse``; given ``weight_decay_w, weight_decay_h``:
+    with at least two minority classes, ``minority_collapse``; given ``weight_decay_w,
+    weight_decay_h``:
     ``mean_norm_error`` / ``w_norm_error`` (largest relative deviation from
     ``ufm_imbalanced_norms``; needs every class above the collapse threshold).
 

@@ -68,7 +68,8 @@ def collapse_series(
         >>> model = mlp(2, [8], 2)
         >>> run = [SimpleNamespace(model=model, params=model.init(jax.random.PRNGKey(s)), step=s,
         ...                        meta={"epoch": s / 10}) for s in (0, 5)]
-        >>> x, y = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]), np.array([0, 0, 1, 1])
+        >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+        >>> y = np.array([0, 0, 1, 1])
         >>> df = collapse_series(run, x, y)
         >>> df[df.metric == "nc1"][["step", "epoch"]].to_numpy().tolist()
         [[0.0, 0.0], [5.0, 0.5]]

@@ -32,7 +32,7 @@ __all__ = [
 def instability(model: Model, data, spawn_steps: Sequence[int], total_steps: int, *,
                 seed: int = 0, child_seeds: tuple[int, int] = (1, 2), alphas: int = 11,
                 progress: bool = False, **fit_kwargs) -> pd.DataFrame:
-    """Instability analysis (Frankle et al. 2020): barrier between two children spawned at step ``k``.
+    """Instability analysis (Frankle et al. 2020): barrier between two children spawned at ``k``.
 
     The parent starts at ``model.init(PRNGKey(seed))`` and is trained (data order ``seed``) in
     consecutive pieces up to each ``k``; from ``θ_k`` two children train for
@@ -124,7 +124,8 @@ def drop_units(model: Model, params, layer: str, keep: np.ndarray):
         >>> pa, pb = model.init(jax.random.PRNGKey(0)), model.init(jax.random.PRNGKey(1))
         >>> x, y = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), np.array([0, 1, 1])
         >>> p = drop_units(model, pa, "fc0", [0, 1])
-        >>> np.allclose(p["head"]["w"][:2], 2 * pa["head"]["w"][:2]), float(abs(p["head"]["w"][2:]).max())
+        >>> w, w0 = np.asarray(p["head"]["w"]), np.asarray(pa["head"]["w"])
+        >>> np.allclose(w[:2], 2 * w0[:2]), float(abs(w[2:]).max())
         (True, 0.0)
     """
     _, n, axes = _outgoing(model, layer)

@@ -26,8 +26,9 @@ Conventions of this implementation (all explicit in ``PathNormBound``):
 * ``D`` defaults to the number of edge layers on the longest input-to-output path of the
   neuron DAG that ``path_norm`` evaluates: dense, conv, stand-alone BatchNorm, pooling, add
   (the skip edge) and scale nodes count one each; relu, flatten and BatchNorm folded into
-  its convolution count zero (with ``fold_bn=False`` every BatchNorm is stand-alone). This gives 28 for ResNet-18 (18 weight layers, 2 pools, 8
-  adds); the authors' Table 2 uses the nominal depth (18). Pass ``depth=`` to override.
+  its convolution count zero (with ``fold_bn=False`` every BatchNorm is stand-alone). This
+  gives 28 for ResNet-18 (18 weight layers, 2 pools, 8 adds); the authors' Table 2 uses the
+  nominal depth (18). Pass ``depth=`` to override.
 * ``K = 1`` and ``P = 0`` when there is no max-pooling.
 * The theorem bounds a supremum over a parameter set fixed before seeing the data; plugging
   in the trained ``theta`` is the usual heuristic reading, as in the paper's Sec. 4.
@@ -150,7 +151,8 @@ def architecture_constants(model, depth: int | None = None, *, fold_bn: bool = T
     Example:
         >>> import dynkit as dk
         >>> architecture_constants(dk.models.mlp(2, [3], 1))
-        ArchitectureConstants(depth=2, pool_kinds=0, pool_kernel=1, pools_on_path=0, d_in=2, d_out=1)
+        ArchitectureConstants(depth=2, pool_kinds=0, pool_kernel=1, pools_on_path=0, d_in=2,
+                              d_out=1)
     """
     the_plan = plan(model, fold_bn)
     longest: dict[str, int] = {}
