@@ -51,7 +51,8 @@ def mse(outputs, targets, num_classes: int | None = None):
         The scalar loss.
 
     Example:
-        >>> float(mse(jnp.array([[1.0, 0.0], [0.0, 0.0]]), jnp.array([0, 1]), num_classes=2))   # (0 + 1) / (2 · 2)
+        >>> out = jnp.array([[1.0, 0.0], [0.0, 0.0]])
+        >>> float(mse(out, jnp.array([0, 1]), num_classes=2))   # (0 + 1) / (2 · 2)
         0.25
     """
     if num_classes is not None and targets.ndim == 1 and outputs.ndim == 2 and outputs.shape[1] > 1:
