@@ -414,7 +414,7 @@ def test_constructed_orthogonal_frame_gives_predicted_values():
     assert co.neural_collapse(H, y, W).nc2_etf > 0.1
 
 
-def test_ufm_prediction_matches_numerical_minimiser():
+def test_ufm_prediction_matches_numerical_minimizer():
     counts, lw, lh = np.array([6, 3, 2]), 5e-3, 5e-3
     C, D, N = 3, 4, counts.sum()
     y = np.repeat(np.arange(C), counts)

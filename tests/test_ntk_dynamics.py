@@ -110,7 +110,7 @@ def test_ntk_regression_relative_diag_reg():
         rtol=1e-12)
 
 
-# ----------------------------------------------------------------------------- linearisation
+# ----------------------------------------------------------------------------- linearization
 def test_linearized_predictions():
     model = mlp(3, [16, 16], 2, parameterization="ntk", W_std=1.4, b_std=0.1)
     p0 = model.init(jax.random.PRNGKey(0), jnp.float64)
@@ -131,7 +131,7 @@ def test_linearized_predictions():
                                    rtol=1e-4, atol=1e-9)
     slope = np.polyfit(np.log(eps), np.log(errs), 1)[0]
     assert abs(slope - 2.0) < 0.1, slope  # remainder O(‖Δθ‖²)
-    # a model linear in its parameters is its own linearisation
+    # a model linear in its parameters is its own linearization
     lin = nd.linearized_predictions(lambda p, x: x @ p["w"], {"w": jnp.ones((3, 2))},
                                     {"w": jnp.arange(6.0).reshape(3, 2)}, x)
     np.testing.assert_allclose(lin.linear, lin.network, atol=1e-12)
