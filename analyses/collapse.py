@@ -3,10 +3,10 @@ dense, streamed and per layer.
 
 Notation: ``N`` samples ``h_i ∈ R^D`` with labels ``y_i`` in ``C`` classes, class counts ``n_c``,
 class means ``μ_c``, global mean ``μ_G`` (``global_mean="samples"``: ``Σ_c n_c μ_c / N``, Papyan
-et al.; ``"classes"``: ``Σ_c μ_c / C``, the balanced-data convention), centred means
+et al.; ``"classes"``: ``Σ_c μ_c / C``, the balanced-data convention), centered means
 ``m_c = μ_c - μ_G`` stacked as the rows of ``M`` (``C x D``), classifier ``W`` (``C x D``, rows
 ``w_c``), bias ``b``, and the simplex-ETF Gram target ``P = (I - 11ᵀ/C)/√(C-1)``
-(``‖I - 11ᵀ/C‖_F = √(C-1)``). ``nc2_variant="uncentred"`` uses the raw means ``μ_c`` in place of
+(``‖I - 11ᵀ/C‖_F = √(C-1)``). ``nc2_variant="uncentered"`` uses the raw means ``μ_c`` in place of
 ``m_c`` wherever ``M`` appears below (bias-free models, Dang et al. 2023).
 
 Keys of the result (the defaults of the original papers; each variant is its own key):
@@ -41,7 +41,7 @@ Keys of the result (the defaults of the original papers; each variant is its own
   ``nc3_bias = ‖W μ_G + b‖`` (bias collapse ``b → -W μ_G``; Papyan et al. 2020, Zhu et al. 2021's
   code; cross-entropy is blind to a common shift of ``b``, so only weight decay on ``b`` drives
   the common part to 0).
-* ``nc4`` = fraction of samples whose nearest class centre ``argmin_c ‖h - μ_c‖`` (over the
+* ``nc4`` = fraction of samples whose nearest class center ``argmin_c ‖h - μ_c‖`` (over the
   classes with samples) differs from the network's prediction ``argmax_c (Wh + b)_c`` (over
   *all* ``C`` rows of ``W``, absent classes included: a sample predicted as a class without
   samples counts as a disagreement) or the given ``predictions`` (Papyan et al. 2020, Fig. 7).
@@ -65,15 +65,40 @@ from dynkit.validation import check_finite
 
 from .collapse_stream import ClassStats, CollapseAccumulator, blocks, check_batch, check_shapes
 
+__all__ = [
+    "GLOBAL_MEANS",
+    "METHODS",
+    "NC1_VARIANTS",
+    "NC2_VARIANTS",
+    "CollapseResult",
+    "check_classifier",
+    "collapse_by_layer",
+    "collapse_from_stats",
+    "collapse_metric",
+    "collapse_of_model",
+    "neural_collapse",
+    "neural_collapse_stream",
+    "readout",
+]
+
 NC1_VARIANTS = ("pinv", "trace_ratio")
-NC2_VARIANTS = ("centred", "uncentred")
+NC2_VARIANTS = ("centered", "uncentered")
 GLOBAL_MEANS = ("samples", "classes")
 METHODS = ("subspace", "dense")
 
 
 @dataclass(frozen=True)
 class CollapseResult(Mapping):
-    """Frozen mapping ``metric -> float``; ``res["nc1"]``, ``res.nc1``, ``res.to_frame()``."""
+    """Frozen mapping ``metric -> float``: ``res["nc1"]``, ``res.nc1``, ``res.to_frame()``.
+
+    Args:
+        metrics: the values by metric name (converted to floats, read-only).
+
+    Example:
+        >>> res = CollapseResult({"nc1": 0.5})
+        >>> res.nc1, dict(res)
+        (0.5, {'nc1': 0.5})
+    """
 
     metrics: Mapping[str, float]
 
@@ -98,7 +123,17 @@ class CollapseResult(Mapping):
         raise AttributeError(f"no metric {name!r}; available: {', '.join(metrics)}")
 
     def to_frame(self) -> pd.DataFrame:
-        """Tidy table with columns ``metric, value``."""
+        """Tidy table of the metrics.
+
+        Returns:
+            DataFrame with columns ``metric, value``.
+
+        Example:
+            >>> CollapseResult({"nc1": 0.5, "nc4": 0.0}).to_frame()
+              metric  value
+            0    nc1    0.5
+            1    nc4    0.0
+        """
         return pd.DataFrame({"metric": list(self.metrics), "value": list(self.metrics.values())})
 
 
@@ -116,7 +151,27 @@ def _check_rcond(rcond) -> float:
 
 
 def check_classifier(W, b, num_classes: int, dim: int):
-    """Validate a read-out ``W`` of shape ``(C, D)`` and bias ``b`` of shape ``(C,)``."""
+    """Validate a read-out ``W`` of shape ``(C, D)`` and bias ``b`` of shape ``(C,)``.
+
+    Args:
+        W: classifier ``(C, D)`` (rows = class weight vectors), finite.
+        b: bias ``(C,)`` or ``None`` (zeros).
+        num_classes: ``C``.
+        dim: feature dimension ``D``.
+
+    Returns:
+        ``(W, b)`` as float64 arrays.
+
+    Raises:
+        ShapeMismatchError: a shape is not the expected one (e.g. a dense kernel stored
+            ``(D, C)``).
+        InvalidArgumentError: ``W`` has NaN or infinite entries.
+
+    Example:
+        >>> W, b = check_classifier(np.eye(2), None, 2, 2)
+        >>> b
+        array([0., 0.])
+    """
     W = np.asarray(W, dtype=np.float64)
     if W.shape != (num_classes, dim):
         raise ShapeMismatchError(
@@ -201,7 +256,7 @@ def collapse_from_stats(
     b=None,
     *,
     nc1_variant: str = "pinv",
-    nc2_variant: str = "centred",
+    nc2_variant: str = "centered",
     global_mean: str = "samples",
     rcond: float = 1e-15,
 ) -> CollapseResult:
@@ -216,7 +271,7 @@ def collapse_from_stats(
         W: optional read-out ``(C, D)``; adds the ``*_W`` and NC3 keys.
         b: optional bias ``(C,)``; with ``W`` adds ``nc3_bias``.
         nc1_variant: ``"pinv"`` (default, Papyan et al.) or ``"trace_ratio"``.
-        nc2_variant: ``"centred"`` (default) or ``"uncentred"`` class means for NC2/GNC2/NC3.
+        nc2_variant: ``"centered"`` (default) or ``"uncentered"`` class means for NC2/GNC2/NC3.
         global_mean: ``"samples"`` (default) or ``"classes"``.
         rcond: relative eigenvalue cut-off of ``Σ_B^†`` (default ``1e-15``, numpy's ``pinv``).
 
@@ -258,7 +313,7 @@ def collapse_from_stats(
     else:
         out["nc1"] = float(stats.within_trace / N / (np.sum(M * M) / C))
     out["nc1_cdnv"] = _cdnv(mu, n, stats.class_within_trace[present])
-    V = M if nc2_variant == "centred" else mu
+    V = M if nc2_variant == "centered" else mu
     out.update(_shape_metrics(V))
     out.update(_log_uniformity(V))
     if W is not None:
@@ -303,7 +358,7 @@ def neural_collapse_stream(
     num_classes: int | None = None,
     method: str = "subspace",
     nc1_variant: str = "pinv",
-    nc2_variant: str = "centred",
+    nc2_variant: str = "centered",
     global_mean: str = "samples",
     rcond: float = 1e-15,
 ) -> CollapseResult:
@@ -380,7 +435,7 @@ def neural_collapse(
     num_classes: int | None = None,
     method: str = "subspace",
     nc1_variant: str = "pinv",
-    nc2_variant: str = "centred",
+    nc2_variant: str = "centered",
     global_mean: str = "samples",
     rcond: float = 1e-15,
 ) -> CollapseResult:
@@ -441,10 +496,29 @@ def neural_collapse(
 
 # --------------------------------------------------------------------- models
 def readout(model, params):
-    """Effective read-out ``(W (C, D), b (C,))`` of a ``dynkit`` model, as numpy float64.
+    """Effective read-out ``(W, b)`` of a ``dynkit`` model, as numpy float64.
 
     ``model.readout()`` names the dense node fed by ``model.feature`` and the product of the
-    ``scale`` factors after it; ``W = factor * w_mult * wᵀ``, ``b = factor * b_mult * b``.
+    ``scale`` factors after it; then ``W = factor · w_mult · wᵀ`` and ``b = factor · b_mult · b``
+    (``w_mult``, ``b_mult`` the parameterization's forward multipliers), so that
+    ``logits = W h + b`` for the features ``h = model.features(params, x)``.
+
+    Args:
+        model: a dynkit ``Model``.
+        params: its parameters.
+
+    Returns:
+        ``(W (C, D), b (C,))``; ``b`` is zeros for a bias-free read-out.
+
+    Example:
+        >>> import jax
+        >>> from dynkit.models import mlp
+        >>> model = mlp(3, [4], 2)
+        >>> params = model.init(jax.random.PRNGKey(0))
+        >>> W, b = readout(model, params)
+        >>> x = np.ones((1, 3))
+        >>> np.allclose(np.asarray(model.features(params, x)) @ W.T + b, model.apply(params, x))
+        True
     """
     name, factor = model.readout()
     w_mult, b_mult = model.multipliers(name)
@@ -478,11 +552,37 @@ def _batched(fn, x, y, batch_size, progress, desc):
 def collapse_of_model(
     model, params, x, y, *, batch_size: int = 512, progress: bool = False, **options
 ) -> CollapseResult:
-    """NC1-NC4 of ``model.features(params, x)`` with the model's own read-out (``readout``).
+    """NC1-NC4 of ``model.features(params, x)`` with the model's own read-out (:func:`readout`).
 
     Features are computed batch by batch (jit-compiled) and streamed twice through
-    ``neural_collapse_stream``; ``options`` are its keyword arguments (method, variants).
-    ``progress`` shows a tqdm bar per pass.
+    ``neural_collapse_stream``, so no ``(N, D)`` feature matrix is held.
+
+    Args:
+        model: a dynkit ``Model``.
+        params: its parameters.
+        x: inputs ``(N, ...)``.
+        y: ``N`` integer labels.
+        batch_size: samples per forward pass.
+        progress: show a tqdm bar per pass.
+        **options: keyword arguments of ``neural_collapse_stream`` (``method``, ``nc1_variant``,
+            ``nc2_variant``, ``global_mean``, ``rcond``).
+
+    Returns:
+        ``CollapseResult`` (keys as in :func:`neural_collapse`, with ``W``, ``b`` and ``nc4``).
+
+    References:
+        Papyan, Han & Donoho 2020, "Prevalence of neural collapse during the terminal phase
+            of deep learning training" (PNAS).
+
+    Example:
+        >>> import jax
+        >>> from dynkit.models import mlp
+        >>> model = mlp(2, [8], 2)
+        >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+        >>> y = np.array([0, 0, 1, 1])
+        >>> res = collapse_of_model(model, model.init(jax.random.PRNGKey(0)), x, y)
+        >>> {"nc1", "nc3", "nc4"} <= set(res)
+        True
     """
     _check_xy(x, y)
     W, b = readout(model, params)
@@ -503,15 +603,41 @@ def collapse_by_layer(
     progress: bool = False,
     **options,
 ) -> pd.DataFrame:
-    """Neural collapse of every layer's representation (Rangamani et al. 2023, "Feature learning
-    in deep classifiers through intermediate neural collapse"; Dang et al. 2023).
+    """Neural collapse of every layer's representation.
 
-    For each layer in ``layers`` (default ``model.layer_names()``) the flattened activations are
-    streamed (two passes, subspace NC1, so no ``D x D`` matrix even for wide conv layers) and
-    NC1/NC2 computed; ``nc4`` compares the layer's nearest-class-centre rule with the network's
-    prediction; the feature layer (``model.feature``) also gets the read-out metrics (NC3, W).
-    Options: ``nc1_variant, nc2_variant, global_mean, rcond``; ``progress`` shows tqdm bars.
-    Returns columns ``layer, metric, value`` in layer order.
+    For each layer in ``layers`` the flattened activations are streamed (two passes, subspace
+    NC1, so no ``D x D`` matrix even for wide conv layers) and NC1/NC2 computed; ``nc4``
+    compares the layer's nearest-class-center rule with the network's prediction; the feature
+    layer (``model.feature``) also gets the read-out metrics (NC3, W).
+
+    Args:
+        model: a dynkit ``Model``.
+        params: its parameters.
+        x: inputs ``(N, ...)``.
+        y: ``N`` integer labels.
+        layers: node names (default ``model.layer_names()``, the tapped layers).
+        batch_size: samples per forward pass.
+        progress: show tqdm bars.
+        **options: ``nc1_variant, nc2_variant, global_mean, rcond`` of
+            :func:`collapse_from_stats`.
+
+    Returns:
+        DataFrame with columns ``layer, metric, value``, in layer order.
+
+    References:
+        Rangamani, Lindegaard, Galanti & Poggio 2023, "Feature learning in deep classifiers
+        through intermediate neural collapse" (ICML); Dang et al. 2023, "Neural collapse in deep
+        linear networks: from balanced to imbalanced data" (ICML).
+
+    Example:
+        >>> import jax
+        >>> from dynkit.models import mlp
+        >>> model = mlp(2, [8, 8], 2)
+        >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+        >>> y = np.array([0, 0, 1, 1])
+        >>> df = collapse_by_layer(model, model.init(jax.random.PRNGKey(0)), x, y)
+        >>> df.layer.unique().tolist() == model.layer_names()
+        True
     """
     _check_xy(x, y)
     names = list(layers) if layers is not None else model.layer_names()
@@ -541,8 +667,29 @@ def collapse_by_layer(
 
 @METRICS.register("collapse", help="neural collapse NC1-NC4 (Papyan et al. 2020), train/test")
 def collapse_metric(model, params, data) -> pd.DataFrame:
-    """Registry entry: ``collapse_of_model`` on the train and test splits of a ``Dataset``;
-    columns ``metric, value, split``."""
+    """Registry metric ``"collapse"``: :func:`collapse_of_model` on the train and test splits.
+
+    Args:
+        model: a dynkit ``Model``.
+        params: its parameters.
+        data: a ``dynkit.data.Dataset`` (a split that is missing or empty is left out).
+
+    Returns:
+        DataFrame with columns ``metric, value, split``.
+
+    References:
+        Papyan, Han & Donoho 2020, "Prevalence of neural collapse during the terminal phase
+            of deep learning training" (PNAS).
+
+    Example:
+        >>> import jax
+        >>> import dynkit as dk
+        >>> data = dk.data.load("gaussian_mixture", n_train=12, n_test=6)
+        >>> model = dk.models.mlp(2, [4], 3)
+        >>> df = collapse_metric(model, model.init(jax.random.PRNGKey(0)), data)
+        >>> df.split.unique().tolist()
+        ['train', 'test']
+    """
     frames = []
     for split in ("train", "test"):
         x, y = getattr(data, f"x_{split}", None), getattr(data, f"y_{split}", None)

@@ -4,9 +4,9 @@ With class counts ``n_k`` the simplex ETF is no longer the optimal geometry.
 
 * Dang et al. 2023, "Neural Collapse in Deep Linear Networks: From Balanced to Imbalanced Data"
   (bias-free MSE unconstrained-features model): features collapse to class means that are
-  *orthogonal* (uncentred), classifier rows are orthogonal and aligned with them, and the lengths
+  *orthogonal* (uncentered), classifier rows are orthogonal and aligned with them, and the lengths
   depend on ``n_k``. For the one-layer model
-  ``min_{W,H} 1/(2N) ‖WH - Y‖_F² + λ_W/2 ‖W‖_F² + λ_H/2 ‖H‖_F²`` the global minimiser has
+  ``min_{W,H} 1/(2N) ‖WH - Y‖_F² + λ_W/2 ‖W‖_F² + λ_H/2 ‖H‖_F²`` the global minimizer has
   ``p_k = (1 - N √(λ_W λ_H / n_k))_+``, ``‖w_k‖² = √(n_k λ_H / λ_W) p_k`` and
   ``‖h_k‖² = √(λ_W / (n_k λ_H)) p_k``, so ``‖w_k‖ / ‖h_k‖ = √(n_k λ_H / λ_W)`` for every surviving
   class, and classes with ``n_k <= N² λ_W λ_H`` collapse to zero. (Derived here from the
@@ -47,8 +47,30 @@ def _class_means(features, labels, num_classes):
 
 
 def class_norms(features, labels, W=None, *, num_classes: int | None = None) -> pd.DataFrame:
-    """One row per class: ``class, count, mean_norm`` (‖μ_k‖, uncentred), ``centred_mean_norm``
-    (‖μ_k - μ_G‖, sample-weighted global mean) and, given ``W`` ``(C, D)``, ``w_norm`` (‖w_k‖)."""
+    """Per-class norms of the class means and classifier rows.
+
+    ``mean_norm = ‖μ_k‖`` (uncentered), ``centered_mean_norm = ‖μ_k - μ_G‖`` with the
+    sample-weighted global mean ``μ_G = Σ_k n_k μ_k / N``, and ``w_norm = ‖w_k‖``.
+
+    Args:
+        features: ``(N, D)`` features.
+        labels: ``N`` integer labels.
+        W: optional ``(C, D)`` classifier; adds the ``w_norm`` column.
+        num_classes: number of classes ``C`` (default: rows of ``W``, else ``max(labels) + 1``).
+
+    Returns:
+        DataFrame, one row per class with samples: ``class, count, mean_norm,
+        centered_mean_norm`` and, given ``W``, ``w_norm``.
+
+    References:
+        Dang et al. 2023, "Neural Collapse in Deep Linear Networks: From Balanced to Imbalanced
+        Data" (ICML), where these norms depend on the class counts.
+
+    Example:
+        >>> h = np.array([[3.0, 0.0], [3.0, 0.0], [0.0, 1.0]])
+        >>> class_norms(h, np.array([0, 0, 1]))[["count", "mean_norm"]].to_numpy().tolist()
+        [[2.0, 3.0], [1.0, 1.0]]
+    """
     if W is not None:
         num_classes = np.shape(W)[0] if num_classes is None else num_classes
     counts, means = _class_means(features, labels, num_classes)
@@ -57,7 +79,7 @@ def class_norms(features, labels, W=None, *, num_classes: int | None = None) -> 
         "class": np.arange(len(counts)),
         "count": counts,
         "mean_norm": np.linalg.norm(means, axis=1),
-        "centred_mean_norm": np.linalg.norm(means - mu_g, axis=1),
+        "centered_mean_norm": np.linalg.norm(means - mu_g, axis=1),
     })
     if W is not None:
         W, _ = check_classifier(W, None, len(counts), means.shape[1])
@@ -66,33 +88,76 @@ def class_norms(features, labels, W=None, *, num_classes: int | None = None) -> 
 
 
 def orthogonality(V) -> float:
-    """``mean_{k≠l} |cos(v_k, v_l)|`` over the rows of ``V``: 0 exactly for an orthogonal frame
-    (Dang et al. 2023), ``1/(C-1)`` for a simplex ETF."""
+    """Mean absolute pairwise cosine of the rows of ``V``:
+
+        mean_{k<l} |cos(v_k, v_l)|,
+
+    0 exactly for an orthogonal frame (the imbalanced-MSE optimum), ``1/(C-1)`` for a simplex
+    ETF.
+
+    Args:
+        V: ``(C, D)`` array of nonzero rows (class means or classifier rows).
+
+    Returns:
+        The mean ``|cos|`` over the ``C(C-1)/2`` pairs, a float in ``[0, 1]``.
+
+    References:
+        Dang et al. 2023, "Neural Collapse in Deep Linear Networks: From Balanced to Imbalanced
+        Data" (ICML).
+
+    Example:
+        >>> orthogonality(np.eye(3))
+        0.0
+        >>> round(orthogonality(np.eye(3) - 1 / 3), 6)   # simplex ETF: 1 / (C - 1)
+        0.5
+    """
     V = np.asarray(V, dtype=np.float64)
     u = V / np.linalg.norm(V, axis=1, keepdims=True)
     iu = np.triu_indices(len(V), 1)
     return float(np.mean(np.abs((u @ u.T)[iu])))
 
 
-def ufm_imbalanced_norms(counts, lambda_W: float, lambda_H: float) -> pd.DataFrame:
-    """Predicted norms of the bias-free MSE UFM minimiser (module docstring, Dang et al. 2023):
-    columns ``class, count, w_norm, h_norm`` with ``‖w_k‖² = √(n_k λ_H/λ_W) p_k``,
-    ``‖h_k‖² = √(λ_W/(n_k λ_H)) p_k``, ``p_k = (1 - N√(λ_Wλ_H/n_k))_+``."""
+def ufm_imbalanced_norms(counts, weight_decay_w: float, weight_decay_h: float) -> pd.DataFrame:
+    """Predicted norms at the global minimizer of the bias-free MSE unconstrained-features model
+    ``min_{W,H} 1/(2N) ‖WH - Y‖_F² + λ_W/2 ‖W‖_F² + λ_H/2 ‖H‖_F²`` (module docstring):
+
+        ‖w_k‖² = √(n_k λ_H/λ_W) p_k,  ‖h_k‖² = √(λ_W/(n_k λ_H)) p_k,
+        p_k = (1 - N √(λ_W λ_H / n_k))_+ .
+
+    Args:
+        counts: class counts ``n_k``, a 1-D array of positive numbers (``N = Σ n_k``).
+        weight_decay_w: weight decay ``λ_W > 0`` of the classifier ``W``.
+        weight_decay_h: weight decay ``λ_H > 0`` of the features ``H``.
+
+    Returns:
+        DataFrame, one row per class: ``class, count, w_norm`` (``‖w_k‖``), ``h_norm``
+        (``‖h_k‖``, the class-mean norm); both 0 for a collapsed minority class.
+
+    References:
+        Dang et al. 2023, "Neural Collapse in Deep Linear Networks: From Balanced to Imbalanced
+        Data" (ICML).
+
+    Example:
+        >>> df = ufm_imbalanced_norms([4, 1], 0.1, 0.1)   # p = (1 - 5·0.1/√n_k)_+
+        >>> np.round(df["w_norm"].to_numpy() ** 2, 6).tolist()
+        [1.5, 0.5]
+    """
     n = np.asarray(counts, dtype=np.float64)
-    if n.ndim != 1 or np.any(n <= 0) or lambda_W <= 0 or lambda_H <= 0:
+    if n.ndim != 1 or np.any(n <= 0) or weight_decay_w <= 0 or weight_decay_h <= 0:
         raise InvalidArgumentError(
-            "counts must be a 1-D array of positive class counts and lambda_W, lambda_H > 0"
+            "counts must be a 1-D array of positive class counts and weight_decay_w, "
+            "weight_decay_h > 0"
         )
-    p = np.maximum(1.0 - n.sum() * np.sqrt(lambda_W * lambda_H / n), 0.0)
+    p = np.maximum(1.0 - n.sum() * np.sqrt(weight_decay_w * weight_decay_h / n), 0.0)
     return pd.DataFrame({
         "class": np.arange(len(n)),
         "count": n.astype(np.int64),
-        "w_norm": np.sqrt(np.sqrt(n * lambda_H / lambda_W) * p),
-        "h_norm": np.sqrt(np.sqrt(lambda_W / (n * lambda_H)) * p),
+        "w_norm": np.sqrt(np.sqrt(n * weight_decay_h / weight_decay_w) * p),
+        "h_norm": np.sqrt(np.sqrt(weight_decay_w / (n * weight_decay_h)) * p),
     })
 
 
-def deep_linear_norms(counts, lam: float, depth: int) -> pd.DataFrame:
+def deep_linear_norms(counts, weight_decay: float, depth: int) -> pd.DataFrame:
     """Predicted per-class norms at the global minimizer of the depth-``L`` bias-free linear
     unconstrained-features model with MSE loss and weight decay (Dang et al. 2023):
 
@@ -114,7 +179,7 @@ def deep_linear_norms(counts, lam: float, depth: int) -> pd.DataFrame:
 
     Args:
         counts: class counts ``n_k``, a 1-D array of positive numbers.
-        lam: weight decay ``λ > 0``.
+        weight_decay: weight decay ``λ > 0``.
         depth: number of weight matrices ``L >= 2``.
 
     Returns:
@@ -126,17 +191,19 @@ def deep_linear_norms(counts, lam: float, depth: int) -> pd.DataFrame:
         Networks: From Balanced to Imbalanced Data" (ICML).
 
     Example:
-        >>> df = deep_linear_norms([4, 1], lam=0.1, depth=2)   # s_k = (√n_k - Nλ)_+
+        >>> df = deep_linear_norms([4, 1], weight_decay=0.1, depth=2)   # s_k = (√n_k - Nλ)_+
         >>> np.round(df["w_norm"].to_numpy() ** 2, 6).tolist()
         [1.5, 0.5]
     """
     n = np.asarray(counts, dtype=np.float64)
-    if n.ndim != 1 or np.any(n <= 0) or lam <= 0 or int(depth) < 2:
-        raise InvalidArgumentError("counts must be positive, lam > 0 and depth >= 2 (matrices)")
+    if n.ndim != 1 or np.any(n <= 0) or weight_decay <= 0 or int(depth) < 2:
+        raise InvalidArgumentError(
+            "counts must be positive, weight_decay > 0 and depth >= 2 (matrices)"
+        )
     N, L = n.sum(), int(depth)
 
     def best(nk):
-        f = lambda s: (s - np.sqrt(nk)) ** 2 / (2 * N) + L * lam / 2 * s ** (2 / L)
+        f = lambda s: (s - np.sqrt(nk)) ** 2 / (2 * N) + L * weight_decay / 2 * s ** (2 / L)
         grid = np.linspace(0.0, np.sqrt(nk), 2001)
         i = int(np.argmin(f(grid)))
         if i == 0:
@@ -151,9 +218,31 @@ def deep_linear_norms(counts, lam: float, depth: int) -> pd.DataFrame:
 
 
 def minority_collapse(W, counts, minority=None) -> float:
-    """Mean pairwise cosine between the classifier rows of the minority classes (Fang et al.
-    2021); 1 when they have collapsed onto one direction. ``minority`` lists class indices
-    (default: classes with fewer samples than the largest class)."""
+    """Minority collapse: mean pairwise cosine between the classifier rows of the minority
+    classes,
+
+        mean_{k<l ∈ minority} cos(w_k, w_l),
+
+    1 when they have collapsed onto one direction.
+
+    Args:
+        W: ``(C, D)`` classifier.
+        counts: ``C`` class counts.
+        minority: class indices of the minority classes (default: the classes with fewer
+            samples than the largest class); at least two.
+
+    Returns:
+        The mean cosine, a float in ``[-1, 1]``.
+
+    References:
+        Fang, He, Long & Su 2021, "Exploring deep neural networks via layer-peeled model:
+        minority collapse in imbalanced training" (PNAS).
+
+    Example:
+        >>> W = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 2.0]])
+        >>> minority_collapse(W, [10, 1, 1])   # rows 1 and 2 point the same way
+        1.0
+    """
     W = np.asarray(W, dtype=np.float64)
     counts = np.asarray(counts)
     idx = np.flatnonzero(counts < counts.max()) if minority is None else np.asarray(minority)
@@ -172,21 +261,47 @@ def imbalanced_collapse(
     W=None,
     *,
     num_classes: int | None = None,
-    lambda_W: float | None = None,
-    lambda_H: float | None = None,
+    weight_decay_w: float | None = None,
+    weight_decay_h: float | None = None,
     minority=None,
 ) -> CollapseResult:
-    """Compare measured geometry with the imbalanced predictions (Dang et al. 2023, Fang et al.
-    2021). Keys: ``orthogonality`` (of the uncentred class means, 0 predicted); given ``W``:
+    """Compare measured geometry with the imbalanced-class predictions.
+
+    Keys: ``orthogonality`` (of the uncentered class means, 0 predicted); given ``W``:
     ``orthogonality_W``, ``alignment`` (``‖W/‖W‖_F - Γ/‖Γ‖_F‖_F²`` with rows ``γ_k = √n_k μ_k``),
     ``norm_ratio_cv`` (coefficient of variation over classes of ``‖w_k‖ / (√n_k ‖μ_k‖)``) and,
-    with at least two minority classes, ``minority_collapse``; given ``lambda_W, lambda_H``:
+    with at least two minority classes, ``minority_collapse``; given ``weight_decay_w,
+    weight_decay_h``:
     ``mean_norm_error`` / ``w_norm_error`` (largest relative deviation from
     ``ufm_imbalanced_norms``; needs every class above the collapse threshold).
 
-    At the minimiser ``w_k = √(λ_H/λ_W) √n_k μ_k`` for every class, so ``orthogonality``,
+    At the minimizer ``w_k = √(λ_H/λ_W) √n_k μ_k`` for every class, so ``orthogonality``,
     ``orthogonality_W``, ``alignment`` and ``norm_ratio_cv`` are all predicted to be 0 whatever
     λ_W, λ_H are. Classes without samples are left out.
+
+    Args:
+        features: ``(N, D)`` features.
+        labels: ``N`` integer labels.
+        W: optional ``(C, D)`` classifier.
+        num_classes: number of classes ``C`` (default: rows of ``W``, else ``max(labels) + 1``).
+        weight_decay_w, weight_decay_h: the weight decays ``λ_W``, ``λ_H`` of the model; with
+            both, the norms are compared with :func:`ufm_imbalanced_norms`.
+        minority: class indices for ``minority_collapse`` (default: classes with fewer samples
+            than the largest one).
+
+    Returns:
+        ``CollapseResult`` with the keys above.
+
+    References:
+        Dang et al. 2023, "Neural Collapse in Deep Linear Networks: From Balanced to Imbalanced
+        Data" (ICML); Fang, He, Long & Su 2021, "Exploring deep neural networks via
+        layer-peeled model: minority collapse in imbalanced training" (PNAS).
+
+    Example:
+        >>> h = np.array([[2.0, 0.0], [0.0, 1.0]])   # orthogonal class means, W ∝ √n_k μ_k
+        >>> res = imbalanced_collapse(h, np.array([0, 1]), W=h)
+        >>> print(res["orthogonality"], round(res["norm_ratio_cv"], 6))
+        0.0 0.0
     """
     if W is not None:
         num_classes = np.shape(W)[0] if num_classes is None else num_classes
@@ -208,8 +323,8 @@ def imbalanced_collapse(
             minority = np.flatnonzero(present & (counts < counts.max()))
         if len(minority) >= 2:
             out["minority_collapse"] = minority_collapse(W, counts, minority)
-    if lambda_W is not None and lambda_H is not None:
-        pred = ufm_imbalanced_norms(n, lambda_W, lambda_H)
+    if weight_decay_w is not None and weight_decay_h is not None:
+        pred = ufm_imbalanced_norms(n, weight_decay_w, weight_decay_h)
         h = pred["h_norm"].to_numpy()
         out["mean_norm_error"] = float(np.max(np.abs(np.linalg.norm(mu, axis=1) - h) / h))
         if W is not None:

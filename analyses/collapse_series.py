@@ -3,7 +3,7 @@
 Papyan, Han & Donoho (2020), "Prevalence of neural collapse during the terminal phase of deep
 learning training", plot each metric against the epoch: past zero training error NC1
 (``Tr(Σ_W Σ_B^†)/C``), the distance of the class means to a simplex ETF (NC2), the
-classifier-to-means distance (NC3) and the nearest-class-centre disagreement (NC4) keep falling.
+classifier-to-means distance (NC3) and the nearest-class-center disagreement (NC4) keep falling.
 ``collapse_series`` evaluates ``collapse.collapse_of_model`` (definitions in
 ``analyses.collapse``) on each checkpoint, one row per (step, metric).
 """
@@ -19,6 +19,10 @@ from dynkit.schema import step_epoch, tidy
 
 from .collapse import collapse_of_model
 
+__all__ = [
+    "collapse_series",
+]
+
 
 def collapse_series(
     run,
@@ -33,14 +37,42 @@ def collapse_series(
 ) -> pd.DataFrame:
     """NC metrics versus training step for a run (Papyan et al. 2020, Fig. 2-7).
 
-    ``run`` is a folder of checkpoints (``dynkit.load_run``), a ``Run``, or any iterable
-    of ``Checkpoint``-like objects (``.model``, ``.params``, ``.step``, ``.meta``); ``every``
-    keeps every k-th checkpoint (and the last one with ``include_last``;
-    ``dynkit.checkpoints.iterate``). Each is evaluated with ``collapse_of_model(model, params,
-    x, y, **options)`` (features streamed in batches of ``batch_size``, the model's own
-    read-out for NC3/NC4; ``options``: method, nc1_variant, nc2_variant, global_mean, rcond).
-    Returns the tidy series ``step, epoch, metric, value`` (``dynkit.schema``; ``epoch`` from
-    the checkpoint's ``meta["epoch"]``, NaN when absent), sorted by step.
+    Each checkpoint used (``dynkit.checkpoints.iterate``) is evaluated with
+    ``collapse_of_model(model, params, x, y, **options)``: features streamed in batches, the
+    model's own read-out for NC3/NC4; definitions in ``analyses.collapse``.
+
+    Args:
+        run: a folder of checkpoints (``dynkit.load_run``), a ``Run``, or any iterable of
+            ``Checkpoint``-like objects (``.model``, ``.params``, ``.step``, ``.meta``).
+        x: inputs ``(N, ...)``.
+        y: ``N`` integer labels.
+        every: keep every ``every``-th checkpoint.
+        include_last: also keep the last checkpoint when ``every`` skips it.
+        batch_size: samples per forward pass.
+        progress: show a progress bar over the checkpoints.
+        **options: ``method, nc1_variant, nc2_variant, global_mean, rcond`` of
+            ``collapse_of_model``.
+
+    Returns:
+        The tidy series ``step, epoch, metric, value`` (``dynkit.schema``; ``epoch`` from the
+        checkpoint's ``meta["epoch"]``, NaN when absent), sorted by step.
+
+    References:
+        Papyan, Han & Donoho 2020, "Prevalence of neural collapse during the terminal phase
+            of deep learning training" (PNAS).
+
+    Example:
+        >>> import jax
+        >>> from types import SimpleNamespace
+        >>> from dynkit.models import mlp
+        >>> model = mlp(2, [8], 2)
+        >>> run = [SimpleNamespace(model=model, params=model.init(jax.random.PRNGKey(s)), step=s,
+        ...                        meta={"epoch": s / 10}) for s in (0, 5)]
+        >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+        >>> y = np.array([0, 0, 1, 1])
+        >>> df = collapse_series(run, x, y)
+        >>> df[df.metric == "nc1"][["step", "epoch"]].to_numpy().tolist()
+        [[0.0, 0.0], [5.0, 0.5]]
     """
     from tqdm.auto import tqdm
 

@@ -2,7 +2,7 @@
 
 Pass 1 merges per-batch class moments with the pairwise update of Chan, Golub & LeVeque (1979):
 for a class with running count ``n``, mean ``μ`` and a batch of ``m`` samples with mean ``ν`` and
-centred scatter ``S_b``, ``δ = ν - μ``, ``μ <- μ + δ m / (n + m)`` and
+centered scatter ``S_b``, ``δ = ν - μ``, ``μ <- μ + δ m / (n + m)`` and
 ``S <- S + S_b + (n m / (n + m)) δ δᵀ``. Summed over classes the within-class scatter needs one
 ``D x D`` matrix (``dense=True``) or only its trace (always kept).
 
@@ -10,7 +10,7 @@ Pass 2 (subspace method) avoids any ``D x D`` matrix: the between-class covarian
 rank ``<= C - 1`` and its range lies in ``span{μ_1..μ_C}``; with ``Q`` an orthonormal basis of that
 span (``D x r``, ``r <= C``), ``Tr(Σ_W Σ_B^†) = Tr((QᵀΣ_W Q)(QᵀΣ_B Q)^†)`` because
 ``Σ_B^† = Q (QᵀΣ_B Q)^† Qᵀ``. Pass 2 accumulates ``Qᵀ S_W Q = Σ_i (Qᵀ(h_i - μ_{y_i}))(…)ᵀ``
-(an ``r x r`` matrix) and the nearest-class-centre disagreements for NC4.
+(an ``r x r`` matrix) and the nearest-class-center disagreements for NC4.
 All arithmetic is float64 numpy; a batch is converted to float64 one batch at a time, and
 ``blocks`` cuts an in-memory feature matrix into views of about ``BLOCK_BYTES`` each, so no
 float64 copy of the whole matrix is ever made.
@@ -34,13 +34,28 @@ BLOCK_BYTES = 8 * 2**20
 
 @dataclass(frozen=True)
 class ClassStats:
-    """Sufficient statistics of labelled features.
+    """Sufficient statistics of labeled features for the neural-collapse metrics.
 
-    ``counts[c]`` samples of class ``c`` with mean ``means[c]``; ``class_within_trace[c] =
-    Σ_{i: y_i = c} ‖h_i - μ_c‖²`` and ``within_trace`` its sum over classes; ``basis`` ``Q`` (``D x r``, orthonormal, spans the class means);
-    ``within_proj = Qᵀ S_W Q`` with ``S_W = Σ_i (h_i - μ_{y_i})(h_i - μ_{y_i})ᵀ``; ``scatter`` is
-    ``S_W`` itself (dense method only); ``ncc_disagreements`` counts samples whose nearest class
-    centre differs from the supplied prediction (``None`` when no predictions were given).
+    With ``S_W = Σ_i (h_i - μ_{y_i})(h_i - μ_{y_i})ᵀ`` the within-class scatter:
+
+    Attributes:
+        counts: ``(C,)`` samples per class.
+        means: ``(C, D)`` class means ``μ_c`` (zero rows for classes without samples).
+        within_trace: ``Tr S_W``.
+        class_within_trace: ``(C,)``, ``Σ_{i: y_i = c} ‖h_i - μ_c‖²``.
+        basis: ``Q`` (``D x r``, orthonormal, spans the class means).
+        within_proj: ``Qᵀ S_W Q`` (``r x r``).
+        scatter: ``S_W`` itself (``dense=True`` only, else ``None``).
+        ncc_disagreements: samples whose nearest class center differs from the supplied
+            prediction (``None`` when no predictions were given).
+        num_samples, dim: ``N`` and ``D`` (properties).
+
+    Example:
+        >>> acc = CollapseAccumulator(2, dense=True)
+        >>> acc.update(np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]]), np.array([0, 0, 1]))
+        >>> st = acc.stats()
+        >>> st.num_samples, st.dim, st.within_trace
+        (3, 2, 2.0)
     """
 
     counts: np.ndarray
@@ -54,16 +69,39 @@ class ClassStats:
 
     @property
     def num_samples(self) -> int:
+        """Number of samples ``N = Σ_c counts[c]``."""
         return int(self.counts.sum())
 
     @property
     def dim(self) -> int:
+        """Feature dimension ``D``."""
         return int(self.means.shape[1])
 
 
 def check_shapes(features, labels, *, dim=None, num_classes=None, name="features"):
-    """Validate shapes, dtypes and labels of one batch without copying the features; return
-    ``(x (B, D) as given, y int64 (B,))``. Finiteness is checked by ``check_batch``."""
+    """Validate shapes, dtypes and labels of one batch without copying the features.
+
+    Finiteness is checked by :func:`check_batch`.
+
+    Args:
+        features: ``(B, D)`` real array.
+        labels: ``(B,)`` integer labels ``>= 0``.
+        dim: expected ``D`` (from earlier batches), or ``None``.
+        num_classes: labels must be ``< num_classes`` when given.
+        name: the name used in error messages.
+
+    Returns:
+        ``(x, y)``: ``x`` the features as given (no copy), ``y`` int64 labels.
+
+    Raises:
+        ShapeMismatchError: wrong number of dimensions or rows, or ``D != dim``.
+        InvalidArgumentError: non-real features, non-integer or out-of-range labels.
+
+    Example:
+        >>> x, y = check_shapes(np.zeros((2, 3), np.float32), [0, 1])
+        >>> x.dtype, y.dtype
+        (dtype('float32'), dtype('int64'))
+    """
     x = np.asarray(features)
     y = np.asarray(labels)
     if x.ndim != 2:
@@ -92,8 +130,22 @@ def check_shapes(features, labels, *, dim=None, num_classes=None, name="features
 
 
 def check_batch(features, labels, *, dim=None, num_classes=None, name="features"):
-    """Validate one batch (``check_shapes`` and finite values); return ``(x float64 (B, D),
-    y int64 (B,))``."""
+    """Validate one batch (:func:`check_shapes` and finite values) and convert it to float64.
+
+    Args:
+        features, labels, dim, num_classes, name: as in :func:`check_shapes`.
+
+    Returns:
+        ``(x float64 (B, D), y int64 (B,))``.
+
+    Raises:
+        InvalidArgumentError: NaN or infinite features, or any error of ``check_shapes``.
+
+    Example:
+        >>> x, y = check_batch(np.ones((2, 3), np.float32), [0, 1])
+        >>> x.dtype, x.shape
+        (dtype('float64'), (2, 3))
+    """
     x, y = check_shapes(features, labels, dim=dim, num_classes=num_classes, name=name)
     x = np.asarray(x, dtype=np.float64)
     check_finite(name, x)
@@ -101,8 +153,22 @@ def check_batch(features, labels, *, dim=None, num_classes=None, name="features"
 
 
 def blocks(x, *arrays):
-    """Yield ``(x[s], *(a[s] for a in arrays))`` over consecutive row slices ``s`` of about
-    ``BLOCK_BYTES`` of float64 each: views, not copies (``None`` entries stay ``None``)."""
+    """Consecutive row blocks of ``x`` (and of the aligned ``arrays``) as views, not copies.
+
+    Each block has about ``BLOCK_BYTES`` of float64 rows; ``None`` entries of ``arrays`` stay
+    ``None``.
+
+    Args:
+        x: ``(N, D)`` array.
+        *arrays: arrays with ``N`` rows (or ``None``).
+
+    Returns:
+        A generator of tuples ``(x[s], *(a[s] for a in arrays))`` over row slices ``s``.
+
+    Example:
+        >>> [b[0].shape for b in blocks(np.zeros((5, 2)), None)]
+        [(5, 2)]
+    """
     rows = max(1, BLOCK_BYTES // (8 * max(1, x.shape[1])))
     for i in range(0, x.shape[0], rows):
         s = slice(i, i + rows)
@@ -110,15 +176,15 @@ def blocks(x, *arrays):
 
 
 def _batch_moments(x, y):
-    """Per-class counts, means, the rows centred at their batch class mean (sorted by class,
-    one batch-sized copy) and the per-class sums of squared centred norms."""
+    """Per-class counts, means, the rows centered at their batch class mean (sorted by class,
+    one batch-sized copy) and the per-class sums of squared centered norms."""
     order = np.argsort(y, kind="stable")
-    ys, centred = y[order], x[order]
+    ys, centered = y[order], x[order]
     cls, starts, cnt = np.unique(ys, return_index=True, return_counts=True)
-    bmeans = np.add.reduceat(centred, starts, axis=0) / cnt[:, None]
-    centred -= np.repeat(bmeans, cnt, axis=0)
-    sq = np.add.reduceat(np.einsum("ij,ij->i", centred, centred), starts)
-    return cls, cnt, bmeans, centred, sq
+    bmeans = np.add.reduceat(centered, starts, axis=0) / cnt[:, None]
+    centered -= np.repeat(bmeans, cnt, axis=0)
+    sq = np.add.reduceat(np.einsum("ij,ij->i", centered, centered), starts)
+    return cls, cnt, bmeans, centered, sq
 
 
 class CollapseAccumulator:
@@ -132,9 +198,26 @@ class CollapseAccumulator:
         for x, y in batches(): acc.update_second(x, y, predictions)   # pass 2
         stats = acc.stats()
 
+    Pass 1 merges batch moments with the pairwise update of Chan et al. (module docstring).
     Pass 2 is needed for the subspace NC1 (``dense=False``) and for NC4; it must see the same
     samples as pass 1. Memory: ``O(C D)`` (+ ``D²`` when ``dense``), independent of N.
-    ``num_classes=None`` grows the class count with the largest label seen.
+
+    Args:
+        num_classes: ``C``; ``None`` grows the class count with the largest label seen.
+        dense: keep the ``D x D`` within-class scatter (pass 2 then only needed for NC4).
+
+    References:
+        Chan, Golub & LeVeque 1979, "Updating formulae and a pairwise algorithm for
+            computing sample variances" (Stanford CS tech. report STAN-CS-79-773).
+
+    Example:
+        >>> x, y = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]]), np.array([0, 0, 1])
+        >>> acc = CollapseAccumulator(2)
+        >>> for xb, yb in ((x[:2], y[:2]), (x[2:], y[2:])):
+        ...     acc.update(xb, yb)
+        >>> acc.update_second(x, y, predictions=np.array([0, 1, 1]))
+        >>> acc.means.tolist(), acc.stats().ncc_disagreements
+        ([[2.0, 0.0], [0.0, 2.0]], 1)
     """
 
     def __init__(self, num_classes: int | None = None, *, dense: bool = False):
@@ -154,6 +237,7 @@ class CollapseAccumulator:
 
     @property
     def dim(self) -> int | None:
+        """Feature dimension ``D`` (``None`` before the first batch)."""
         return None if self._means is None else self._means.shape[1]
 
     @property
@@ -189,7 +273,7 @@ class CollapseAccumulator:
         if not y.size:
             return
         self._grow(int(y.max()) + 1, x.shape[1])
-        cls, cnt, bmeans, centred, sq = _batch_moments(x, y)
+        cls, cnt, bmeans, centered, sq = _batch_moments(x, y)
         n_old = self._counts[cls].astype(np.float64)
         n_new = n_old + cnt
         delta = bmeans - self._means[cls]
@@ -197,7 +281,7 @@ class CollapseAccumulator:
         w = n_old * cnt / n_new
         self._class_trace[cls] += sq + w * np.sum(delta * delta, axis=1)
         if self.dense:
-            self._scatter += centred.T @ centred + (delta * w[:, None]).T @ delta
+            self._scatter += centered.T @ centered + (delta * w[:, None]).T @ delta
         self._counts[cls] += cnt
 
     def close_first_pass(self) -> None:
@@ -231,7 +315,7 @@ class CollapseAccumulator:
             raise ShapeMismatchError(
                 f"predictions must have shape {y.shape} (one class per sample); got {pred.shape}"
             )
-        # nearest class centre: argmin_c ‖h - μ_c‖² = argmax_c 2 h·μ_c - ‖μ_c‖², μ_c ∈ span(Q)
+        # nearest class center: argmin_c ‖h - μ_c‖² = argmax_c 2 h·μ_c - ‖μ_c‖², μ_c ∈ span(Q)
         sq = np.sum(self._means * self._means, axis=1)
         scores = 2.0 * xq @ self._mean_proj.T - sq
         scores[:, self._counts == 0] = -np.inf

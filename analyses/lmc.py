@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.analyses.permutation import (  # noqa: F401  (re-exported API)
+from dynkit.analyses.permutation import (  # re-exported API, see __all__
     ACTIVATION_OBJECTIVES,
     Permutation,
     activation_matching,
@@ -28,6 +28,13 @@ from dynkit.analyses.permutation import (  # noqa: F401  (re-exported API)
 from dynkit.errors import InvalidArgumentError
 from dynkit.evaluate import evaluate
 from dynkit.models.graph import Model
+
+__all__ = [
+    "ACTIVATION_OBJECTIVES", "BARRIERS", "BN_MODES", "Permutation", "activation_matching",
+    "activation_similarity", "apply_permutation", "barrier", "barrier_table", "interpolate",
+    "layerwise_interpolate", "lerp", "permutation_spec", "repair", "reset_batchnorm",
+    "weight_matching",
+]
 
 BARRIERS = ("linear", "mean")
 BN_MODES = ("reset", "interpolate", "repair")
@@ -44,13 +51,55 @@ def _alpha_grid(alphas) -> np.ndarray:
 
 
 def lerp(params_a, params_b, alpha: float):
-    """``(1 − α) θ_A + α θ_B``, leaf by leaf."""
+    """Linear interpolation of two parameter trees, leaf by leaf:
+
+        θ(α) = (1 − α) θ_A + α θ_B.
+
+    Args:
+        params_a, params_b: parameter trees of the same structure.
+        alpha: the interpolation weight of ``θ_B``.
+
+    Returns:
+        The interpolated tree.
+
+    Example:
+        >>> lerp({"w": np.array([0.0, 2.0])}, {"w": np.array([4.0, 2.0])}, 0.25)
+        {'w': array([1., 2.])}
+    """
     return jax.tree_util.tree_map(lambda a, b: (1 - alpha) * a + alpha * b, params_a, params_b)
 
 
 def reset_batchnorm(model: Model, params, x, max_samples: int = 2048):
-    """Re-estimate every BatchNorm's running mean and (unbiased) variance on ``x`` in one
-    train-mode pass over up to ``max_samples`` inputs (momentum 1: the batch statistics)."""
+    """Re-estimate every BatchNorm's running statistics on ``x`` ("reset BN").
+
+    One train-mode pass over up to ``max_samples`` inputs with momentum 1 sets each running mean
+    and (unbiased) variance to the batch statistics, which repairs the variance collapse of
+    interpolated networks.
+
+    Args:
+        model: a dynkit ``Model`` (returned unchanged without BatchNorm).
+        params: its parameters.
+        x: inputs.
+        max_samples: number of inputs used (the first ones).
+
+    Returns:
+        The parameters with new BatchNorm statistics.
+
+    References:
+        Jordan, Sedghi, Saukh, Entezari & Neyshabur 2023, "REPAIR: REnormalizing Permuted
+        Activations for Interpolation Repair" (ICLR).
+
+    Example:
+        >>> from dynkit.models import GraphBuilder
+        >>> g = GraphBuilder((3,))
+        >>> h = g.batchnorm(g.dense("input", 4, name="fc"), name="bn")
+        >>> model = g.build({"arch": "custom"}, g.dense(h, 2, name="head"), h)
+        >>> params, x = model.init(jax.random.PRNGKey(0)), np.arange(12.0).reshape(4, 3)
+        >>> new = reset_batchnorm(model, params, x)
+        >>> pre_bn = model.intermediates(params, x, ["fc"])["fc"]
+        >>> np.allclose(new["bn"]["mean"], pre_bn.mean(0), rtol=1e-5)
+        True
+    """
     if not model.has_batchnorm:
         return params
     _, new = model.apply_train(params, jnp.asarray(x[:max_samples]), momentum=1.0)
@@ -61,10 +110,36 @@ def interpolate(model: Model, params_a, params_b, x, y, alphas=21, *, x_test=Non
                 loss: str = "cross_entropy", bn: str = "reset", bn_data=None) -> pd.DataFrame:
     """Loss and accuracy along the segment ``θ(α) = (1 − α) θ_A + α θ_B``.
 
-    Returns a tidy frame with columns ``alpha, split, loss, accuracy, error`` (split ``train``
-    for ``(x, y)``, ``test`` for ``(x_test, y_test)`` when given). ``bn`` chooses how BatchNorm
-    statistics are set at each α (module docstring); statistics are estimated on ``bn_data``
-    (default ``x``)."""
+    ``bn`` chooses how BatchNorm statistics are set at each α (module docstring): ``"reset"``
+    (re-estimated on ``bn_data``), ``"repair"`` (REPAIR, then reset) or ``"interpolate"`` (kept
+    interpolated).
+
+    Args:
+        model: the common architecture.
+        params_a, params_b: the endpoints ``θ_A``, ``θ_B``.
+        x, y: training inputs and labels (split ``train``).
+        alphas: number of equally spaced points in ``[0, 1]`` (``>= 2``) or the grid itself.
+        x_test, y_test: optional test split.
+        loss: ``"cross_entropy"`` or ``"mse"``.
+        bn: one of ``BN_MODES``.
+        bn_data: inputs for the BatchNorm statistics (default ``x``).
+
+    Returns:
+        Tidy DataFrame with columns ``alpha, split, loss, accuracy, error``.
+
+    References:
+        Frankle, Dziugaite, Roy & Carbin 2020, "Linear mode connectivity and the lottery ticket
+        hypothesis" (ICML); Jordan et al. 2023 (REPAIR, BN reset).
+
+    Example:
+        >>> from dynkit.models import mlp
+        >>> model = mlp(2, [8], 2)
+        >>> pa, pb = model.init(jax.random.PRNGKey(0)), model.init(jax.random.PRNGKey(1))
+        >>> x, y = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), np.array([0, 1, 1])
+        >>> curve = interpolate(model, pa, pb, x, y, alphas=3)
+        >>> curve.alpha.tolist(), list(curve.columns)
+        ([0.0, 0.5, 1.0], ['alpha', 'split', 'loss', 'accuracy', 'error'])
+    """
     model.check_params(params_a, params_b)
     if bn not in BN_MODES:
         raise InvalidArgumentError(f"bn must be one of {BN_MODES}, got {bn!r}")
@@ -92,7 +167,28 @@ def barrier(curve: pd.DataFrame, *, definition: str = "linear", metric: str = "l
       Entezari et al. 2022);
     * ``"mean"``: ``max_α L(α) − ½ (L(0) + L(1))`` (Ainsworth et al. 2023).
 
-    ``metric="error"`` gives the error barrier (error = 1 − accuracy)."""
+    Args:
+        curve: an :func:`interpolate` frame; its grid must contain α = 0 and α = 1.
+        definition: one of ``BARRIERS``.
+        metric: column of the curve, ``"loss"`` or ``"error"`` (error = 1 − accuracy).
+        split: the split whose rows are used.
+
+    Returns:
+        The barrier, a float.
+
+    References:
+        Frankle et al. 2020, "Linear mode connectivity and the lottery ticket hypothesis"
+        (ICML); Entezari, Sedghi, Saukh & Neyshabur 2022, "The role of permutation invariance in
+        linear mode connectivity of neural networks" (ICLR); Ainsworth, Hayase & Srinivasa 2023,
+        "Git Re-Basin: merging models modulo permutation symmetries" (ICLR).
+
+    Example:
+        >>> import pandas as pd
+        >>> curve = pd.DataFrame({"alpha": [0.0, 0.5, 1.0], "split": "train",
+        ...                       "loss": [1.0, 3.0, 2.0]})
+        >>> barrier(curve), barrier(curve, definition="mean")
+        (1.5, 1.5)
+    """
     if definition not in BARRIERS:
         raise InvalidArgumentError(f"definition must be one of {BARRIERS}, got {definition!r}")
     c = curve[curve["split"] == split].sort_values("alpha")
@@ -152,19 +248,44 @@ def barrier_table(curve: pd.DataFrame, *, definition: str = "linear",
 def layerwise_interpolate(model: Model, params_a, params_b, x, y, alphas=11, *,
                           loss: str = "cross_entropy", groups: Sequence[str] | None = None,
                           bn: str = "reset") -> pd.DataFrame:
-    """Layer-wise LMC (Adilova et al. 2024): interpolate one layer at a time, the rest at θ_A.
+    """Layer-wise LMC (Adilova et al. 2024): interpolate one layer at a time, the rest at ``θ_A``.
 
-    For each parameterised node ``l``: ``θ_l(α) = θ_A`` except
-    ``θ_A^l → (1 − α) θ_A^l + α θ_B^l``.
-    Returns ``layer, alpha, loss, accuracy`` (train split) and the per-layer barrier is
-    ``barrier(...)`` of each layer's curve."""
+    For each parameterized node ``l``: ``θ_l(α) = θ_A`` except
+    ``θ_A^l → (1 − α) θ_A^l + α θ_B^l``; the per-layer barrier is :func:`barrier` of each
+    layer's curve.
+
+    Args:
+        model: the common architecture.
+        params_a, params_b: the endpoints.
+        x, y: inputs and labels (train split).
+        alphas: number of grid points or the grid.
+        loss: ``"cross_entropy"`` or ``"mse"``.
+        groups: node names to interpolate (default: every node with parameters).
+        bn: one of ``BN_MODES``.
+
+    Returns:
+        DataFrame with the :func:`interpolate` columns and ``layer``.
+
+    References:
+        Adilova, Andriushchenko, Kamp, Fischer & Jaggi 2024, "Layer-wise linear mode
+        connectivity" (ICLR).
+
+    Example:
+        >>> from dynkit.models import mlp
+        >>> model = mlp(2, [8], 2)
+        >>> pa, pb = model.init(jax.random.PRNGKey(0)), model.init(jax.random.PRNGKey(1))
+        >>> x, y = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), np.array([0, 1, 1])
+        >>> df = layerwise_interpolate(model, pa, pb, x, y, alphas=2)
+        >>> df.layer.unique().tolist()
+        ['fc0', 'head']
+    """
     names = (list(groups) if groups is not None
              else [n.name for n in model.nodes if n.name in params_a])
     grid = _alpha_grid(alphas)
     frames = []
     for name in names:
         if name not in params_a:
-            raise InvalidArgumentError(f"{name!r} is not a parameterised layer of {model.arch!r}")
+            raise InvalidArgumentError(f"{name!r} is not a parameterized layer of {model.arch!r}")
         b_only = {k: (params_b[k] if k == name else v) for k, v in params_a.items()}
         curve = interpolate(model, params_a, b_only, x, y, grid, loss=loss, bn=bn)
         frames.append(curve.assign(layer=name))
@@ -173,8 +294,10 @@ def layerwise_interpolate(model: Model, params_a, params_b, x, y, alphas=11, *,
 
 def repair(model: Model, params_a, params_b, params_alpha, alpha: float, x,
            max_samples: int = 2048, *, correct_readout: bool = False):
-    """REPAIR (Jordan et al. 2023): rescale every dense/conv output channel of the interpolated
-    network so that its mean and std on ``x`` equal the interpolation of the endpoints',
+    """REPAIR (Jordan et al. 2023): match the interpolated network's channel statistics.
+
+    Every dense/conv output channel of the interpolated network is rescaled so that its mean and
+    std on ``x`` equal the interpolation of the endpoints',
     ``μ = (1 − α) μ_A + α μ_B``, ``σ = (1 − α) σ_A + α σ_B``. Layers are corrected in graph
     order (each correction changes the statistics downstream). Layers followed by BatchNorm are
     left to the BatchNorm reset that ends the procedure (it restores their statistics exactly).
@@ -201,6 +324,16 @@ def repair(model: Model, params_a, params_b, params_alpha, alpha: float, x,
         Jordan, Sedghi, Saukh, Entezari & Neyshabur 2023, "REPAIR: REnormalizing Permuted
         Activations for Interpolation Repair", Sec. 3 and the notebook
         ``Train-and-Permute-MNIST-MLP-NoBatchNorm``.
+
+    Example:
+        >>> from dynkit.models import mlp
+        >>> model = mlp(2, [8], 2)
+        >>> pa, pb = model.init(jax.random.PRNGKey(0)), model.init(jax.random.PRNGKey(1))
+        >>> x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.5]])
+        >>> p = repair(model, pa, pb, lerp(pa, pb, 0.5), 0.5, x)
+        >>> z = lambda q: np.asarray(model.intermediates(q, x, ["fc0"])["fc0"])
+        >>> np.allclose(z(p).mean(0), (z(pa).mean(0) + z(pb).mean(0)) / 2, atol=1e-5)
+        True
     """
     xs = jnp.asarray(x[:max_samples])
     feeds_bn = {n.inputs[0] for n in model.nodes if n.op == "batchnorm"}

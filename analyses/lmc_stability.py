@@ -24,17 +24,47 @@ from dynkit.evaluate import logits, score
 from dynkit.losses import loss_fn
 from dynkit.models.graph import Model
 
+__all__ = [
+    "drop_units", "dropout_path", "dropout_stability", "instability",
+]
+
 
 def instability(model: Model, data, spawn_steps: Sequence[int], total_steps: int, *,
                 seed: int = 0, child_seeds: tuple[int, int] = (1, 2), alphas: int = 11,
                 progress: bool = False, **fit_kwargs) -> pd.DataFrame:
-    """Barrier between two children spawned at each step ``k`` (Frankle et al. 2020).
+    """Instability analysis (Frankle et al. 2020): barrier between two children spawned at ``k``.
 
-    The parent starts at ``model.init(PRNGKey(seed))`` and is trained (data order ``seed``)
-    in consecutive pieces up to each ``k``; from ``θ_k`` two children train for
-    ``total_steps − k`` steps with data orders ``child_seeds``. Returns ``k, split, barrier_loss,
-    barrier_error`` (``"linear"`` definition). Optimizer state starts fresh in every piece, so
-    plain SGD (the default) reproduces the paper's setting exactly."""
+    The parent starts at ``model.init(PRNGKey(seed))`` and is trained (data order ``seed``) in
+    consecutive pieces up to each ``k``; from ``θ_k`` two children train for
+    ``total_steps − k`` steps with data orders ``child_seeds``, and the ``"linear"`` barrier
+    (:func:`dynkit.analyses.lmc.barrier`) between them is measured. Optimizer state starts fresh
+    in every piece, so plain SGD (the default) reproduces the paper's setting exactly.
+
+    Args:
+        model: the architecture.
+        data: a ``dynkit.data.Dataset``.
+        spawn_steps: the steps ``k`` in ``[0, total_steps]``.
+        total_steps: training steps of parent plus child.
+        seed: initialization and parent data-order seed.
+        child_seeds: data-order seeds of the two children.
+        alphas: interpolation grid size.
+        progress: show training progress bars.
+        **fit_kwargs: keyword arguments of ``dynkit.train.fit`` (``optimizer="sgd"`` by default).
+
+    Returns:
+        DataFrame with columns ``k, split, barrier_loss, barrier_error``.
+
+    References:
+        Frankle, Dziugaite, Roy & Carbin 2020, "Linear mode connectivity and the lottery ticket
+        hypothesis" (ICML).
+
+    Example:
+        >>> import dynkit as dk
+        >>> data = dk.data.load("gaussian_mixture", n_train=16, n_test=8)
+        >>> df = instability(dk.models.mlp(2, [8], 3), data, [0, 1], 2, alphas=3, batch_size=8)
+        >>> df.k.tolist(), list(df.columns)
+        ([0, 0, 1, 1], ['k', 'split', 'barrier_loss', 'barrier_error'])
+    """
     from dynkit.train import fit
 
     ks = sorted(int(k) for k in spawn_steps)
@@ -70,8 +100,34 @@ def _outgoing(model: Model, layer: str):
 
 
 def drop_units(model: Model, params, layer: str, keep: np.ndarray):
-    """Keep the units ``keep`` (indices) of ``layer``: the outgoing weights of the others are
-    zeroed and those of the kept ones multiplied by ``N/k`` (Shevchenko & Mondelli 2020)."""
+    """Keep the units ``keep`` of a hidden layer, rescaled (Shevchenko & Mondelli 2020).
+
+    The outgoing weights of the other units are zeroed and those of the ``k`` kept ones
+    multiplied by ``N/k`` (``N`` units in the layer).
+
+    Args:
+        model: the architecture.
+        params: its parameters.
+        layer: a hidden layer (a member of a permutation group of ``permutation_spec``).
+        keep: indices of the kept units.
+
+    Returns:
+        The new parameters (a copy).
+
+    References:
+        Shevchenko & Mondelli 2020, "Landscape connectivity and dropout stability of SGD
+        solutions for over-parameterized neural networks" (ICML).
+
+    Example:
+        >>> from dynkit.models import mlp
+        >>> model = mlp(2, [4], 2)
+        >>> pa, pb = model.init(jax.random.PRNGKey(0)), model.init(jax.random.PRNGKey(1))
+        >>> x, y = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), np.array([0, 1, 1])
+        >>> p = drop_units(model, pa, "fc0", [0, 1])
+        >>> w, w0 = np.asarray(p["head"]["w"]), np.asarray(pa["head"]["w"])
+        >>> np.allclose(w[:2], 2 * w0[:2]), float(abs(w[2:]).max())
+        (True, 0.0)
+    """
     _, n, axes = _outgoing(model, layer)
     keep = np.asarray(keep)
     if keep.size == 0 or keep.max() >= n or keep.min() < 0:
@@ -89,9 +145,38 @@ def drop_units(model: Model, params, layer: str, keep: np.ndarray):
 
 def dropout_stability(model: Model, params, x, y, layer: str, ks: Sequence[int], *,
                       draws: int = 5, seed: int = 0, loss: str = "cross_entropy") -> pd.DataFrame:
-    """``Δloss(k) = L(θ with k of N units of layer kept, rescaled by N/k) − L(θ)``, averaged over
-    ``draws`` random subsets (Shevchenko & Mondelli 2020). Returns ``k, N, loss, delta_loss,
-    delta_loss_std``."""
+    """Dropout stability (Shevchenko & Mondelli 2020):
+
+        Δloss(k) = L(θ with k of N units of ``layer`` kept, rescaled by N/k) − L(θ),
+
+    averaged over ``draws`` random subsets.
+
+    Args:
+        model: the architecture.
+        params: its parameters.
+        x, y: inputs and labels.
+        layer: the hidden layer.
+        ks: numbers of kept units, each in ``[1, N]``.
+        draws: random subsets per ``k``.
+        seed: seed of the subsets.
+        loss: ``"cross_entropy"`` or ``"mse"``.
+
+    Returns:
+        DataFrame with columns ``k, N, loss, delta_loss, delta_loss_std``.
+
+    References:
+        Shevchenko & Mondelli 2020, "Landscape connectivity and dropout stability of SGD
+        solutions for over-parameterized neural networks" (ICML).
+
+    Example:
+        >>> from dynkit.models import mlp
+        >>> model = mlp(2, [4], 2)
+        >>> pa, pb = model.init(jax.random.PRNGKey(0)), model.init(jax.random.PRNGKey(1))
+        >>> x, y = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), np.array([0, 1, 1])
+        >>> df = dropout_stability(model, pa, x, y, "fc0", [4], draws=1)
+        >>> bool(abs(df.delta_loss[0]) < 1e-6)     # keeping all units changes nothing
+        True
+    """
     _, n, _ = _outgoing(model, layer)
     task_loss = loss_fn(loss, int(np.max(y)) + 1 if np.ndim(y) == 1 else None)
     base = _loss(model, params, x, y, task_loss)
@@ -111,8 +196,8 @@ def dropout_stability(model: Model, params, x, y, layer: str, ks: Sequence[int],
 
 def dropout_path(model: Model, params_a, params_b, x, y, *, points: int = 11,
                  loss: str = "cross_entropy") -> pd.DataFrame:
-    """Loss along the piecewise-linear path of Shevchenko & Mondelli (2020) between two
-    two-layer networks (``mlp`` with one hidden layer ``fc0``), through their halves:
+    """Loss along the piecewise-linear path of Shevchenko & Mondelli (2020) between two two-layer
+    networks (``mlp`` with one hidden layer ``fc0``), through their halves:
 
     1. A → A₁: keep A's first half (outgoing weights ×2, the rest 0); 2. give A's silent second
     half B's second-half input weights (the function does not change); 3. move the read-out from
@@ -120,7 +205,31 @@ def dropout_path(model: Model, params_a, params_b, x, y, *, points: int = 11,
     input weights, reaching B₂ (B with its second half kept); 5. B₂ → B. Segments 1, 3 and 5
     change only the read-out weights, in which the loss is convex, so their loss never exceeds
     that of their endpoints.
-    Returns ``segment, t, loss`` (segments 2 and 4 have constant loss and one row each)."""
+
+    Args:
+        model: an ``mlp`` with exactly one hidden layer.
+        params_a, params_b: the two networks.
+        x, y: inputs and labels.
+        points: grid points on each of segments 1, 3 and 5.
+        loss: ``"cross_entropy"`` or ``"mse"``.
+
+    Returns:
+        DataFrame with columns ``segment, t, loss`` (segments 2 and 4 have constant loss and one
+        row each).
+
+    References:
+        Shevchenko & Mondelli 2020, "Landscape connectivity and dropout stability of SGD
+        solutions for over-parameterized neural networks" (ICML).
+
+    Example:
+        >>> from dynkit.models import mlp
+        >>> model = mlp(2, [4], 2)
+        >>> pa, pb = model.init(jax.random.PRNGKey(0)), model.init(jax.random.PRNGKey(1))
+        >>> x, y = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), np.array([0, 1, 1])
+        >>> df = dropout_path(model, pa, pb, x, y, points=3)
+        >>> df.segment.tolist()
+        [1, 1, 1, 2, 3, 3, 3, 4, 5, 5, 5]
+    """
     if model.arch != "mlp" or len(model.config["widths"]) != 1:
         raise InvalidArgumentError("dropout_path is defined for two-layer networks: "
                                    "an mlp with exactly one hidden layer")

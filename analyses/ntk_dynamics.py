@@ -5,8 +5,8 @@ any PSD Gram matrix works). Targets ``y`` are integer class labels (turned into 
 ``Y ∈ {0,1}^{n×C}``) or real targets of shape ``(n,)`` / ``(n, k)``.
 
 * ``kernel_distance``: ``1 − ⟨K1, K2⟩_F / (‖K1‖_F ‖K2‖_F)`` (Fort et al. 2020, "Deep learning
-  versus kernel learning"), to initialisation and between consecutive checkpoints (velocity);
-* ``centered_alignment``: kernel-target alignment of the centred kernels (Cortes, Mohri &
+  versus kernel learning"), to initialization and between consecutive checkpoints (velocity);
+* ``centered_alignment``: kernel-target alignment of the centered kernels (Cortes, Mohri &
   Rostamizadeh 2012; used for NTKs by Baratin et al. 2021);
 * ``spectrum``, ``effective_rank`` (Roy & Vetterli 2007), ``label_power_fraction``;
 * ``linearized_predictions``: the first-order Taylor model ``f(θ0) + J(θ0)(θt − θ0)``
@@ -39,10 +39,29 @@ METRIC_POINTS = 128
 
 # ============================================================================ kernel metrics
 def kernel_distance(K1, K2) -> float:
-    """Kernel distance ``d(K1, K2) = 1 − ⟨K1, K2⟩_F / (‖K1‖_F ‖K2‖_F)`` (Fort et al. 2020).
+    """Kernel distance between two kernels (Fort et al. 2020):
 
-    0 for kernels equal up to a positive factor; 1 for orthogonal ones. Any pair of arrays of
-    the same shape (traced ``(n, n)`` or full ``(n, n, O, O)`` kernels)."""
+        d(K1, K2) = 1 − ⟨K1, K2⟩_F / (‖K1‖_F ‖K2‖_F).
+
+    0 for kernels equal up to a positive factor; 1 for orthogonal ones.
+
+    Args:
+        K1, K2: arrays of the same shape (traced ``(n, n)`` or full ``(n, n, O, O)`` kernels),
+            both nonzero.
+
+    Returns:
+        ``d`` as a float in ``[0, 2]``.
+
+    References:
+        Fort, Dziugaite, Paul, Kharaghani, Roy & Ganguli 2020, "Deep learning versus kernel
+            learning: an empirical study of loss landscape geometry and the time evolution of the
+            Neural Tangent Kernel" (NeurIPS).
+
+    Example:
+        >>> K = np.eye(3)
+        >>> abs(kernel_distance(K, 2 * K)) < 1e-12, round(kernel_distance(K, np.ones((3, 3))), 6)
+        (True, 0.42265)
+    """
     if np.shape(K1) != np.shape(K2):
         raise ShapeMismatchError(
             f"K1 and K2 must have the same shape, got {np.shape(K1)} and {np.shape(K2)}"
@@ -56,13 +75,33 @@ def kernel_distance(K1, K2) -> float:
 
 
 def centered_alignment(K, y, num_classes: int | None = None) -> float:
-    """Centred kernel-target alignment (Cortes, Mohri & Rostamizadeh 2012, Def. 3):
+    """Centered kernel-target alignment (Cortes, Mohri & Rostamizadeh 2012, Def. 3):
 
         A(K, Y) = ⟨K_c, Y Yᵀ⟩_F / (‖K_c‖_F ‖Y_c Y_cᵀ‖_F),   K_c = H K H,  H = I − 11ᵀ/n,
 
     with ``Y`` the one-hot labels (or the real targets); ``⟨K_c, YYᵀ⟩ = ⟨K_c, (YYᵀ)_c⟩`` since
     ``H`` is idempotent. In ``[-1, 1]``; 1 iff ``K_c ∝ (YYᵀ)_c``. Baratin et al. (2021) track
-    it for the NTK during training."""
+    it for the NTK during training.
+
+    Args:
+        K: ``(n, n)`` kernel.
+        y: ``n`` integer labels or real targets ``(n,)`` / ``(n, k)``.
+        num_classes: classes for integer labels (default ``max(y) + 1``).
+
+    Returns:
+        The alignment, a float in ``[-1, 1]``.
+
+    References:
+        Cortes, Mohri & Rostamizadeh 2012, "Algorithms for learning kernels based on centered
+        alignment" (JMLR); Baratin et al. 2021, "Implicit regularization via neural feature
+        alignment" (AISTATS).
+
+    Example:
+        >>> y = np.array([0, 0, 1, 1])
+        >>> Y = np.eye(2)[y]
+        >>> round(centered_alignment(Y @ Y.T, y), 6)   # the label kernel itself
+        1.0
+    """
     K = _square(K, "K")
     Y = targets(y, num_classes, len(K))
     Kc = _center(K)
@@ -70,24 +109,53 @@ def centered_alignment(K, y, num_classes: int | None = None) -> float:
     nk, nt = np.linalg.norm(Kc), np.linalg.norm(T)
     if nk == 0 or nt == 0:
         raise InvalidArgumentError(
-            "centered_alignment is undefined when the centred kernel or the centred target "
+            "centered_alignment is undefined when the centered kernel or the centered target "
             "Gram matrix is zero (constant kernel or a single class)"
         )
     return float(np.sum(Kc * T) / (nk * nt))
 
 
 def spectrum(K, k: int | None = None) -> np.ndarray:
-    """The ``k`` largest eigenvalues of the symmetric kernel ``K``, in decreasing order
-    (all of them for ``k=None``)."""
+    """The ``k`` largest eigenvalues of the symmetric kernel ``K``, in decreasing order.
+
+    Args:
+        K: ``(n, n)`` symmetric kernel (symmetrized as ``(K + Kᵀ)/2``).
+        k: number of eigenvalues (all ``n`` for ``None``).
+
+    Returns:
+        ``(min(k, n),)`` array of eigenvalues, largest first.
+
+    Example:
+        >>> spectrum(np.diag([1.0, 3.0, 2.0]), 2)
+        array([3., 2.])
+    """
     K = _square(K, "K")
     k = _k(k, len(K))
     return np.linalg.eigvalsh(_sym(K))[::-1][:k]
 
 
 def effective_rank(K) -> float:
-    """Entropy effective rank (Roy & Vetterli 2007): ``erank(K) = exp(−Σ_i p_i log p_i)`` with
-    ``p_i = σ_i / Σ_j σ_j`` the normalised singular values (eigenvalues for a PSD kernel) and
-    ``0 log 0 = 0``. Between 1 and ``rank(K)``; ``n`` for the identity."""
+    """Entropy effective rank (Roy & Vetterli 2007):
+
+        erank(K) = exp(−Σ_i p_i log p_i),   p_i = σ_i / Σ_j σ_j,
+
+    with ``σ_i`` the singular values (eigenvalues for a PSD kernel) and ``0 log 0 = 0``. Between 1
+    and ``rank(K)``; ``n`` for the identity.
+
+    Args:
+        K: ``(n, n)`` nonzero kernel.
+
+    Returns:
+        The effective rank, a float.
+
+    References:
+        Roy & Vetterli 2007, "The effective rank: a measure of effective dimensionality"
+        (EUSIPCO).
+
+    Example:
+        >>> effective_rank(np.eye(4)), effective_rank(np.diag([2.0, 2.0, 0.0]))
+        (4.0, 2.0)
+    """
     K = _square(K, "K")
     s = np.linalg.svd(K, compute_uv=False)
     total = s.sum()
@@ -103,9 +171,29 @@ def label_power_fraction(K, y, k: int, num_classes: int | None = None) -> float:
         Σ_{i ≤ k} ‖v_iᵀ Y‖² / ‖Y‖_F²,
 
     ``v_i`` the eigenvectors of the ``k`` largest eigenvalues, ``Y`` the one-hot labels or
-    targets (uncentred). 1 for ``k = n``. Large values mean the kernel's leading directions
+    targets (uncentered). 1 for ``k = n``. Large values mean the kernel's leading directions
     carry the labels (the NTK aligning with the task; Kopitkov & Indelman 2020, Baratin et
-    al. 2021)."""
+    al. 2021).
+
+    Args:
+        K: ``(n, n)`` symmetric kernel.
+        y: ``n`` integer labels or real targets ``(n,)`` / ``(n, k)``, not all zero.
+        k: number of leading eigenvectors (``>= 1``; capped at ``n``).
+        num_classes: classes for integer labels (default ``max(y) + 1``).
+
+    Returns:
+        The fraction, a float in ``[0, 1]``.
+
+    References:
+        Kopitkov & Indelman 2020, "Neural spectrum alignment: empirical study" (ICANN); Baratin
+        et al. 2021, "Implicit regularization via neural feature alignment" (AISTATS).
+
+    Example:
+        >>> y = np.array([0, 0, 1, 1])
+        >>> Y = np.eye(2)[y]
+        >>> round(label_power_fraction(Y @ Y.T + 0.1 * np.eye(4), y, 2), 6)
+        1.0
+    """
     K = _square(K, "K")
     Y = targets(y, num_classes, len(K))
     k = _k(k, len(K))
@@ -117,37 +205,74 @@ def label_power_fraction(K, y, k: int, num_classes: int | None = None) -> float:
     return float(np.sum((top.T @ Y) ** 2) / power)
 
 
-def ntk_regression(K_train, K_test_train, y_train, ridge: float = 0.0,
+def ntk_regression(k_train_train, k_test_train, y_train, diag_reg: float = 0.0,
+                   diag_reg_absolute_scale: bool = False,
                    num_classes: int | None = None) -> np.ndarray:
     """Kernel ridge regression with an (empirical) NTK:
 
-        f(x_test) = K(x_test, X) (K(X, X) + ridge · I)⁻¹ Y,
+        f(x_test) = K(x_test, X) (K(X, X) + diag_reg · s · I)⁻¹ Y,
 
-    the ``t → ∞`` prediction of the linearised network trained by gradient flow on the MSE
-    from zero output (Jacot et al. 2018; Lee et al. 2019, Eq. 9). Returns ``(n_test, C)``
-    (``C`` = classes for integer labels, else target columns). ``ridge = 0`` needs an
-    invertible ``K_train`` (a least-squares solve is used)."""
-    K_train = _square(K_train, "K_train")
-    Kxt = _finite(K_test_train, "K_test_train")
-    if Kxt.ndim != 2 or Kxt.shape[1] != len(K_train):
-        raise ShapeMismatchError(
-            f"K_test_train must have shape (n_test, {len(K_train)}), got {Kxt.shape}"
-        )
-    if not np.isfinite(ridge) or ridge < 0:
-        raise InvalidArgumentError(f"ridge must be a finite number >= 0, got {ridge}")
-    Y = targets(y_train, num_classes, len(K_train))
-    A = _sym(K_train) + ridge * np.eye(len(K_train))
-    coef = np.linalg.lstsq(A, Y, rcond=None)[0] if ridge == 0 else np.linalg.solve(A, Y)
-    return Kxt @ coef
+    with ``s = tr K(X, X) / n`` (relative regularizer, the default, as in
+    ``dynkit.theory.predict`` and neural-tangents) or ``s = 1`` when
+    ``diag_reg_absolute_scale=True``. This is the ``t → ∞`` prediction of the linearized network
+    trained by gradient flow on the MSE from zero output (Jacot et al. 2018; Lee et al. 2019,
+    Eq. 9). ``diag_reg = 0`` needs an invertible ``k_train_train`` (a least-squares solve is
+    used).
+
+    Args:
+        k_train_train: ``(n, n)`` kernel on the training inputs.
+        k_test_train: ``(n_test, n)`` kernel between test and training inputs.
+        y_train: ``n`` integer class labels (one-hot encoded) or real targets ``(n,)`` /
+            ``(n, k)``.
+        diag_reg: regularizer strength ``>= 0``, relative to ``tr K / n`` unless
+            ``diag_reg_absolute_scale``.
+        diag_reg_absolute_scale: add ``diag_reg · I`` instead of ``diag_reg · (tr K / n) · I``.
+        num_classes: number of classes for integer labels (default ``max(y) + 1``).
+
+    Returns:
+        ``(n_test, C)`` predictions (``C`` = classes for integer labels, else target columns).
+
+    References:
+        Jacot, Gabriel & Hongler 2018, "Neural Tangent Kernel"; Lee et al. 2019, "Wide neural
+        networks of any depth evolve as linear models under gradient descent".
+
+    Example:
+        >>> K = np.array([[2.0, 0.0], [0.0, 2.0]])
+        >>> ntk_regression(K, K, np.array([0, 1]), diag_reg=1.0)   # K (K + 2 I)^-1 = I / 2
+        array([[0.5, 0. ],
+               [0. , 0.5]])
+    """
+    k_train_train = _square(k_train_train, "k_train_train")
+    n = len(k_train_train)
+    kxt = _finite(k_test_train, "k_test_train")
+    if kxt.ndim != 2 or kxt.shape[1] != n:
+        raise ShapeMismatchError(f"k_test_train must have shape (n_test, {n}), got {kxt.shape}")
+    if not np.isfinite(diag_reg) or diag_reg < 0:
+        raise InvalidArgumentError(f"diag_reg must be a finite number >= 0, got {diag_reg}")
+    Y = targets(y_train, num_classes, n)
+    scale = 1.0 if diag_reg_absolute_scale else np.trace(k_train_train) / n
+    reg = diag_reg * scale
+    A = _sym(k_train_train) + reg * np.eye(n)
+    coef = np.linalg.lstsq(A, Y, rcond=None)[0] if reg == 0 else np.linalg.solve(A, Y)
+    return kxt @ coef
 
 
-# ============================================================================ linearisation
+# ============================================================================ linearization
 @dataclass(frozen=True)
 class LinearizedPredictions:
     """Outputs of the network and of its first-order Taylor model on the same inputs.
 
-    ``initial = f(θ0, x)``, ``linear = f(θ0, x) + J(θ0, x)(θt − θ0)``, ``network = f(θt, x)``;
-    ``error = ‖linear − network‖_F / sqrt(size)`` (RMS)."""
+    Attributes:
+        initial: ``f(θ0, x)``.
+        linear: ``f(θ0, x) + J(θ0, x)(θt − θ0)``.
+        network: ``f(θt, x)``.
+        error: RMS difference ``‖linear − network‖_F / sqrt(size)`` (a property).
+
+    Example:
+        >>> p = LinearizedPredictions(np.zeros(2), np.array([1.0, 1.0]), np.array([1.0, 3.0]))
+        >>> round(p.error, 6)
+        1.414214
+    """
 
     initial: np.ndarray
     linear: np.ndarray
@@ -155,17 +280,38 @@ class LinearizedPredictions:
 
     @property
     def error(self) -> float:
+        """RMS difference ``sqrt(mean((linear − network)²))``."""
         return float(np.sqrt(np.mean((self.linear - self.network) ** 2)))
 
 
 def linearized_predictions(model: Model | Callable, params0, params_t, x) -> LinearizedPredictions:
-    """Linearised network ``f_lin(x) = f(θ0, x) + ∂f(θ0, x)/∂θ · (θt − θ0)`` (Lee et al. 2019,
-    "Wide neural networks of any depth evolve as linear models under gradient descent"),
-    computed with one ``jax.jvp``, against the trained network ``f(θt, x)``.
+    """Linearized network against the trained network (Lee et al. 2019):
 
-    ``model``: a dynkit ``Model`` (eval mode; Taylor expansion in the trainable parameters,
-    BatchNorm running statistics held at those of ``params0``) or any ``apply_fn(params, x)``.
-    The difference ``linear − network`` is ``O(‖θt − θ0‖²)``."""
+        f_lin(x) = f(θ0, x) + ∂f(θ0, x)/∂θ · (θt − θ0),
+
+    computed with one ``jax.jvp``. The difference ``linear − network`` is ``O(‖θt − θ0‖²)``.
+
+    Args:
+        model: a dynkit ``Model`` (eval mode; Taylor expansion in the trainable parameters,
+            BatchNorm running statistics held at those of ``params0``) or any
+            ``apply_fn(params, x)``.
+        params0: parameters ``θ0`` of the expansion point.
+        params_t: parameters ``θt`` (same tree and shapes).
+        x: inputs.
+
+    Returns:
+        ``LinearizedPredictions`` (``initial``, ``linear``, ``network``, ``error``).
+
+    References:
+        Lee, Xiao, Schoenholz, Bahri, Novak, Sohl-Dickstein & Pennington 2019, "Wide neural
+        networks of any depth evolve as linear models under gradient descent" (NeurIPS).
+
+    Example:
+        >>> f = lambda w, x: x @ w                     # linear in w: the Taylor model is exact
+        >>> out = linearized_predictions(f, jnp.ones(2), jnp.array([2.0, 0.0]), jnp.eye(2))
+        >>> out.linear.tolist(), out.error
+        ([2.0, 0.0], 0.0)
+    """
     x = jnp.asarray(_finite(x, "x"))
     if isinstance(model, Model):
         t0, stats = split_params(params0)
@@ -198,9 +344,29 @@ def linearized_predictions(model: Model | Callable, params0, params_t, x) -> Lin
 
 # ============================================================================ series
 def kernel_metrics(K, y=None, *, k: int | None = None, num_classes: int | None = None) -> dict:
-    """Scalar summaries of one traced kernel: ``trace`` (mean eigenvalue ``tr K / n``),
-    ``lambda_max``, ``effective_rank``, and with targets ``centered_alignment`` and
-    ``label_power_fraction`` (top ``k`` eigenvectors; default ``k`` = number of classes)."""
+    """Scalar summaries of one traced kernel.
+
+    ``trace`` (mean eigenvalue ``tr K / n``), ``lambda_max``, ``effective_rank``, and with
+    targets ``centered_alignment`` and ``label_power_fraction`` (top ``k`` eigenvectors).
+
+    Args:
+        K: ``(n, n)`` kernel.
+        y: optional ``n`` integer labels or real targets.
+        k: eigenvectors for ``label_power_fraction`` (default: number of classes / target
+            columns).
+        num_classes: classes for integer labels (default ``max(y) + 1``).
+
+    Returns:
+        A dict ``metric -> float``.
+
+    References:
+        Roy & Vetterli 2007 (effective rank); Cortes, Mohri & Rostamizadeh 2012 (centered
+        alignment); Baratin et al. 2021 (label power).
+
+    Example:
+        >>> {k: round(v, 4) for k, v in kernel_metrics(np.diag([3.0, 1.0])).items()}
+        {'trace': 2.0, 'lambda_max': 3.0, 'effective_rank': 1.7548}
+    """
     K = _square(K, "K")
     out = {
         "trace": float(np.trace(K) / len(K)),
@@ -227,17 +393,43 @@ def ntk_series(
     batch_size: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Empirical-NTK metrics along a training run, one row per ``(step, metric)``.
+    """Empirical-NTK metrics along a training run.
 
-    ``run``: a run directory (``dynkit.load_run``), a ``Run`` or any iterable of checkpoints
-    (objects with ``model``, ``params``, ``step``); every ``every``-th one is used (and the
-    last one with ``include_last``; ``dynkit.checkpoints.iterate``). At each checkpoint the
-    logit-traced NTK ``K_t`` on ``x`` gives ``kernel_metrics`` plus
-    ``kernel_distance_init = d(K_0, K_t)`` (``K_0`` of the first checkpoint used),
-    ``kernel_distance_prev = d(K_prev, K_t)`` and ``kernel_velocity`` = that distance per
-    step (Fort et al. 2020), the last two from the second checkpoint on.
+    At each checkpoint used (``dynkit.checkpoints.iterate``) the logit-traced NTK ``K_t`` on
+    ``x`` gives ``kernel_metrics`` plus ``kernel_distance_init = d(K_0, K_t)`` (``K_0`` of the
+    first checkpoint used), ``kernel_distance_prev = d(K_prev, K_t)`` and ``kernel_velocity`` =
+    that distance per step, the last two from the second checkpoint on.
 
-    Returns the tidy series ``step, epoch, metric, value`` (``dynkit.schema``)."""
+    Args:
+        run: a run directory, a ``Run`` or any iterable of checkpoints (objects with
+            ``model``, ``params``, ``step``).
+        x: inputs of the kernel.
+        y: optional labels / targets for the label metrics.
+        every: use every ``every``-th checkpoint.
+        include_last: also use the last checkpoint when ``every`` skips it.
+        k, num_classes: as in :func:`kernel_metrics`.
+        method: empirical-NTK method of ``dynkit.theory.empirical`` (``"auto"``, ...).
+        batch_size: batch size of the kernel computation (``None``: one batch).
+        progress: show a progress bar.
+
+    Returns:
+        The tidy series ``step, epoch, metric, value`` (``dynkit.schema``).
+
+    References:
+        Fort, Dziugaite, Paul, Kharaghani, Roy & Ganguli 2020, "Deep learning versus kernel
+            learning: an empirical study of loss landscape geometry and the time evolution of the
+            Neural Tangent Kernel" (NeurIPS).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> from dynkit.models import mlp
+        >>> model = mlp(2, [4], 1)
+        >>> run = [SimpleNamespace(model=model, params=model.init(jax.random.PRNGKey(s)), step=s,
+        ...                        meta=None) for s in (0, 10)]
+        >>> df = ntk_series(run, np.eye(2), progress=False)
+        >>> df[df.metric == "kernel_distance_init"].step.tolist()
+        [0, 10]
+    """
     from tqdm.auto import tqdm
 
     ckpts = iterate(run, every, include_last, indexed=True)
@@ -267,12 +459,29 @@ def ntk_series(
 @METRICS.register(
     "ntk",
     f"empirical NTK (logit-traced) on the first {METRIC_POINTS} training points: trace, "
-    "lambda_max, effective rank, centred alignment, label power fraction",
+    "lambda_max, effective rank, centered alignment, label power fraction",
 )
 def ntk_metric(model: Model, params, data) -> pd.DataFrame:
-    """Registry metric ``"ntk"``: ``kernel_metrics`` of the empirical NTK of ``model`` on the
-    first ``METRIC_POINTS`` training points of ``data`` (a ``dynkit.data.Dataset``); label
-    metrics use ``data.num_classes`` (classification) or the regression targets."""
+    """Registry metric ``"ntk"``: ``kernel_metrics`` of the empirical NTK of one checkpoint.
+
+    The kernel is taken on the first ``METRIC_POINTS`` training points of ``data``; label
+    metrics use ``data.num_classes`` (classification) or the regression targets.
+
+    Args:
+        model: a dynkit ``Model``.
+        params: its parameters.
+        data: a ``dynkit.data.Dataset``.
+
+    Returns:
+        DataFrame with columns ``metric, value``.
+
+    Example:
+        >>> import dynkit as dk
+        >>> data = dk.data.load("gaussian_mixture", n_train=8, n_test=4)
+        >>> model = dk.models.mlp(2, [4], 3)
+        >>> ntk_metric(model, model.init(jax.random.PRNGKey(0)), data).metric.tolist()
+        ['trace', 'lambda_max', 'effective_rank', 'centered_alignment', 'label_power_fraction']
+    """
     x = np.asarray(data.x_train[:METRIC_POINTS])
     y = np.asarray(data.y_train[:METRIC_POINTS])
     K = np.asarray(ntk_fn(model)(x, None, params), dtype=np.float64)
@@ -282,8 +491,24 @@ def ntk_metric(model: Model, params, data) -> pd.DataFrame:
 
 # ============================================================================ helpers
 def targets(y, num_classes: int | None, n: int) -> np.ndarray:
-    """``(n, C)`` float targets: one-hot for integer labels (``C = num_classes`` or
-    ``max(y) + 1``), the targets themselves (as a column if 1-D) otherwise."""
+    """Targets as an ``(n, C)`` float matrix.
+
+    One-hot for integer labels (``C = num_classes`` or ``max(y) + 1``); the targets themselves
+    (as a column if 1-D) otherwise.
+
+    Args:
+        y: ``n`` integer labels in ``[0, C)`` or real targets.
+        num_classes: classes for integer labels (``None``: ``max(y) + 1``).
+        n: expected number of rows.
+
+    Returns:
+        ``(n, C)`` float array.
+
+    Example:
+        >>> targets(np.array([1, 0]), 3, 2)
+        array([[0., 1., 0.],
+               [1., 0., 0.]])
+    """
     y = np.asarray(y)
     if y.shape[0] != n:
         raise ShapeMismatchError(f"y has {y.shape[0]} entries but the kernel is {n} x {n}")

@@ -53,7 +53,7 @@ and it does not depend on how a bias is split between ``b`` and ``c`` (``b + δ`
 ``mean + δ`` is the same network and the same folded path-norm).
 
 Numerics: float64 throughout, and each tensor is kept as ``h * exp(s)`` with ``max h = 1``
-(renormalised after every dense/conv/BatchNorm node, ``s`` accumulated in log space; weights
+(renormalized after every dense/conv/BatchNorm node, ``s`` accumulated in log space; weights
 enter as ``(|w| / max|w|)^q`` with ``q log max|w|`` added to ``s``), so ResNet-50's L^1
 path-norm (about 1e69 on ImageNet weights) or any L^q with large ``q`` never overflows;
 ``log_value`` is exact to rounding. The pass is compiled once per architecture (``q`` is
@@ -100,11 +100,25 @@ _BN_KEYS = ("scale", "bias", "mean", "var")
 
 @dataclass(frozen=True)
 class PathNorm:
-    """``value = ||Phi(theta)||_q`` and ``log_value = log ||Phi(theta)||_q``.
+    """An L^q path-norm: ``value = ||Phi(theta)||_q`` and ``log_value = log ||Phi(theta)||_q``.
 
     ``value`` is ``inf`` (with a warning) only when it exceeds the float64 range; ``log_value``
     is then still finite. A network whose every path vanishes has ``value = 0`` and
-    ``log_value = -inf``."""
+    ``log_value = -inf``.
+
+    Attributes:
+        value: the path-norm.
+        log_value: its natural log.
+        q: the exponent.
+
+    References:
+        Gonon, Brisebarre, Riccietti & Gribonval 2024, "A path-norm toolkit for modern
+        networks: consequences, promises and challenges" (ICLR).
+
+    Example:
+        >>> PathNorm(2.0, float(np.log(2.0)), 1.0).value
+        2.0
+    """
 
     value: float
     log_value: float
@@ -146,7 +160,19 @@ def _check_supported(node) -> None:
 
 
 class PlanNode(NamedTuple):
-    """One node of the rewritten network (hashable: plans are static arguments of ``jit``)."""
+    """One node of the rewritten network (hashable: plans are static arguments of ``jit``).
+
+    Attributes:
+        name, op, inputs: as in the model's ``Node`` (``op="bn_folded"`` for a folded
+            BatchNorm).
+        frozen: the node's attributes as a hashable, order-independent tuple.
+        fold: the BatchNorm folded into this dense/conv node, or ``None``.
+        attrs: ``frozen`` as a plain dict (a property).
+
+    Example:
+        >>> PlanNode("fc", "dense", ("input",), (("w_mult", 1.0),), None).attrs
+        {'w_mult': 1.0}
+    """
 
     name: str
     op: str
@@ -175,6 +201,10 @@ def plan(model, fold_bn: bool = True) -> tuple:
 
     Raises:
         UnsupportedLayerError: naming the first node outside the toolkit.
+
+    References:
+        Gonon, Brisebarre, Riccietti & Gribonval 2024, "A path-norm toolkit for modern
+        networks: consequences, promises and challenges" (ICLR), Theorem A.1.
 
     Example:
         >>> import dynkit as dk
@@ -252,8 +282,20 @@ def _add_scaled(terms):
 
 
 def bn_affine(p, attrs):
-    """Eval-mode BatchNorm as ``y = a x + c``: ``(a, c)`` with ``a = scale / sqrt(var + eps)``,
-    ``c = bias - a mean`` (numpy or jax arrays ``p``; ``attrs`` holds ``eps``, default 1e-5).
+    """Eval-mode BatchNorm as an affine map ``y = a x + c``:
+
+        a = scale / sqrt(var + eps),   c = bias − a · mean.
+
+    Args:
+        p: BatchNorm parameters ``scale, bias, mean, var`` (numpy or jax arrays).
+        attrs: node attributes; ``eps`` (default 1e-5).
+
+    Returns:
+        ``(a, c)``.
+
+    References:
+        Gonon, Brisebarre, Riccietti & Gribonval 2024, "A path-norm toolkit for modern
+        networks: consequences, promises and challenges" (ICLR).
 
     Example:
         >>> import numpy as np
@@ -295,10 +337,24 @@ def _affine(h, s, w, b, q, linear):
 
 
 def folded_affine(p, attrs, bn=None, bn_attrs=None):
-    """Effective ``(W, b)`` of a dense/conv node (``Model.effective_affine``: ``W = w_mult w``,
-    ``b = b_mult b``, ``None`` without a bias; here from the node's attributes in a path-norm
-    plan), with the BatchNorm parameters ``bn`` folded in if given: ``(a W, a b + c)`` with
-    ``(a, c) = bn_affine(bn, bn_attrs)``.
+    """Effective ``(W, b)`` of a dense/conv node, with an optional BatchNorm folded in.
+
+    As ``Model.effective_affine`` (``W = w_mult · w``, ``b = b_mult · b``, ``None`` without a
+    bias), here from the node's attributes in a path-norm plan; given ``bn``,
+    ``(a W, a b + c)`` with ``(a, c) = bn_affine(bn, bn_attrs)`` (scaled along the output axis).
+
+    Args:
+        p: the node's parameters (``w`` and optionally ``b``).
+        attrs: its attributes (``w_mult``, ``b_mult``, default 1).
+        bn: parameters of the BatchNorm that follows, or ``None``.
+        bn_attrs: that BatchNorm's attributes.
+
+    Returns:
+        ``(W, b)``.
+
+    References:
+        Gonon, Brisebarre, Riccietti & Gribonval 2024, "A path-norm toolkit for modern
+        networks: consequences, promises and challenges" (ICLR).
 
     Example:
         >>> import numpy as np
@@ -385,8 +441,33 @@ def _check_q(q) -> float:
 
 
 def log_pathnorm_qq(model, params, q: float = 1.0, *, fold_bn: bool = True) -> float:
-    """``log sum_p |Phi_p(theta)|^q = q log ||Phi(theta)||_q`` (see the module docstring;
-    ``fold_bn`` as in ``path_norm``)."""
+    """Log of the ``q``-th power of the L^q path-norm:
+
+        log Σ_p |Phi_p(theta)|^q = q log ||Phi(theta)||_q,
+
+    computed in log space (module docstring), so it stays finite when the path-norm overflows.
+
+    Args:
+        model: a ``dynkit.models.Model``.
+        params: its parameters.
+        q: the exponent, ``q > 0``.
+        fold_bn: as in :func:`path_norm`.
+
+    Returns:
+        The log, a float (``-inf`` when every path vanishes).
+
+    References:
+        Gonon, Brisebarre, Riccietti & Gribonval 2024, "A path-norm toolkit for modern
+        networks: consequences, promises and challenges" (ICLR).
+
+    Example:
+        >>> import dynkit as dk
+        >>> model = dk.models.mlp(2, [2], 1)
+        >>> params = {"fc0": {"w": np.eye(2), "b": np.zeros(2)},
+        ...           "head": {"w": np.ones((2, 1)), "b": np.zeros(1)}}
+        >>> round(log_pathnorm_qq(model, params, 2), 6)   # log(1² + 1²)
+        0.693147
+    """
     q = _check_q(q)
     the_plan = plan(model, fold_bn)
     needed = _needed_params(model, params, the_plan)
@@ -453,14 +534,34 @@ def path_norm(model, params, q: float = 1, *, fold_bn: bool = True) -> PathNorm:
 # --------------------------------------------------------------------- series and metric
 def path_norm_series(run, qs: Sequence[float] = (1, 2, 4), *, every: int = 1,
                      include_last: bool = True) -> pd.DataFrame:
-    """Path-norms along a training run, in the tidy series schema (``dynkit.schema``):
-    columns ``step, epoch, metric, value, q``, for each checkpoint and ``q`` one row of
-    metric ``pathnorm`` (``||Phi(theta)||_q``) and one of ``log_pathnorm`` (its log, finite
-    where the value overflows).
+    """Path-norms along a training run, in the tidy series schema (``dynkit.schema``).
 
-    ``run`` is a run folder (read with ``dynkit.load_run``), a ``Run``, or any iterable
-    of checkpoints (objects with ``model``, ``params``, ``step``); ``every``, ``include_last``
-    select checkpoints as ``dynkit.checkpoints.iterate`` does."""
+    For each checkpoint and ``q``: one row of metric ``pathnorm`` (``||Phi(theta)||_q``) and one
+    of ``log_pathnorm`` (its log, finite where the value overflows).
+
+    Args:
+        run: a run folder (read with ``dynkit.load_run``), a ``Run``, or any iterable of
+            checkpoints (objects with ``model``, ``params``, ``step``).
+        qs: the exponents.
+        every, include_last: select checkpoints as ``dynkit.checkpoints.iterate`` does.
+
+    Returns:
+        DataFrame with columns ``step, epoch, metric, value, q``.
+
+    References:
+        Gonon, Brisebarre, Riccietti & Gribonval 2024, "A path-norm toolkit for modern
+        networks: consequences, promises and challenges" (ICLR).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> import dynkit as dk
+        >>> model = dk.models.mlp(2, [2], 1)
+        >>> params = {"fc0": {"w": np.eye(2), "b": np.zeros(2)},
+        ...           "head": {"w": np.ones((2, 1)), "b": np.zeros(1)}}
+        >>> run = [SimpleNamespace(model=model, params=params, step=0, meta=None)]
+        >>> path_norm_series(run, qs=[1])[["metric", "value"]].round(6).to_numpy().tolist()
+        [['pathnorm', 2.0], ['log_pathnorm', 0.693147]]
+    """
     qs = [_check_q(q) for q in qs]
     rows = []
     for i, ckpt in iterate(run, every, include_last, indexed=True):

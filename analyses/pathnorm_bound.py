@@ -26,8 +26,9 @@ Conventions of this implementation (all explicit in ``PathNormBound``):
 * ``D`` defaults to the number of edge layers on the longest input-to-output path of the
   neuron DAG that ``path_norm`` evaluates: dense, conv, stand-alone BatchNorm, pooling, add
   (the skip edge) and scale nodes count one each; relu, flatten and BatchNorm folded into
-  its convolution count zero (with ``fold_bn=False`` every BatchNorm is stand-alone). This gives 28 for ResNet-18 (18 weight layers, 2 pools, 8
-  adds); the authors' Table 2 uses the nominal depth (18). Pass ``depth=`` to override.
+  its convolution count zero (with ``fold_bn=False`` every BatchNorm is stand-alone). This
+  gives 28 for ResNet-18 (18 weight layers, 2 pools, 8 adds); the authors' Table 2 uses the
+  nominal depth (18). Pass ``depth=`` to override.
 * ``K = 1`` and ``P = 0`` when there is no max-pooling.
 * The theorem bounds a supremum over a parameter set fixed before seeing the data; plugging
   in the trained ``theta`` is the usual heuristic reading, as in the paper's Sec. 4.
@@ -62,8 +63,23 @@ _EDGE_OPS = ("dense", "conv", "batchnorm", "maxpool", "avgpool", "global_avgpool
 
 @dataclass(frozen=True)
 class ArchitectureConstants:
-    """Architecture constants of Theorem 3.1: ``depth`` (D), ``pool_kinds`` (P),
-    ``pool_kernel`` (K), ``pools_on_path`` (M, for Remark 3.1), ``d_in``, ``d_out``."""
+    """Architecture constants of Theorem 3.1 (conventions in the module docstring).
+
+    Attributes:
+        depth: ``D``, edge layers on the longest input-to-output path.
+        pool_kinds: ``P``, kinds of max-pooling neurons (0 or 1 here).
+        pool_kernel: ``K``, the largest pooling kernel size (1 without pooling).
+        pools_on_path: ``M``, the most max-pooling neurons on one path (Remark 3.1).
+        d_in, d_out: input and output dimensions.
+
+    References:
+        Gonon, Brisebarre, Riccietti & Gribonval 2024, "A path-norm toolkit for modern
+        networks: consequences, promises and challenges" (ICLR), Theorem 3.1 and Remark 3.1.
+
+    Example:
+        >>> ArchitectureConstants(18, 1, 9, 1, 224 * 224 * 3, 1000).depth
+        18
+    """
 
     depth: int
     pool_kinds: int
@@ -77,9 +93,30 @@ class ArchitectureConstants:
 class PathNormBound:
     """Theorem 3.1 bound and its constituents.
 
-    ``value = factor * exp(log_pathnorm_l1)`` with ``factor = 4 C B / sqrt(n_train)``;
-    ``log_value`` its log (finite even when ``value`` overflows to inf). ``sharpened_value``
-    uses ``C_sharp`` (Remark 3.1; NaN when ``P > 1``)."""
+    Attributes:
+        value: ``factor · exp(log_pathnorm_l1)`` (inf when it overflows).
+        log_value: its log (finite even when ``value`` overflows).
+        factor: ``4 C B / sqrt(n_train)``.
+        C: the constant of Theorem 3.1.
+        sharpened_value, sharpened_factor, C_sharp: the same with ``C_sharp`` (Remark 3.1; NaN
+            when ``P > 1``).
+        log_pathnorm_l1: ``log ||Phi(theta)||_1``.
+        B: ``max(input_bound, 1)``.
+        n_train: the number of training samples.
+        constants: the ``ArchitectureConstants``.
+
+    References:
+        Gonon, Brisebarre, Riccietti & Gribonval 2024, "A path-norm toolkit for modern
+        networks: consequences, promises and challenges" (ICLR), Theorem 3.1 and Remark 3.1.
+
+    Example:
+        >>> import dynkit as dk
+        >>> model = dk.models.mlp(2, [2], 1)
+        >>> params = {"fc0": {"w": np.eye(2), "b": np.zeros(2)},
+        ...           "head": {"w": np.ones((2, 1)), "b": np.zeros(1)}}
+        >>> pathnorm_bound(model, params, n_train=100, input_bound=1.0).B
+        1.0
+    """
 
     value: float
     log_value: float
@@ -96,8 +133,27 @@ class PathNormBound:
 
 def architecture_constants(model, depth: int | None = None, *, fold_bn: bool = True
                            ) -> ArchitectureConstants:
-    """``D, P, K, M, d_in, d_out`` of ``model`` (conventions in the module docstring;
-    ``fold_bn`` as in ``pathnorm.path_norm``)."""
+    """``D, P, K, M, d_in, d_out`` of ``model`` (conventions in the module docstring).
+
+    Args:
+        model: a ``dynkit.models.Model``.
+        depth: overrides ``D`` (e.g. the nominal depth the authors' Table 2 uses).
+        fold_bn: as in ``pathnorm.path_norm`` (it sets which BatchNorms are layers of their
+            own).
+
+    Returns:
+        ``ArchitectureConstants``.
+
+    References:
+        Gonon, Brisebarre, Riccietti & Gribonval 2024, "A path-norm toolkit for modern
+        networks: consequences, promises and challenges" (ICLR), Theorem 3.1 and Remark 3.1.
+
+    Example:
+        >>> import dynkit as dk
+        >>> architecture_constants(dk.models.mlp(2, [3], 1))
+        ArchitectureConstants(depth=2, pool_kinds=0, pool_kernel=1, pools_on_path=0, d_in=2,
+                              d_out=1)
+    """
     the_plan = plan(model, fold_bn)
     longest: dict[str, int] = {}
     pools: dict[str, int] = {}
@@ -129,7 +185,28 @@ def _output_dim(model) -> int:
 
 
 def theorem_constants(c: ArchitectureConstants) -> tuple[float, float]:
-    """``(C, C_sharp)`` of Theorem 3.1 and Remark 3.1 (formulas in the module docstring)."""
+    """``(C, C_sharp)`` of Theorem 3.1 and Remark 3.1:
+
+        C       = sqrt(D log((3 + 2P) K) + log((3 + 2P)/(1 + P) (d_in + 1) d_out)),
+        C_sharp = sqrt(D log 3 + M log K + log((d_in + 1) d_out))   (NaN when P > 1).
+
+    Args:
+        c: the ``ArchitectureConstants``.
+
+    Returns:
+        ``(C, C_sharp)``.
+
+    References:
+        Gonon, Brisebarre, Riccietti & Gribonval 2024, "A path-norm toolkit for modern
+        networks: consequences, promises and challenges" (ICLR), Theorem 3.1 and Remark 3.1.
+
+    Example:
+        >>> c = ArchitectureConstants(18, 1, 9, 1, 224 * 224 * 3, 1000)   # ResNet-18, Table 2
+        >>> C, C_sharp = theorem_constants(c)
+        >>> n = int(0.99 * 1281167)
+        >>> round(bound_factor(C, 2.64, n), 4), round(bound_factor(C_sharp, 2.64, n), 4)
+        (0.0881, 0.0599)
+    """
     P, K, D = c.pool_kinds, c.pool_kernel, c.depth
     C = math.sqrt(D * math.log((3 + 2 * P) * K)
                   + math.log((3 + 2 * P) / (1 + P) * (c.d_in + 1) * c.d_out))
@@ -141,20 +218,69 @@ def theorem_constants(c: ArchitectureConstants) -> tuple[float, float]:
 
 
 def bound_factor(C: float, input_bound: float, n_train: int) -> float:
-    """``4 C max(B, 1) / sqrt(n)``: the factor multiplying ``||Phi(theta)||_1``."""
+    """The factor multiplying ``||Phi(theta)||_1`` in Theorem 3.1:
+
+        4 C max(B, 1) / sqrt(n).
+
+    Args:
+        C: the constant of :func:`theorem_constants`.
+        input_bound: ``B``, the largest ``||x||_inf`` of the inputs.
+        n_train: ``n``, the number of training samples.
+
+    Returns:
+        The factor, a float.
+
+    References:
+        Gonon, Brisebarre, Riccietti & Gribonval 2024, "A path-norm toolkit for modern
+        networks: consequences, promises and challenges" (ICLR), Theorem 3.1 and Remark 3.1.
+
+    Example:
+        >>> bound_factor(2.0, 0.5, 16)    # B is raised to 1
+        2.0
+    """
     return 4.0 * C * max(float(input_bound), 1.0) / math.sqrt(n_train)
 
 
 def pathnorm_bound(model, params, n_train: int, input_bound: float, *, depth: int | None = None,
                    log_pathnorm: float | None = None, fold_bn: bool = True) -> PathNormBound:
-    """Generalization bound of Gonon et al. (ICLR 2024, Theorem 3.1) for ``(model, params)``.
+    """Generalization bound of Gonon et al. (ICLR 2024, Theorem 3.1) for ``(model, params)``:
 
-    ``bound = 4 C max(B, 1) / sqrt(n_train) * ||Phi(theta)||_1`` with
-    ``C = sqrt(D log((3+2P)K) + log((3+2P)/(1+P) (d_in+1) d_out))``; ``B = input_bound`` is
-    the largest ``||x||_inf`` of the (preprocessed) inputs; ``D, P, K, d_in, d_out`` come from
-    the graph (``architecture_constants``; ``depth`` overrides ``D``). ``log_pathnorm`` reuses
-    an already computed ``log ||Phi(theta)||_1`` (of the same ``fold_bn`` convention, which
-    also sets the depth ``D``: module docstring of ``pathnorm``)."""
+        bound = 4 C max(B, 1) / sqrt(n_train) · ||Phi(theta)||_1,
+        C = sqrt(D log((3+2P)K) + log((3+2P)/(1+P) (d_in+1) d_out)),
+
+    ``D, P, K, d_in, d_out`` from the graph (:func:`architecture_constants`).
+
+    Args:
+        model: a ``dynkit.models.Model``.
+        params: its parameters.
+        n_train: number of training samples ``n >= 1``.
+        input_bound: ``B``, the largest ``||x||_inf`` of the (preprocessed) inputs.
+        depth: overrides ``D``.
+        log_pathnorm: reuses an already computed ``log ||Phi(theta)||_1`` (of the same
+            ``fold_bn`` convention).
+        fold_bn: the BatchNorm convention of ``pathnorm.path_norm`` (it also sets the depth
+            ``D``: module docstring of ``pathnorm``).
+
+    Returns:
+        ``PathNormBound``.
+
+    Raises:
+        InvalidArgumentError: ``n_train < 1`` or a negative or non-finite ``input_bound``.
+
+    References:
+        Gonon, Brisebarre, Riccietti & Gribonval 2024, "A path-norm toolkit for modern
+        networks: consequences, promises and challenges" (ICLR), Theorem 3.1 and Remark 3.1.
+
+    Example:
+        >>> import dynkit as dk
+        >>> model = dk.models.mlp(2, [2], 1)
+        >>> params = {"fc0": {"w": np.eye(2), "b": np.zeros(2)},
+        ...           "head": {"w": np.ones((2, 1)), "b": np.zeros(1)}}
+        >>> b = pathnorm_bound(model, params, n_train=100, input_bound=1.0)
+        >>> C = np.sqrt(2 * np.log(3) + np.log(3 * (2 + 1) * 1))   # D = 2, P = 0, K = 1
+        >>> bool(np.isclose(b.value, 4 * C / 10 * 2.0))            # ||Phi||_1 = 2
+        True
+    """
     if int(n_train) < 1:
         raise InvalidArgumentError(f"pathnorm_bound: n_train must be >= 1, got {n_train}")
     if not (math.isfinite(float(input_bound)) and float(input_bound) >= 0):
@@ -184,8 +310,21 @@ def _safe_exp(x: float) -> float:
 # --------------------------------------------------------------------- operator norms
 @dataclass(frozen=True)
 class OperatorNormProduct:
-    """``value = prod_l ||A_l||_2`` over the linear layers, ``log_value`` its log, and
-    ``layers``: ``((name, ||A_l||_2), ...)`` in graph order."""
+    """Product of the spectral norms of the linear layers.
+
+    Attributes:
+        value: ``prod_l ||A_l||_2``.
+        log_value: its log.
+        layers: ``((name, ||A_l||_2), ...)`` in graph order.
+
+    References:
+        Bartlett, Foster & Telgarsky 2017, "Spectrally-normalized margin bounds for neural
+        networks" (NeurIPS).
+
+    Example:
+        >>> OperatorNormProduct(2.0, float(np.log(2.0)), (("fc0", 2.0),)).layers
+        (('fc0', 2.0),)
+    """
 
     value: float
     log_value: float
@@ -221,15 +360,37 @@ def _conv_power_iteration(frozen, shape, n_iter, w, seed):
 
 def operator_norm_product(model, params, *, n_iter: int = 100, seed: int = 0
                           ) -> OperatorNormProduct:
-    """Product of the spectral norms of the linear layers, ``prod_l ||A_l||_2`` (the classic
-    capacity measure of Bartlett et al. 2017 / Neyshabur et al. 2018), in log space.
+    """Product of the spectral norms of the linear layers, ``prod_l ||A_l||_2``, in log space.
 
-    ``A_l`` is: a dense layer's effective matrix ``w_mult W`` (exact, via SVD); a convolution
-    as the linear operator on its actual input shape (padding and stride included), with a
-    following BatchNorm folded in, its norm estimated by ``n_iter`` power iterations on
-    ``A^T A`` (an estimate from below, not a certified upper bound); a stand-alone BatchNorm
-    ``max |a|``; a ``scale`` node ``|factor|``. Biases, pooling and skip connections do not
-    enter (so for residual networks this is the classic comparison, not a Lipschitz bound).
+    The classic capacity measure of Bartlett et al. 2017 / Neyshabur et al. 2018. ``A_l`` is:
+    a dense layer's effective matrix ``w_mult W`` (exact, via SVD); a convolution as the linear
+    operator on its actual input shape (padding and stride included), with a following BatchNorm
+    folded in, its norm estimated by ``n_iter`` power iterations on ``A^T A`` (an estimate from
+    below, not a certified upper bound); a stand-alone BatchNorm ``max |a|``; a ``scale`` node
+    ``|factor|``. Biases, pooling and skip connections do not enter (so for residual networks
+    this is the classic comparison, not a Lipschitz bound).
+
+    Args:
+        model: a ``dynkit.models.Model``.
+        params: its parameters.
+        n_iter: power iterations per convolution.
+        seed: seed of the power iteration's start vector.
+
+    Returns:
+        ``OperatorNormProduct``.
+
+    References:
+        Bartlett, Foster & Telgarsky 2017, "Spectrally-normalized margin bounds for neural
+        networks" (NeurIPS); Neyshabur, Bhojanapalli & Srebro 2018, "A PAC-Bayesian approach to
+        spectrally-normalized margin bounds for neural networks" (ICLR).
+
+    Example:
+        >>> import dynkit as dk
+        >>> model = dk.models.mlp(2, [2], 1)
+        >>> params = {"fc0": {"w": np.eye(2), "b": np.zeros(2)},
+        ...           "head": {"w": np.ones((2, 1)), "b": np.zeros(1)}}
+        >>> [(n, round(v, 6)) for n, v in operator_norm_product(model, params).layers]
+        [('fc0', 1.0), ('head', 1.414214)]
     """
     the_plan = plan(model)
     convs = [name for name, op, *_ in the_plan if op == "conv"]
@@ -276,11 +437,25 @@ def _q_name(q: float) -> str:
 @METRICS.register("pathnorm", "L^1, L^2, L^4 path-norms (Gonon et al. 2024) and the L^1 "
                   "path-norm generalization bound")
 def pathnorm_metric(model, params, data: Any = None, qs: Sequence[float] = (1, 2, 4)):
-    """Metric table: rows ``pathnorm_l{q}`` and ``log_pathnorm_l{q}`` for each ``q`` and
-    ``bound`` (the Theorem 3.1 bound of ``pathnorm_bound``, with ``n_train`` and the input
-    bound taken from ``data.x_train``; NaN without data). Columns ``metric, value``.
+    """Registry metric ``"pathnorm"``: path-norms and the Theorem 3.1 bound of one checkpoint.
 
-    It lives here, above ``pathnorm``, because it needs both the path-norms and the bound.
+    Rows ``pathnorm_l{q}`` and ``log_pathnorm_l{q}`` for each ``q`` and ``bound`` (the bound of
+    :func:`pathnorm_bound`, with ``n_train`` and the input bound taken from ``data.x_train``;
+    NaN without data). It lives here, above ``pathnorm``, because it needs both the path-norms
+    and the bound.
+
+    Args:
+        model: a ``dynkit.models.Model``.
+        params: its parameters.
+        data: a ``dynkit.data.Dataset`` or ``None``.
+        qs: the exponents.
+
+    Returns:
+        DataFrame with columns ``metric, value``.
+
+    References:
+        Gonon, Brisebarre, Riccietti & Gribonval 2024, "A path-norm toolkit for modern
+        networks: consequences, promises and challenges" (ICLR), Theorem 3.1 and Remark 3.1.
 
     Example:
         >>> import numpy as np, dynkit as dk

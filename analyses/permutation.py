@@ -27,6 +27,11 @@ from scipy.optimize import linear_sum_assignment
 from dynkit.errors import InvalidArgumentError
 from dynkit.models.graph import Model
 
+__all__ = [
+    "ACTIVATION_OBJECTIVES", "Axis", "Permutation", "PermutationSpec", "activation_matching",
+    "activation_similarity", "apply_permutation", "permutation_spec", "weight_matching",
+]
+
 #: Ops whose output channels are their input channels.
 _CHANNEL_PRESERVING = ("relu", "act", "batchnorm", "maxpool", "avgpool", "global_avgpool", "scale")
 #: Ops whose outputs are post-activation (post-ReLU in a ReLU network) unit values.
@@ -37,8 +42,25 @@ ACTIVATION_OBJECTIVES = ("repair", "rebasin", "pearson_all_nodes")
 
 @dataclass(frozen=True)
 class Axis:
-    """One parameter axis permuted by a group: ``params[node][param]`` along ``axis``, whose
-    length is ``repeat × group size`` (channel-last blocks after a flatten)."""
+    """One parameter axis permuted by a group.
+
+    ``params[node][param]`` is permuted along ``axis``, whose length is ``repeat × group size``
+    (channel-last blocks after a flatten).
+
+    Attributes:
+        node: the node name.
+        param: the parameter name (``"w"``, ``"b"``, ``"mean"``, ...).
+        axis: the permuted axis.
+        repeat: number of channel blocks along the axis.
+
+    References:
+        Ainsworth, Hayase & Srinivasa 2023, "Git Re-Basin: merging models modulo permutation
+        symmetries" (ICLR).
+
+    Example:
+        >>> Axis("fc1", "w", -2)
+        Axis(node='fc1', param='w', axis=-2, repeat=1)
+    """
 
     node: str
     param: str
@@ -48,10 +70,26 @@ class Axis:
 
 @dataclass(frozen=True)
 class PermutationSpec:
-    """``groups``: group name -> the parameter axes it permutes; ``members``: group name ->
-    nodes whose outputs carry the group's channels (for activation matching);
-    ``sizes``: group name -> number of channels. The mappings are read-only: a spec is cached
-    and shared by every caller (``permutation_spec``)."""
+    """The permutation symmetry of a network, derived by :func:`permutation_spec`.
+
+    The mappings are read-only: a spec is cached and shared by every caller.
+
+    Attributes:
+        groups: group name -> the parameter axes it permutes.
+        members: group name -> nodes whose outputs carry the group's channels (for activation
+            matching).
+        sizes: group name -> number of channels.
+
+    References:
+        Ainsworth, Hayase & Srinivasa 2023, "Git Re-Basin: merging models modulo permutation
+        symmetries" (ICLR).
+
+    Example:
+        >>> import dynkit as dk
+        >>> spec = permutation_spec(dk.models.mlp(4, [8], 3))
+        >>> [(a.node, a.param, a.axis) for a in spec.groups["fc0"]]
+        [('fc0', 'w', -1), ('fc0', 'b', 0), ('head', 'w', -2)]
+    """
 
     groups: dict[str, tuple[Axis, ...]]
     members: dict[str, tuple[str, ...]]
@@ -163,13 +201,26 @@ def permutation_spec(model: Model) -> PermutationSpec:
 
 @dataclass(frozen=True)
 class Permutation:
-    """Result of a matching: ``perms[group][i]`` is the unit of B matched to unit ``i`` of A;
-    ``sweeps`` counts the coordinate-descent sweeps (weight matching) that were run."""
+    """Result of a matching.
+
+    Attributes:
+        perms: ``perms[group][i]`` is the unit of B matched to unit ``i`` of A.
+        sweeps: the coordinate-descent sweeps (weight matching) that were run.
+
+    References:
+        Ainsworth, Hayase & Srinivasa 2023, "Git Re-Basin: merging models modulo permutation
+        symmetries" (ICLR).
+
+    Example:
+        >>> Permutation({"fc0": np.array([1, 0])}).is_identity()
+        False
+    """
 
     perms: dict[str, np.ndarray]
     sweeps: int = 0
 
     def is_identity(self) -> bool:
+        """``True`` when every group's permutation is the identity."""
         return all(np.array_equal(p, np.arange(len(p))) for p in self.perms.values())
 
 
@@ -186,8 +237,31 @@ def _as_perms(perm) -> dict[str, np.ndarray]:
 
 
 def apply_permutation(model: Model, params, perm) -> dict:
-    """Permute the hidden units of ``params`` by ``perm`` (a ``Permutation`` or a dict
-    group -> index array). The network's function is unchanged (up to float rounding)."""
+    """Permute the hidden units of ``params`` by ``perm``.
+
+    Every axis of the spec (:func:`permutation_spec`) is reindexed, ``new[..., i] =
+    old[..., perm[i]]``; the network's function is unchanged (up to float rounding).
+
+    Args:
+        model: the network.
+        params: its parameters.
+        perm: a ``Permutation`` or a dict group -> index array.
+
+    Returns:
+        dict: the permuted parameters.
+
+    References:
+        Ainsworth, Hayase & Srinivasa 2023, "Git Re-Basin: merging models modulo permutation
+        symmetries" (ICLR).
+
+    Example:
+        >>> import jax, dynkit as dk
+        >>> model = dk.models.mlp(2, [3], 2)
+        >>> params, x = model.init(jax.random.PRNGKey(0)), np.ones((1, 2))
+        >>> permuted = apply_permutation(model, params, {"fc0": np.array([2, 0, 1])})
+        >>> np.allclose(model.apply(permuted, x), model.apply(params, x))
+        True
+    """
     spec = permutation_spec(model)
     perms = _as_perms(perm)
     unknown = set(perms) - set(spec.groups)
@@ -224,12 +298,37 @@ def weight_matching(model: Model, params_a, params_b, *, max_sweeps: int = 100,
                     seed: int = 0) -> Permutation:
     """Align B to A by weight matching (Ainsworth et al. 2023, Algorithm 1).
 
-    Maximise ``Σ_l ⟨W_l^A, P_l W_l^B P_{l-1}^T⟩`` over the permutations of every group by
+    Maximize ``Σ_l ⟨W_l^A, P_l W_l^B P_{l-1}^T⟩`` over the permutations of every group by
     coordinate descent: visit the groups in random order, solve each linear assignment
-    ``max_P Σ_{axes of g} ⟨W^A_{(g)}, P W^B_{(g)}⟩`` with ``scipy.optimize.linear_sum_assignment``
-    with the other permutations fixed, and stop after a sweep that improves nothing.
-    Effective weights (multiplier × stored weight) are matched; running BatchNorm statistics
-    are permuted but not matched."""
+    ``max_P Σ_{axes of g} ⟨W^A_{(g)}, P W^B_{(g)}⟩`` with
+    ``scipy.optimize.linear_sum_assignment`` with the other permutations fixed, and stop after a
+    sweep that improves nothing. Effective weights (multiplier × stored weight) are matched;
+    running BatchNorm statistics are permuted but not matched.
+
+    Args:
+        model: the common architecture.
+        params_a: the reference network A.
+        params_b: the network B to align.
+        max_sweeps: upper limit on the sweeps.
+        seed: seed of the visiting order.
+
+    Returns:
+        ``Permutation``; apply it to B with :func:`apply_permutation`.
+
+    References:
+        Ainsworth, Hayase & Srinivasa 2023, "Git Re-Basin: merging models modulo permutation
+        symmetries" (ICLR).
+
+    Example:
+        >>> import jax, dynkit as dk
+        >>> model = dk.models.mlp(2, [4, 4], 2)
+        >>> pa = model.init(jax.random.PRNGKey(0))
+        >>> pb = apply_permutation(model, pa, {"fc0": np.array([3, 1, 0, 2]),
+        ...                                    "fc1": np.array([1, 0, 3, 2])})
+        >>> aligned = apply_permutation(model, pb, weight_matching(model, pa, pb))
+        >>> all(np.allclose(aligned[k]["w"], pa[k]["w"]) for k in pa)
+        True
+    """
     model.check_params(params_a, params_b)
     spec = permutation_spec(model)
     a, b = _effective(model, params_a), _effective(model, params_b)

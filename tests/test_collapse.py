@@ -19,7 +19,7 @@ from dynkit.registry import METRICS
 
 
 # --------------------------------------------------------------------- independent reference
-def reference(h, y, W=None, b=None, global_mean="samples", centred=True):
+def reference(h, y, W=None, b=None, global_mean="samples", centered=True):
     """Plain dense NC1-NC4 straight from the definitions (D x D matrices, np.linalg.pinv)."""
     classes = np.unique(y)
     C, N = len(classes), len(y)
@@ -30,7 +30,7 @@ def reference(h, y, W=None, b=None, global_mean="samples", centred=True):
     sb = sum(np.outer(m - mu_g, m - mu_g) for m in mu) / C
     out = {"nc1": np.trace(sw @ np.linalg.pinv(sb, rcond=1e-10, hermitian=True)) / C,
            "nc1_trace_ratio": np.trace(sw) / np.trace(sb)}
-    V = mu - mu_g if centred else mu
+    V = mu - mu_g if centered else mu
     norms = np.linalg.norm(V, axis=1)
     out["nc2_equinorm"] = norms.std() / norms.mean()
     cos = [V[i] @ V[j] / norms[i] / norms[j] for i in range(C) for j in range(i + 1, C)]
@@ -57,7 +57,7 @@ def reference(h, y, W=None, b=None, global_mean="samples", centred=True):
         WWt = Wp @ Wp.T
         out["nc2_etf_W"] = np.linalg.norm(WWt / np.linalg.norm(WWt) - P / np.sqrt(C - 1))
         out["nc3"] = np.sum((Wp / np.linalg.norm(Wp) - V / np.linalg.norm(V)) ** 2)
-        H = V.T  # D x C, columns = (centred) class means; Zhu et al.'s W (C x D) @ H
+        H = V.T  # D x C, columns = (centered) class means; Zhu et al.'s W (C x D) @ H
         WH = Wp @ H
         out["nc3_etf"] = np.linalg.norm(WH / np.linalg.norm(WH) - P / np.sqrt(C - 1))
         if b is not None:
@@ -208,10 +208,10 @@ def test_nc4_counts_predictions_of_a_class_without_samples():
 
 # --------------------------------------------------------------------- independent reference
 @pytest.mark.parametrize("global_mean", ["samples", "classes"])
-@pytest.mark.parametrize("nc2_variant", ["centred", "uncentred"])
+@pytest.mark.parametrize("nc2_variant", ["centered", "uncentered"])
 def test_dense_matches_reference(global_mean, nc2_variant):
     h, y, W, b = random_problem(1)
-    ref = reference(h, y, W, b, global_mean, nc2_variant == "centred")
+    ref = reference(h, y, W, b, global_mean, nc2_variant == "centered")
     for method in ("subspace", "dense"):
         res = co.neural_collapse(h, y, W, b, method=method, global_mean=global_mean,
                                  nc2_variant=nc2_variant)
@@ -256,10 +256,10 @@ def test_accumulator_chan_merge_matches_direct_scatter():
         acc.update(h[i:i + 23] + 1e6, y[i:i + 23])  # large offset: cancellation-free merge
     st_ = acc.stats()
     mu = np.stack([h[y == c].mean(0) for c in range(3)])
-    centred = h - mu[y]
+    centered = h - mu[y]
     np.testing.assert_allclose(st_.means, mu + 1e6, rtol=1e-14)
-    np.testing.assert_allclose(st_.scatter, centred.T @ centred, rtol=1e-8)
-    assert st_.within_trace == pytest.approx(np.sum(centred**2), rel=1e-8)
+    np.testing.assert_allclose(st_.scatter, centered.T @ centered, rtol=1e-8)
+    assert st_.within_trace == pytest.approx(np.sum(centered**2), rel=1e-8)
 
 
 def test_nc4_with_given_predictions():
@@ -399,7 +399,7 @@ def orthogonal_frame(counts, lam_w, lam_h, D, seed=0):
 def test_constructed_orthogonal_frame_gives_predicted_values():
     counts, lw, lh = np.array([40, 40, 10, 5, 5]), 1e-4, 2e-4
     H, y, W, pred = orthogonal_frame(counts, lw, lh, D=8)
-    res = ci.imbalanced_collapse(H, y, W, lambda_W=lw, lambda_H=lh)
+    res = ci.imbalanced_collapse(H, y, W, weight_decay_w=lw, weight_decay_h=lh)
     for k in ("orthogonality", "orthogonality_W", "alignment", "norm_ratio_cv",
               "mean_norm_error", "w_norm_error"):
         assert abs(res[k]) < 1e-12, (k, res[k])
@@ -414,7 +414,7 @@ def test_constructed_orthogonal_frame_gives_predicted_values():
     assert co.neural_collapse(H, y, W).nc2_etf > 0.1
 
 
-def test_ufm_prediction_matches_numerical_minimiser():
+def test_ufm_prediction_matches_numerical_minimizer():
     counts, lw, lh = np.array([6, 3, 2]), 5e-3, 5e-3
     C, D, N = 3, 4, counts.sum()
     y = np.repeat(np.arange(C), counts)
@@ -433,7 +433,7 @@ def test_ufm_prediction_matches_numerical_minimiser():
     W, H = z[:C * D].reshape(C, D), z[C * D:].reshape(D, N)
     pred = ci.ufm_imbalanced_norms(counts, lw, lh)
     np.testing.assert_allclose(np.linalg.norm(W, axis=1), pred.w_norm, rtol=1e-4)
-    res = ci.imbalanced_collapse(H.T, y, W, lambda_W=lw, lambda_H=lh)
+    res = ci.imbalanced_collapse(H.T, y, W, weight_decay_w=lw, weight_decay_h=lh)
     assert res.orthogonality < 1e-4 and res.norm_ratio_cv < 1e-4 and res.mean_norm_error < 1e-4
 
 

@@ -82,17 +82,35 @@ def test_ntk_regression_matches_sklearn():
     Kxt = rng.normal(size=(4, 10))
     y = rng.normal(size=(10, 2))
     kr = KernelRidge(alpha=0.3, kernel="precomputed").fit(K, y)
-    np.testing.assert_allclose(nd.ntk_regression(K, Kxt, y, ridge=0.3), kr.predict(Kxt),
-                               rtol=1e-10)
+    # sklearn's alpha is an absolute ridge: diag_reg_absolute_scale=True (formerly ridge=0.3)
+    np.testing.assert_allclose(
+        nd.ntk_regression(K, Kxt, y, diag_reg=0.3, diag_reg_absolute_scale=True),
+        kr.predict(Kxt), rtol=1e-10)
     labels = rng.integers(0, 3, 10)
     np.testing.assert_allclose(nd.ntk_regression(K, K, labels), np.eye(3)[labels], atol=1e-8)
     with pytest.raises(ShapeMismatchError):
         nd.ntk_regression(K, Kxt[:, :5], y)
     with pytest.raises(InvalidArgumentError):
-        nd.ntk_regression(K, Kxt, y, ridge=-1.0)
+        nd.ntk_regression(K, Kxt, y, diag_reg=-1.0)
 
 
-# ----------------------------------------------------------------------------- linearisation
+def test_ntk_regression_relative_diag_reg():
+    """Relative diag_reg (the default, as in theory.predict) is absolute diag_reg · tr(K)/n."""
+    rng = np.random.default_rng(1)
+    K = _psd(8, 6)
+    Kxt = rng.normal(size=(3, 8))
+    y = rng.normal(size=(8, 2))
+    reg = 0.05
+    absolute = reg * np.trace(K) / len(K)
+    want = Kxt @ np.linalg.solve(K + absolute * np.eye(8), y)  # closed form, by hand
+    got = nd.ntk_regression(K, Kxt, y, diag_reg=reg)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    np.testing.assert_allclose(
+        got, nd.ntk_regression(K, Kxt, y, diag_reg=absolute, diag_reg_absolute_scale=True),
+        rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- linearization
 def test_linearized_predictions():
     model = mlp(3, [16, 16], 2, parameterization="ntk", W_std=1.4, b_std=0.1)
     p0 = model.init(jax.random.PRNGKey(0), jnp.float64)
@@ -113,7 +131,7 @@ def test_linearized_predictions():
                                    rtol=1e-4, atol=1e-9)
     slope = np.polyfit(np.log(eps), np.log(errs), 1)[0]
     assert abs(slope - 2.0) < 0.1, slope  # remainder O(‖Δθ‖²)
-    # a model linear in its parameters is its own linearisation
+    # a model linear in its parameters is its own linearization
     lin = nd.linearized_predictions(lambda p, x: x @ p["w"], {"w": jnp.ones((3, 2))},
                                     {"w": jnp.arange(6.0).reshape(3, 2)}, x)
     np.testing.assert_allclose(lin.linear, lin.network, atol=1e-12)

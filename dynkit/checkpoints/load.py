@@ -21,11 +21,32 @@ from dynkit.checkpoints.native import (
 from dynkit.checkpoints.torch_import import convert_state_dict, read_pt
 from dynkit.errors import CheckpointError, DynkitError
 
+__all__ = [
+    "Checkpoint", "load_checkpoint",
+]
+
 
 @dataclass(frozen=True, eq=False)
 class Checkpoint:
     """A loaded checkpoint: the model, its params (``{node: {param: jax array}}``), the
-    training step (or None), user metadata (or None) and the file it came from."""
+    training step (or None), user metadata (or None) and the file it came from.
+
+    Attributes:
+        model: the ``Model``.
+        params: its parameters.
+        step: the training step, or ``None``.
+        meta: user metadata, or ``None`` (``{"source": format}`` for foreign files).
+        path: the file.
+
+    Example:
+        >>> import tempfile, jax, dynkit as dk
+        >>> model = dk.models.mlp(3, [4], 2)
+        >>> path = dk.save_checkpoint(f"{tempfile.mkdtemp()}/step_7.safetensors", model,
+        ...                           model.init(jax.random.PRNGKey(0)), step=7, meta={"lr": 0.1})
+        >>> ckpt = dk.load_checkpoint(path)
+        >>> ckpt.step, ckpt.meta, ckpt.model == model
+        (7, {'lr': 0.1}, True)
+    """
 
     model: Any
     params: dict
@@ -47,6 +68,27 @@ def load_checkpoint(path, *, model=None) -> Checkpoint:
     The format is detected from the content, so a renamed file is never misread. Errors are
     ``CheckpointError`` (missing, truncated, corrupt, foreign, unsafe, wrong keys) or
     ``ShapeMismatchError``; NaN/Inf weights give a ``RuntimeWarning`` naming the tensors.
+
+    Args:
+        path: the checkpoint file.
+        model: the ``Model`` to load into (required for foreign files).
+
+    Returns:
+        A ``Checkpoint``.
+
+    Raises:
+        CheckpointError: a missing, truncated, corrupt, foreign (without ``model=``) or unsafe
+            file, or wrong keys.
+        ShapeMismatchError: a tensor does not fit ``model``.
+
+    Example:
+        >>> import tempfile, jax, dynkit as dk
+        >>> model = dk.models.mlp(3, [4], 2)
+        >>> path = dk.save_checkpoint(f"{tempfile.mkdtemp()}/step_7.safetensors", model,
+        ...                           model.init(jax.random.PRNGKey(0)), step=7, meta={"lr": 0.1})
+        >>> ckpt = load_checkpoint(path)
+        >>> ckpt.step, sorted(ckpt.params)
+        (7, ['fc0', 'head'])
     """
     path = Path(path)
     fmt = sniff_format(path)

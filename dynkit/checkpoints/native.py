@@ -25,6 +25,12 @@ import numpy as np
 from dynkit.errors import CheckpointError, InvalidArgumentError, ShapeMismatchError
 from dynkit.io import atomic_write
 
+__all__ = [
+    "FORMAT_VERSION", "HEADER_KEY", "NPZ_HEADER_KEY", "SUFFIXES", "check_dtypes", "check_params",
+    "flatten_params", "make_header", "parse_header", "peek_step", "read_npz", "read_safetensors",
+    "save_checkpoint", "sniff_format", "unflatten_params", "warn_nonfinite",
+]
+
 FORMAT_VERSION = 1
 HEADER_KEY = "dynkit"
 NPZ_HEADER_KEY = "__dynkit__"
@@ -36,7 +42,12 @@ _MAX_HEADER = 100_000_000
 
 # --------------------------------------------------------------------- params <-> flat tensors
 def flatten_params(params: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:
-    """``{node: {param: array}}`` -> ``{"node.param": np.ndarray}`` (C-contiguous copies)."""
+    """``{node: {param: array}}`` -> ``{"node.param": np.ndarray}`` (C-contiguous copies).
+
+    Example:
+        >>> flatten_params({"fc0": {"w": [[1.0]], "b": [0.0]}})
+        {'fc0.w': array([[1.]]), 'fc0.b': array([0.])}
+    """
     return {
         f"{node}.{k}": np.ascontiguousarray(np.asarray(v))
         for node, entry in params.items()
@@ -45,7 +56,12 @@ def flatten_params(params: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndar
 
 
 def unflatten_params(tensors: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """Inverse of ``flatten_params``: split every key on its last dot."""
+    """Inverse of ``flatten_params``: split every key on its last dot.
+
+    Example:
+        >>> unflatten_params({"layer1.0.conv1.w": np.zeros(1)})
+        {'layer1.0.conv1': {'w': array([0.])}}
+    """
     params: dict[str, dict[str, np.ndarray]] = {}
     for key, value in tensors.items():
         node, sep, name = key.rpartition(".")
@@ -127,7 +143,7 @@ def make_header(model, step, meta) -> str:
         return json.dumps(header, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(
-            f"model.config and meta must be JSON-serialisable (plain dicts, lists, strings, "
+            f"model.config and meta must be JSON-serializable (plain dicts, lists, strings, "
             f"finite numbers): {exc}"
         ) from exc
 
@@ -154,6 +170,28 @@ def save_checkpoint(path, model, params, *, step=None, meta=None) -> Path:
 
     ``.safetensors`` (recommended) or ``.npz``; see the module docstring for the layout.
     The parameters are checked against ``model.param_shapes()`` first. Returns the path.
+
+    Args:
+        path: the destination (``.safetensors`` or ``.npz``); parent folders are created.
+        model: the ``Model`` (its config is stored).
+        params: its parameters.
+        step: the training step to store.
+        meta: JSON-serializable user metadata.
+
+    Returns:
+        The ``Path`` written.
+
+    Raises:
+        InvalidArgumentError: an unknown suffix or non-serializable ``meta``.
+        ShapeMismatchError: ``params`` do not fit ``model``.
+
+    Example:
+        >>> import tempfile, jax, dynkit as dk
+        >>> model = dk.models.mlp(3, [4], 2)
+        >>> path = dk.save_checkpoint(f"{tempfile.mkdtemp()}/step_7.safetensors", model,
+        ...                           model.init(jax.random.PRNGKey(0)), step=7, meta={"lr": 0.1})
+        >>> path.suffix, dk.load_checkpoint(path).step
+        ('.safetensors', 7)
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -170,7 +208,7 @@ def save_checkpoint(path, model, params, *, step=None, meta=None) -> Path:
         try:
             data = save(tensors, metadata={HEADER_KEY: header})
         except Exception as exc:
-            raise CheckpointError(f"cannot serialise parameters to safetensors: {exc}") from exc
+            raise CheckpointError(f"cannot serialize parameters to safetensors: {exc}") from exc
         with atomic_write(path) as f:
             f.write(data)
     else:
@@ -202,7 +240,19 @@ def sniff_format(path: Path) -> str:
 
     A zip archive is ``pt`` if it holds a pickle (``*/data.pkl``, torch.save's layout) and
     ``npz`` otherwise; a raw pickle stream (protocol >= 2 starts with ``0x80``) is a legacy
-    ``pt``; safetensors starts with a little-endian u64 header length then ``{``."""
+    ``pt``; safetensors starts with a little-endian u64 header length then ``{``.
+
+    Raises:
+        CheckpointError: a missing file or an unknown format.
+
+    Example:
+        >>> import tempfile, jax, dynkit as dk
+        >>> model = dk.models.mlp(3, [4], 2)
+        >>> path = dk.save_checkpoint(f"{tempfile.mkdtemp()}/step_7.safetensors", model,
+        ...                           model.init(jax.random.PRNGKey(0)), step=7, meta={"lr": 0.1})
+        >>> sniff_format(path.rename(path.with_suffix(".bin")))    # the name does not matter
+        'safetensors'
+    """
     if not path.exists():
         raise CheckpointError(f"checkpoint file not found: {str(path)!r}")
     if path.is_dir():
@@ -288,7 +338,16 @@ def read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict | None]:
 
 
 def peek_step(path: Path) -> int | None:
-    """The step stored in a native checkpoint's header, reading only the header (or None)."""
+    """The step stored in a native checkpoint's header, reading only the header (or None).
+
+    Example:
+        >>> import tempfile, jax, dynkit as dk
+        >>> model = dk.models.mlp(3, [4], 2)
+        >>> path = dk.save_checkpoint(f"{tempfile.mkdtemp()}/step_7.safetensors", model,
+        ...                           model.init(jax.random.PRNGKey(0)), step=7, meta={"lr": 0.1})
+        >>> peek_step(path)
+        7
+    """
     fmt = sniff_format(path)
     try:
         if fmt == "safetensors":

@@ -18,6 +18,15 @@ from dynkit.checkpoints.load import Checkpoint, load_checkpoint
 from dynkit.checkpoints.native import SUFFIXES, peek_step
 from dynkit.errors import CheckpointError, InvalidArgumentError
 
+__all__ = [
+    "METRICS_FILE",
+    "TRAINER_STATE",
+    "Run",
+    "iterate",
+    "load_run",
+    "step_from_filename",
+]
+
 METRICS_FILE = "metrics.csv"
 
 
@@ -28,7 +37,25 @@ class Run:
     ``run[::10]`` is a sub-run. ``metrics`` is ``metrics.csv`` of the folder (or None).
 
     Checkpoints of one architecture share one ``Model`` object (the first one rebuilt), so
-    the caches that hold per-model state keep it across the run."""
+    the caches that hold per-model state keep it across the run.
+
+    Attributes:
+        directory: the run folder.
+        steps: the steps, sorted.
+        paths: the checkpoint files, in step order.
+        metrics: ``metrics.csv`` of the folder as a DataFrame, or ``None``.
+        model: the ``Model`` passed to ``load_checkpoint``, or ``None``.
+
+    Example:
+        >>> import tempfile, jax, dynkit as dk
+        >>> model, folder = dk.models.mlp(2, [3], 2), tempfile.mkdtemp()
+        >>> for s in (0, 10, 20):
+        ...     _ = dk.save_checkpoint(f"{folder}/step_{s}.safetensors", model,
+        ...                            model.init(jax.random.PRNGKey(s)), step=s)
+        >>> run = load_run(folder)
+        >>> run.steps, [c.step for c in run[::2]], run.at(10).step
+        ((0, 10, 20), [0, 20], 10)
+    """
 
     directory: Path
     steps: tuple[int, ...]
@@ -58,7 +85,11 @@ class Run:
         return ckpt if shared is ckpt.model else replace(ckpt, model=shared)
 
     def at(self, step: int) -> Checkpoint:
-        """The checkpoint saved at ``step``."""
+        """The checkpoint saved at ``step``.
+
+        Raises:
+            CheckpointError: the run has no such step.
+        """
         if step not in self.steps:
             raise CheckpointError(f"run {str(self.directory)!r} has no step {step}; steps: "
                                   f"{list(self.steps)}")
@@ -66,7 +97,12 @@ class Run:
 
 
 def step_from_filename(path: Path) -> int | None:
-    """The last group of digits in the file name (``step_000100.safetensors`` -> 100)."""
+    """The last group of digits in the file name (``step_000100.safetensors`` -> 100).
+
+    Example:
+        >>> step_from_filename(Path("step_000100.safetensors")), step_from_filename(Path("x.pt"))
+        (100, None)
+    """
     groups = re.findall(r"\d+", path.stem)
     return int(groups[-1]) if groups else None
 
@@ -83,7 +119,28 @@ def load_run(directory, *, model=None) -> Run:
     tensors), else the last number in its file name. ``model=`` is passed on to
     ``load_checkpoint`` (needed for foreign files). ``metrics.csv`` in the folder, if any, is
     read into ``run.metrics`` (a pandas DataFrame); the trainer's ``trainer_state.npz`` is not
-    a checkpoint and is skipped."""
+    a checkpoint and is skipped.
+
+    Args:
+        directory: the run folder.
+        model: the ``Model`` for foreign checkpoint files.
+
+    Returns:
+        A ``Run``.
+
+    Raises:
+        CheckpointError: no such folder, no checkpoints, a file without a step, or two files
+            for one step.
+
+    Example:
+        >>> import tempfile, jax, dynkit as dk
+        >>> model, folder = dk.models.mlp(2, [3], 2), tempfile.mkdtemp()
+        >>> for s in (5, 1):
+        ...     _ = dk.save_checkpoint(f"{folder}/ckpt_{s}.npz", model,
+        ...                            model.init(jax.random.PRNGKey(s)), step=s)
+        >>> load_run(folder).steps
+        (1, 5)
+    """
     directory = Path(directory)
     if not directory.is_dir():
         what = "does not exist" if not directory.exists() else "is a file, not a directory"

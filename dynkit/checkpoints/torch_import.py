@@ -35,6 +35,19 @@ import numpy as np
 
 from dynkit.errors import CheckpointError, InvalidArgumentError, ShapeMismatchError, require
 
+__all__ = [
+    "NAME_MAPS",
+    "STATE_DICT_KEYS",
+    "WRAPPER_PREFIXES",
+    "Slot",
+    "convert_state_dict",
+    "identity_name_map",
+    "mlp_name_map",
+    "read_pt",
+    "strip_wrapper_prefixes",
+    "to_state_dict",
+]
+
 #: Prefixes added by wrappers: ``nn.DataParallel``/DDP (``module.``), ``torch.compile``.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 #: Keys of a training checkpoint dict that may hold the model's state_dict.
@@ -129,7 +142,12 @@ NAME_MAPS: dict[str, Callable[[Any, list[str]], dict[str, str]]] = {
 # --------------------------------------------------------------------- conversion
 def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Remove a ``module.`` (DataParallel/DDP) or ``_orig_mod.`` (torch.compile) prefix
-    shared by every key."""
+    shared by every key.
+
+    Example:
+        >>> strip_wrapper_prefixes({"module.fc.weight": 1, "module.fc.bias": 2})
+        {'fc.weight': 1, 'fc.bias': 2}
+    """
     sd = dict(state_dict)
     changed = True
     while changed and sd:
@@ -196,7 +214,23 @@ def convert_state_dict(model, state_dict: Mapping[str, Any]):
     The torch name of each parameter comes from ``NAME_MAPS[model.arch]``; tensors are
     transposed as listed in the module docstring. A ``module.`` prefix is stripped.
     Raises ``CheckpointError`` listing missing and unexpected keys and
-    ``ShapeMismatchError`` naming a tensor whose shape does not fit (found vs expected)."""
+    ``ShapeMismatchError`` naming a tensor whose shape does not fit (found vs expected).
+
+    Args:
+        model: the ``Model`` (its ``arch`` picks the name map).
+        state_dict: ``{torch_name: array or tensor}``.
+
+    Returns:
+        dynkit parameters ``{node: {param: jax array}}``.
+
+    Example:
+        >>> import jax, dynkit as dk
+        >>> model = dk.models.mlp(3, [4], 2)
+        >>> params = model.init(jax.random.PRNGKey(0))
+        >>> back = convert_state_dict(model, to_state_dict(model, params))
+        >>> bool(np.allclose(back["fc0"]["w"], params["fc0"]["w"]))
+        True
+    """
     import jax.numpy as jnp
 
     sd = strip_wrapper_prefixes(state_dict)
@@ -251,7 +285,22 @@ def to_state_dict(model, params) -> dict[str, np.ndarray]:
     """dynkit params -> a PyTorch-layout state_dict (numpy arrays), the inverse of
     ``convert_state_dict`` (effective weights ``w_mult * w``); BatchNorm layers get
     ``num_batches_tracked = 0``. For ``mlp`` the module names are dynkit's (``fc0.weight``, ...,
-    ``head.bias``)."""
+    ``head.bias``).
+
+    Args:
+        model: the ``Model``.
+        params: its parameters.
+
+    Returns:
+        ``{torch_name: np.ndarray}``.
+
+    Example:
+        >>> import jax, dynkit as dk
+        >>> model = dk.models.mlp(3, [4], 2)
+        >>> sd = to_state_dict(model, model.init(jax.random.PRNGKey(0)))
+        >>> {k: v.shape for k, v in sd.items()}
+        {'fc0.weight': (4, 3), 'fc0.bias': (4,), 'head.weight': (2, 4), 'head.bias': (2,)}
+    """
     slots = _module_slots(model, {n: n for n in model.param_shapes()})
     sd: dict[str, np.ndarray] = {}
     for (node, k), (key, kind) in slots.items():

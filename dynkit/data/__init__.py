@@ -39,15 +39,36 @@ SOURCES: dict[str, Callable[..., Dataset]] = {
 
 
 def names() -> list[str]:
-    """Names accepted by ``load``, sorted."""
+    """Names accepted by :func:`load`, sorted.
+
+    Example:
+        >>> "digits" in names() and "gaussian_mixture" in names()
+        True
+    """
     return sorted(SOURCES)
 
 
 def load(name: str, *, seed: int = 0, dtype=np.float32, **kwargs) -> Dataset:
-    """Build the data set ``name`` (see ``names()``), deterministic given ``seed``.
+    """Build the data set ``name`` (see :func:`names`), deterministic given ``seed``.
 
-    Inputs (and regression targets) are cast to ``dtype``; ``kwargs`` go to the source's
-    generator (sizes, dimensions, ...; see its docstring)."""
+    Args:
+        name: a key of ``SOURCES``.
+        seed: random seed.
+        dtype: dtype of the inputs (and regression targets).
+        **kwargs: arguments of the source's generator (sizes, dimensions, ...; see its
+            docstring).
+
+    Returns:
+        The ``Dataset``.
+
+    Raises:
+        InvalidArgumentError: an unknown name or invalid arguments.
+
+    Example:
+        >>> d = load("gaussian_mixture", n_train=6, n_test=2)
+        >>> d.x_train.dtype, d.x_train.shape
+        (dtype('float32'), (6, 2))
+    """
     if name not in SOURCES:
         raise InvalidArgumentError(f"unknown data set {name!r}; known: {', '.join(names())} "
                                    "(or build one with dynkit.data.from_arrays/from_npz)")

@@ -17,6 +17,13 @@ import numpy as np
 from dynkit.errors import InvalidArgumentError
 from dynkit.validation import check_finite
 
+__all__ = [
+    "TASKS",
+    "Dataset",
+    "from_arrays",
+    "from_npz",
+]
+
 TASKS = ("classification", "regression")
 
 
@@ -26,6 +33,24 @@ class Dataset:
 
     ``num_classes`` is ``None`` for regression. ``meta`` holds what a generator drew to make
     the data (teacher weights, relevant bits, class means), so that it can be reproduced.
+
+    Attributes:
+        name: the data set's name.
+        x_train, y_train, x_test, y_test: the splits (inputs ``(n, ...)``; integer labels
+            ``(n,)`` or float targets ``(n, k)``).
+        num_classes: number of classes, ``None`` for regression.
+        task: ``"classification"`` or ``"regression"``.
+        meta: what the generator drew.
+        input_shape: ``x_train.shape[1:]`` (a property).
+
+    Raises:
+        InvalidArgumentError: inconsistent shapes, NaN values or labels out of range.
+
+    Example:
+        >>> d = Dataset("toy", np.zeros((4, 2)), np.array([0, 1, 0, 1]), np.zeros((2, 2)),
+        ...             np.array([0, 1]), 2, "classification")
+        >>> d.input_shape, [x.shape for x, _ in d.batches(batch_size=3, shuffle=False)]
+        ((2,), [(3, 2), (1, 2)])
     """
 
     name: str
@@ -129,7 +154,28 @@ def from_arrays(
     The test set is the first ``round(test_fraction * n)`` indices of
     ``numpy.random.default_rng(seed).permutation(n)``. ``task`` defaults to classification
     for integer 1-D ``y`` (``num_classes`` defaults to ``max(y) + 1``), regression otherwise
-    (1-D targets become ``(n, 1)``)."""
+    (1-D targets become ``(n, 1)``).
+
+    Args:
+        x: inputs ``(n, ...)``.
+        y: labels ``(n,)`` or targets ``(n, k)``.
+        test_fraction: fraction in the test set, in ``[0, 1)``.
+        seed: seed of the split.
+        name: the data set's name.
+        task: ``"classification"`` or ``"regression"`` (default: inferred from ``y``).
+        num_classes: number of classes (default ``max(y) + 1``).
+
+    Returns:
+        The ``Dataset``.
+
+    Raises:
+        InvalidArgumentError: mismatched lengths, an empty or non-finite input, a bad fraction.
+
+    Example:
+        >>> d = from_arrays(np.arange(10.0)[:, None], np.arange(10) % 2, test_fraction=0.2)
+        >>> len(d.x_train), len(d.x_test), d.task, d.num_classes
+        (8, 2, 'classification', 2)
+    """
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
         raise InvalidArgumentError(f"from_arrays: x has {len(x)} samples but y has {len(y)}; "
@@ -154,7 +200,27 @@ def from_arrays(
 def from_npz(path, *, name: str | None = None, test_fraction: float = 0.2, seed: int = 0,
              task: str | None = None, num_classes: int | None = None) -> Dataset:
     """A ``Dataset`` from an ``.npz`` file holding ``x_train, y_train, x_test, y_test``, or
-    ``x, y`` (then split as in ``from_arrays``). Loaded with ``allow_pickle=False``."""
+    ``x, y`` (then split as in ``from_arrays``). Loaded with ``allow_pickle=False``.
+
+    Args:
+        path: the ``.npz`` file.
+        name: the data set's name (default: the file name without suffix).
+        test_fraction, seed, task, num_classes: as in :func:`from_arrays`.
+
+    Returns:
+        The ``Dataset``.
+
+    Raises:
+        InvalidArgumentError: a missing or unreadable file, or missing arrays.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "toy.npz")
+        >>> np.savez(path, x=np.zeros((5, 3)), y=np.arange(5) % 2)
+        >>> d = from_npz(path, test_fraction=0.4)
+        >>> d.name, len(d.x_train)
+        ('toy', 3)
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InvalidArgumentError(f"from_npz: no such file {path!r}")

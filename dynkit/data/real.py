@@ -9,6 +9,10 @@ import numpy as np
 from dynkit.data.dataset import Dataset
 from dynkit.errors import InvalidArgumentError
 
+__all__ = [
+    "digits", "mnist1d", "standardize",
+]
+
 
 def _check_fraction(test_fraction: float) -> None:
     if not 0.0 < test_fraction < 1.0:
@@ -17,7 +21,20 @@ def _check_fraction(test_fraction: float) -> None:
 
 def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(x - mean) / std`` per feature with the *training* mean and std (features with zero
-    training std are only centred)."""
+    training std are only centered).
+
+    Args:
+        x_train: ``(n, ...)`` training inputs.
+        x_test: test inputs of the same feature shape.
+
+    Returns:
+        ``(x_train, x_test)`` standardized.
+
+    Example:
+        >>> tr, te = standardize(np.array([[0.0, 1.0], [2.0, 1.0]]), np.array([[1.0, 3.0]]))
+        >>> tr.tolist(), te.tolist()
+        ([[-1.0, 0.0], [1.0, 0.0]], [[0.0, 2.0]])
+    """
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0)
     std = np.where(std > 0, std, 1.0)
@@ -31,8 +48,26 @@ def digits(*, seed: int = 0, test_fraction: float = 0.2, image: bool = False,
 
     Pixels are scaled to ``[0, 1]`` (divided by 16), split randomly (test set: the first
     ``round(test_fraction * n)`` of ``default_rng(seed).permutation(n)``) and, by default,
-    standardised per pixel with the training mean and std. Inputs are flattened ``(64,)``, or
-    ``(8, 8, 1)`` (NHWC) with ``image=True``."""
+    standardized per pixel with the training mean and std. Inputs are flattened ``(64,)``, or
+    ``(8, 8, 1)`` (NHWC) with ``image=True``.
+
+    Args:
+        seed: seed of the split.
+        test_fraction: fraction in the test set, in ``(0, 1)``.
+        image: inputs ``(8, 8, 1)`` instead of ``(64,)``.
+        standardize_inputs: standardize with the training statistics.
+
+    Returns:
+        A classification ``Dataset`` with 10 classes.
+
+    References:
+        Alpaydin & Kaynak 1998, "Optical recognition of handwritten digits" (UCI).
+
+    Example:
+        >>> d = digits(image=True)
+        >>> d.x_train.shape[1:], len(d.x_train) + len(d.x_test)
+        ((8, 8, 1), 1797)
+    """
     _check_fraction(test_fraction)
     from sklearn.datasets import load_digits
 
@@ -56,12 +91,31 @@ def mnist1d(*, seed: int = 0, num_samples: int = 5000, test_fraction: float = 0.
     ``mnist1d`` package (``mnist1d.data.make_dataset``; nothing is downloaded or cached).
 
     Ten 1-D digit templates are padded, sheared, scaled, translated and corrupted with
-    correlated and i.i.d. noise into sequences of length 40, then standardised over the whole
+    correlated and i.i.d. noise into sequences of length 40, then standardized over the whole
     set. ``num_samples`` is the total (``num_samples // 10`` per class); ``seed`` replaces the
     package's default seed 42; further ``kwargs`` override ``get_dataset_args()`` fields
     (e.g. ``iid_noise_scale``). Inputs are ``(40,)``, or ``(40, 1)`` (NWC, for 1-D
     convolutions) with ``image=True``. The global ``random``/``numpy.random`` states, which the
-    package reseeds, are restored afterwards."""
+    package reseeds, are restored afterwards.
+
+    Args:
+        seed: the generator's seed.
+        num_samples: total number of sequences (``>= 10``).
+        test_fraction: fraction in the test set, in ``(0, 1)``.
+        image: inputs ``(40, 1)`` instead of ``(40,)``.
+        **kwargs: fields of ``mnist1d.data.get_dataset_args()``.
+
+    Returns:
+        A classification ``Dataset`` with 10 classes.
+
+    References:
+        Greydanus 2020, "Scaling down deep learning" (arXiv:2011.14439).
+
+    Example:
+        >>> d = mnist1d(num_samples=100)
+        >>> d.x_train.shape, d.num_classes
+        ((80, 40), 10)
+    """
     _check_fraction(test_fraction)
     if int(num_samples) < 10:
         raise InvalidArgumentError(f"num_samples must be >= 10 (one per class), got "

@@ -58,7 +58,21 @@ ARCHITECTURES: dict[str, Callable[..., Model]] = {
 
 
 def build(config: Mapping[str, Any]) -> Model:
-    """Rebuild a model from its ``config`` (``{"arch": name, **builder_kwargs}``)."""
+    """Rebuild a model from its ``config`` (``{"arch": name, **builder_kwargs}``).
+
+    Args:
+        config: a ``Model.config``; ``arch`` is a key of ``ARCHITECTURES``.
+
+    Returns:
+        The ``Model`` (equal to the one the config came from).
+
+    Raises:
+        InvalidArgumentError: an unknown architecture or invalid builder arguments.
+
+    Example:
+        >>> build({"arch": "mlp", "in_dim": 3, "widths": [4], "out_dim": 2}) == mlp(3, [4], 2)
+        True
+    """
     config = dict(config)
     arch = config.pop("arch", None)
     if arch not in ARCHITECTURES:

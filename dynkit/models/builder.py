@@ -27,15 +27,45 @@ from typing import Any
 from dynkit.errors import InvalidArgumentError
 from dynkit.models.graph import Model, Node
 
+__all__ = [
+    "PARAMETERIZATIONS",
+    "GraphBuilder",
+    "layer_scales",
+]
+
 PARAMETERIZATIONS = ("standard", "ntk", "meanfield", "mup")
 
 
 def layer_scales(
     parameterization: str, fan_in: int, fan_out: int, W_std: float, b_std: float, role: str
 ) -> dict[str, float]:
-    """Initialisation std and forward multipliers of one layer (table in the module doc).
+    """Initialization std and forward multipliers of one layer (table in the module doc).
 
-    ``role`` is ``"input"``, ``"hidden"`` or ``"readout"``."""
+    Args:
+        parameterization: one of ``PARAMETERIZATIONS``.
+        fan_in: inputs per output unit (``in_ch · prod(kernel)`` for a convolution).
+        fan_out: output units.
+        W_std: weight scale ``σ_w``.
+        b_std: bias scale ``σ_b``.
+        role: ``"input"``, ``"hidden"`` or ``"readout"``.
+
+    Returns:
+        ``{"init_std", "w_mult", "b_init_std", "b_mult"}``: the stored ``w ~ N(0, init_std²)``
+        and the layer computes ``w_mult · (x @ w) + b_mult · b``.
+
+    Raises:
+        InvalidArgumentError: an unknown parameterization.
+
+    References:
+        Jacot, Gabriel & Hongler 2018 (ntk); Mei, Montanari & Nguyen 2018 (meanfield); Yang &
+        Hu 2021, "Tensor Programs IV: feature learning in infinite-width neural networks" (mup).
+
+    Example:
+        >>> layer_scales("ntk", 4, 8, 2.0, 0.1, "hidden")
+        {'init_std': 1.0, 'w_mult': 1.0, 'b_init_std': 1.0, 'b_mult': 0.1}
+        >>> layer_scales("standard", 4, 8, 2.0, 0.1, "hidden")["init_std"]
+        1.0
+    """
     W_std, b_std = float(W_std), float(b_std)  # numpy scalars would promote float32 weights
     if parameterization not in PARAMETERIZATIONS:
         raise InvalidArgumentError(
@@ -73,7 +103,20 @@ def _seq(v, nd) -> tuple[int, ...]:
 class GraphBuilder:
     """Build a ``Model`` node by node; each method returns the new node's name.
 
-    Shapes exclude the batch axis; images are channels-last."""
+    Shapes exclude the batch axis; images are channels-last. Dense and conv layers take their
+    initialization and multipliers from :func:`layer_scales`.
+
+    Args:
+        input_shape: input shape without the batch axis.
+        parameterization: one of ``PARAMETERIZATIONS``.
+
+    Example:
+        >>> g = GraphBuilder((3,))
+        >>> h = g.relu(g.dense("input", 4, name="fc0", W_std=2 ** 0.5), name="act0", tap=True)
+        >>> model = g.build({"arch": "custom"}, g.dense(h, 2, name="head"), h)
+        >>> model.param_shapes()
+        {'fc0': {'w': (3, 4), 'b': (4,)}, 'head': {'w': (4, 2), 'b': (2,)}}
+    """
 
     def __init__(self, input_shape: Sequence[int], parameterization: str = "standard"):
         self.input_shape = tuple(int(s) for s in input_shape)
@@ -82,8 +125,13 @@ class GraphBuilder:
         self.shapes: dict[str, tuple[int, ...]] = {"input": self.input_shape}
 
     def add(self, name: str, op: str, inputs: Sequence[str], shape, **attrs: Any) -> str:
+        """Append a node ``name`` of ``op`` with output ``shape``.
+
+        Raises:
+            InvalidArgumentError: ``name`` is already taken.
+        """
         if name in self.shapes:
-            raise ValueError(f"duplicate node name {name!r}")
+            raise InvalidArgumentError(f"duplicate node name {name!r}")
         self.nodes.append(Node(name, op, tuple(inputs), dict(attrs)))
         self.shapes[name] = tuple(shape)
         return name
@@ -114,8 +162,9 @@ class GraphBuilder:
     def relu(self, x, *, name, tap=False):
         return self.add(name, "relu", [x], self.shapes[x], tap=tap)
 
-    def act(self, x, fn, *, name, tap=False):
-        return self.add(name, "act", [x], self.shapes[x], fn=fn, tap=tap)
+    def act(self, x, activation, *, name, tap=False):
+        """Elementwise ``activation`` (a name of ``graph.ACTIVATIONS``) of ``x``."""
+        return self.add(name, "act", [x], self.shapes[x], fn=activation, tap=tap)
 
     def pool(self, x, kind, window, *, name, stride=None, padding="VALID", tap=False):
         shape = self.shapes[x]
@@ -133,13 +182,19 @@ class GraphBuilder:
         return self.add(name, "flatten", [x], (math.prod(self.shapes[x]),))
 
     def add_(self, inputs: Sequence[str], *, name, tap=False):
+        """Sum of the ``inputs`` (residual connection).
+
+        Raises:
+            InvalidArgumentError: the inputs have different shapes.
+        """
         shapes = {self.shapes[s] for s in inputs}
         if len(shapes) != 1:
-            raise ValueError(f"cannot add tensors of shapes {sorted(shapes)} at {name!r}")
+            raise InvalidArgumentError(f"cannot add tensors of shapes {sorted(shapes)} at {name!r}")
         return self.add(name, "add", inputs, self.shapes[inputs[0]], tap=tap)
 
     def scale(self, x, factor, *, name):
         return self.add(name, "scale", [x], self.shapes[x], factor=float(factor))
 
     def build(self, config: Mapping[str, Any], output: str, feature: str) -> Model:
+        """The ``Model`` with this graph, its logits at ``output``, features at ``feature``."""
         return Model(dict(config), tuple(self.nodes), output, feature, self.input_shape)

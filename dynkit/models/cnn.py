@@ -9,12 +9,31 @@ from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 from dynkit.models.builder import GraphBuilder
 from dynkit.models.graph import Model
 
+__all__ = [
+    "POOLS", "READOUTS", "cnn", "image_shape",
+]
+
 READOUTS = ("flatten", "global_avgpool")
 POOLS = ("max", "avg", None)
 
 
 def image_shape(input_shape: Sequence[int], arch: str) -> tuple[int, int, int]:
-    """Validate an image ``input_shape`` ``(H, W, C)`` (NHWC without the batch axis)."""
+    """Validate an image ``input_shape`` ``(H, W, C)`` (NHWC without the batch axis).
+
+    Args:
+        input_shape: the shape to check.
+        arch: architecture name, for the message.
+
+    Returns:
+        The shape as a tuple of ints.
+
+    Raises:
+        ShapeMismatchError: not three positive sizes.
+
+    Example:
+        >>> image_shape([8, 8, 1], "cnn")
+        (8, 8, 1)
+    """
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ShapeMismatchError(
@@ -37,15 +56,38 @@ def cnn(
     W_std: float = math.sqrt(2.0),
     b_std: float = 0.0,
 ) -> Model:
-    """A plain CNN (LeCun et al. 1998 style): ``L`` stages ``conv{i} -> relu{i} [-> pool{i}]``,
-    then ``flatten`` or ``avgpool`` (global average) and the dense read-out ``head``.
+    """A plain CNN (LeCun et al. 1998 style).
 
-    Convolutions are ``kernel x kernel``, stride 1, zero padding ``kernel // 2`` (shape
-    preserving for odd kernels); pools are 2x2 with stride 2 (``pool=None``: no pooling).
-    Weights follow ``parameterization`` (``dynkit.models.builder``); the default standard
-    parameterization with ``W_std = sqrt(2)`` is He et al. (2015) initialisation,
-    ``w ~ N(0, 2 / fan_in)``; the read-out uses ``W_std = 1``. Taps: the ``relu{i}`` outputs.
-    ``features`` is the input of ``head``.
+    ``L`` stages ``conv{i} -> relu{i} [-> pool{i}]``, then ``flatten`` or ``avgpool`` (global
+    average) and the dense read-out ``head``. Convolutions are ``kernel x kernel``, stride 1,
+    zero padding ``kernel // 2`` (shape preserving for odd kernels); pools are 2x2 with stride 2
+    (``pool=None``: no pooling). Weights follow ``parameterization`` (``dynkit.models.builder``);
+    the default standard parameterization with ``W_std = sqrt(2)`` is He et al. (2015)
+    initialization, ``w ~ N(0, 2 / fan_in)``; the read-out uses ``W_std = 1``. Taps: the
+    ``relu{i}`` outputs. ``features`` is the input of ``head``.
+
+    Args:
+        input_shape: ``(H, W, C)``.
+        channels: output channels of each stage.
+        num_classes: outputs of ``head``.
+        kernel: convolution kernel size.
+        pool: ``"max"``, ``"avg"`` or ``None``.
+        readout: ``"flatten"`` or ``"avgpool"``.
+        bias: convolutions and read-out with biases.
+        parameterization: one of ``PARAMETERIZATIONS``.
+        W_std, b_std: weight and bias scales.
+
+    Returns:
+        The ``Model``.
+
+    References:
+        LeCun, Bottou, Bengio & Haffner 1998, "Gradient-based learning applied to document
+        recognition"; He, Zhang, Ren & Sun 2015, "Delving deep into rectifiers" (ICCV).
+
+    Example:
+        >>> model = cnn((8, 8, 1), (4, 8), 3)
+        >>> model.num_params(), model.layer_names()
+        (435, ['relu0', 'relu1'])
     """
     shape = image_shape(input_shape, "cnn")
     if readout not in READOUTS:

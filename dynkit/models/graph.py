@@ -31,6 +31,19 @@ import numpy as np
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
 
+__all__ = [
+    "ACTIVATIONS",
+    "STAT_KEYS",
+    "Model",
+    "Node",
+    "Params",
+    "conv_linear",
+    "is_stat_path",
+    "merge_params",
+    "split_params",
+    "trainable_mask",
+]
+
 Params = dict[str, dict[str, Any]]
 
 #: Parameter entries that are running statistics, not trained by gradient descent.
@@ -52,9 +65,16 @@ ACTIVATIONS: dict[str, Callable] = {
 class Node:
     """One layer of a model graph.
 
-    ``op`` is one of ``input, dense, conv, batchnorm, relu, act, maxpool, avgpool,
-    global_avgpool, flatten, add, scale``. ``inputs`` names the nodes feeding it; ``attrs``
-    holds shapes and hyper-parameters (all JSON-serialisable).
+    Attributes:
+        name: unique node name (mirrors the PyTorch module name, e.g. ``layer1.0.conv1``).
+        op: one of ``input, dense, conv, batchnorm, relu, act, maxpool, avgpool,
+            global_avgpool, flatten, add, scale``.
+        inputs: names of the nodes feeding it.
+        attrs: shapes and hyper-parameters (all JSON-serializable).
+
+    Example:
+        >>> Node("fc0", "dense", ("input",), {"in_dim": 3, "out_dim": 4}).inputs
+        ('input',)
     """
 
     name: str
@@ -67,13 +87,28 @@ class Node:
 class Model:
     """A pure-JAX network: graph data plus ``init``/``apply``/``features``.
 
-    ``config`` is the JSON-serialisable recipe (``{"arch": "mlp", ...}``) from which
+    ``config`` is the JSON-serializable recipe (``{"arch": "mlp", ...}``) from which
     ``dynkit.models.build(config)`` rebuilds the same model; checkpoints store it.
 
     Two models are equal, and hash alike, when their config and graph (nodes with their
     attributes, output, feature, input shape) are: a model rebuilt from a checkpoint's config
     is the same key for every cache of compiled programs (``functools.lru_cache`` on the
     model), so a run compiles each program once.
+
+    Args:
+        config: the recipe of ``dynkit.models.build``.
+        nodes: the ``Node``s in topological order, starting with the ``input`` node.
+        output: name of the node that gives the logits.
+        feature: name of the node that gives the penultimate representation.
+        input_shape: input shape without the batch axis (images channels-last).
+
+    Example:
+        >>> import dynkit as dk
+        >>> model = dk.models.mlp(3, [4], 2)
+        >>> [n.op for n in model.nodes], model.output, model.feature
+        (['input', 'dense', 'relu', 'dense'], 'head', 'act0')
+        >>> model == dk.models.build(model.config)
+        True
     """
 
     config: Mapping[str, Any]
@@ -105,9 +140,15 @@ class Model:
     # ----------------------------------------------------------------- structure
     @property
     def arch(self) -> str:
+        """The architecture name, ``config["arch"]``."""
         return self.config["arch"]
 
     def node(self, name: str) -> Node:
+        """The node named ``name``.
+
+        Raises:
+            KeyError: there is no such node.
+        """
         for n in self.nodes:
             if n.name == name:
                 return n
@@ -115,6 +156,7 @@ class Model:
 
     @property
     def has_batchnorm(self) -> bool:
+        """Whether any node is a BatchNorm."""
         return any(n.op == "batchnorm" for n in self.nodes)
 
     def multipliers(self, name: str) -> tuple[float, float]:
@@ -167,12 +209,29 @@ class Model:
         return node.name, factor
 
     def layer_names(self) -> list[str]:
-        """Names of the nodes whose outputs are the model's layer representations
-        (post-activation outputs and block outputs, marked ``attrs["tap"]``), in order."""
+        """Names of the nodes whose outputs are the model's layer representations.
+
+        These are the post-activation outputs and block outputs, marked ``attrs["tap"]``, in graph
+        order.
+
+        Returns:
+            A list of node names.
+
+        Example:
+            >>> import dynkit as dk
+            >>> dk.models.mlp(3, [4, 4], 2).layer_names()
+            ['act0', 'act1']
+        """
         return [n.name for n in self.nodes if n.attrs.get("tap")]
 
     def param_shapes(self) -> dict[str, dict[str, tuple[int, ...]]]:
-        """``{node: {param: shape}}`` for every parameter, without allocating arrays."""
+        """``{node: {param: shape}}`` for every parameter, without allocating arrays.
+
+        Example:
+            >>> import dynkit as dk
+            >>> dk.models.mlp(3, [4], 2).param_shapes()
+            {'fc0': {'w': (3, 4), 'b': (4,)}, 'head': {'w': (4, 2), 'b': (2,)}}
+        """
         shapes: dict[str, dict[str, tuple[int, ...]]] = {}
         for n in self.nodes:
             a = n.attrs
@@ -211,7 +270,19 @@ class Model:
         return {k: tuple(v.shape[1:]) for k, v in out.items()}
 
     def num_params(self, trainable_only: bool = True) -> int:
-        """Number of scalar parameters (running BatchNorm statistics excluded by default)."""
+        """Number of scalar parameters.
+
+        Args:
+            trainable_only: leave out the running BatchNorm statistics (default).
+
+        Returns:
+            The count.
+
+        Example:
+            >>> import dynkit as dk
+            >>> dk.models.mlp(3, [4], 2).num_params()   # 3·4 + 4 + 4·2 + 2
+            26
+        """
         total = 0
         for pname in self.param_shapes().values():
             for k, shape in pname.items():
@@ -222,8 +293,25 @@ class Model:
 
     # ----------------------------------------------------------------- init
     def init(self, key: jax.Array, dtype=jnp.float32) -> Params:
-        """Sample parameters: ``w ~ N(0, init_std^2)``, ``b ~ N(0, b_init_std^2)``,
-        BatchNorm ``scale=1, bias=0, mean=0, var=1`` (one compiled call)."""
+        """Sample parameters (one compiled call).
+
+        ``w ~ N(0, init_std²)``, ``b ~ N(0, b_init_std²)`` with the stds of the parameterization;
+        BatchNorm ``scale=1, bias=0, mean=0, var=1``.
+
+        Args:
+            key: a ``jax.random`` key.
+            dtype: floating dtype of the parameters.
+
+        Returns:
+            Parameters ``{node: {param: array}}``.
+
+        Example:
+            >>> import dynkit as dk
+            >>> model = dk.models.mlp(3, [4], 2)
+            >>> params = model.init(jax.random.PRNGKey(0))
+            >>> params["fc0"]["w"].shape, params["fc0"]["w"].dtype
+            ((3, 4), dtype('float32'))
+        """
         compiled = self.__dict__.get("_init_jit")
         if compiled is None:  # a fresh jax.jit wrapper per call would recompile every time
             compiled = jax.jit(self._init, static_argnums=1)
@@ -262,9 +350,27 @@ class Model:
 
     def forward(self, params: Params, x, *, keep: Sequence[str] = (), train: bool = False,
                 perturb: Mapping[str, Any] | None = None):
-        """Evaluate the graph; returns ``{name: activation}`` for the ``keep`` nodes and the
-        output node. ``perturb[name]`` is added to node ``name``'s output (probes for
-        per-layer gradients, e.g. the structured empirical NTK)."""
+        """Evaluate the graph, keeping the activations of some nodes.
+
+        Args:
+            params: the parameters.
+            x: inputs ``(batch, *input_shape)``.
+            keep: names of the nodes whose outputs are returned (besides the output node).
+            train: BatchNorm in train mode (batch statistics).
+            perturb: ``perturb[name]`` is added to node ``name``'s output (probes for per-layer
+                gradients, e.g. the structured empirical NTK).
+
+        Returns:
+            ``{name: activation}`` for the ``keep`` nodes and the output node.
+
+        Example:
+            >>> import dynkit as dk
+            >>> model = dk.models.mlp(3, [4], 2)
+            >>> params = model.init(jax.random.PRNGKey(0))
+            >>> out = model.forward(params, jnp.ones((5, 3)), keep=["fc0"])
+            >>> {k: v.shape for k, v in out.items()}
+            {'fc0': (5, 4), 'head': (5, 2)}
+        """
         out, _ = self._run(params, x, train, keep, None, perturb)
         return out
 
@@ -305,17 +411,53 @@ class Model:
         return out, stats
 
     def apply(self, params: Params, x, *, train: bool = False):
-        """Logits. ``train=True`` normalises BatchNorm with batch statistics (no update);
-        ``train=False`` uses the running statistics stored in ``params``."""
+        """Logits of the network.
+
+        Args:
+            params: the parameters.
+            x: inputs ``(batch, *input_shape)``.
+            train: ``True`` normalizes BatchNorm with batch statistics (no update); ``False`` uses
+                the running statistics stored in ``params``.
+
+        Returns:
+            ``(batch, out_dim)`` logits.
+
+        Raises:
+            ShapeMismatchError: ``x`` does not have the model's input shape.
+
+        Example:
+            >>> import dynkit as dk
+            >>> model = dk.models.mlp(3, [4], 2)
+            >>> params = model.init(jax.random.PRNGKey(0))
+            >>> model.apply(params, jnp.ones((5, 3))).shape
+            (5, 2)
+        """
         out, _ = self._run(params, x, train, None, self.output)
         return out[self.output]
 
     def apply_train(self, params: Params, x, momentum: float | None = None):
         """Train-mode forward pass: ``(logits, params_with_updated_running_stats)``.
 
-        Running statistics follow PyTorch: ``r <- (1 - momentum) r + momentum * batch``,
-        with the unbiased batch variance. ``momentum`` overrides every BatchNorm node's own
-        ``attrs["momentum"]`` (0.1 by default, as in PyTorch)."""
+        Running statistics follow PyTorch: ``r <- (1 - momentum) r + momentum * batch``, with the
+        unbiased batch variance.
+
+        Args:
+            params: the parameters.
+            x: a batch of inputs.
+            momentum: overrides every BatchNorm node's own ``attrs["momentum"]`` (0.1 by default,
+                as in PyTorch).
+
+        Returns:
+            ``(logits, params)``; ``params`` is returned unchanged without BatchNorm.
+
+        Example:
+            >>> import dynkit as dk
+            >>> model = dk.models.mlp(3, [4], 2)
+            >>> params = model.init(jax.random.PRNGKey(0))
+            >>> logits, new = model.apply_train(params, jnp.ones((5, 3)))
+            >>> new is params                       # no BatchNorm: nothing to update
+            True
+        """
         out, stats = self._run(params, x, True, None, self.output)
         if not stats:
             return out[self.output], params
@@ -330,14 +472,49 @@ class Model:
         return out[self.output], new
 
     def features(self, params: Params, x, *, train: bool = False):
-        """The penultimate representation (input of the read-out layer), shape ``(batch, D)``."""
+        """The penultimate representation (input of the read-out layer).
+
+        Args:
+            params: the parameters.
+            x: inputs.
+            train: BatchNorm in train mode.
+
+        Returns:
+            ``(batch, D)`` features (flattened).
+
+        Example:
+            >>> import dynkit as dk
+            >>> model = dk.models.mlp(3, [4], 2)
+            >>> params = model.init(jax.random.PRNGKey(0))
+            >>> model.features(params, jnp.ones((5, 3))).shape
+            (5, 4)
+        """
         out, _ = self._run(params, x, train, [self.feature], self.feature)
         f = out[self.feature]
         return f.reshape(f.shape[0], -1)
 
     def intermediates(self, params: Params, x, names: Sequence[str] | None = None, *, train=False):
-        """Outputs of the named nodes (default: ``layer_names()``), each flattened to
-        ``(batch, D)``, in graph order."""
+        """Outputs of the named nodes, each flattened to ``(batch, D)``, in graph order.
+
+        Args:
+            params: the parameters.
+            x: inputs.
+            names: node names (default: :meth:`layer_names`).
+            train: BatchNorm in train mode.
+
+        Returns:
+            ``{name: (batch, D) array}``.
+
+        Raises:
+            InvalidArgumentError: an unknown node name.
+
+        Example:
+            >>> import dynkit as dk
+            >>> model = dk.models.mlp(3, [4], 2)
+            >>> params = model.init(jax.random.PRNGKey(0))
+            >>> {k: v.shape for k, v in model.intermediates(params, jnp.ones((5, 3))).items()}
+            {'act0': (5, 4)}
+        """
         names = list(names) if names is not None else self.layer_names()
         unknown = [s for s in names if s not in {n.name for n in self.nodes}]
         if unknown:
@@ -358,20 +535,51 @@ def _json_default(value):
 
 # --------------------------------------------------------------------- parameter helpers
 def is_stat_path(path) -> bool:
-    """True for a pytree path ending in a running-statistics key (``mean``/``var``)."""
+    """True for a pytree path ending in a running-statistics key (``mean``/``var``).
+
+    Example:
+        >>> from jax.tree_util import DictKey
+        >>> is_stat_path((DictKey("bn"), DictKey("var"))), is_stat_path((DictKey("w"),))
+        (True, False)
+    """
     last = path[-1]
     return getattr(last, "key", None) in STAT_KEYS
 
 
 def split_params(params: Params) -> tuple[Params, Params]:
-    """``(trainable, stats)``: BatchNorm running statistics separated from trained weights."""
+    """Separate BatchNorm running statistics from the trained parameters.
+
+    Args:
+        params: parameters ``{node: {param: array}}``.
+
+    Returns:
+        ``(trainable, stats)``; ``stats`` holds only the nodes with running statistics.
+
+    Example:
+        >>> p = {"bn": {"scale": 1.0, "bias": 0.0, "mean": 0.0, "var": 1.0}, "fc": {"w": 2.0}}
+        >>> split_params(p)
+        ({'bn': {'scale': 1.0, 'bias': 0.0}, 'fc': {'w': 2.0}}, {'bn': {'mean': 0.0, 'var': 1.0}})
+    """
     trainable = {n: {k: v for k, v in p.items() if k not in STAT_KEYS} for n, p in params.items()}
     stats = {n: {k: v for k, v in p.items() if k in STAT_KEYS} for n, p in params.items()}
     return trainable, {n: p for n, p in stats.items() if p}
 
 
 def merge_params(trainable: Params, stats: Params) -> Params:
-    """Inverse of ``split_params``."""
+    """Inverse of :func:`split_params`.
+
+    Args:
+        trainable: the trained parameters.
+        stats: the running statistics.
+
+    Returns:
+        The merged parameters.
+
+    Example:
+        >>> p = {"bn": {"scale": 1.0, "mean": 0.0}}
+        >>> merge_params(*split_params(p)) == p
+        True
+    """
     merged = {n: dict(p) for n, p in trainable.items()}
     for n, p in stats.items():
         merged.setdefault(n, {}).update(p)
@@ -379,7 +587,12 @@ def merge_params(trainable: Params, stats: Params) -> Params:
 
 
 def trainable_mask(params: Params):
-    """Pytree of bools: True for trained leaves, False for running statistics (for optax.masked)."""
+    """Pytree of bools: True for trained leaves, False for running statistics (for optax.masked).
+
+    Example:
+        >>> trainable_mask({"bn": {"scale": 1.0, "mean": 0.0}})
+        {'bn': {'scale': True, 'mean': False}}
+    """
     return {n: {k: k not in STAT_KEYS for k in p} for n, p in params.items()}
 
 
@@ -400,9 +613,22 @@ def _dense(p, x, a):
 
 
 def conv_linear(attrs) -> Callable:
-    """The linear map ``(x, w) -> conv(x, w)`` of a conv node, without multiplier or bias:
-    channels-last (NWC/NHWC/NDHWC, kernels WIO/HWIO/DHWIO), the node's stride and padding
-    (``"SAME"``, ``"VALID"`` or an int, as in PyTorch)."""
+    """The linear map ``(x, w) -> conv(x, w)`` of a conv node, without multiplier or bias.
+
+    Channels-last (NWC/NHWC/NDHWC, kernels WIO/HWIO/DHWIO), with the node's stride and padding
+    (``"SAME"``, ``"VALID"`` or an int, as in PyTorch).
+
+    Args:
+        attrs: the conv node's attributes (``kernel``, ``stride``, ``padding``).
+
+    Returns:
+        A function ``(x, w) -> y``.
+
+    Example:
+        >>> f = conv_linear({"kernel": [3], "stride": 1, "padding": 1})
+        >>> f(jnp.ones((1, 5, 1)), jnp.ones((3, 1, 1)))[0, :, 0].tolist()
+        [2.0, 3.0, 3.0, 3.0, 2.0]
+    """
     nd = len(attrs["kernel"])
     spatial = "HW"[:nd] if nd <= 2 else "DHW"
     dn = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")

@@ -8,6 +8,10 @@ from collections.abc import Sequence
 from dynkit.models.builder import GraphBuilder
 from dynkit.models.graph import Model
 
+__all__ = [
+    "mlp",
+]
+
 
 def mlp(
     in_dim: int,
@@ -21,12 +25,36 @@ def mlp(
     b_std: float = 0.0,
     alpha: float = 1.0,
 ) -> Model:
-    """Multi-layer perceptron ``x -> act(fc0) -> ... -> head``, times an output multiplier α.
+    """Multi-layer perceptron ``x -> act(fc0) -> ... -> head``, times an output multiplier α:
 
-    ``f(x) = α · head(σ(fc_{L-1}(... σ(fc0(x)))))``, each layer parameterized as in
-    ``dynkit.models.builder`` (standard, ``ntk``, ``meanfield`` or ``mup``). Nodes are named
-    ``fc0, act0, fc1, act1, ..., head`` (and ``alpha`` when α ≠ 1); ``features`` is the input
-    of ``head``.
+        f(x) = α · head(σ(fc_{L-1}(... σ(fc0(x))))),
+
+    each layer parameterized as in ``dynkit.models.builder`` (standard, ``ntk``, ``meanfield``
+    or ``mup``). Nodes are named ``fc0, act0, fc1, act1, ..., head`` (and ``alpha`` when
+    α ≠ 1); ``features`` is the input of ``head``.
+
+    Args:
+        in_dim: input dimension.
+        widths: hidden widths.
+        out_dim: outputs of ``head``.
+        activation: ``"relu"`` or a name of ``dynkit.models.graph.ACTIVATIONS``.
+        bias: layers with biases.
+        parameterization: one of ``PARAMETERIZATIONS``.
+        W_std, b_std: weight and bias scales of every layer.
+        alpha: output multiplier α (lazy training for large α, Chizat, Oyallon & Bach 2019).
+
+    Returns:
+        The ``Model``.
+
+    References:
+        Jacot, Gabriel & Hongler 2018 (``ntk``); Mei, Montanari & Nguyen 2018 (``meanfield``);
+        Yang & Hu 2021 (``mup``); Chizat, Oyallon & Bach 2019, "On lazy training in
+        differentiable programming" (``alpha``).
+
+    Example:
+        >>> model = mlp(3, [4, 4], 2, activation="tanh")
+        >>> [n.name for n in model.nodes]
+        ['input', 'fc0', 'act0', 'fc1', 'act1', 'head']
     """
     config = {"arch": "mlp", "in_dim": int(in_dim), "widths": [int(w) for w in widths],
               "out_dim": int(out_dim), "activation": activation, "bias": bias,

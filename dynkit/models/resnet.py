@@ -20,6 +20,27 @@ from dynkit.models.builder import GraphBuilder
 from dynkit.models.cnn import image_shape
 from dynkit.models.graph import Model
 
+__all__ = [
+    "CIFAR_DEPTHS",
+    "HE_STD",
+    "IMAGENET_LAYERS",
+    "basic_block",
+    "bottleneck_block",
+    "cifar_resnet",
+    "conv_bn",
+    "resnet",
+    "resnet18",
+    "resnet20",
+    "resnet32",
+    "resnet34",
+    "resnet44",
+    "resnet50",
+    "resnet56",
+    "resnet101",
+    "resnet110",
+    "resnet152",
+]
+
 HE_STD = math.sqrt(2.0)
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 #: torchvision depth -> (block type, blocks per stage)
@@ -34,8 +55,31 @@ IMAGENET_LAYERS = {
 
 def conv_bn(g: GraphBuilder, x: str, out_ch: int, kernel: int, stride: int, conv: str, bn: str,
             role: str = "hidden") -> str:
-    """``bn(conv(x))``: a bias-free ``kernel x kernel`` convolution with torch padding
-    ``kernel // 2`` and He initialisation ``w ~ N(0, 2 / fan_in)``, then BatchNorm."""
+    """``bn(conv(x))``: a bias-free convolution, then BatchNorm.
+
+    The ``kernel x kernel`` convolution has torch padding ``kernel // 2`` and He initialization
+    ``w ~ N(0, 2 / fan_in)``.
+
+    Args:
+        g: the builder.
+        x: name of the input node.
+        out_ch: output channels.
+        kernel: kernel size.
+        stride: stride.
+        conv, bn: names of the conv and BatchNorm nodes.
+        role: ``"input"``, ``"hidden"`` or ``"readout"`` (for the parameterization).
+
+    Returns:
+        The name of the BatchNorm node.
+
+    References:
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+
+    Example:
+        >>> g = GraphBuilder((8, 8, 3))
+        >>> conv_bn(g, "input", 4, 3, 2, "conv1", "bn1"), g.shapes["bn1"]
+        ('bn1', (4, 4, 4))
+    """
     h = g.conv(x, out_ch, kernel, name=conv, stride=stride, padding=kernel // 2, bias=False,
                W_std=HE_STD, role=role)
     return g.batchnorm(h, name=bn)
@@ -43,9 +87,32 @@ def conv_bn(g: GraphBuilder, x: str, out_ch: int, kernel: int, stride: int, conv
 
 def basic_block(g: GraphBuilder, x: str, planes: int, stride: int, prefix: str,
                 shortcut: str) -> str:
-    """He et al. (2016) BasicBlock: ``relu(bn2(conv2(relu(bn1(conv1 x)))) + s(x))`` with
-    ``s`` the identity, or a 1x1 projection + BN (``{prefix}.{shortcut}.0/.1``) when the
-    stride or the width changes (option B)."""
+    """He et al. (2016) BasicBlock: ``relu(bn2(conv2(relu(bn1(conv1 x)))) + s(x))``.
+
+    ``s`` is the identity, or a 1x1 projection + BN (``{prefix}.{shortcut}.0/.1``) when the
+    stride or the width changes (option B).
+
+    Args:
+        g: the builder.
+        x: name of the input node.
+        planes: output channels.
+        stride: stride of ``conv1`` (and of the projection).
+        prefix: node-name prefix (e.g. ``"layer1.0"``).
+        shortcut: name of the projection module (``"shortcut"`` or torchvision's
+            ``"downsample"``).
+
+    Returns:
+        The name of the block's output node.
+
+    References:
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+
+    Example:
+        >>> g = GraphBuilder((8, 8, 4))
+        >>> out = basic_block(g, "input", 8, 2, "layer1.0", "shortcut")
+        >>> out, g.shapes[out]
+        ('layer1.0.relu2', (4, 4, 8))
+    """
     h = conv_bn(g, x, planes, 3, stride, f"{prefix}.conv1", f"{prefix}.bn1")
     h = g.relu(h, name=f"{prefix}.relu1")
     h = conv_bn(g, h, planes, 3, 1, f"{prefix}.conv2", f"{prefix}.bn2")
@@ -55,8 +122,28 @@ def basic_block(g: GraphBuilder, x: str, planes: int, stride: int, prefix: str,
 
 
 def bottleneck_block(g: GraphBuilder, x: str, planes: int, stride: int, prefix: str) -> str:
-    """torchvision Bottleneck v1.5: 1x1 (``planes``) -> 3x3 stride ``stride`` -> 1x1
-    (``4 planes``), each with BN, plus a ``downsample`` projection when shapes change."""
+    """torchvision Bottleneck v1.5: 1x1 (``planes``) -> 3x3 stride ``stride`` -> 1x1 (``4 planes``).
+
+    Each convolution is followed by BN; a ``downsample`` projection joins when shapes change.
+
+    Args:
+        g: the builder.
+        x: name of the input node.
+        planes: bottleneck width (the block outputs ``4 planes`` channels).
+        stride: stride of the 3x3 convolution.
+        prefix: node-name prefix.
+
+    Returns:
+        The name of the block's output node.
+
+    References:
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+
+    Example:
+        >>> g = GraphBuilder((8, 8, 4))
+        >>> g.shapes[bottleneck_block(g, "input", 2, 1, "layer1.0")]
+        (8, 8, 8)
+    """
     h = conv_bn(g, x, planes, 1, 1, f"{prefix}.conv1", f"{prefix}.bn1")
     h = g.relu(h, name=f"{prefix}.relu1")
     h = conv_bn(g, h, planes, 3, stride, f"{prefix}.conv2", f"{prefix}.bn2")
@@ -87,6 +174,24 @@ def cifar_resnet(
     BasicBlocks with widths ``width * (1, 2, 4)`` and strides ``(1, 2, 2)`` -> global average
     pool -> ``linear``. Shortcuts are option B (1x1 conv + BN, ``layer{k}.{j}.shortcut.0/.1``)
     where the shape changes. ``width=16`` gives the paper's net (resnet20: 0.27M parameters).
+
+    Args:
+        depth: ``6n + 2`` (20, 32, 44, 56, 110, ...).
+        num_classes: outputs of the read-out.
+        input_shape: ``(H, W, C)``.
+        width: channels of the first stage.
+        parameterization: one of ``PARAMETERIZATIONS`` (``dynkit.models.builder``).
+
+    Returns:
+        The ``Model``.
+
+    References:
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+
+    Example:
+        >>> model = cifar_resnet(8, 3, input_shape=(8, 8, 3), width=4)
+        >>> model.num_params(), model.layer_names()[-1]
+        (5095, 'layer3.0.relu2')
     """
     if (depth - 2) % 6 or depth < 8:
         raise InvalidArgumentError(
@@ -121,6 +226,23 @@ def resnet(
     ``conv1`` (7x7 stride 2 padding 3) -> ``bn1`` -> ``relu`` -> ``maxpool`` (3x3 stride 2
     padding 1, padded with -inf) -> ``layer1..4`` (widths 64, 128, 256, 512, strides 1, 2, 2, 2;
     BasicBlocks for 18/34, Bottlenecks v1.5 for 50+) -> ``avgpool`` (global) -> ``fc``.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152.
+        num_classes: outputs of ``fc``.
+        input_shape: ``(H, W, C)``.
+        parameterization: one of ``PARAMETERIZATIONS``.
+
+    Returns:
+        The ``Model`` (node names as torchvision's modules).
+
+    References:
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+
+    Example:
+        >>> model = resnet(18)
+        >>> model.num_params(), model.output
+        (11689512, 'fc')
     """
     if depth not in IMAGENET_LAYERS:
         raise InvalidArgumentError(
@@ -147,50 +269,200 @@ def resnet(
 
 
 def resnet20(num_classes: int = 10, **kwargs) -> Model:
-    """CIFAR ResNet-20 (He et al. 2016); see ``cifar_resnet``."""
+    """CIFAR ResNet-20 (He et al. 2016, Sec. 4.2); ``cifar_resnet(depth=20)``.
+
+    Args:
+        num_classes: outputs of the read-out.
+        **kwargs: ``input_shape``, ``width``, ``parameterization`` of :func:`cifar_resnet`.
+
+    Returns:
+        The ``Model`` (272,474 parameters with 10 classes).
+
+    References:
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+
+    Example:
+        >>> resnet20().num_params()
+        272474
+    """
     return cifar_resnet(20, num_classes, **kwargs)
 
 
 def resnet32(num_classes: int = 10, **kwargs) -> Model:
-    """CIFAR ResNet-32 (He et al. 2016); see ``cifar_resnet``."""
+    """CIFAR ResNet-32 (He et al. 2016, Sec. 4.2); ``cifar_resnet(depth=32)``.
+
+    Args:
+        num_classes: outputs of the read-out.
+        **kwargs: ``input_shape``, ``width``, ``parameterization`` of :func:`cifar_resnet`.
+
+    Returns:
+        The ``Model`` (466,906 parameters with 10 classes).
+
+    References:
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+
+    Example:
+        >>> resnet32().num_params()
+        466906
+    """
     return cifar_resnet(32, num_classes, **kwargs)
 
 
 def resnet44(num_classes: int = 10, **kwargs) -> Model:
-    """CIFAR ResNet-44 (He et al. 2016); see ``cifar_resnet``."""
+    """CIFAR ResNet-44 (He et al. 2016, Sec. 4.2); ``cifar_resnet(depth=44)``.
+
+    Args:
+        num_classes: outputs of the read-out.
+        **kwargs: ``input_shape``, ``width``, ``parameterization`` of :func:`cifar_resnet`.
+
+    Returns:
+        The ``Model`` (661,338 parameters with 10 classes).
+
+    References:
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+
+    Example:
+        >>> resnet44().num_params()
+        661338
+    """
     return cifar_resnet(44, num_classes, **kwargs)
 
 
 def resnet56(num_classes: int = 10, **kwargs) -> Model:
-    """CIFAR ResNet-56 (He et al. 2016); see ``cifar_resnet``."""
+    """CIFAR ResNet-56 (He et al. 2016, Sec. 4.2); ``cifar_resnet(depth=56)``.
+
+    Args:
+        num_classes: outputs of the read-out.
+        **kwargs: ``input_shape``, ``width``, ``parameterization`` of :func:`cifar_resnet`.
+
+    Returns:
+        The ``Model`` (855,770 parameters with 10 classes).
+
+    References:
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+
+    Example:
+        >>> resnet56().num_params()
+        855770
+    """
     return cifar_resnet(56, num_classes, **kwargs)
 
 
 def resnet110(num_classes: int = 10, **kwargs) -> Model:
-    """CIFAR ResNet-110 (He et al. 2016); see ``cifar_resnet``."""
+    """CIFAR ResNet-110 (He et al. 2016, Sec. 4.2); ``cifar_resnet(depth=110)``.
+
+    Args:
+        num_classes: outputs of the read-out.
+        **kwargs: ``input_shape``, ``width``, ``parameterization`` of :func:`cifar_resnet`.
+
+    Returns:
+        The ``Model`` (1,730,714 parameters with 10 classes).
+
+    References:
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+
+    Example:
+        >>> resnet110().num_params()
+        1730714
+    """
     return cifar_resnet(110, num_classes, **kwargs)
 
 
 def resnet18(num_classes: int = 1000, **kwargs) -> Model:
-    """torchvision ResNet-18 (He et al. 2016); 11,689,512 parameters with 1000 classes."""
+    """torchvision ResNet-18 (He et al. 2016, Table 1); ``resnet(depth=18)``.
+
+    Args:
+        num_classes: outputs of the read-out.
+        **kwargs: ``input_shape``, ``parameterization`` of :func:`resnet`.
+
+    Returns:
+        The ``Model`` (11,689,512 parameters with 1000 classes).
+
+    References:
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+
+    Example:
+        >>> resnet18().num_params()
+        11689512
+    """
     return resnet(18, num_classes, **kwargs)
 
 
 def resnet34(num_classes: int = 1000, **kwargs) -> Model:
-    """torchvision ResNet-34 (He et al. 2016); see ``resnet``."""
+    """torchvision ResNet-34 (He et al. 2016, Table 1); ``resnet(depth=34)``.
+
+    Args:
+        num_classes: outputs of the read-out.
+        **kwargs: ``input_shape``, ``parameterization`` of :func:`resnet`.
+
+    Returns:
+        The ``Model`` (21,797,672 parameters with 1000 classes).
+
+    References:
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+
+    Example:
+        >>> resnet34().num_params()
+        21797672
+    """
     return resnet(34, num_classes, **kwargs)
 
 
 def resnet50(num_classes: int = 1000, **kwargs) -> Model:
-    """torchvision ResNet-50 v1.5 (He et al. 2016); 25,557,032 parameters with 1000 classes."""
+    """torchvision ResNet-50 v1.5 (He et al. 2016, Table 1); ``resnet(depth=50)``.
+
+    Args:
+        num_classes: outputs of the read-out.
+        **kwargs: ``input_shape``, ``parameterization`` of :func:`resnet`.
+
+    Returns:
+        The ``Model`` (25,557,032 parameters with 1000 classes).
+
+    References:
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+
+    Example:
+        >>> resnet50().num_params()
+        25557032
+    """
     return resnet(50, num_classes, **kwargs)
 
 
 def resnet101(num_classes: int = 1000, **kwargs) -> Model:
-    """torchvision ResNet-101 v1.5 (He et al. 2016); see ``resnet``."""
+    """torchvision ResNet-101 v1.5 (He et al. 2016, Table 1); ``resnet(depth=101)``.
+
+    Args:
+        num_classes: outputs of the read-out.
+        **kwargs: ``input_shape``, ``parameterization`` of :func:`resnet`.
+
+    Returns:
+        The ``Model`` (44,549,160 parameters with 1000 classes).
+
+    References:
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+
+    Example:
+        >>> resnet101().num_params()
+        44549160
+    """
     return resnet(101, num_classes, **kwargs)
 
 
 def resnet152(num_classes: int = 1000, **kwargs) -> Model:
-    """torchvision ResNet-152 v1.5 (He et al. 2016); see ``resnet``."""
+    """torchvision ResNet-152 v1.5 (He et al. 2016, Table 1); ``resnet(depth=152)``.
+
+    Args:
+        num_classes: outputs of the read-out.
+        **kwargs: ``input_shape``, ``parameterization`` of :func:`resnet`.
+
+    Returns:
+        The ``Model`` (60,192,808 parameters with 1000 classes).
+
+    References:
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+
+    Example:
+        >>> resnet152().num_params()
+        60192808
+    """
     return resnet(152, num_classes, **kwargs)

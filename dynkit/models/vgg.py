@@ -12,6 +12,10 @@ from dynkit.models.builder import GraphBuilder
 from dynkit.models.cnn import image_shape
 from dynkit.models.graph import Model
 
+__all__ = [
+    "CONFIGS", "vgg", "vgg11",
+]
+
 #: torchvision's configurations ("A" = VGG-11, "B" = 13, "D" = 16, "E" = 19); "M" = maxpool.
 CONFIGS = {
     11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
@@ -43,8 +47,28 @@ def vgg(
     (``flatten``; no adaptive 7x7 average pool) into ``classifier.0`` (dense,
     ``classifier_width``) -> ``classifier.1`` relu -> ``classifier.3`` (dense) -> ``classifier.4``
     relu -> ``classifier.6`` (read-out); dropout (indices 2, 5) is the identity at evaluation and
-    not modelled. With ``input_shape=(224, 224, 3)`` and ``classifier_width=4096`` this is
+    not modeled. With ``input_shape=(224, 224, 3)`` and ``classifier_width=4096`` this is
     torchvision's ``vgg{depth}[_bn]`` exactly. Taps: every relu output.
+
+    Args:
+        depth: 11, 13, 16 or 19.
+        num_classes: outputs of the read-out.
+        input_shape: ``(H, W, C)``.
+        batchnorm: a BatchNorm after every convolution (torchvision's ``vgg*_bn``).
+        classifier_width: width of the two hidden dense layers.
+        parameterization: one of ``PARAMETERIZATIONS``.
+
+    Returns:
+        The ``Model``.
+
+    References:
+        Simonyan & Zisserman 2015, "Very deep convolutional networks for large-scale image
+        recognition" (ICLR).
+
+    Example:
+        >>> model = vgg(11, input_shape=(8, 8, 1))
+        >>> model.num_params(), model.feature
+        (9749770, 'classifier.4')
     """
     if depth not in CONFIGS:
         raise InvalidArgumentError(f"vgg: depth must be one of {sorted(CONFIGS)}, got {depth}")
@@ -81,5 +105,23 @@ def vgg11(
     input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, *, batchnorm: bool = False,
     **kwargs,
 ) -> Model:
-    """VGG-11 (configuration "A", Simonyan & Zisserman 2015); see ``vgg``."""
+    """VGG-11 (configuration "A", Simonyan & Zisserman 2015); see :func:`vgg`.
+
+    Args:
+        input_shape: ``(H, W, C)``.
+        num_classes: outputs of the read-out.
+        batchnorm: a BatchNorm after every convolution.
+        **kwargs: ``classifier_width``, ``parameterization`` of :func:`vgg`.
+
+    Returns:
+        The ``Model``.
+
+    References:
+        Simonyan & Zisserman 2015, "Very deep convolutional networks for large-scale image
+        recognition" (ICLR).
+
+    Example:
+        >>> vgg11().num_params()
+        9750922
+    """
     return vgg(11, num_classes, input_shape=input_shape, batchnorm=batchnorm, **kwargs)

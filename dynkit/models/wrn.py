@@ -2,7 +2,7 @@
 
 Pre-activation WRN-``depth``-``k`` with node names mirroring xternalz/WideResNet-pytorch
 (``/work/notes/naming.md``): ``conv1``, ``block{1,2,3}.layer.{j}.{bn1, conv1, bn2, conv2,
-convShortcut}``, final ``bn1``, ``relu``, ``avgpool``, ``fc``. Dropout is not modelled (it is
+convShortcut}``, final ``bn1``, ``relu``, ``avgpool``, ``fc``. Dropout is not modeled (it is
 the identity in evaluation and 0 by default there).
 """
 
@@ -16,14 +16,42 @@ from dynkit.models.builder import GraphBuilder
 from dynkit.models.cnn import image_shape
 from dynkit.models.graph import Model
 
+__all__ = [
+    "HE_STD", "wide_block", "wrn",
+]
+
 HE_STD = math.sqrt(2.0)
 
 
 def wide_block(g: GraphBuilder, x: str, out_ch: int, stride: int, prefix: str) -> str:
-    """Pre-activation block of Zagoruyko & Komodakis (2016), exactly as xternalz's
-    ``BasicBlock``: ``a = relu(bn1(x))``, ``r = conv2(relu(bn2(conv1(a))))`` and the output
-    ``x + r`` when in == out channels, else ``convShortcut(a) + r`` (the 1x1 projection sees
-    the pre-activated input)."""
+    """Pre-activation block of Zagoruyko & Komodakis (2016), exactly as xternalz's ``BasicBlock``.
+
+    ``a = relu(bn1(x))``, ``r = conv2(relu(bn2(conv1(a))))`` and the output ``x + r`` when
+    in == out channels, else ``convShortcut(a) + r`` (the 1x1 projection sees the pre-activated
+    input).
+
+    Args:
+        g: the builder.
+        x: name of the input node.
+        out_ch: output channels.
+        stride: stride of ``conv1`` (and of the projection); 1 when the channels are kept.
+        prefix: node-name prefix (e.g. ``"block1.layer.0"``).
+
+    Returns:
+        The name of the block's output node.
+
+    Raises:
+        InvalidArgumentError: a stride with an identity shortcut.
+
+    References:
+        Zagoruyko & Komodakis 2016, "Wide residual networks" (BMVC).
+
+    Example:
+        >>> g = GraphBuilder((8, 8, 4))
+        >>> out = wide_block(g, "input", 8, 2, "block1.layer.0")
+        >>> out, g.shapes[out]
+        ('block1.layer.0.add', (4, 4, 8))
+    """
     a = g.batchnorm(x, name=f"{prefix}.bn1")
     a = g.relu(a, name=f"{prefix}.relu1")
     h = g.conv(a, out_ch, 3, name=f"{prefix}.conv1", stride=stride, padding=1, bias=False,
@@ -57,7 +85,24 @@ def wrn(
     ``n = (depth - 4) / 6`` blocks per group; ``conv1`` (3x3, 16) -> ``block1`` (16k,
     stride 1) -> ``block2`` (32k, stride 2) -> ``block3`` (64k, stride 2) -> ``bn1`` ->
     ``relu`` -> global average pool -> ``fc``. (xternalz pools with a fixed 8x8 window, which
-    equals the global pool for 32x32 inputs.) Convolutions have no bias, He initialisation.
+    equals the global pool for 32x32 inputs.) Convolutions have no bias, He initialization.
+
+    Args:
+        depth: ``6n + 4`` (10, 16, 22, 28, 40, ...).
+        widen_factor: ``k``.
+        num_classes: outputs of ``fc``.
+        input_shape: ``(H, W, C)``.
+        parameterization: one of ``PARAMETERIZATIONS``.
+
+    Returns:
+        The ``Model``.
+
+    References:
+        Zagoruyko & Komodakis 2016, "Wide residual networks" (BMVC).
+
+    Example:
+        >>> wrn(28, 10).num_params()    # WRN-28-10: 36.5M
+        36479194
     """
     if (depth - 4) % 6 or depth < 10:
         raise InvalidArgumentError(

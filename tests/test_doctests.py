@@ -1,0 +1,61 @@
+"""The ``>>>`` examples of every module of the installed ``dynkit`` package run as doctests,
+one test per module. A module without examples is skipped; a failing example fails with the
+doctest report.
+
+``dynkit.theory``, ``dynkit.analyses`` and ``dynkit.figures`` are mapped from top-level folders
+(``[tool.setuptools] package-dir``); in an editable install they are not below
+``dynkit.__path__``, so every package is walked from its own ``__path__``.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import dynkit
+
+#: Subpackages mapped from top-level folders (pyproject's ``package-dir``).
+MAPPED = ("dynkit.theory", "dynkit.analyses", "dynkit.figures")
+#: ``python -m dynkit`` runs the CLI when imported.
+SIDE_EFFECTS = {"dynkit.__main__"}
+#: Modules whose examples take more than ~5 s on a 2-core CPU (measured in a full run).
+SLOW = {"dynkit.theory.two_layer_train"}
+OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+def module_names() -> list[str]:
+    """Every importable module of the ``dynkit`` package, subpackages included."""
+    names = {"dynkit"}
+    roots = [("dynkit", dynkit.__path__)]
+    roots += [(name, importlib.import_module(name).__path__) for name in MAPPED]
+    for prefix, path in roots:
+        names.add(prefix)
+        names.update(info.name for info in pkgutil.walk_packages(path, prefix + "."))
+    return sorted(names - SIDE_EFFECTS)
+
+
+def _param(name: str):
+    return pytest.param(name, id=name, marks=[pytest.mark.slow] if name in SLOW else [])
+
+
+@pytest.mark.parametrize("name", [_param(n) for n in module_names()])
+def test_module_examples(name):
+    module = importlib.import_module(name)
+    tests = [t for t in doctest.DocTestFinder().find(module, name) if t.examples]
+    if not tests:
+        pytest.skip(f"{name} has no examples")
+    runner = doctest.DocTestRunner(optionflags=OPTIONS)
+    report: list[str] = []
+    failed = sum(runner.run(test, out=report.append).failed for test in tests)
+    assert failed == 0, "".join(report)
+
+
+def test_walk_finds_mapped_subpackages():
+    names = module_names()
+    for package in MAPPED:
+        assert package in names
+        assert any(n.startswith(package + ".") for n in names)
+    assert "dynkit.models.graph" in names and "dynkit.__main__" not in names
