@@ -1,6 +1,6 @@
 """Benchmark: Git Re-Basin weight matching of two WRN-16-4 networks on CPU (target < 10 s).
 
-Two independently initialised WRN-16-4 (CIFAR-sized, 2.7 M parameters) are matched; the
+Two independently initialized WRN-16-4 (CIFAR-sized, 2.7 M parameters) are matched; the
 second is also a random permutation of the first, which weight matching must undo exactly.
 Prints a markdown table (time, coordinate-descent sweeps); the git-re-basin reference code is
 not run here (it is not packaged on PyPI), so there is no side-by-side ratio for this one.

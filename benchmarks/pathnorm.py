@@ -1,6 +1,6 @@
 """Benchmark: float64 L^1 path-norm of ResNet-18 at 224x224 vs one float32 forward pass.
 
-Both run in this process on the same (randomly initialised) torchvision-layout ResNet-18
+Both run in this process on the same (randomly initialized) torchvision-layout ResNet-18
 (``dynkit.models.resnet18``), batch 1, after a warm-up call that compiles them; each repeat
 times one of each, interleaved, and the table reports medians and their ratio (target: the
 path-norm costs at most 3 forward passes). Run: ``python benchmarks/pathnorm.py [--repeats N]``.

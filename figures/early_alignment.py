@@ -1,4 +1,4 @@
-"""``early-neuron-alignment``: with a small initialisation, neurons of a two-layer ReLU net
+"""``early-neuron-alignment``: with a small initialization, neurons of a two-layer ReLU net
 first align with the positive or the negative data according to the sign of their output
 weight; then the loss decays like 1/t and W is close to rank two (Boursier, Pillaud-Vivien &
 Flammarion 2022; Min, Mallada & Vidal 2023, "Early neuron alignment in two-layer ReLU

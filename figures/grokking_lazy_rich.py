@@ -1,19 +1,19 @@
 """``grokking-lazy-rich``: grokking as the transition from lazy to rich training (Kumar,
 Bordelon, Gershman & Pehlevan 2024, ICLR, Figs. 1-2).
 
-Polynomial regression: Gaussian inputs ``x ~ N(0, I_D)``, target the normalised second
+Polynomial regression: Gaussian inputs ``x ~ N(0, I_D)``, target the normalized second
 Hermite polynomial of one direction, ``y = ((β·x)² − 1)/√2``, ``P`` training points. A
 two-layer network with output scale ``α`` and a weakly quadratic activation
 
     f(x) = α/√m Σ_i a_i φ(w_i·x/√D),   φ(h) = h + (ε/2) h²,
 
-is trained, centred (``f − f_{θ0}``, so it starts at zero), by full-batch gradient descent on
+is trained, centered (``f − f_{θ0}``, so it starts at zero), by full-batch gradient descent on
 ``(1/2P) Σ (f − y)²`` with raw step ``lr/α²`` (time ``t = step · lr``; the lazy/rich knob of
 Chizat et al. 2019). With small ``ε`` the initial NTK is mostly linear, misaligned with the
 quadratic target, and with ``P < D(D+1)/2`` kernel regression cannot learn the target: lazy
-training (large ``α``) memorises the training set while the test loss stays high. Feature
+training (large ``α``) memorizes the training set while the test loss stays high. Feature
 learning, whose rate falls with ``α``, finds ``β`` later and the test loss drops: a delay
-between train and test loss that grows with ``α``. The centred kernel-target alignment of
+between train and test loss that grows with ``α``. The centered kernel-target alignment of
 the NTK on the training set (Cortes et al. 2012) is tracked along training.
 """
 
@@ -68,7 +68,7 @@ def log_blocks(steps: int, records: int) -> np.ndarray:
 
 
 def train(alpha: float, s: dict, data, seed: int = 1):
-    """Gradient descent (float32) of the centred network; returns ``(record steps, stacked
+    """Gradient descent (float32) of the centered network; returns ``(record steps, stacked
     params, apply)``, params at step 0 and at the ``log_blocks`` steps."""
     x, y = jnp.asarray(data[0], jnp.float32), jnp.asarray(data[1], jnp.float32)
     apply = network(alpha, s["eps"], s["width"], s["dim"])
@@ -96,7 +96,7 @@ def train(alpha: float, s: dict, data, seed: int = 1):
 
 def data(quick: bool = False) -> pd.DataFrame:
     """One row per ``(alpha, step)``: ``time = step · lr``, ``train_loss``, ``test_loss``
-    (``(1/2n) Σ (f − y)²``), ``alignment`` (centred NTK-target alignment on the training set)
+    (``(1/2n) Σ (f − y)²``), ``alignment`` (centered NTK-target alignment on the training set)
     and ``rel_dist`` (``‖W_t − W_0‖/‖W_0‖`` of the first layer)."""
     s = settings(quick)
     xtr, ytr, xte, yte = task(s["dim"], s["n_train"], s["n_test"])
@@ -109,11 +109,11 @@ def data(quick: bool = False) -> pd.DataFrame:
         steps, stacked, apply = train(alpha, s, (xtr, ytr))
         p0 = jax.tree.map(lambda a: a[0], stacked)
 
-        def centred(p, x, apply=apply, p0=p0):
+        def centered(p, x, apply=apply, p0=p0):
             return apply(p, x) - apply(p0, x)
 
-        def loss(p, x, y, centred=centred):
-            return 0.5 * jnp.mean((centred(p, x) - y) ** 2)
+        def loss(p, x, y, centered=centered):
+            return 0.5 * jnp.mean((centered(p, x) - y) ** 2)
 
         tr = np.asarray(jax.vmap(lambda p: loss(p, xtr, ytr))(stacked))
         te = np.asarray(jax.vmap(lambda p: loss(p, xte, yte))(stacked))
@@ -154,7 +154,7 @@ def plot(df: pd.DataFrame):
         axes[0, 0].set_title("train vs test loss")
         axes[0, 0].legend()
         axes[0, 1].set_xlabel("time (step × lr)")
-        axes[0, 1].set_ylabel("centred NTK-target alignment")
+        axes[0, 1].set_ylabel("centered NTK-target alignment")
         axes[0, 1].set_title("kernel alignment (train set)")
         ax = axes[0, 2]
         t_train = first_time_below(df, "train_loss", 0.1)

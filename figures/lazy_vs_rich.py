@@ -1,5 +1,5 @@
 """``lazy-vs-rich-particles``: particle trajectories of a two-layer ReLU net in 2-D for small
-and large output scale alpha, and the distance travelled vs alpha (Chizat, Oyallon & Bach
+and large output scale alpha, and the distance traveled vs alpha (Chizat, Oyallon & Bach
 2019, "On lazy training in differentiable programming", Fig. 2)."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def plot(df: pd.DataFrame):
         ax.loglog(summary["alpha"], summary["rel_dist"], "o-")
         ax.set_xlabel("alpha")
         ax.set_ylabel("|theta(T) - theta(0)| / |theta(0)|")
-        ax.set_title("distance travelled")
+        ax.set_title("distance traveled")
         fig.tight_layout()
     return fig
 

@@ -1,5 +1,5 @@
 """``meanfield-knots``: a wide mean-field two-layer ReLU net fitted with small L2
-regularisation to univariate data is piecewise linear with at most three knots between
+regularization to univariate data is piecewise linear with at most three knots between
 consecutive training inputs ("Mean-field analysis of piecewise linear solutions for wide ReLU
 networks", Shevchenko, Kungurtsev & Mondelli 2022)."""
 

@@ -7,7 +7,7 @@ Setting: the unconstrained-features model realised by a bias-free linear network
 ``f(x) = W_L ⋯ W_2 W_1 x`` whose inputs are one-hot sample identities ``x_i = e_i``, so the
 columns of ``W_1`` are free features; full-batch gradient descent on
 ``1/(2N) ‖W_L ⋯ W_1 - Y‖_F² + λ/2 Σ_l ‖W_l‖_F²`` (the trainer's ``loss="mse"`` and coupled weight
-decay). Its global minimiser (see ``deep_linear_norms``) has orthogonal class means ``μ_k`` and
+decay). Its global minimizer (see ``deep_linear_norms``) has orthogonal class means ``μ_k`` and
 classifier rows ``w_k``, no within-class spread, and ``‖w_k‖ = s_k^{1/L}``,
 ``‖μ_k‖ = s_k^{(L-1)/L} / √n_k``; for ``L = 2`` this is ``collapse_imbalanced.
 ufm_imbalanced_norms`` with ``λ_W = λ_H = λ``.

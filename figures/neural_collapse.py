@@ -5,7 +5,7 @@ phase of deep learning training", Fig. 2-7).
 Networks are trained on digits with SGD + momentum and weight decay 5e-4 (as in the paper) far
 past zero training error; at log-spaced epochs ``analyses.collapse_series`` measures, on the
 training set, NC1 ``Tr(Σ_W Σ_B^†)/C``, NC2 (class-mean equinorm and distance to the simplex ETF),
-NC3 ``‖W/‖W‖ - M/‖M‖‖²`` and NC4 (nearest-class-centre disagreement).
+NC3 ``‖W/‖W‖ - M/‖M‖‖²`` and NC4 (nearest-class-center disagreement).
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ chained ``fit`` calls on one output folder save checkpoints at log-spaced steps 
 continues exactly where it stopped). ``dynkit.analyses.ntk_dynamics.ntk_series`` then gives,
 per checkpoint, on a fixed set of training inputs:
 
-* kernel distance to initialisation ``d(K_0, K_t) = 1 − ⟨K_0, K_t⟩_F / (‖K_0‖ ‖K_t‖)``;
+* kernel distance to initialization ``d(K_0, K_t) = 1 − ⟨K_0, K_t⟩_F / (‖K_0‖ ‖K_t‖)``;
 * kernel velocity ``d(K_{t_prev}, K_t) / (t − t_prev)`` (distance per step between
   consecutive checkpoints);
-* centred kernel-target alignment (Cortes et al. 2012) with the one-hot labels.
+* centered kernel-target alignment (Cortes et al. 2012) with the one-hot labels.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def plot(df: pd.DataFrame):
         ax.semilogx(acc.index[1:], acc.to_numpy()[1:], "s--", label="test accuracy")
         ax.set_xlabel("SGD step")
         ax.set_ylabel("value")
-        ax.set_title("centred kernel-target alignment")
+        ax.set_title("centered kernel-target alignment")
         ax.legend()
         fig.tight_layout()
     return fig

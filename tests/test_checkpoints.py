@@ -257,7 +257,7 @@ def test_truncated_npz(tmp_path):
         dk.load_checkpoint(tmp_path / "cut.npz")
 
 
-def test_foreign_formats_are_recognised_not_misread(tmp_path):
+def test_foreign_formats_are_recognized_not_misread(tmp_path):
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
     cases = {"image.safetensors": (png, "PNG"), "notes.pt": (b"hello world\n" * 4, "unknown"),
              "notes.npz": (b"a,b\n1,2\n", "unknown"), "image.pth": (png, "PNG")}

@@ -44,7 +44,7 @@ def test_grokking_lazy_rich(quick_figure):
     """Asserted in quick mode (alphas 0.3 ... 30, horizon t = 1e4):
     every alpha fits the training set (train loss < 10% of its start); the first time the
     test loss falls below half its start grows strictly with alpha and is never reached by the
-    two largest alphas (lazy: memorised, not generalised); the smallest alpha generalises
+    two largest alphas (lazy: memorized, not generalized); the smallest alpha generalizes
     (test loss < 20% of start); the initial NTK alignment is the same for all alpha (the NTK
     scales as alpha^2, alignment is scale invariant) and its gain and the weights' relative
     motion fall with alpha."""

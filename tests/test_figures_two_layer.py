@@ -10,7 +10,7 @@ def test_lazy_vs_rich(quick_figure):
 
     df = quick_figure(lazy_vs_rich)
     s = df[df["kind"] == "summary"].sort_values("alpha")
-    assert np.all(np.diff(s["rel_dist"]) < 0)          # distance travelled falls with alpha
+    assert np.all(np.diff(s["rel_dist"]) < 0)          # distance traveled falls with alpha
     assert s["rel_dist"].iloc[0] > 1 and s["rel_dist"].iloc[-1] < 0.3
     assert np.all(s["train_loss"] < 0.05 * 0.47)       # every alpha fits (loss(0) = 0.47)
 

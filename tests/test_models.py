@@ -354,7 +354,7 @@ Q_X = np.random.default_rng(1).normal(size=(1, 16))
 
 
 def output_second_moment(model, samples=2000):
-    """Monte Carlo ``E f(x)^2`` over initialisations and its standard error."""
+    """Monte Carlo ``E f(x)^2`` over initializations and its standard error."""
     keys = jax.random.split(jax.random.PRNGKey(7), samples)
     f = jax.jit(jax.vmap(lambda k: model.apply(model.init(k), jnp.asarray(Q_X))[0, 0]))(keys)
     f2 = np.asarray(f) ** 2

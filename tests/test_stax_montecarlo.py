@@ -5,7 +5,7 @@ Error model. For D independent draws of a network of width n, the empirical kern
 ``se = std(K_d) / sqrt(D)``. For one hidden layer after the (exactly Gaussian) input layer,
 and for a linear readout / residual / concat on top of it, ``E K`` equals the analytic kernel
 exactly, so we require ``|mean - K| <= 5 se`` entrywise (plus 1e-9 for entries that are
-deterministic, e.g. the Sign diagonal). Deeper or normalised stacks have an O(1/n)
+deterministic, e.g. the Sign diagonal). Deeper or normalized stacks have an O(1/n)
 finite-width bias (Yaida 2020; Hanin & Nica 2019); there we allow ``5 se + 4 max|K| / n``.
 """
 

@@ -126,7 +126,7 @@ def test_neuron_table_and_effective_rank():
     np.testing.assert_allclose(first["norm_w"], np.linalg.norm(p["w"], axis=1), rtol=1e-12)
     pre = np.asarray(x @ p["w"].T)
     np.testing.assert_allclose(first["active"], np.mean(pre > 0, axis=0))
-    # effective rank: exp(entropy) of normalised singular values
+    # effective rank: exp(entropy) of normalized singular values
     assert float(tl.effective_rank(jnp.diag(jnp.array([1.0, 1.0, 1.0])))) == pytest.approx(3.0)
     assert float(tl.effective_rank(jnp.outer(jnp.ones(4), jnp.arange(3.0)))) == pytest.approx(1.0)
 
