@@ -16,6 +16,8 @@ import numpy as np
 from dynkit.errors import DynkitError, InvalidArgumentError
 from dynkit.registry import PluginWarning
 
+__all__ = ["build_parser", "main", "model_for_data"]
+
 
 def _ints(text: str) -> list[int]:
     try:

@@ -42,6 +42,10 @@ from dynkit.io import atomic_write
 from dynkit.losses import LOSSES, loss_fn
 from dynkit.models.graph import Model, Params, merge_params, split_params
 
+__all__ = ["COLUMNS", "METRICS_FILE", "OPTIMIZERS", "RUN_DEFAULTS", "SCHEDULES", "STATE_FILE",
+           "TrainConfig", "TrainResult", "fit", "make_optimizer", "make_schedule", "resolve_warmup",
+           "train_loop"]
+
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "linear")
 # run settings that state files written before they existed lack

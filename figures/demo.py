@@ -19,6 +19,8 @@ from dynkit.io import atomic_write
 from dynkit.metrics import load_metrics, metrics_over_run
 from dynkit.train import fit
 
+__all__ = ["SEEDS", "DemoConfig", "Section", "run_demo"]
+
 SEEDS = (0, 1)
 
 

@@ -12,6 +12,8 @@ from dynkit.analyses.lmc_stability import dropout_path, dropout_stability
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
+__all__ = ["data", "make", "plot"]
+
 
 def data(quick: bool = False) -> pd.DataFrame:
     """Δloss vs kept fraction for two-layer nets of several widths on digits, and the path

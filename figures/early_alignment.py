@@ -14,6 +14,8 @@ import pandas as pd
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import two_layer as tl
 
+__all__ = ["NAME", "data", "late_slope", "make", "plot"]
+
 NAME = "early-neuron-alignment"
 
 

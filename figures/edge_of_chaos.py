@@ -19,6 +19,8 @@ from matplotlib.colors import LogNorm
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import signal_prop
 
+__all__ = ["data", "make", "plot"]
+
 
 def data(quick: bool = False) -> pd.DataFrame:
     """Depth scales of tanh on a :math:`\\sigma_w^2\\times\\sigma_b^2` grid, one row per point

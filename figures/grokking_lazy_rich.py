@@ -31,6 +31,9 @@ from dynkit.analyses.ntk_dynamics import centered_alignment
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory.empirical import ntk_fn
 
+__all__ = ["NAME", "data", "first_time_below", "log_blocks", "make", "network", "plot", "settings",
+           "task", "train"]
+
 NAME = "grokking-lazy-rich"
 
 

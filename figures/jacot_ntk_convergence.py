@@ -27,6 +27,9 @@ import pandas as pd
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import stax
 
+__all__ = ["TRAIN_GAMMA", "TRAIN_Y", "circle", "data", "make", "network", "ntk_row", "plot",
+           "relative_errors", "train"]
+
 W_STD, B_STD, DEPTH = 1.0, 0.1, 3
 TRAIN_GAMMA = np.array([-2.2, -0.9, 0.6, 2.0])
 TRAIN_Y = np.array([0.4, -0.3, 0.5, -0.2])

@@ -11,6 +11,8 @@ from dynkit.analyses import lmc
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
+__all__ = ["data", "make", "plot"]
+
 
 def data(quick: bool = False) -> pd.DataFrame:
     """Layer × α loss table for a 4-layer MLP on digits, naive and weight-matched."""

@@ -12,6 +12,8 @@ import pandas as pd
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import two_layer as tl
 
+__all__ = ["NAME", "TEACHER_ANGLES", "data", "make", "plot"]
+
 NAME = "lazy-vs-rich-particles"
 TEACHER_ANGLES = (0.3, 2.4, 4.3)
 

@@ -28,6 +28,8 @@ from dynkit.errors import InvalidArgumentError
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.models import mlp
 
+__all__ = ["NAME", "data", "final_rmse", "make", "plot", "settings", "train_pair", "width_slope"]
+
 NAME = "lee-linearization"
 
 

@@ -16,6 +16,8 @@ import dynkit as dk
 from dynkit.analyses.lmc_stability import instability
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 
+__all__ = ["data", "make", "plot"]
+
 
 def data(quick: bool = False) -> pd.DataFrame:
     """Instability of a ResNet-8 (quick; SGD lr 0.4, batch 4) or ResNet-20 (full; lr 0.1,

@@ -7,6 +7,8 @@ import pandas as pd
 
 from dynkit.figures.common import new_figure, style
 
+__all__ = ["plot_interpolation", "plot_layerwise_heatmap"]
+
 
 def plot_interpolation(curves: pd.DataFrame, metric: str = "loss"):
     """``metric`` vs α, one line per (``alignment``, ``split``) present in ``curves``."""

@@ -10,6 +10,8 @@ from dynkit.analyses import lmc
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
+__all__ = ["data", "make", "plot"]
+
 
 def _barriers(model, data, seeds, train_kwargs, label):
     pa, pb = (fit(model, data, seed=s, progress=False, **train_kwargs).params for s in seeds)

@@ -15,6 +15,8 @@ import pandas as pd
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import two_layer as tl
 
+__all__ = ["NAME", "data", "gaps", "make", "plot"]
+
 NAME = "meanfield-convergence"
 
 

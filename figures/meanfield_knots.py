@@ -14,6 +14,8 @@ from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import knots
 from dynkit.theory import two_layer as tl
 
+__all__ = ["NAME", "X_TRAIN", "Y_TRAIN", "data", "make", "plot"]
+
 NAME = "meanfield-knots"
 X_TRAIN = (-1.0, -0.6, -0.1, 0.3, 0.7, 1.0)
 Y_TRAIN = (0.2, -0.3, 0.4, 0.1, -0.4, 0.3)

@@ -25,6 +25,8 @@ from dynkit.analyses.collapse_imbalanced import class_norms, deep_linear_norms, 
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
+__all__ = ["COUNTS", "QUICK_COUNTS", "data", "make", "plot", "run", "train_ufm"]
+
 COUNTS = (400, 400, 100, 100, 25)
 QUICK_COUNTS = (80, 80, 20, 20, 5)
 

@@ -22,6 +22,8 @@ from dynkit.checkpoints import Checkpoint
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
+__all__ = ["PANELS", "data", "make", "network_series", "plot", "train_series", "zero_error_epoch"]
+
 #: (panel title, metrics drawn in it: solid, dashed)
 PANELS = (
     ("training error", ("train_error",)),

@@ -27,6 +27,9 @@ from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
 from dynkit.theory import stax
 from dynkit.theory.finite_width import output_excess_kurtosis
 
+__all__ = ["HIST_WIDTHS", "X", "data", "draw", "excess_kurtosis", "make", "network", "plot",
+           "sample_outputs", "simulate", "theory_kurtosis"]
+
 W_STD, B_STD = 1.5, 0.05
 X = np.array([[0.6, 0.8]])  # one input on the unit circle
 

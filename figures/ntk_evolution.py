@@ -29,6 +29,9 @@ from dynkit.models import mlp
 from dynkit.schema import REQUIRED, tidy
 from dynkit.train import fit
 
+__all__ = ["METRICS", "NAME", "data", "make", "metric", "plot", "save_steps", "settings",
+           "train_run"]
+
 NAME = "ntk-evolution"
 METRICS = ("kernel_distance_init", "kernel_velocity", "centered_alignment")
 

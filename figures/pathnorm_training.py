@@ -37,6 +37,9 @@ from dynkit.errors import InvalidArgumentError
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
+__all__ = ["COLUMNS", "QS", "Setup", "data", "make", "network_series", "norm_rows", "plot",
+           "rescale_unit", "setups"]
+
 QS = (1.0, 2.0, 4.0)
 COLUMNS = ["network", "variant", "step", "quantity", "q", "value", "log_value"]
 
