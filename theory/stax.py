@@ -38,17 +38,17 @@ from __future__ import annotations
 
 import collections
 import functools
-import inspect
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf as _erf
 
-from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
+from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 from dynkit.theory import dual_activations as duals
 from dynkit.theory import stax_layers as L
 from dynkit.theory.stax_batching import batch, symmetric_blocks, symmetric_tiles
 from dynkit.theory.stax_layers import Kernel
+from dynkit.theory.stax_spec import from_spec
 from dynkit.validation import check_finite
 
 __all__ = [
@@ -405,116 +405,3 @@ def ElementwiseNumerical(fn, degree=None, df=None, *, deg=None):
 
 def _numerical_dual(fn, degree, df, q11, q12, q22):
     return duals.gauss_hermite_dual(fn, q11, q12, q22, degree=degree, df=df)
-
-
-# ----------------------------------------------------------------------------- JSON specs
-
-_CONSTRUCTORS = {
-    "Dense": Dense, "Conv": Conv, "AvgPool": AvgPool, "SumPool": SumPool,
-    "GlobalAvgPool": GlobalAvgPool, "GlobalSumPool": GlobalSumPool, "Flatten": Flatten,
-    "Identity": Identity, "LayerNorm": LayerNorm, "Relu": Relu, "LeakyRelu": LeakyRelu,
-    "ABRelu": ABRelu, "Abs": Abs, "Erf": Erf, "Gelu": Gelu, "Sin": Sin, "Cos": Cos,
-    "Sign": Sign, "Sigmoid_like": Sigmoid_like, "ElementwiseNumerical": ElementwiseNumerical,
-    "FanOut": FanOut, "FanInSum": FanInSum, "FanInConcat": FanInConcat,
-}
-
-
-_NUMERICAL_FNS = {
-    "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "swish": jax.nn.silu, "silu": jax.nn.silu,
-    "softplus": jax.nn.softplus, "elu": jax.nn.elu, "selu": jax.nn.selu, "erf": _erf,
-    "relu": jax.nn.relu, "sin": jnp.sin, "cos": jnp.cos,
-    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-}
-
-_UNSUPPORTED = {
-    "MaxPool": "the max of correlated Gaussians has no closed-form covariance; use AvgPool",
-    "BatchNorm": "batch statistics couple the samples of a batch, so there is no per-pair "
-                 "kernel; use LayerNorm",
-    "Dropout": "dropout makes the kernel stochastic; it is not implemented",
-    "Aggregate": "graph aggregation is not implemented",
-    "DotGeneral": "constant dot_general layers are not implemented",
-    "ImageResize": "image resizing is not implemented",
-    "GlobalSelfAttention": "attention kernels are not implemented",
-    "ConvTranspose": "transposed convolutions are not implemented",
-    "ConvLocal": "locally connected layers are not implemented",
-    "Exp": "no closed form here; use ['ElementwiseNumerical', {'fn': ...}]",
-    "Elu": "no closed form here; use ['ElementwiseNumerical', {'fn': 'elu'}]",
-    "Selu": "no closed form here; use ['ElementwiseNumerical', {'fn': 'selu'}]",
-    "Rbf": "no closed form here; use ElementwiseNumerical",
-    "Gaussian": "no closed form here; use ElementwiseNumerical",
-    "Hermite": "no closed form here; use ElementwiseNumerical",
-    "Monomial": "no closed form here; use ElementwiseNumerical",
-    "RectifiedMonomial": "no closed form here; use ElementwiseNumerical",
-    "Polynomial": "no closed form here; use ElementwiseNumerical",
-}
-
-
-def from_spec(spec):
-    """Build ``(init_fn, apply_fn, kernel_fn)`` from a JSON spec: a list of
-    ``[LayerName, {kwargs}]`` pairs in the neural-tangents vocabulary (see
-    ``tests/data/neural_tangents/README.md``), plus the blocks ``["Residual", [spec]]``
-    (= ``serial(FanOut(2), parallel(serial(*block), Identity()), FanInSum())``),
-    ``["Serial", [spec]]`` and ``["Parallel", [spec, spec, ...]]``.
-    ``ElementwiseNumerical`` takes ``{"fn": "tanh" | "sigmoid" | "swish" | ..., "deg": 25}``
-    (``"degree"`` works too).
-
-    Errors name the offending entry (``spec[i]``): ``InvalidArgumentError`` for an unknown
-    layer or keyword, ``UnsupportedLayerError`` for a neural-tangents layer with no
-    infinite-width kernel here; shape errors at ``init_fn``/``kernel_fn`` time name it too.
-    """
-    return serial(*_spec_layers(spec, "spec"))
-
-
-def _spec_layers(spec, where):
-    if not isinstance(spec, (list, tuple)):
-        raise InvalidArgumentError(f"{where}: a spec is a list of [LayerName, {{kwargs}}] "
-                                   f"pairs, got {type(spec).__name__}")
-    return [_spec_layer(item, f"{where}[{i}]") for i, item in enumerate(spec)]
-
-
-def _spec_layer(item, where):
-    if (not isinstance(item, (list, tuple)) or not 1 <= len(item) <= 2
-            or not isinstance(item[0], str)):
-        raise InvalidArgumentError(f"{where}: expected [LayerName, {{kwargs}}], got {item!r}")
-    name, arg = item[0], (item[1] if len(item) == 2 else {})
-    label = f"{where} {name}"
-    if name == "Residual":
-        block = serial(*_spec_layers(arg, f"{where}.Residual"))
-        triple = serial(FanOut(2), parallel(block, Identity()), FanInSum())
-    elif name == "Serial":
-        triple = serial(*_spec_layers(arg, f"{where}.Serial"))
-    elif name == "Parallel":
-        if not isinstance(arg, (list, tuple)):
-            raise InvalidArgumentError(f"{label}: expects a list of specs, got {arg!r}")
-        triple = parallel(*[serial(*_spec_layers(b, f"{where}.Parallel[{j}]"))
-                            for j, b in enumerate(arg)])
-    elif name in _UNSUPPORTED:
-        raise UnsupportedLayerError(f"{label}: no infinite-width kernel: {_UNSUPPORTED[name]}")
-    elif name not in _CONSTRUCTORS:
-        raise InvalidArgumentError(f"{label}: unknown layer {name!r}; known layers: "
-                                   f"{sorted(_CONSTRUCTORS) + ['Parallel', 'Residual', 'Serial']}")
-    else:
-        triple = _build(name, arg, label)
-    _layer_of(triple).label = label
-    return triple
-
-
-def _build(name, kwargs, label):
-    if not isinstance(kwargs, dict):
-        raise InvalidArgumentError(f"{label}: keyword arguments must be a dict, got {kwargs!r}")
-    kwargs = dict(kwargs)
-    if name == "ElementwiseNumerical":
-        fn = kwargs.get("fn")
-        if fn not in _NUMERICAL_FNS:
-            raise InvalidArgumentError(f"{label}: fn must be one of {sorted(_NUMERICAL_FNS)}, "
-                                       f"got {fn!r}")
-        kwargs["fn"] = _NUMERICAL_FNS[fn]
-    allowed = set(inspect.signature(_CONSTRUCTORS[name]).parameters)
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        raise InvalidArgumentError(f"{label}: unknown keyword(s) {unknown}; {name} accepts "
-                                   f"{sorted(allowed)}")
-    try:
-        return _CONSTRUCTORS[name](**kwargs)
-    except TypeError as exc:
-        raise InvalidArgumentError(f"{label}: {exc}") from exc
