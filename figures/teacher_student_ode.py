@@ -1,4 +1,4 @@
-"""``teacher-student-ode``: generalisation error of online SGD at d = 500 against the exact
+"""``teacher-student-ode``: generalization error of online SGD at d = 500 against the exact
 order-parameter ODE, with the plateau and its escape (Saad & Solla 1995; Goldt et al. 2019)."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def plot(df: pd.DataFrame):
             ax.semilogy(g["time"], g["eg"], "-" if source == "ode" else ".",
                         color=f"C{seed}", label=f"{source} seed {seed}", ms=3)
         ax.set_xlabel("t = steps / N")
-        ax.set_ylabel("generalisation error")
+        ax.set_ylabel("generalization error")
         ax.set_title("online SGD (N = 500) vs ODE")
         ax.legend(fontsize=6)
         fig.tight_layout()

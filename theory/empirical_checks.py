@@ -24,7 +24,20 @@ __all__ = [
 
 
 def as_model(apply_fn) -> Model | None:
-    """The dynkit ``Model`` behind ``apply_fn`` (the model or its bound ``apply``), else None."""
+    """The dynkit ``Model`` behind ``apply_fn`` (the model or its bound ``apply``), else None.
+
+    Args:
+        apply_fn: a ``Model``, its bound ``apply`` method, or any ``apply_fn(params, x)``.
+
+    Returns:
+        The ``Model``, or None for a generic function.
+
+    Example:
+        >>> from dynkit.models.mlp import mlp
+        >>> model = mlp(2, [4], 3)
+        >>> as_model(model.apply) is model, as_model(lambda p, x: x)
+        (True, None)
+    """
     if isinstance(apply_fn, Model):
         return apply_fn
     owner = getattr(apply_fn, "__self__", None)
@@ -35,7 +48,22 @@ def as_model(apply_fn) -> Model | None:
 
 def canonical_axes(trace_axes, diagonal_axes, r):
     """``trace_axes``, ``diagonal_axes`` of an ``r``-axis output as sorted non-negative tuples
-    (in range, no repeats, disjoint)."""
+    (in range, no repeats, disjoint).
+
+    Args:
+        trace_axes, diagonal_axes: axes of the output (batch axis included), negative allowed.
+        r: the output's number of axes.
+
+    Returns:
+        ``(trace_axes, diagonal_axes)``.
+
+    Raises:
+        InvalidArgumentError: an axis out of range, repeated, or in both.
+
+    Example:
+        >>> canonical_axes((-1,), (), 2)
+        ((1,), ())
+    """
     def canon(axes, name):
         out = []
         for a in axes:
@@ -58,7 +86,23 @@ def canonical_axes(trace_axes, diagonal_axes, r):
 
 
 def as_input(x, name):
-    """``x`` as a non-empty, finite batch array (``name`` in errors)."""
+    """``x`` as a non-empty, finite batch array (``name`` in errors).
+
+    Args:
+        x: the inputs, array-like with a leading batch axis.
+        name: the argument's name in errors.
+
+    Returns:
+        ``jnp.asarray(x)``.
+
+    Raises:
+        ShapeMismatchError: a scalar or an empty batch.
+        InvalidArgumentError: NaN or inf entries (``dynkit.validation.check_finite``).
+
+    Example:
+        >>> as_input([[1.0, 2.0]], "x1").shape
+        (1, 2)
+    """
     x = jnp.asarray(x)
     if x.ndim < 1:
         raise ShapeMismatchError(f"{name} must be a batch of inputs (ndim >= 1), got a scalar")
@@ -69,7 +113,19 @@ def as_input(x, name):
 
 
 def signature(params, x1, x2):
-    """Hashable shapes/dtypes of the arguments (caches the traced output shape)."""
+    """Hashable shapes/dtypes of the arguments (caches the traced output shape).
+
+    Args:
+        params: the parameter pytree; x1, x2: the inputs (``x2`` may be None).
+
+    Returns:
+        A hashable tuple: tree structure, leaf shapes/dtypes, and those of ``x1``, ``x2``.
+
+    Example:
+        >>> import numpy as np
+        >>> signature({"w": np.ones((2, 3))}, np.ones((4, 2)), None)[1:]
+        ((((2, 3), 'float64'),), ((4, 2), 'float64'), None)
+    """
     def sig(a):
         return (tuple(np.shape(a)), str(getattr(a, "dtype", type(a))))
 
@@ -78,7 +134,22 @@ def signature(params, x1, x2):
 
 
 def generic_output_shape(apply_fn, params, x):
-    """Shape/dtype of ``apply_fn(params, x)``: a single array, else a clear error."""
+    """Shape/dtype of ``apply_fn(params, x)``: a single array, else a clear error.
+
+    Args:
+        apply_fn: ``apply_fn(params, x)``; params: its parameters; x: the inputs.
+
+    Returns:
+        The ``jax.ShapeDtypeStruct`` of the output.
+
+    Raises:
+        ShapeMismatchError: ``apply_fn`` fails on these arguments or returns several arrays.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> generic_output_shape(lambda p, x: x @ p, jnp.ones((2, 3)), jnp.ones((4, 2))).shape
+        (4, 3)
+    """
     try:
         out = jax.eval_shape(apply_fn, params, x)
     except Exception as exc:  # any failure here means params/x do not fit apply_fn
@@ -95,7 +166,21 @@ def generic_output_shape(apply_fn, params, x):
 
 
 def check_model_params(model: Model, params):
-    """``params`` has exactly the layers, entries and shapes of ``model.param_shapes()``."""
+    """``params`` has exactly the layers, entries and shapes of ``model.param_shapes()``.
+
+    Args:
+        model: the dynkit ``Model``; params: ``{node: {param: array}}``.
+
+    Raises:
+        ShapeMismatchError: a missing or unexpected layer or entry, or a wrong shape.
+
+    Example:
+        >>> import jax
+        >>> from dynkit.models.mlp import mlp
+        >>> model = mlp(2, [4], 3)
+        >>> check_model_params(model, model.init(jax.random.PRNGKey(0))) is None
+        True
+    """
     expected = model.param_shapes()
     if not isinstance(params, dict):
         raise ShapeMismatchError(

@@ -33,7 +33,27 @@ def _jacobians(apply, vmap_axes, p, const, x):
 
 def jacobian_factors(apply, vmap_axes, x, p, const):
     """Per-example Jacobians of ``x``, one ``{"j": (N, O, leaf size)}`` per parameter leaf;
-    ``contract`` then gives ``Θ = Σ_leaves J(x1) J(x2)ᵀ``."""
+    ``contract`` then gives ``Θ = Σ_leaves J(x1) J(x2)ᵀ``.
+
+    Args:
+        apply: ``apply(p, const, x)``, the network's outputs ``(N, ...)``.
+        vmap_axes: None (one Jacobian of the whole batch) or 0 (``vmap`` over examples).
+        x: the inputs; p: the parameters differentiated; const: the others (e.g. BN stats).
+
+    Returns:
+        A list of factor dicts for :func:`contract`.
+
+    References:
+        Jacot, Gabriel & Hongler 2018, "Neural tangent kernel".
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> apply = lambda p, const, x: x @ p["w"]                  # Θ_ab = δ_ab x . x'
+        >>> x = jnp.array([[1.0, 1.0], [1.0, -1.0]])
+        >>> f = jacobian_factors(apply, 0, x, {"w": jnp.ones((2, 3))}, None)
+        >>> contract(f, f, traced=True).tolist()
+        [[2.0, 0.0], [0.0, 2.0]]
+    """
     return [{"j": j} for j in _jacobians(apply, vmap_axes, p, const, x)]
 
 
@@ -42,7 +62,25 @@ def contract(fa, fb, *, traced):
     """``Σ_terms ⟨A_a(x), B_b(x')⟩`` over the factors of two tiles (lists of dicts of
     ``(N, O, ...)`` arrays, contracted over their trailing axes), and the Gram form
     ``Σ_{s,t} ⟨u_s, u'_t⟩ ⟨g_{a,s}, g'_{b,t}⟩`` for entries holding ``u`` (N, S, K) and
-    ``g`` (N, O, S, C). Traced: the mean over ``a = b``."""
+    ``g`` (N, O, S, C). Traced: the mean over ``a = b``.
+
+    Args:
+        fa, fb: the factors of the two tiles (from :func:`jacobian_factors` or
+            :func:`dynkit.theory.empirical_structured.structured_factors`).
+        traced: return ``(N1, N2)`` (mean over logits) instead of ``(N1, N2, O, O)``.
+
+    Returns:
+        The kernel block.
+
+    References:
+        Jacot et al. 2018; Novak et al. 2022, "Fast finite width neural tangent kernel".
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> f = [{"j": jnp.array([[[1.0, 2.0]], [[0.0, 1.0]]])}]         # (N, O, P) = (2, 1, 2)
+        >>> contract(f, f, traced=False)[:, :, 0, 0].tolist()
+        [[5.0, 2.0], [2.0, 1.0]]
+    """
     total = 0.0
     for da, db in zip(fa, fb):
         for name, a in da.items():
@@ -71,6 +109,18 @@ def _pair(a, b, traced):
 
 @jax.jit
 def trace_block(block):
-    """``(N1, N2, O, O) -> (N1, N2)``: the mean of ``Θ_aa`` over logits."""
+    """``(N1, N2, O, O) -> (N1, N2)``: the mean of ``Θ_aa`` over logits.
+
+    Args:
+        block: an untraced kernel block.
+
+    Returns:
+        ``Σ_a block[:, :, a, a] / O``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> trace_block(jnp.arange(16.0).reshape(2, 2, 2, 2))[0, 0].tolist()      # (0 + 3) / 2
+        1.5
+    """
     return jnp.einsum("nmaa->nm", block) / block.shape[-1]
 

@@ -54,7 +54,28 @@ def _jaxpr_size(jaxpr) -> int:
 
 def ntvp_block(apply, vmap_axes, xa, xb, p, const, *, chunk, rows):
     """Θ block column by column: ``Θ[:, m, :, b] = J(xa) (J(xb)ᵀ e_{m,b})`` (VJP then JVP),
-    ``chunk`` columns at a time, each JVP over ``rows`` inputs of ``xa`` at a time."""
+    ``chunk`` columns at a time, each JVP over ``rows`` inputs of ``xa`` at a time.
+
+    Args:
+        apply: ``apply(p, const, x)``; vmap_axes: None or 0 (one VJP per example of ``xb``).
+        xa, xb: the two inputs (``xb=None``: ``xa``); p, const: differentiated and other params.
+        chunk: columns per ``lax.map`` batch; rows: inputs of ``xa`` per JVP.
+
+    Returns:
+        The block ``(Na, Nb, O, O)``.
+
+    References:
+        Novak et al. 2022, "Fast finite width neural tangent kernel" (NTK-vector products).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dynkit.theory.empirical_jacobian import trace_block
+        >>> apply = lambda p, const, x: x @ p["w"]                  # Θ_ab = δ_ab x . x'
+        >>> x = jnp.array([[1.0, 1.0], [1.0, -1.0]])
+        >>> k = ntvp_block(apply, None, x, None, {"w": jnp.ones((2, 3))}, None, chunk=2, rows=1)
+        >>> k.shape, trace_block(k).tolist()
+        ((2, 2, 3, 3), [[2.0, 0.0], [0.0, 2.0]])
+    """
     xb = xa if xb is None else xb
     na, nb = xa.shape[0], xb.shape[0]
     out = jax.eval_shape(lambda q: apply(q, const, xb), p)

@@ -25,7 +25,25 @@ def tiled(single, prep, pair, x1, x2, bs, traced):
     ``prep`` (per-example Jacobians or layer factors) runs once per row tile and once per
     column tile of that row; a ragged last tile is padded to ``bs`` inputs and cut back. For
     ``x2 = None`` only the tiles on and above the diagonal are computed (a diagonal tile
-    reuses its row's factors); those below are their transposes."""
+    reuses its row's factors); those below are their transposes.
+
+    Args:
+        single: ``single(x1, x2)``, the whole kernel in one go.
+        prep: ``prep(tile)``, a tile's factors; pair: ``pair(fa, fb)``, a block from factors.
+        x1, x2: the inputs (``x2=None``: symmetric); bs: the tile size.
+        traced: blocks are ``(n, m)`` (else ``(n, m, O, O)``, transposed accordingly).
+
+    Returns:
+        The kernel ``(N1, N2[, O, O])``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.arange(10.0).reshape(5, 2)
+        >>> gram = lambda a, b: a @ b.T
+        >>> k = tiled(lambda a, b: gram(a, a), lambda t: t, gram, x, None, 2, True)
+        >>> bool(jnp.array_equal(k, x @ x.T))
+        True
+    """
     sym = x2 is None
     if x1.shape[0] <= bs and (sym or x2.shape[0] <= bs):
         return single(x1, x2)
@@ -62,7 +80,28 @@ def _split(x, bs):
 
 def finalize(K, traced, d, tr, dg):
     """From ``(N1, N2, O, O)`` to the neural-tangents layout: pairs zipped, ``trace_axes``
-    averaged out, ``diagonal_axes`` kept once, in output-axis order."""
+    averaged out, ``diagonal_axes`` kept once, in output-axis order.
+
+    Args:
+        K: the kernel ``(N1, N2, O, O)`` (returned as is when ``traced``).
+        traced: the kernel is already ``(N1, N2)``.
+        d: the per-example output shape (``O = prod(d)``).
+        tr, dg: canonical ``trace_axes`` and ``diagonal_axes`` (0 is the batch axis).
+
+    Returns:
+        The kernel in the layout of neural-tangents' ``empirical_ntk_fn``.
+
+    References:
+        Novak et al. 2020, "Neural Tangents" (``trace_axes``, ``diagonal_axes``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> K = jnp.arange(16.0).reshape(2, 2, 2, 2)
+        >>> finalize(K, False, (2,), (1,), ()).tolist()                 # mean of K[..., a, a]
+        [[1.5, 5.5], [9.5, 13.5]]
+        >>> finalize(K, False, (2,), (), (1,)).shape                    # (N1, N2, O)
+        (2, 2, 2)
+    """
     if traced:
         return K
     n1, n2 = K.shape[:2]

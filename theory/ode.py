@@ -111,6 +111,10 @@ def record_times(times, where: str, from_zero: bool = False) -> np.ndarray:
     Raises:
         InvalidArgumentError: when ``times`` is not such a grid.
 
+    References:
+        Saad & Solla 1995, "On-line learning in soft committee machines" and Mei, Montanari
+        & Nguyen 2018 (the ODEs whose record times it checks).
+
     Example:
         >>> record_times([0, 0.5, 2], "ode").tolist()
         [0.0, 0.5, 2.0]

@@ -27,6 +27,16 @@ computes only the row-block tiles on and above the diagonal of the symmetric ker
 (:func:`dynkit.theory.stax_batching.symmetric_tiles`), and a first ``Conv`` reads its kernel
 off the Gram matrix of input patches (:meth:`dynkit.theory.stax_layers.Conv.input_kernel`).
 
+The parts live in modules by idea: :mod:`~dynkit.theory.stax_triple` (the triple and
+``kernel_fn``), :mod:`~dynkit.theory.stax_activations` (the nonlinearities),
+:mod:`~dynkit.theory.stax_spec` (:func:`from_spec`), :mod:`~dynkit.theory.stax_batching`
+(:func:`batch`) and :mod:`~dynkit.theory.stax_layers` (the layers' recursions); this module
+gathers the public vocabulary.
+
+In the layer docstrings ``K, Θ`` are the NNGP kernel and NTK of a layer's input, ``K', Θ'``
+those of its output and ``q11, q22`` the variances of x1 and x2. The examples mostly use
+``x = [[1, 1], [1, -1]]``, whose input kernel is the identity (``K = x1 . x2 / 2``).
+
 Example::
 
     init_fn, apply_fn, kernel_fn = stax.serial(stax.Dense(512, W_std=1.5, b_std=0.05),
@@ -36,20 +46,24 @@ Example::
 
 from __future__ import annotations
 
-import collections
-import functools
-import inspect
-
-import jax
-import jax.numpy as jnp
-from jax.scipy.special import erf as _erf
-
-from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
-from dynkit.theory import dual_activations as duals
 from dynkit.theory import stax_layers as L
-from dynkit.theory.stax_batching import batch, symmetric_blocks, symmetric_tiles
+from dynkit.theory.stax_activations import (
+    ABRelu,
+    Abs,
+    Cos,
+    ElementwiseNumerical,
+    Erf,
+    Gelu,
+    LeakyRelu,
+    Relu,
+    Sigmoid_like,
+    Sign,
+    Sin,
+)
+from dynkit.theory.stax_batching import batch
 from dynkit.theory.stax_layers import Kernel
-from dynkit.validation import check_finite
+from dynkit.theory.stax_spec import from_spec
+from dynkit.theory.stax_triple import layer_of, triple
 
 __all__ = [
     "ABRelu",
@@ -82,439 +96,344 @@ __all__ = [
     "serial",
 ]
 
-_GETS = ("nngp", "ntk")
-
-
-@functools.cache
-def _namedtuple(fields: tuple):
-    return collections.namedtuple("Kernels", fields)
-
-
-def _parse_get(get):
-    """``get`` -> (tuple of names, how to return): 'kernel' | 'single' | 'tuple'."""
-    if get is None:
-        return _GETS, "kernel"
-    names = (get,) if isinstance(get, str) else tuple(get)
-    bad = [g for g in names if g not in _GETS]
-    if bad or not names or len(set(names)) != len(names):
-        raise InvalidArgumentError(f"get must be 'nngp', 'ntk', a tuple of them or None, "
-                                   f"got {get!r}")
-    return names, ("single" if isinstance(get, str) else "tuple")
-
-
-def _nt_layout(t, nb: int, d: int):
-    """``(*batch, *S, *S')`` -> neural-tangents' interleaved ``(*batch, S0, S0', S1, S1', ...)``."""
-    perm = list(range(nb)) + [a for i in range(d) for a in (nb + i, nb + d + i)]
-    return jnp.transpose(t, perm)
-
-
-def _float(x):
-    x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.zeros(()).dtype)
-
-
-def _check_inputs(x1, x2):
-    if x1.ndim < 2:
-        raise ShapeMismatchError(f"kernel_fn: x1 must have a batch axis and features, "
-                                 f"(N, ...), got shape {x1.shape}")
-    if x2 is not None and x2.shape[1:] != x1.shape[1:]:
-        raise ShapeMismatchError(f"kernel_fn: x1 and x2 must have the same per-sample shape, "
-                                 f"got {x1.shape} and {x2.shape}")
-    for name, x in (("x1", x1), ("x2", x2)):
-        check_finite(f"kernel_fn: {name}", x)
-
-
-class KernelFn:
-    """Callable ``kernel_fn(x1, x2=None, get=None)`` of a layer (see the module docstring)."""
-
-    def __init__(self, layer: L.Layer):
-        self.layer = layer
-        self._jitted = jax.jit(self._compute, static_argnames=("names",))
-
-    def _compute(self, x1, x2, names):
-        per = tuple(x1.shape[1:])
-        out = self.layer.out_shape(per)
-        if isinstance(out, list):
-            raise ShapeMismatchError(f"{self.layer.describe()}: the network ends with "
-                                     f"{len(out)} outputs; merge them with FanInSum/FanInConcat")
-        out_full = len(out) > 1
-        n_blocks = symmetric_blocks(x1.shape[0]) if x2 is None else 1
-        if n_blocks == 1:
-            return self._kernel(x1, x2, names, out_full)
-        return symmetric_tiles(lambda a, b: self._kernel(a, b, names, out_full).replace(cov=None),
-                               x1, n_blocks)
-
-    def _kernel(self, x1, x2, names, out_full):
-        in_full = self.layer.needs_full(out_full) and x1.ndim > 2
-        first, rest = L.split_first(self.layer)
-        if isinstance(first, L.Conv):  # reads the inputs: the patch Gram, see Conv.input_kernel
-            k = first.input_kernel(x1, x2, in_full, "ntk" in names)
-        else:
-            rest = self.layer
-            k = L.input_kernel(x1, x2, in_full, "ntk" in names)
-        if rest is not None:
-            k = L.kernel_of(rest, k, out_full)
-        if k.full:
-            d = len(k.spatial)
-            k = k.replace(nngp=_nt_layout(k.nngp, 2, d),
-                          ntk=None if k.ntk is None else _nt_layout(k.ntk, 2, d),
-                          cov=None if k.cov is None else _nt_layout(k.cov, 1, d))
-        if "ntk" not in names:
-            k = k.replace(ntk=None)
-        return k
-
-    def __call__(self, x1, x2=None, get=None):
-        names, mode = _parse_get(get)
-        x1 = _float(x1)
-        if x2 is not None:
-            x2 = _float(x2)
-            dtype = jnp.promote_types(x1.dtype, x2.dtype)
-            x1, x2 = x1.astype(dtype), x2.astype(dtype)
-        _check_inputs(x1, x2)
-        k = self._jitted(x1, x2, names)
-        if mode == "kernel":
-            return k
-        if mode == "single":
-            return getattr(k, names[0])
-        return _namedtuple(names)(*(getattr(k, g) for g in names))
-
-
-def _per_sample(shape):
-    if isinstance(shape, list):
-        return [_per_sample(s) for s in shape]
-    return tuple(shape[1:])
-
-
-def _with_batch(batch_dim, shape):
-    if isinstance(shape, list):
-        return [_with_batch(batch_dim, s) for s in shape]
-    return (batch_dim,) + tuple(shape)
-
-
-def _batch_dim(shape):
-    return _batch_dim(shape[0]) if isinstance(shape, list) else shape[0]
-
-
-def _triple(layer: L.Layer):
-    """Wrap an internal layer as ``(init_fn, apply_fn, kernel_fn)``."""
-
-    def init_fn(key, input_shape):
-        per = _per_sample(input_shape)
-        out = layer.out_shape(per)
-        return _with_batch(_batch_dim(input_shape), out), layer.init(key, per)
-
-    def apply_fn(params, x, **kwargs):
-        return layer.apply(params, x, **kwargs)
-
-    init_fn.layer = apply_fn.layer = layer
-    return init_fn, apply_fn, KernelFn(layer)
-
-
-def _layer_of(triple) -> L.Layer:
-    try:
-        kernel_fn = triple[2]
-    except (TypeError, IndexError, KeyError):
-        kernel_fn = None
-    if not isinstance(kernel_fn, KernelFn):
-        raise InvalidArgumentError(f"expected a stax layer triple (init_fn, apply_fn, kernel_fn) "
-                                   f"from dynkit.theory.stax, got {type(triple).__name__}")
-    return kernel_fn.layer
-
 
 # ----------------------------------------------------------------------------- combinators
 
 
 def serial(*layers):
-    """Compose layers: ``serial(a, b)(x) = b(a(x))``; kernels are composed the same way."""
-    return _triple(L.Serial([_layer_of(t) for t in layers]))
+    """Compose layers: ``serial(a, b)(x) = b(a(x))``; kernels are composed the same way.
+
+    Kernel: the layers' recursions in turn, ``(K, Θ) -> a -> b -> (K', Θ')``; each layer is
+    given only the spatial covariances that the layers after it need.
+
+    Args:
+        *layers: ``(init_fn, apply_fn, kernel_fn)`` triples of this module.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)`` of the composition.
+
+    References:
+        Novak et al. 2020, "Neural Tangents" (``stax.serial``); Lee et al. 2018; Jacot et al. 2018.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[1.0, 1.0], [1.0, -1.0]])
+        >>> k = serial(Dense(4, W_std=2.0), Dense(1, W_std=2.0))[2](x, None, ("nngp", "ntk"))
+        >>> float(k.nngp[0, 0]), float(k.ntk[0, 0])      # K' = 16 K, Θ' = 16 K + 4 (4 K)
+        (16.0, 32.0)
+    """
+    return triple(L.Serial([layer_of(t) for t in layers]))
 
 
 def parallel(*layers):
-    """Apply the i-th layer to the i-th input of a list (e.g. after ``FanOut``)."""
-    return _triple(L.Parallel([_layer_of(t) for t in layers]))
+    """Apply the i-th layer to the i-th input of a list (e.g. after ``FanOut``).
+
+    Kernel: ``[(K_i', Θ_i')] = [layer_i(K_i, Θ_i)]``, one kernel per branch.
+
+    Args:
+        *layers: ``(init_fn, apply_fn, kernel_fn)`` triples, one per input.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)`` mapping a list of inputs to a list of outputs.
+
+    References:
+        Novak et al. 2020, "Neural Tangents" (``stax.parallel``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[1.0, 1.0], [1.0, -1.0]])
+        >>> net = serial(FanOut(2), parallel(Dense(2, W_std=2.0), Identity()), FanInSum())
+        >>> float(net[2](x, None, "nngp")[0, 0])          # 4 K + K
+        5.0
+    """
+    return triple(L.Parallel([layer_of(t) for t in layers]))
 
 
 def FanOut(num):
-    """Copy the input into a list of ``num`` inputs."""
-    return _triple(L.FanOut(num))
+    """Copy the input into a list of ``num`` inputs.
+
+    Kernel: ``[K] * num`` (every branch sees the same input kernel).
+
+    Args:
+        num: the number of copies.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)``; merge the branches with ``FanInSum``/``FanInConcat``.
+
+    References:
+        Novak et al. 2020, "Neural Tangents" (``stax.FanOut``).
+
+    Example:
+        >>> import jax
+        >>> out_shape, _ = FanOut(3)[0](jax.random.PRNGKey(0), (2, 5))
+        >>> out_shape
+        [(2, 5), (2, 5), (2, 5)]
+    """
+    return triple(L.FanOut(num))
 
 
 def FanInSum():
-    """Sum a list of inputs; kernel = sum of kernels (independent branches)."""
-    return _triple(L.FanInSum())
+    """Sum a list of inputs; kernel = sum of kernels (independent branches).
+
+    Kernel: ``K' = sum_i K_i``, ``Θ' = sum_i Θ_i``: branches are independent Gaussian
+    processes at infinite width (e.g. a residual block ending in ``Dense``/``Conv``).
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)``.
+
+    References:
+        Novak et al. 2020, "Neural Tangents" (``stax.FanInSum``); He et al. 2016 (residuals).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[1.0, 1.0], [1.0, -1.0]])
+        >>> net = serial(FanOut(2), parallel(Dense(1, b_std=1.0), Dense(1)), FanInSum())
+        >>> net[2](x, None, "nngp").tolist()             # (K + 1) + K
+        [[3.0, 1.0], [1.0, 3.0]]
+    """
+    return triple(L.FanInSum())
 
 
 def FanInConcat(axis=-1):
-    """Concatenate a list of inputs along channels; kernel = channel-weighted mean."""
-    return _triple(L.FanInConcat(axis))
+    """Concatenate a list of inputs along channels; kernel = channel-weighted mean.
+
+    Kernel: ``K' = sum_i C_i K_i / sum_i C_i`` (same for ``Θ``), ``C_i`` the channels of
+    input ``i`` (covariances are channel averages).
+
+    Args:
+        axis: the concatenation axis; only ``-1`` (channels) is supported.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)``.
+
+    References:
+        Novak et al. 2020, "Neural Tangents" (``stax.FanInConcat``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[1.0, 1.0], [1.0, -1.0]])
+        >>> net = serial(FanOut(2), parallel(Dense(1, W_std=2.0), Dense(3)), FanInConcat())
+        >>> float(net[2](x, None, "nngp")[0, 0])          # (1 * 4 K + 3 * K) / 4
+        1.75
+    """
+    return triple(L.FanInConcat(axis))
 
 
 # ----------------------------------------------------------------------------- linear layers
 
 
 def Dense(out_dim, W_std=1.0, b_std=None, parameterization="ntk"):
-    """Fully connected layer (see :class:`dynkit.theory.stax_layers.Dense` for the maths)."""
-    return _triple(L.Dense(out_dim, W_std, b_std, parameterization))
+    """Fully connected layer (see :class:`dynkit.theory.stax_layers.Dense` for the maths).
 
-
-def Conv(out_chan, filter_shape, strides=None, padding="VALID", W_std=1.0, b_std=None,
-         parameterization="ntk"):
-    """Convolution over 1-3 spatial dims, channels last (CNN-GP / CNTK recursion)."""
-    return _triple(L.Conv(out_chan, filter_shape, strides, padding, W_std, b_std,
-                          parameterization))
-
-
-def AvgPool(window_shape, strides=None, padding="VALID", normalize_edges=False):
-    """Average pooling (``strides`` default 1); needs the full pixel-pixel covariance."""
-    return _triple(L.Pool("avg", window_shape, strides, padding, normalize_edges))
-
-
-def SumPool(window_shape, strides=None, padding="VALID"):
-    """Sum pooling (``strides`` default 1)."""
-    return _triple(L.Pool("sum", window_shape, strides, padding))
-
-
-def GlobalAvgPool():
-    """Mean over all spatial positions (Arora et al. 2019 CNTK-GAP)."""
-    return _triple(L.GlobalPool("avg"))
-
-
-def GlobalSumPool():
-    """Sum over all spatial positions."""
-    return _triple(L.GlobalPool("sum"))
-
-
-def Flatten():
-    """Flatten the non-batch axes; kernel = mean of the pixel diagonal."""
-    return _triple(L.Flatten())
-
-
-def Identity():
-    """No-op."""
-    return _triple(L.Identity())
-
-
-def LayerNorm(axis=-1, eps=1e-12):
-    """Layer normalization over channels; kernel = correlation ``nngp / sqrt(q11 q22)``."""
-    return _triple(L.LayerNorm(axis, eps))
-
-
-# ----------------------------------------------------------------------------- nonlinearities
-
-
-def _act(name, fn, dual):
-    return _triple(L.Elementwise(name, fn, dual))
-
-
-def Relu():
-    """``max(x, 0)``; arc-cosine kernel of order 1 (Cho & Saul 2009)."""
-    return _act("Relu", jax.nn.relu, duals.relu_dual)
-
-
-def ABRelu(a, b):
-    """``a x`` for ``x < 0``, ``b x`` for ``x >= 0``."""
-    return _act("ABRelu", lambda x: jnp.where(x < 0, a * x, b * x),
-                lambda q11, q12, q22: duals.abrelu_dual(q11, q12, q22, a, b))
-
-
-def LeakyRelu(alpha=0.01):
-    """``max(x, alpha x)`` (= ``ABRelu(alpha, 1)``)."""
-    return _act("LeakyRelu", lambda x: jnp.where(x < 0, alpha * x, x),
-                lambda q11, q12, q22: duals.leaky_relu_dual(q11, q12, q22, alpha))
-
-
-def Abs():
-    """``|x|`` (= ``ABRelu(-1, 1)``)."""
-    return _act("Abs", jnp.abs, duals.abs_dual)
-
-
-def Erf(a=1.0, b=1.0, c=0.0):
-    """``a erf(b x) + c`` (Williams 1997)."""
-    return _act("Erf", lambda x: a * _erf(b * x) + c,
-                lambda q11, q12, q22: duals.erf_dual(q11, q12, q22, a, b, c))
-
-
-def Sigmoid_like():
-    """``0.5 erf(x / 2.4020563531719796) + 0.5``, an erf-based sigmoid with a closed form."""
-    s = duals.SIGMOID_LIKE_SCALE
-    return _act("Sigmoid_like", lambda x: 0.5 * _erf(x / s) + 0.5, duals.sigmoid_like_dual)
-
-
-def Gelu(approximate=False):
-    """Exact GELU ``x Phi(x)`` (closed form); ``approximate=True`` (tanh form) falls back to
-    Gauss-Hermite quadrature."""
-    if approximate:
-        return ElementwiseNumerical(lambda x: jax.nn.gelu(x, approximate=True), degree=25)
-    return _act("Gelu", lambda x: jax.nn.gelu(x, approximate=False), duals.gelu_dual)
-
-
-def Sin(a=1.0, b=1.0, c=0.0):
-    """``a sin(b x + c)``."""
-    return _act("Sin", lambda x: a * jnp.sin(b * x + c),
-                lambda q11, q12, q22: duals.sin_dual(q11, q12, q22, a, b, c))
-
-
-def Cos(a=1.0, b=1.0, c=0.0):
-    """``a cos(b x + c)``."""
-    return _act("Cos", lambda x: a * jnp.cos(b * x + c),
-                lambda q11, q12, q22: duals.cos_dual(q11, q12, q22, a, b, c))
-
-
-def Sign():
-    """``sign(x)``; arc-cosine kernel of order 0, zero derivative (NTK term vanishes)."""
-    return _act("Sign", jnp.sign, duals.sign_dual)
-
-
-def ElementwiseNumerical(fn, degree=None, df=None, *, deg=None):
-    """Any elementwise ``fn`` (tanh, swish, ...): kernels by ``degree``-point 2-D Gauss-Hermite
-    quadrature (:func:`dynkit.theory.dual_activations.gauss_hermite_dual`), the NTK factor from
-    ``df`` (default ``jax.grad(fn)``).
+    NTK parameterization ``y = (W_std / sqrt(n)) x W + b_std b`` with ``W, b ~ N(0, 1)``;
+    standard ``y = x W + b`` with ``W ~ N(0, W_std²/n)``, ``b ~ N(0, b_std²)``. Kernel:
+    ``K' = W_std² K + b_std²``; NTK param ``Θ' = K' + W_std² Θ``; standard
+    ``Θ' = n K + W_std² Θ (+ 1 with a bias)`` (the raw weights' ``fan_in`` factor).
 
     Args:
-        fn: the activation, an elementwise JAX function (neural-tangents' name).
-        degree: Hermite nodes per dimension, >= 2 (default 25; second positional argument,
-            as neural-tangents' ``deg``).
-        df: its derivative, elementwise (default: ``jax.grad`` of ``fn``).
-        deg: neural-tangents' name of ``degree``, accepted as a keyword for drop-in use (and
-            in :func:`from_spec` specs); give one of the two.
+        out_dim: output features (the finite width; the kernel does not depend on it).
+        W_std, b_std: weight and bias standard deviations (``b_std=None``: no bias).
+        parameterization: ``"ntk"`` or ``"standard"``.
 
     Returns:
         ``(init_fn, apply_fn, kernel_fn)``.
 
     References:
-        Novak et al. 2020, "Neural Tangents: fast and easy infinite neural networks in
-        Python" (``stax.ElementwiseNumerical``).
+        Neal 1996; Lee et al. 2018 (NNGP); Jacot et al. 2018 (NTK); Sohl-Dickstein et al. 2020
+        (standard parameterization).
 
     Example:
         >>> import jax.numpy as jnp
-        >>> _, _, kernel_fn = serial(Dense(1), ElementwiseNumerical(jnp.sin, deg=30))
-        >>> _, _, exact_fn = serial(Dense(1), Sin())
-        >>> x = jnp.array([[1.0, 0.5], [0.2, -1.0]])
-        >>> bool(jnp.allclose(kernel_fn(x, None, "nngp"), exact_fn(x, None, "nngp"), atol=1e-6))
-        True
+        >>> x = jnp.array([[1.0, 1.0], [1.0, -1.0]])
+        >>> serial(Dense(4, W_std=2.0, b_std=0.5), Dense(1, b_std=1.0))[2](x, None, "ntk").tolist()
+        [[9.5, 1.5], [1.5, 9.5]]
+        >>> Dense(1, parameterization="standard")[2](x, None, "ntk").tolist()   # n K, n = 2
+        [[2.0, 0.0], [0.0, 2.0]]
     """
-    if degree is not None and deg is not None and degree != deg:
-        raise InvalidArgumentError(f"ElementwiseNumerical: degree and its alias deg disagree "
-                                   f"(degree={degree}, deg={deg}); give one")
-    degree = 25 if degree is None and deg is None else (deg if degree is None else degree)
-    if int(degree) < 2:
-        raise InvalidArgumentError(f"ElementwiseNumerical: degree must be >= 2, got {degree}")
-    dual = functools.partial(_numerical_dual, fn, int(degree), df)
-    return _act("ElementwiseNumerical", fn, dual)
+    return triple(L.Dense(out_dim, W_std, b_std, parameterization))
 
 
-def _numerical_dual(fn, degree, df, q11, q12, q22):
-    return duals.gauss_hermite_dual(fn, q11, q12, q22, degree=degree, df=df)
+def Conv(out_chan, filter_shape, strides=None, padding="VALID", W_std=1.0, b_std=None,
+         parameterization="ntk"):
+    """Convolution over 1-3 spatial dims, channels last (CNN-GP / CNTK recursion).
 
+    Kernel: ``K'[s, s'] = W_std² mean_o K[s + o, s' + o] + b_std²`` over the filter offsets
+    ``o`` (zero padding counts as zeros); ``Θ'`` as for :func:`Dense` with ``mean_o`` applied
+    (standard parameterization: ``fan_in = C_in prod(filter_shape)``).
 
-# ----------------------------------------------------------------------------- JSON specs
+    Args:
+        out_chan: output channels.
+        filter_shape: the window, e.g. ``(3, 3)``.
+        strides: per spatial dim (default 1); padding: ``"VALID"`` (default) or ``"SAME"``.
+        W_std, b_std, parameterization: as for :func:`Dense`.
 
-_CONSTRUCTORS = {
-    "Dense": Dense, "Conv": Conv, "AvgPool": AvgPool, "SumPool": SumPool,
-    "GlobalAvgPool": GlobalAvgPool, "GlobalSumPool": GlobalSumPool, "Flatten": Flatten,
-    "Identity": Identity, "LayerNorm": LayerNorm, "Relu": Relu, "LeakyRelu": LeakyRelu,
-    "ABRelu": ABRelu, "Abs": Abs, "Erf": Erf, "Gelu": Gelu, "Sin": Sin, "Cos": Cos,
-    "Sign": Sign, "Sigmoid_like": Sigmoid_like, "ElementwiseNumerical": ElementwiseNumerical,
-    "FanOut": FanOut, "FanInSum": FanInSum, "FanInConcat": FanInConcat,
-}
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)``; a spatial output kernel is laid out
+        ``(N1, N2, H, H', W, W')``.
 
+    References:
+        Novak et al. 2019; Garriga-Alonso et al. 2019 (CNN-GP); Arora et al. 2019 (CNTK).
 
-_NUMERICAL_FNS = {
-    "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "swish": jax.nn.silu, "silu": jax.nn.silu,
-    "softplus": jax.nn.softplus, "elu": jax.nn.elu, "selu": jax.nn.selu, "erf": _erf,
-    "relu": jax.nn.relu, "sin": jnp.sin, "cos": jnp.cos,
-    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-}
-
-_UNSUPPORTED = {
-    "MaxPool": "the max of correlated Gaussians has no closed-form covariance; use AvgPool",
-    "BatchNorm": "batch statistics couple the samples of a batch, so there is no per-pair "
-                 "kernel; use LayerNorm",
-    "Dropout": "dropout makes the kernel stochastic; it is not implemented",
-    "Aggregate": "graph aggregation is not implemented",
-    "DotGeneral": "constant dot_general layers are not implemented",
-    "ImageResize": "image resizing is not implemented",
-    "GlobalSelfAttention": "attention kernels are not implemented",
-    "ConvTranspose": "transposed convolutions are not implemented",
-    "ConvLocal": "locally connected layers are not implemented",
-    "Exp": "no closed form here; use ['ElementwiseNumerical', {'fn': ...}]",
-    "Elu": "no closed form here; use ['ElementwiseNumerical', {'fn': 'elu'}]",
-    "Selu": "no closed form here; use ['ElementwiseNumerical', {'fn': 'selu'}]",
-    "Rbf": "no closed form here; use ElementwiseNumerical",
-    "Gaussian": "no closed form here; use ElementwiseNumerical",
-    "Hermite": "no closed form here; use ElementwiseNumerical",
-    "Monomial": "no closed form here; use ElementwiseNumerical",
-    "RectifiedMonomial": "no closed form here; use ElementwiseNumerical",
-    "Polynomial": "no closed form here; use ElementwiseNumerical",
-}
-
-
-def from_spec(spec):
-    """Build ``(init_fn, apply_fn, kernel_fn)`` from a JSON spec: a list of
-    ``[LayerName, {kwargs}]`` pairs in the neural-tangents vocabulary (see
-    ``tests/data/neural_tangents/README.md``), plus the blocks ``["Residual", [spec]]``
-    (= ``serial(FanOut(2), parallel(serial(*block), Identity()), FanInSum())``),
-    ``["Serial", [spec]]`` and ``["Parallel", [spec, spec, ...]]``.
-    ``ElementwiseNumerical`` takes ``{"fn": "tanh" | "sigmoid" | "swish" | ..., "deg": 25}``
-    (``"degree"`` works too).
-
-    Errors name the offending entry (``spec[i]``): ``InvalidArgumentError`` for an unknown
-    layer or keyword, ``UnsupportedLayerError`` for a neural-tangents layer with no
-    infinite-width kernel here; shape errors at ``init_fn``/``kernel_fn`` time name it too.
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.ones((2, 3, 3, 1))                     # NHWC
+        >>> Conv(1, (2, 2))[2](x, None, "nngp").shape
+        (2, 2, 2, 2, 2, 2)
+        >>> float(serial(Conv(1, (2, 2), W_std=2.0, b_std=0.5), Flatten())[2](x, None, "nngp")[0, 0])
+        4.25
     """
-    return serial(*_spec_layers(spec, "spec"))
+    return triple(L.Conv(out_chan, filter_shape, strides, padding, W_std, b_std,
+                          parameterization))
 
 
-def _spec_layers(spec, where):
-    if not isinstance(spec, (list, tuple)):
-        raise InvalidArgumentError(f"{where}: a spec is a list of [LayerName, {{kwargs}}] "
-                                   f"pairs, got {type(spec).__name__}")
-    return [_spec_layer(item, f"{where}[{i}]") for i, item in enumerate(spec)]
+def AvgPool(window_shape, strides=None, padding="VALID", normalize_edges=False):
+    """Average pooling (``strides`` default 1); needs the full pixel-pixel covariance.
+
+    Kernel: ``K'[p, p'] = sum_{w, w'} K[p s + w, p' s + w'] / (Z_p Z_p')`` (same for ``Θ``),
+    ``Z`` the window size, or the count of non-padded pixels with ``normalize_edges``.
+
+    Args:
+        window_shape: the window per spatial dim; strides: per dim (default 1).
+        padding: ``"VALID"`` or ``"SAME"``; normalize_edges: see above.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)``.
+
+    References:
+        Novak et al. 2019; Arora et al. 2019.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[[1.0], [3.0], [-1.0], [1.0]]])     # (N, W, C): window means 2, 0
+        >>> AvgPool((2,), strides=(2,))[2](x, None, "nngp")[0, 0].tolist()
+        [[4.0, 0.0], [0.0, 0.0]]
+    """
+    return triple(L.Pool("avg", window_shape, strides, padding, normalize_edges))
 
 
-def _spec_layer(item, where):
-    if (not isinstance(item, (list, tuple)) or not 1 <= len(item) <= 2
-            or not isinstance(item[0], str)):
-        raise InvalidArgumentError(f"{where}: expected [LayerName, {{kwargs}}], got {item!r}")
-    name, arg = item[0], (item[1] if len(item) == 2 else {})
-    label = f"{where} {name}"
-    if name == "Residual":
-        block = serial(*_spec_layers(arg, f"{where}.Residual"))
-        triple = serial(FanOut(2), parallel(block, Identity()), FanInSum())
-    elif name == "Serial":
-        triple = serial(*_spec_layers(arg, f"{where}.Serial"))
-    elif name == "Parallel":
-        if not isinstance(arg, (list, tuple)):
-            raise InvalidArgumentError(f"{label}: expects a list of specs, got {arg!r}")
-        triple = parallel(*[serial(*_spec_layers(b, f"{where}.Parallel[{j}]"))
-                            for j, b in enumerate(arg)])
-    elif name in _UNSUPPORTED:
-        raise UnsupportedLayerError(f"{label}: no infinite-width kernel: {_UNSUPPORTED[name]}")
-    elif name not in _CONSTRUCTORS:
-        raise InvalidArgumentError(f"{label}: unknown layer {name!r}; known layers: "
-                                   f"{sorted(_CONSTRUCTORS) + ['Parallel', 'Residual', 'Serial']}")
-    else:
-        triple = _build(name, arg, label)
-    _layer_of(triple).label = label
-    return triple
+def SumPool(window_shape, strides=None, padding="VALID"):
+    """Sum pooling (``strides`` default 1).
+
+    Kernel: ``K'[p, p'] = sum_{w, w'} K[p s + w, p' s + w']`` (same for ``Θ``).
+
+    Args:
+        window_shape, strides, padding: as for :func:`AvgPool`.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)``.
+
+    References:
+        Novak et al. 2019; Novak et al. 2020 (``stax.SumPool``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[[1.0], [3.0], [-1.0], [1.0]]])     # window sums 4, 0
+        >>> SumPool((2,), strides=(2,))[2](x, None, "nngp")[0, 0].tolist()
+        [[16.0, 0.0], [0.0, 0.0]]
+    """
+    return triple(L.Pool("sum", window_shape, strides, padding))
 
 
-def _build(name, kwargs, label):
-    if not isinstance(kwargs, dict):
-        raise InvalidArgumentError(f"{label}: keyword arguments must be a dict, got {kwargs!r}")
-    kwargs = dict(kwargs)
-    if name == "ElementwiseNumerical":
-        fn = kwargs.get("fn")
-        if fn not in _NUMERICAL_FNS:
-            raise InvalidArgumentError(f"{label}: fn must be one of {sorted(_NUMERICAL_FNS)}, "
-                                       f"got {fn!r}")
-        kwargs["fn"] = _NUMERICAL_FNS[fn]
-    allowed = set(inspect.signature(_CONSTRUCTORS[name]).parameters)
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        raise InvalidArgumentError(f"{label}: unknown keyword(s) {unknown}; {name} accepts "
-                                   f"{sorted(allowed)}")
-    try:
-        return _CONSTRUCTORS[name](**kwargs)
-    except TypeError as exc:
-        raise InvalidArgumentError(f"{label}: {exc}") from exc
+def GlobalAvgPool():
+    """Mean over all spatial positions (Arora et al. 2019 CNTK-GAP).
+
+    Kernel: ``K' = mean_{s, s'} K[s, s']`` (same for ``Θ``): every pixel pair counts.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)``.
+
+    References:
+        Arora et al. 2019, "On exact computation with an infinitely wide neural net"; Novak et
+        al. 2019.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[[1.0], [3.0], [-1.0], [1.0]]])     # mean 1
+        >>> float(GlobalAvgPool()[2](x, None, "nngp")[0, 0])
+        1.0
+    """
+    return triple(L.GlobalPool("avg"))
+
+
+def GlobalSumPool():
+    """Sum over all spatial positions.
+
+    Kernel: ``K' = sum_{s, s'} K[s, s']`` (same for ``Θ``).
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)``.
+
+    References:
+        Novak et al. 2020 (``stax.GlobalSumPool``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[[1.0], [3.0], [-1.0], [1.0]]])     # sum 4
+        >>> float(GlobalSumPool()[2](x, None, "nngp")[0, 0])
+        16.0
+    """
+    return triple(L.GlobalPool("sum"))
+
+
+def Flatten():
+    """Flatten the non-batch axes; kernel = mean of the pixel diagonal.
+
+    Kernel: ``K' = mean_s K[s, s]`` (same for ``Θ``): only the diagonal is needed.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)``.
+
+    References:
+        Novak et al. 2019 (CNN-GP with a flattening readout).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[[1.0], [3.0], [-1.0], [1.0]]])     # (1 + 9 + 1 + 1) / 4
+        >>> float(Flatten()[2](x, None, "nngp")[0, 0])
+        3.0
+    """
+    return triple(L.Flatten())
+
+
+def Identity():
+    """No-op.
+
+    Kernel: ``K' = K``, ``Θ' = Θ``.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)``.
+
+    References:
+        Novak et al. 2020 (``stax.Identity``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> Identity()[2](jnp.array([[1.0, 1.0], [1.0, -1.0]]), None, "nngp").tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
+    return triple(L.Identity())
+
+
+def LayerNorm(axis=-1, eps=1e-12):
+    """Layer normalization over channels; kernel = correlation ``nngp / sqrt(q11 q22)``.
+
+    At infinite width the channel mean vanishes and the variance is ``q``, so
+    ``K' = K / sqrt(q11 q22)``, ``Θ' = Θ / sqrt(q11 q22)``.
+
+    Args:
+        axis: the normalized axis; only ``-1`` (channels) is supported.
+        eps: added to the variance in the finite network.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)``.
+
+    References:
+        Ba et al. 2016 (layer normalization); Novak et al. 2020 (``stax.LayerNorm``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[1.0, 1.0], [2.0, 0.0]])     # K = [[1, 1], [1, 2]]
+        >>> [round(float(v), 6) for v in serial(Dense(8), LayerNorm())[2](x, None, "nngp")[0]]
+        [1.0, 0.707107]
+    """
+    return triple(L.LayerNorm(axis, eps))

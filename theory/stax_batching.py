@@ -45,6 +45,27 @@ def batch(kernel_fn, batch_size: int, devices=None, progress: bool = True):
     of arrays; ``None`` means ``("nngp", "ntk")``). ``devices`` defaults to
     ``jax.local_devices()``. The result equals the unbatched kernel up to rounding (every
     entry comes from the same recursion on the same pair of inputs; the tests hold it to 1e-12).
+
+    Args:
+        kernel_fn: a ``kernel_fn`` of :mod:`dynkit.theory.stax`.
+        batch_size: rows of x1 (and of x2) per tile, >= 1.
+        devices: the devices the tiles go to, round-robin (default ``jax.local_devices()``).
+        progress: show a ``tqdm`` progress bar.
+
+    Returns:
+        ``batched(x1, x2=None, get=None)``.
+
+    References:
+        Novak et al. 2020, "Neural Tangents" (``stax.batch``).
+
+    Example:
+        >>> import numpy as np
+        >>> from dynkit.theory import stax
+        >>> kernel_fn = stax.serial(stax.Dense(4), stax.Relu(), stax.Dense(1))[2]
+        >>> x = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+        >>> big = batch(kernel_fn, 2, progress=False)(x, None, "ntk")
+        >>> type(big).__name__, bool(np.allclose(big, kernel_fn(x, None, "ntk")))
+        ('ndarray', True)
     """
     if int(batch_size) < 1:
         raise InvalidArgumentError(f"batch: batch_size must be a positive integer, got "
@@ -105,13 +126,35 @@ def batch(kernel_fn, batch_size: int, devices=None, progress: bool = True):
 
 
 def symmetric_blocks(n: int) -> int:
-    """How many row blocks :func:`symmetric_tiles` uses for ``n`` inputs (1: no tiling)."""
+    """How many row blocks :func:`symmetric_tiles` uses for ``n`` inputs (1: no tiling).
+
+    Args:
+        n: the number of inputs.
+
+    Returns:
+        ``clip(n // 32, 1, 8)``.
+
+    Example:
+        >>> symmetric_blocks(10), symmetric_blocks(100), symmetric_blocks(10_000)
+        (1, 3, 8)
+    """
     return max(1, min(MAX_SYMMETRIC_BLOCKS, n // MIN_SYMMETRIC_BLOCK))
 
 
 def transpose_axes(ndim: int) -> tuple:
     """Axis permutation taking a kernel tile ``K(a, b)``, laid out ``(Na, Nb, S0, S0', S1, S1',
-    ...)`` (neural-tangents' layout), to ``K(b, a)``: batch axes and each spatial pair swapped."""
+    ...)`` (neural-tangents' layout), to ``K(b, a)``: batch axes and each spatial pair swapped.
+
+    Args:
+        ndim: the tile's number of axes (2 plus twice the spatial dims).
+
+    Returns:
+        The permutation, a tuple.
+
+    Example:
+        >>> transpose_axes(6)
+        (1, 0, 3, 2, 5, 4)
+    """
     return (1, 0) + tuple(a for i in range(2, ndim, 2) for a in (i + 1, i))
 
 
@@ -124,7 +167,23 @@ def symmetric_tiles(kernel, x, n_blocks: int):
     tiles are computed (≈ 56% of the work for 8 blocks, plus each off-diagonal tile's
     self-covariances); ``transpose_axes`` mirrors a tile. Rows are padded to equal blocks by
     repeating the last input; tiles run one after the other (``lax.map``), so the working set
-    is one tile's."""
+    is one tile's.
+
+    Args:
+        kernel: ``kernel(a, b)`` as above.
+        x: the inputs ``(N, ...)``.
+        n_blocks: the number of row blocks.
+
+    Returns:
+        The pytree of ``K(x, x)``, each leaf ``(N, N, ...)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.arange(5.0)[:, None]
+        >>> gram = lambda a, b: a @ (a if b is None else b).T
+        >>> bool(jnp.array_equal(symmetric_tiles(gram, x, 2), x @ x.T))
+        True
+    """
     n = x.shape[0]
     size = -(-n // n_blocks)
     blocks = _pad_rows(x, n_blocks * size, jnp).reshape((n_blocks, size) + x.shape[1:])

@@ -22,7 +22,25 @@ __all__ = [
 
 
 class Serial(Layer):
-    """Composition ``layers[-1] o ... o layers[0]``."""
+    """Composition ``layers[-1] o ... o layers[0]``.
+
+    Kernel: the layers' kernel maps in turn, each given the spatial covariances (diagonal or
+    full) that the layers after it need (:meth:`requirements`).
+
+    Args:
+        layers: the :class:`~dynkit.theory.stax_kernel.Layer` objects, first applied first.
+
+    References:
+        Novak et al. 2020, "Neural Tangents" (``stax.serial``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dynkit.theory.stax_dense import Dense
+        >>> from dynkit.theory.stax_kernel import input_kernel
+        >>> k = input_kernel(jnp.array([[1.0, 1.0]]), None, False, True)
+        >>> kernel_of(Serial([Dense(3, W_std=2.0), Dense(1, b_std=1.0)]), k, False).nngp.tolist()
+        [[5.0]]
+    """
 
     name = "serial"
 
@@ -67,7 +85,21 @@ class Serial(Layer):
 
 def split_first(layer: Layer):
     """``layer`` as ``(first, rest)``: its first primitive layer (nested ``Serial``s opened)
-    and the layers after it (a ``Serial``, or None when nothing follows)."""
+    and the layers after it (a ``Serial``, or None when nothing follows).
+
+    Args:
+        layer: any :class:`~dynkit.theory.stax_kernel.Layer`.
+
+    Returns:
+        ``(first, rest)``.
+
+    Example:
+        >>> from dynkit.theory.stax_kernel import Layer
+        >>> a, b = Layer(), Layer()
+        >>> first, rest = split_first(Serial([a, b]))
+        >>> first is a, rest.layers == [b]
+        (True, True)
+    """
     if not isinstance(layer, Serial) or not layer.layers:
         return layer, None
     first, rest = split_first(layer.layers[0])
@@ -76,7 +108,23 @@ def split_first(layer: Layer):
 
 
 def kernel_of(layer: Layer, k, out_full: bool):
-    """Run ``layer`` on kernel(s) ``k``; nested serials get the downstream requirement."""
+    """Run ``layer`` on kernel(s) ``k``; nested serials get the downstream requirement.
+
+    Args:
+        layer: a :class:`~dynkit.theory.stax_kernel.Layer`.
+        k: its input :class:`~dynkit.theory.stax_kernel.Kernel` (a list for several inputs).
+        out_full: whether the layers downstream need the full spatial covariance.
+
+    Returns:
+        The output kernel(s).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dynkit.theory.stax_kernel import input_kernel
+        >>> k = input_kernel(jnp.array([[1.0, 1.0]]), None, False, False)
+        >>> [o.nngp.tolist() for o in kernel_of(Serial([FanOut(2)]), k, False)]
+        [[[1.0]], [[1.0]]]
+    """
     if isinstance(layer, Serial):
         return layer.kernel_with(k, out_full)
     if isinstance(layer, Parallel):
@@ -85,7 +133,20 @@ def kernel_of(layer: Layer, k, out_full: bool):
 
 
 class Parallel(Layer):
-    """Apply ``layers[i]`` to the i-th of a list of inputs."""
+    """Apply ``layers[i]`` to the i-th of a list of inputs.
+
+    Kernel: ``[layers[i].kernel(K_i)]``; needs the full covariance if any branch does.
+
+    Args:
+        layers: one :class:`~dynkit.theory.stax_kernel.Layer` per input.
+
+    References:
+        Novak et al. 2020, "Neural Tangents" (``stax.parallel``).
+
+    Example:
+        >>> Parallel([FanInSum(), FanInSum()]).out_shape([[(2,), (2,)], [(3,), (3,)]])
+        [(2,), (3,)]
+    """
 
     name = "parallel"
 
@@ -111,7 +172,20 @@ class Parallel(Layer):
 
 
 class FanOut(Layer):
-    """Replicate the input ``num`` times (a list of identical inputs)."""
+    """Replicate the input ``num`` times (a list of identical inputs).
+
+    Kernel: ``[K] * num``.
+
+    Args:
+        num: the number of copies.
+
+    References:
+        Novak et al. 2020, "Neural Tangents" (``stax.FanOut``).
+
+    Example:
+        >>> FanOut(2).out_shape((4,))
+        [(4,), (4,)]
+    """
 
     name = "FanOut"
 
@@ -137,7 +211,20 @@ def _check_list(layer, in_shape):
 
 class FanInSum(Layer):
     """Sum a list of inputs. Kernel: the sum of the kernels (branches are independent
-    Gaussian processes at infinite width, e.g. a residual block ending in Dense/Conv)."""
+    Gaussian processes at infinite width, e.g. a residual block ending in Dense/Conv).
+
+    ``K' = sum_i K_i``, ``Θ' = sum_i Θ_i``; diagonal form unless every input is full.
+
+    References:
+        Novak et al. 2020, "Neural Tangents" (``stax.FanInSum``); He et al. 2016 (residuals).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dynkit.theory.stax_kernel import input_kernel
+        >>> k = input_kernel(jnp.array([[1.0, 1.0]]), None, False, False)
+        >>> FanInSum().kernel([k, k, k]).nngp.tolist()
+        [[3.0]]
+    """
 
     name = "FanInSum"
 
@@ -161,7 +248,22 @@ class FanInSum(Layer):
 
 class FanInConcat(Layer):
     """Concatenate a list of inputs along the channel axis. Kernel: the channel-weighted
-    mean ``sum_i C_i K_i / sum_i C_i`` (covariances are channel averages)."""
+    mean ``sum_i C_i K_i / sum_i C_i`` (covariances are channel averages).
+
+    Args:
+        axis: only ``-1`` (channels) is supported.
+
+    References:
+        Novak et al. 2020, "Neural Tangents" (``stax.FanInConcat``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dynkit.theory.stax_kernel import input_kernel
+        >>> k1 = input_kernel(jnp.array([[2.0]]), None, False, False)          # 4, 1 channel
+        >>> k3 = input_kernel(jnp.array([[1.0, 1.0, 1.0]]), None, False, False)  # 1, 3 channels
+        >>> FanInConcat().kernel([k1, k3]).nngp.tolist()                     # (4 + 3) / 4
+        [[1.75]]
+    """
 
     name = "FanInConcat"
 

@@ -14,7 +14,19 @@ __all__ = ["Dense", "check_parameterization"]
 
 
 def check_parameterization(name, parameterization):
-    """``parameterization`` must be ``"ntk"`` or ``"standard"`` (``name``: the layer)."""
+    """``parameterization`` must be ``"ntk"`` or ``"standard"`` (``name``: the layer).
+
+    Args:
+        name: the layer, named in the error.
+        parameterization: the value to check.
+
+    Raises:
+        InvalidArgumentError: for any other value.
+
+    Example:
+        >>> check_parameterization("Dense", "ntk") is None
+        True
+    """
     if parameterization not in ("ntk", "standard"):
         raise InvalidArgumentError(
             f"{name}: parameterization must be 'ntk' or 'standard', got {parameterization!r}")
@@ -25,7 +37,23 @@ class Dense(Layer):
     ``W, b ~ N(0, 1)``; standard: ``y = x W + b`` with ``W ~ N(0, W_std^2/n)``,
     ``b ~ N(0, b_std^2)``. Kernel: ``nngp' = W_std^2 nngp + b_std^2``;
     NTK param ``ntk' = nngp' + W_std^2 ntk``; standard ``ntk' = n nngp + W_std^2 ntk (+1 if
-    bias)`` (Jacot et al. 2018; Sohl-Dickstein et al. 2020 for the standard one)."""
+    bias)`` (Jacot et al. 2018; Sohl-Dickstein et al. 2020 for the standard one).
+
+    Args:
+        out_dim: output features; W_std, b_std: weight and bias scales (``b_std=None``: no
+            bias); parameterization: ``"ntk"`` or ``"standard"``.
+
+    References:
+        Neal 1996; Lee et al. 2018; Jacot et al. 2018; Sohl-Dickstein et al. 2020.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dynkit.theory.stax_kernel import input_kernel
+        >>> k = Dense(3, W_std=2.0, b_std=0.5).kernel(
+        ...     input_kernel(jnp.array([[1.0, 1.0]]), None, False, True))
+        >>> k.nngp.tolist(), k.ntk.tolist(), k.shape1
+        ([[4.25]], [[4.25]], (3,))
+    """
 
     name = "Dense"
 

@@ -51,6 +51,15 @@ class Kernel:
     None when x2 is x1 (then they are the batch diagonal of ``nngp``); ``shape1``: per-sample
     output shape (channels last); ``full``: spatial off-diagonal pixel pairs tracked.
     ``cov1``/``cov2`` give the x1/x2 self-covariances (``cov2`` is None when x2 is x1).
+
+    References:
+        Lee et al. 2018 (NNGP); Jacot et al. 2018 (NTK); Novak et al. 2020 (``Kernel``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> k = input_kernel(jnp.array([[1.0, 1.0], [2.0, 0.0]]), None, False, True)
+        >>> k.nngp.tolist(), k.cov1.tolist(), k.cov2, k.shape1
+        ([[1.0, 1.0], [1.0, 2.0]], [1.0, 2.0], None, (2,))
     """
 
     nngp: Array
@@ -82,19 +91,57 @@ jax.tree_util.register_dataclass(
 
 
 def map_optional(fn, *xs):
-    """Apply ``fn`` to the non-None arguments, keep None."""
+    """Apply ``fn`` to the non-None arguments, keep None.
+
+    Args:
+        fn: a function of ``len(xs)`` arguments.
+        *xs: its arguments; when the first is None, so is the result.
+
+    Returns:
+        ``fn(*xs)``, or None.
+
+    Example:
+        >>> map_optional(lambda a: a + 1, 1), map_optional(lambda a: a + 1, None)
+        (2, None)
+    """
     return None if xs[0] is None else fn(*xs)
 
 
 def spatial_diag(x: Array, nb: int, spatial: tuple) -> Array:
-    """``x[..., s, s']`` laid out ``(*batch, *S, *S)`` -> its diagonal ``(*batch, *S)``."""
+    """``x[..., s, s']`` laid out ``(*batch, *S, *S)`` -> its diagonal ``(*batch, *S)``.
+
+    Args:
+        x: a kernel with ``nb`` batch axes and two sets of spatial axes.
+        nb: the number of batch axes; spatial: the spatial shape ``S``.
+
+    Returns:
+        ``x[..., s, s]``, shape ``(*batch, *S)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> spatial_diag(jnp.arange(4.0).reshape(1, 2, 2), 1, (2,)).tolist()
+        [[0.0, 3.0]]
+    """
     p = math.prod(spatial)
     flat = x.reshape(x.shape[:nb] + (p, p))
     return jnp.diagonal(flat, axis1=-2, axis2=-1).reshape(x.shape[:nb] + tuple(spatial))
 
 
 def to_diag(k: Kernel) -> Kernel:
-    """Drop the spatial off-diagonal entries of a full kernel."""
+    """Drop the spatial off-diagonal entries of a full kernel.
+
+    Args:
+        k: a :class:`Kernel` (returned as is when not ``full``).
+
+    Returns:
+        The kernel with ``nngp[..., s, s]`` etc. and ``full=False``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> k = input_kernel(jnp.ones((1, 3, 2)), None, True, False)
+        >>> k.nngp.shape, to_diag(k).nngp.shape
+        ((1, 1, 3, 3), (1, 1, 3))
+    """
     if not k.full:
         return k
     s = k.spatial
@@ -104,14 +151,45 @@ def to_diag(k: Kernel) -> Kernel:
 
 
 def coerce(ks, full: bool):
-    """Bring a kernel (or list of kernels) down to diagonal form when ``full`` is False."""
+    """Bring a kernel (or list of kernels) down to diagonal form when ``full`` is False.
+
+    Args:
+        ks: a :class:`Kernel` or a list of them.
+        full: whether the consumer needs the spatial off-diagonal pairs.
+
+    Returns:
+        ``ks`` unchanged when ``full``, else :func:`to_diag` of each.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> k = input_kernel(jnp.ones((1, 3, 2)), None, True, False)
+        >>> [c.full for c in coerce([k, k], False)]
+        [False, False]
+    """
     if isinstance(ks, (list, tuple)):
         return [coerce(k, full) for k in ks]
     return ks if full else to_diag(ks)
 
 
 def input_kernel(x1: Array, x2: Array | None, full: bool, compute_ntk: bool) -> Kernel:
-    """Kernel of the inputs: ``nngp = x1 . x2 / C`` over the channel (last) axis."""
+    """Kernel of the inputs: ``nngp = x1 . x2 / C`` over the channel (last) axis.
+
+    Args:
+        x1, x2: inputs ``(N, *S, C)``; ``x2=None`` means ``x2 = x1`` (``cov`` then None).
+        full: keep the spatial off-diagonal pairs ``x1[s] . x2[s'] / C``.
+        compute_ntk: track the NTK (zero for the inputs).
+
+    Returns:
+        The :class:`Kernel` of the inputs.
+
+    References:
+        Novak et al. 2020, "Neural Tangents" (channel-averaged covariances).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> input_kernel(jnp.array([[1.0, 1.0], [1.0, -1.0]]), None, False, True).ntk.tolist()
+        [[0.0, 0.0], [0.0, 0.0]]
+    """
     shape1 = tuple(x1.shape[1:])
     c = shape1[-1]
     both = None if x2 is None else jnp.concatenate([x1, x2])
@@ -140,7 +218,18 @@ def input_kernel(x1: Array, x2: Array | None, full: bool, compute_ntk: bool) -> 
 
 
 class Layer:
-    """Base class; subclasses override what they need. ``label`` names it in errors."""
+    """Base class; subclasses override what they need. ``label`` names it in errors.
+
+    A layer knows its per-sample output shape (``out_shape``), its parameters and finite
+    network (``init``, ``apply``), its kernel map (``kernel``: ``Kernel -> Kernel``, here the
+    identity) and whether it needs the full pixel-pixel covariance (``needs_full``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> k = input_kernel(jnp.ones((2, 3)), None, False, False)
+        >>> Layer().kernel(k) is k, Layer().describe()
+        (True, 'Layer')
+    """
 
     name = "Layer"
     label = None
@@ -168,7 +257,19 @@ class Layer:
 
 
 def check_single_input(layer: Layer, in_shape):
-    """Raise the layer's shape error when it gets a list of inputs instead of one."""
+    """Raise the layer's shape error when it gets a list of inputs instead of one.
+
+    Args:
+        layer: the :class:`Layer` (named in the error).
+        in_shape: its per-sample input shape (a list means several inputs).
+
+    Raises:
+        ShapeMismatchError: when ``in_shape`` is a list.
+
+    Example:
+        >>> check_single_input(Layer(), (3,)) is None
+        True
+    """
     if isinstance(in_shape, list):
         raise layer.shape_error(f"expects one input, got a list of {len(in_shape)} "
                                 "(missing FanInSum/FanInConcat?)")

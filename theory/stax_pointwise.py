@@ -17,7 +17,21 @@ __all__ = ["Elementwise", "Identity", "LayerNorm", "pointwise", "variances"]
 
 
 def variances(k: Kernel):
-    """Per-position variances ``(v1 (N1, *S), v2 (N2, *S))`` of x1 and x2."""
+    """Per-position variances ``(v1 (N1, *S), v2 (N2, *S))`` of x1 and x2.
+
+    Args:
+        k: a :class:`~dynkit.theory.stax_kernel.Kernel`.
+
+    Returns:
+        ``(v1, v2)``; ``v2`` is ``v1`` when x2 is x1.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dynkit.theory.stax_kernel import input_kernel
+        >>> v1, v2 = variances(input_kernel(jnp.array([[1.0, 1.0], [2.0, 0.0]]), None, False, False))
+        >>> v1.tolist()
+        [1.0, 2.0]
+    """
     if k.cov is None:
         v = jnp.moveaxis(jnp.diagonal(k.nngp, axis1=0, axis2=1), -1, 0)
         v = spatial_diag(v, 1, k.spatial) if k.full else v
@@ -30,7 +44,25 @@ def variances(k: Kernel):
 def pointwise(k: Kernel, fn) -> Kernel:
     """Apply a per-entry map ``fn(q11, q12, q22, ntk) -> (q12', ntk')`` to ``nngp``/``ntk``
     (with the matching variances ``q11, q22``) and ``fn(c11, c, c22, None)[0]`` to ``cov``.
-    Spatial axes are flattened to one pixel axis first (fewer, faster-compiling loops)."""
+    Spatial axes are flattened to one pixel axis first (fewer, faster-compiling loops).
+
+    Args:
+        k: the input :class:`~dynkit.theory.stax_kernel.Kernel`.
+        fn: the per-entry map (broadcasting arrays; ``ntk`` may be None).
+
+    Returns:
+        The mapped kernel.
+
+    References:
+        Jacot et al. 2018 (``Θ' = Θ K̇'``); Novak et al. 2020.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dynkit.theory.stax_kernel import input_kernel
+        >>> k = input_kernel(jnp.array([[1.0, 1.0], [2.0, 0.0]]), None, False, False)
+        >>> pointwise(k, lambda q11, q12, q22, t: (q12 / (q11 * q22), t)).nngp.tolist()
+        [[1.0, 0.5], [0.5, 0.5]]
+    """
     v1, v2 = variances(k)
     p = math.prod(k.spatial)
     n1, n2 = v1.shape[0], v2.shape[0]
@@ -60,13 +92,36 @@ def pointwise(k: Kernel, fn) -> Kernel:
 
 
 class Identity(Layer):
+    """The identity layer: ``K' = K``, ``Θ' = Θ``.
+
+    References:
+        Novak et al. 2020, "Neural Tangents" (``stax.Identity``).
+
+    Example:
+        >>> Identity().out_shape((3,))
+        (3,)
+    """
     name = "Identity"
 
 
 class LayerNorm(Layer):
     """Layer normalization over the channel axis, ``(x - mean_c x) / sqrt(var_c x + eps)``.
     At infinite width the channel mean vanishes and the variance is ``q(x)``, so
-    ``nngp' = nngp / sqrt(q11 q22)`` and ``ntk' = ntk / sqrt(q11 q22)`` (Novak et al. 2020)."""
+    ``nngp' = nngp / sqrt(q11 q22)`` and ``ntk' = ntk / sqrt(q11 q22)`` (Novak et al. 2020).
+
+    Args:
+        axis: only ``-1`` (channels) is supported; eps: added to the finite variance.
+
+    References:
+        Ba et al. 2016 (layer normalization); Novak et al. 2020.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dynkit.theory.stax_kernel import input_kernel
+        >>> k = input_kernel(jnp.array([[1.0, 1.0], [2.0, 0.0]]), None, False, False)
+        >>> [round(float(v), 6) for v in LayerNorm().kernel(k).nngp[0]]
+        [1.0, 0.707107]
+    """
 
     name = "LayerNorm"
 
@@ -92,7 +147,24 @@ class LayerNorm(Layer):
 
 class Elementwise(Layer):
     """Elementwise nonlinearity ``fn`` with dual ``dual(q11, q12, q22) -> (nngp, dnngp)``:
-    ``nngp' = nngp_dual``, ``ntk' = ntk * dnngp`` (Jacot et al. 2018)."""
+    ``nngp' = nngp_dual``, ``ntk' = ntk * dnngp`` (Jacot et al. 2018).
+
+    Args:
+        name: the layer's name; fn: the activation; dual: its dual (e.g. from
+            :mod:`dynkit.theory.dual_activations`).
+
+    References:
+        Neal 1996; Cho & Saul 2009; Lee et al. 2018; Jacot et al. 2018.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from dynkit.theory import dual_activations as duals
+        >>> from dynkit.theory.stax_kernel import input_kernel
+        >>> k = input_kernel(jnp.array([[1.0, 1.0], [1.0, -1.0]]), None, False, False)
+        >>> relu = Elementwise("Relu", jax.nn.relu, duals.relu_dual)
+        >>> [round(float(v), 6) for v in relu.kernel(k).nngp[0]]      # [1/2, 1/(2π)]
+        [0.5, 0.159155]
+    """
 
     def __init__(self, name: str, fn: Callable, dual: Callable):
         self.name, self.fn, self.dual = name, fn, dual

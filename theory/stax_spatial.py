@@ -53,7 +53,22 @@ def _windowed_mean(x, nb, n_sets, window, strides, pads, out_spatial):
 def joint_linear(k: Kernel, fn):
     """Apply one spatial linear map ``fn(t, nb=1)`` to ``nngp``, ``ntk`` and ``cov`` at once
     (their batch axes flattened and concatenated: one XLA op instead of three, which keeps
-    compile times of convolutional kernels down). Returns the three images (None kept)."""
+    compile times of convolutional kernels down). Returns the three images (None kept).
+
+    Args:
+        k: a spatial :class:`~dynkit.theory.stax_kernel.Kernel`.
+        fn: a linear map of the spatial axes, ``fn(t, nb)`` with ``nb`` leading batch axes.
+
+    Returns:
+        ``[fn(nngp), fn(ntk), fn(cov)]``, each with its own batch axes (None stays None).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dynkit.theory.stax_kernel import input_kernel
+        >>> k = input_kernel(jnp.ones((2, 3, 1)), jnp.ones((1, 3, 1)), False, False)
+        >>> [None if t is None else t.shape for t in joint_linear(k, lambda t, nb: t[:, :2])]
+        [(2, 1, 2), None, (3, 2)]
+    """
     parts = [k.nngp, k.ntk, k.cov]
     nbs = [2, 2, 1]
     flat = [p.reshape((-1,) + p.shape[nb:]) for p, nb in zip(parts, nbs) if p is not None]
@@ -88,7 +103,23 @@ class Conv(Layer):
     2019): ``nngp'[s, s'] = W_std^2 mean_o nngp[s + o, s' + o] + b_std^2`` over the filter
     offsets ``o`` (zero padding counts as zeros), NTK param ``ntk' = nngp' + W_std^2 mean_o
     ntk[...]``, standard ``ntk' = fan_in mean_o nngp[...] + W_std^2 mean_o ntk[...] (+1)``
-    with ``fan_in = C_in * prod(filter)``."""
+    with ``fan_in = C_in * prod(filter)``.
+
+    Args:
+        out_chan, filter_shape, strides, padding (``"SAME"``/``"VALID"``), W_std, b_std,
+            parameterization: as for :func:`dynkit.theory.stax.Conv`.
+
+    References:
+        Novak et al. 2019; Garriga-Alonso et al. 2019; Arora et al. 2019.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dynkit.theory.stax_kernel import input_kernel
+        >>> k = Conv(4, (2,), W_std=2.0, b_std=0.5).kernel(
+        ...     input_kernel(jnp.ones((1, 3, 1)), None, False, True))
+        >>> k.nngp.tolist(), k.shape1
+        ([[[4.25, 4.25]]], (2, 4))
+    """
 
     name = "Conv"
 
@@ -190,7 +221,22 @@ class Pool(Layer):
     """Average (``kind='avg'``) or sum pooling over spatial windows. Needs the full
     pixel-pixel covariance: ``nngp'[p, p'] = sum_{w, w'} nngp[p s + w, p' s + w'] / Z_p Z_p'``
     with ``Z = window size`` (avg), the count of non-padded pixels (avg with
-    ``normalize_edges``) or 1 (sum)."""
+    ``normalize_edges``) or 1 (sum).
+
+    Args:
+        kind: ``"avg"`` or ``"sum"``; window_shape, strides, padding, normalize_edges: as for
+            :func:`dynkit.theory.stax.AvgPool`.
+
+    References:
+        Novak et al. 2019; Arora et al. 2019.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dynkit.theory.stax_kernel import input_kernel
+        >>> x = jnp.array([[[1.0], [3.0], [-1.0], [1.0]]])            # window means 2, 0
+        >>> Pool("avg", (2,), (2,)).kernel(input_kernel(x, None, True, False)).nngp.tolist()
+        [[[[4.0, 0.0], [0.0, 0.0]]]]
+    """
 
     def __init__(self, kind, window_shape, strides=None, padding="VALID", normalize_edges=False):
         self.name = {"avg": "AvgPool", "sum": "SumPool"}[kind]
@@ -255,7 +301,21 @@ class Pool(Layer):
 
 class GlobalPool(Layer):
     """Global average (or sum) pooling over all spatial positions (Arora et al. 2019, CNTK
-    with GAP): ``nngp' = mean_{s, s'} nngp[s, s']`` (sum: times ``|S|^2``)."""
+    with GAP): ``nngp' = mean_{s, s'} nngp[s, s']`` (sum: times ``|S|^2``).
+
+    Args:
+        kind: ``"avg"`` or ``"sum"``.
+
+    References:
+        Arora et al. 2019, "On exact computation with an infinitely wide neural net".
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dynkit.theory.stax_kernel import input_kernel
+        >>> x = jnp.array([[[1.0], [3.0], [-1.0], [1.0]]])            # sum 4
+        >>> GlobalPool("sum").kernel(input_kernel(x, None, True, False)).nngp.tolist()
+        [[16.0]]
+    """
 
     def __init__(self, kind="avg"):
         self.kind = kind
@@ -288,7 +348,19 @@ class GlobalPool(Layer):
 
 class Flatten(Layer):
     """Flatten all non-batch axes. Kernel: the mean of the spatial diagonal,
-    ``nngp' = mean_s nngp[s, s]`` (Novak et al. 2019): only the diagonal is needed."""
+    ``nngp' = mean_s nngp[s, s]`` (Novak et al. 2019): only the diagonal is needed.
+
+    References:
+        Novak et al. 2019, "Bayesian deep convolutional networks with many channels are
+        Gaussian processes".
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dynkit.theory.stax_kernel import input_kernel
+        >>> x = jnp.array([[[1.0], [3.0], [-1.0], [1.0]]])            # (1 + 9 + 1 + 1) / 4
+        >>> Flatten().kernel(input_kernel(x, None, False, False)).nngp.tolist()
+        [[3.0]]
+    """
 
     name = "Flatten"
 
