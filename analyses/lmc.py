@@ -27,7 +27,7 @@ from dynkit.analyses.permutation import (  # noqa: F401  (re-exported API)
 )
 from dynkit.errors import InvalidArgumentError
 from dynkit.evaluate import evaluate
-from dynkit.models.graph import Model
+from dynkit.models.graph import LINEAR_OPS, Model
 
 BARRIERS = ("linear", "mean")
 BN_MODES = ("reset", "interpolate", "repair")
@@ -173,8 +173,9 @@ def layerwise_interpolate(model: Model, params_a, params_b, x, y, alphas=11, *,
 
 def repair(model: Model, params_a, params_b, params_alpha, alpha: float, x,
            max_samples: int = 2048, *, correct_readout: bool = False):
-    """REPAIR (Jordan et al. 2023): rescale every dense/conv output channel of the interpolated
-    network so that its mean and std on ``x`` equal the interpolation of the endpoints',
+    """REPAIR (Jordan et al. 2023): rescale every dense/conv/conv_transpose output channel of
+    the interpolated network so that its mean and std on ``x`` equal the interpolation of the
+    endpoints',
     ``μ = (1 − α) μ_A + α μ_B``, ``σ = (1 − α) σ_A + α σ_B``. Layers are corrected in graph
     order (each correction changes the statistics downstream). Layers followed by BatchNorm are
     left to the BatchNorm reset that ends the procedure (it restores their statistics exactly).
@@ -204,7 +205,7 @@ def repair(model: Model, params_a, params_b, params_alpha, alpha: float, x,
     """
     xs = jnp.asarray(x[:max_samples])
     feeds_bn = {n.inputs[0] for n in model.nodes if n.op == "batchnorm"}
-    convs = [n for n in model.nodes if n.op in ("dense", "conv")
+    convs = [n for n in model.nodes if n.op in LINEAR_OPS
              and n.name != _readout(model) and n.name not in feeds_bn]
     last = [model.node(_readout(model))] if correct_readout else []
     names = [n.name for n in convs + last]
@@ -237,7 +238,7 @@ def _rescale_channels(model, node, p, xs, alpha, stats_a, stats_b) -> None:
 
 def _readout(model: Model) -> str:
     node = model.node(model.output)
-    while node.op not in ("dense", "conv"):
+    while node.op not in LINEAR_OPS:
         node = model.node(node.inputs[0])
     return node.name
 
