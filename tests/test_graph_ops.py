@@ -300,3 +300,8 @@ def test_unknown_op_and_activation_are_named():
         one_op("attention", [(3,)]).apply({}, jnp.ones((1, 3)))
     with pytest.raises(InvalidArgumentError, match="'mish'"):
         one_op("act", [(3,)], fn="mish").apply({}, jnp.ones((1, 3)))
+
+
+def test_norm_without_num_features_is_named():
+    with pytest.raises(InvalidArgumentError, match="'op'.*num_features"):
+        one_op("layernorm", [(3,)]).param_shapes()

@@ -196,7 +196,11 @@ class Model:
             elif n.op == "batchnorm":
                 c = a["num_features"]
                 shapes[n.name] = {k: (c,) for k in ("scale", "bias", "mean", "var")}
-            elif n.op in ("layernorm", "groupnorm") and ops.norm_param_shapes(a):
+            elif n.op in ("layernorm", "groupnorm") and a.get("affine", True):
+                if "num_features" not in a:
+                    raise InvalidArgumentError(
+                        f"node {n.name!r} ({n.op}) of model {self.arch!r} needs "
+                        "attrs['num_features'] (its channels) for its scale and bias")
                 shapes[n.name] = ops.norm_param_shapes(a)
         return shapes
 
