@@ -58,14 +58,24 @@ def _tuple(v, nd) -> tuple:
 
 
 def concat(ins, attrs=None):
-    """Concatenate channels-last tensors along the channel (last) axis."""
+    """Concatenate channels-last tensors along the channel (last) axis.
+
+    Example:
+        >>> concat([jnp.zeros((1, 2, 3)), jnp.ones((1, 2, 1))]).shape
+        (1, 2, 4)
+    """
     return jnp.concatenate(ins, axis=-1)
 
 
 # --------------------------------------------------------------------- upsampling
 def upsample_sizes(in_sizes: Sequence[int], attrs) -> tuple[int, ...]:
     """Output spatial sizes of an ``upsample`` node on inputs of spatial ``in_sizes``:
-    ``attrs["size"]`` or ``in * scale_factor`` (exactly one of them must be given)."""
+    ``attrs["size"]`` or ``in * scale_factor`` (exactly one of them must be given).
+
+    Example:
+        >>> upsample_sizes((3, 5), {"scale_factor": 2}), upsample_sizes((3, 5), {"size": [4, 4]})
+        ((6, 10), (4, 4))
+    """
     nd = len(in_sizes)
     size, factor = attrs.get("size"), attrs.get("scale_factor")
     if (size is None) == (factor is None):
@@ -92,7 +102,12 @@ def _ratio(n_in: int, n_out: int, factor) -> float:
 
 def nearest_index(n_in: int, n_out: int, factor=None) -> np.ndarray:
     """Source index of every output position of a nearest upsampling,
-    ``min(floor(dst * n_in / n_out), n_in - 1)`` (PyTorch's ``mode="nearest"``)."""
+    ``min(floor(dst * n_in / n_out), n_in - 1)`` (PyTorch's ``mode="nearest"``).
+
+    Example:
+        >>> nearest_index(2, 5).tolist()
+        [0, 0, 0, 1, 1]
+    """
     dst = np.arange(n_out)
     src = dst // int(factor) if factor is not None else (dst * n_in) // n_out
     return np.minimum(src, n_in - 1)
@@ -171,6 +186,12 @@ def conv_transpose_linear(attrs):
     convolution of the input dilated by the stride (``lhs_dilation``) with the spatially
     flipped kernel, kernel dilation ``d`` and padding ``d (k - 1) - p`` before and
     ``d (k - 1) - p + output_padding`` after, as in ``torch.nn.functional.conv_transpose2d``.
+
+    Example:
+        >>> f = conv_transpose_linear({"kernel": [3, 3], "stride": 2, "padding": 1,
+        ...                            "output_padding": 1})
+        >>> f(jnp.ones((1, 4, 5, 2)), jnp.ones((3, 3, 2, 6))).shape
+        (1, 8, 10, 6)
     """
     kernel = tuple(attrs["kernel"])
     nd = len(kernel)
