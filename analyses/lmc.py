@@ -27,7 +27,7 @@ from dynkit.analyses.permutation import (  # re-exported API, see __all__
 )
 from dynkit.errors import InvalidArgumentError
 from dynkit.evaluate import evaluate
-from dynkit.models.graph import Model
+from dynkit.models.graph import LINEAR_OPS, Model
 
 __all__ = [
     "ACTIVATION_OBJECTIVES", "BARRIERS", "BN_MODES", "Permutation", "activation_matching",
@@ -296,8 +296,8 @@ def repair(model: Model, params_a, params_b, params_alpha, alpha: float, x,
            max_samples: int = 2048, *, correct_readout: bool = False):
     """REPAIR (Jordan et al. 2023): match the interpolated network's channel statistics.
 
-    Every dense/conv output channel of the interpolated network is rescaled so that its mean and
-    std on ``x`` equal the interpolation of the endpoints',
+    Every dense/conv/conv_transpose output channel of the interpolated network is rescaled so
+    that its mean and std on ``x`` equal the interpolation of the endpoints',
     ``μ = (1 − α) μ_A + α μ_B``, ``σ = (1 − α) σ_A + α σ_B``. Layers are corrected in graph
     order (each correction changes the statistics downstream). Layers followed by BatchNorm are
     left to the BatchNorm reset that ends the procedure (it restores their statistics exactly).
@@ -337,7 +337,7 @@ def repair(model: Model, params_a, params_b, params_alpha, alpha: float, x,
     """
     xs = jnp.asarray(x[:max_samples])
     feeds_bn = {n.inputs[0] for n in model.nodes if n.op == "batchnorm"}
-    convs = [n for n in model.nodes if n.op in ("dense", "conv")
+    convs = [n for n in model.nodes if n.op in LINEAR_OPS
              and n.name != _readout(model) and n.name not in feeds_bn]
     last = [model.node(_readout(model))] if correct_readout else []
     names = [n.name for n in convs + last]
@@ -370,7 +370,7 @@ def _rescale_channels(model, node, p, xs, alpha, stats_a, stats_b) -> None:
 
 def _readout(model: Model) -> str:
     node = model.node(model.output)
-    while node.op not in ("dense", "conv"):
+    while node.op not in LINEAR_OPS:
         node = model.node(node.inputs[0])
     return node.name
 

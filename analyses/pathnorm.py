@@ -23,7 +23,9 @@ over its window (its edges, of weight ``1^q = 1``). Layer by layer in ``dynkit``
 =================  ======================================================================
 node op            rewritten as
 =================  ======================================================================
-dense / conv       ``|w_mult w|^q`` and ``|b_mult b|^q``; with ``fold_bn=True`` (default) a
+dense / conv /     ``|w_mult w|^q`` and ``|b_mult b|^q`` (a grouped or dilated conv, a transposed
+conv_transpose     conv: each weight is the edge of one (input, output) neuron pair, so the
+                   rewritten layer is the same op with ``|w|^q``); with ``fold_bn=True`` (default) a
                    BatchNorm that directly follows it (and is its only consumer) is folded
                    in *before* ``|.|^q``: ``W' = a W``, ``b' = a b + c`` (eval-mode BN is
                    ``y = a x + c`` with ``a = scale / sqrt(var + eps)``, ``c = bias - a mean``)
@@ -34,10 +36,16 @@ maxpool            sum over the window (padding positions are not neurons: they 
 avgpool            sum over the window times ``(1/k)^q``, ``k`` the divisor of that window
 global_avgpool     sum over positions times ``(1/(H W))^q``
 flatten            reshape
+concat             concatenation (the union of the input neurons: no edges)
+upsample           nearest: each output neuron copies one input neuron (an edge of weight 1);
+                   bilinear: a linear neuron whose edges are the interpolation coefficients
+                   ``m`` (all >= 0), rewritten as ``m^q`` (coefficients of a repeated source
+                   index are summed first: they are one edge)
 add                sum: a skip is an edge of weight 1 (identity) or a projection branch
                    whose own (folded) biases start paths, exactly like the authors' code
 scale              ``|factor|^q``
-anything else      ``UnsupportedLayerError`` (non-ReLU activations are outside the model)
+anything else      ``UnsupportedLayerError`` (non-ReLU activations, layer/group norm: outside
+                   the model of positively homogeneous DAG networks)
 =================  ======================================================================
 
 BatchNorm convention (``fold_bn``). The path-norm is a function of the parameterization, and
@@ -71,7 +79,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -83,16 +91,18 @@ import pandas as pd
 
 from dynkit.checkpoints.run import iterate
 from dynkit.errors import InvalidArgumentError, UnsupportedLayerError
-from dynkit.models.graph import conv_linear
+from dynkit.models.graph import LINEAR_OPS, conv_linear
+from dynkit.models.ops import apply_upsample, conv_transpose_linear, upsample_maps
 from dynkit.schema import step_epoch, tidy
 from dynkit.validation import check_finite
 
 __all__ = ["SUPPORTED_OPS", "PathNorm", "PlanNode", "bn_affine", "folded_affine",
-           "log_pathnorm_qq", "path_norm", "path_norm_series", "plan"]
+           "linear_map", "log_pathnorm_qq", "path_norm", "path_norm_series", "plan"]
 
 #: Ops the rewritten forward pass understands.
-SUPPORTED_OPS = ("input", "dense", "conv", "batchnorm", "relu", "act", "maxpool", "avgpool",
-                 "global_avgpool", "flatten", "add", "scale")
+SUPPORTED_OPS = ("input", "dense", "conv", "conv_transpose", "batchnorm", "relu", "act",
+                 "maxpool", "avgpool", "global_avgpool", "flatten", "add", "scale", "concat",
+                 "upsample")
 
 _LOG_FLOAT64_MAX = math.log(np.finfo(np.float64).max)
 _BN_KEYS = ("scale", "bias", "mean", "var")
@@ -222,7 +232,7 @@ def plan(model, fold_bn: bool = True) -> tuple:
         _check_supported(n)
         if fold_bn and n.op == "batchnorm":
             src = by_name[n.inputs[0]]
-            if src.op in ("dense", "conv") and consumers[src.name] == [n.name]:
+            if src.op in LINEAR_OPS and consumers[src.name] == [n.name]:
                 folded_into[src.name] = n.name
     folded = set(folded_into.values())
     return tuple(
@@ -239,7 +249,7 @@ def _needed_params(model, params, the_plan) -> dict:
     """The parameter arrays the rewritten pass reads, checked for presence."""
     wanted: dict[str, tuple[str, ...]] = {}
     for name, op, _, _, fold in the_plan:
-        if op in ("dense", "conv"):
+        if op in LINEAR_OPS:
             wanted[name] = ("w",)
             if fold:
                 wanted[fold] = _BN_KEYS
@@ -371,6 +381,20 @@ def folded_affine(p, attrs, bn=None, bn_attrs=None):
     return w, b
 
 
+def linear_map(op: str, attrs) -> Callable:
+    """The linear map ``(x, w) -> y`` of a dense, conv or conv_transpose node (no multiplier,
+    no bias); applied to ``|w|^q`` it is the node's rewritten layer.
+
+    Example:
+        >>> import numpy as np
+        >>> linear_map("dense", {})(np.ones((1, 2)), np.full((2, 3), 0.5))
+        array([[1., 1., 1.]])
+    """
+    if op == "dense":
+        return lambda x, w: x @ w
+    return conv_linear(attrs) if op == "conv" else conv_transpose_linear(attrs)
+
+
 def _as64(tree):
     return jax.tree_util.tree_map(lambda t: jnp.asarray(t, jnp.float64), tree)
 
@@ -378,17 +402,25 @@ def _as64(tree):
 def _step(op, frozen, fold_frozen, q, ins, p, bn):
     """One node of the rewritten network on scaled inputs ``ins = [(h, s), ...]``."""
     a = _attrs(frozen)
-    if op in ("dense", "conv"):
+    if op in LINEAR_OPS:
         w, b = folded_affine(_as64(p), a, _as64(bn) if bn is not None else None,
                         _attrs(fold_frozen) if fold_frozen is not None else None)
-        linear = (lambda x, ww: x @ ww) if op == "dense" else conv_linear(a)
-        return _renorm(*_affine(*ins[0], w, b, q, linear))
+        return _renorm(*_affine(*ins[0], w, b, q, linear_map(op, a)))
     if op == "batchnorm":
         scale, shift = bn_affine(_as64(p), a)
         return _renorm(*_affine(*ins[0], scale, shift, q, lambda x, ww: x * ww))
     if op == "add":
         return _add_scaled(ins)
+    if op == "concat":
+        t = jnp.max(jnp.stack([s for _, s in ins]))
+        return jnp.concatenate([h * jnp.exp(s - t) for h, s in ins], axis=-1), t
     x, s = ins[0]
+    if op == "upsample":
+        mode = a.get("mode", "nearest")
+        maps = upsample_maps(x.shape[1:-1], a)
+        if mode != "nearest":
+            maps = [jnp.asarray(m, jnp.float64) ** q for m in maps]
+        return apply_upsample(x, maps, mode), s
     if op == "maxpool":
         return _sum_pool(x, a)[0], s
     if op == "avgpool":

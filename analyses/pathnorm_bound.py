@@ -24,11 +24,12 @@ Conventions of this implementation (all explicit in ``PathNormBound``):
 * ``B`` is ``max(input_bound, 1)``: the bias paths of ``Phi`` see the constant input 1, so an
   input bound below 1 is not used (this can only enlarge the bound).
 * ``D`` defaults to the number of edge layers on the longest input-to-output path of the
-  neuron DAG that ``path_norm`` evaluates: dense, conv, stand-alone BatchNorm, pooling, add
-  (the skip edge) and scale nodes count one each; relu, flatten and BatchNorm folded into
-  its convolution count zero (with ``fold_bn=False`` every BatchNorm is stand-alone). This
-  gives 28 for ResNet-18 (18 weight layers, 2 pools, 8 adds); the authors' Table 2 uses the
-  nominal depth (18). Pass ``depth=`` to override.
+  neuron DAG that ``path_norm`` evaluates: dense, conv, conv_transpose, stand-alone BatchNorm,
+  pooling, upsample, add (the skip edge) and scale nodes count one each; relu, flatten, concat
+  (a union of neurons, no edges) and BatchNorm folded into its convolution count zero (with
+  ``fold_bn=False`` every BatchNorm is stand-alone). This gives 28 for ResNet-18 (18 weight
+  layers, 2 pools, 8 adds); the authors' Table 2 uses the nominal depth (18). Pass ``depth=``
+  to override.
 * ``K = 1`` and ``P = 0`` when there is no max-pooling.
 * The theorem bounds a supremum over a parameter set fixed before seeing the data; plugging
   in the trained ``theta`` is the usual heuristic reading, as in the paper's Sec. 4.
@@ -47,9 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dynkit.analyses.pathnorm import bn_affine, folded_affine, path_norm, plan
+from dynkit.analyses.pathnorm import bn_affine, folded_affine, linear_map, path_norm, plan
 from dynkit.errors import InvalidArgumentError
-from dynkit.models.graph import conv_linear
 from dynkit.registry import METRICS
 
 __all__ = ["ArchitectureConstants", "OperatorNormProduct", "PathNormBound",
@@ -57,8 +57,8 @@ __all__ = ["ArchitectureConstants", "OperatorNormProduct", "PathNormBound",
            "pathnorm_metric", "theorem_constants"]
 
 #: Plan ops that are one layer of edges in the neuron DAG.
-_EDGE_OPS = ("dense", "conv", "batchnorm", "maxpool", "avgpool", "global_avgpool", "add",
-             "scale")
+_EDGE_OPS = ("dense", "conv", "conv_transpose", "batchnorm", "maxpool", "avgpool",
+             "global_avgpool", "upsample", "add", "scale")
 
 
 @dataclass(frozen=True)
@@ -337,12 +337,12 @@ def _input_shapes(model, names) -> dict:
     return {n: (1, *shapes[model.node(n).inputs[0]]) for n in names}
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2))
-def _conv_power_iteration(frozen, shape, n_iter, w, seed):
-    """``||A||_2`` of the convolution ``A x = conv(x, w)`` on inputs of ``shape`` by power
-    iteration on ``A^T A`` (float64; compiled once per conv signature). Converges from below:
-    the result is a lower estimate of the exact norm."""
-    linear = conv_linear(dict(frozen))
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _conv_power_iteration(op, frozen, shape, n_iter, w, seed):
+    """``||A||_2`` of the (transposed, ``op``) convolution ``A x = conv(x, w)`` on inputs of
+    ``shape`` by power iteration on ``A^T A`` (float64; compiled once per conv signature).
+    Converges from below: the result is a lower estimate of the exact norm."""
+    linear = linear_map(op, dict(frozen))
 
     def op(x):
         return linear(x, w)
@@ -363,12 +363,14 @@ def operator_norm_product(model, params, *, n_iter: int = 100, seed: int = 0
     """Product of the spectral norms of the linear layers, ``prod_l ||A_l||_2``, in log space.
 
     The classic capacity measure of Bartlett et al. 2017 / Neyshabur et al. 2018. ``A_l`` is:
-    a dense layer's effective matrix ``w_mult W`` (exact, via SVD); a convolution as the linear
-    operator on its actual input shape (padding and stride included), with a following BatchNorm
-    folded in, its norm estimated by ``n_iter`` power iterations on ``A^T A`` (an estimate from
-    below, not a certified upper bound); a stand-alone BatchNorm ``max |a|``; a ``scale`` node
-    ``|factor|``. Biases, pooling and skip connections do not enter (so for residual networks
-    this is the classic comparison, not a Lipschitz bound).
+    a dense layer's effective matrix ``w_mult W`` (exact, via SVD); a convolution or transposed
+    convolution as the linear operator on its actual input shape (padding, stride, dilation,
+    groups included), with a following BatchNorm folded in, its norm estimated by ``n_iter``
+    power iterations on ``A^T A`` (an estimate from below, not a certified upper bound); a
+    stand-alone BatchNorm ``max |a|``; a ``scale`` node ``|factor|``. Biases, pooling,
+    upsampling (parameter-free, like pooling), concatenation and skip connections do not enter
+    (so for residual networks and U-Nets this is the classic comparison, not a Lipschitz
+    bound).
 
     Args:
         model: a ``dynkit.models.Model``.
@@ -393,21 +395,21 @@ def operator_norm_product(model, params, *, n_iter: int = 100, seed: int = 0
         [('fc0', 1.0), ('head', 1.414214)]
     """
     the_plan = plan(model)
-    convs = [name for name, op, *_ in the_plan if op == "conv"]
+    convs = [name for name, op, *_ in the_plan if op in ("conv", "conv_transpose")]
     shapes = _input_shapes(model, convs) if convs else {}
     layers = []
     with jax.enable_x64(True):
         for node in the_plan:
             name, op, frozen, fold, a = node.name, node.op, node.frozen, node.fold, node.attrs
-            if op in ("dense", "conv"):
+            if op in ("dense", "conv", "conv_transpose"):
                 bn = _np64(params[fold]) if fold else None
                 bn_attrs = model.node(fold).attrs if fold else None
                 w, _ = folded_affine(_np64(params[name]), a, bn, bn_attrs)
                 if op == "dense":
                     norm = float(np.linalg.norm(w, 2))
                 else:
-                    norm = float(_conv_power_iteration(_conv_key(frozen), tuple(shapes[name]),
-                                                       int(n_iter), w, seed))
+                    norm = float(_conv_power_iteration(op, _conv_key(frozen),
+                                                       tuple(shapes[name]), int(n_iter), w, seed))
             elif op == "batchnorm":
                 norm = float(np.max(np.abs(bn_affine(_np64(params[name]), a)[0])))
             elif op == "scale":
@@ -426,7 +428,8 @@ def _np64(p) -> dict:
 
 def _conv_key(frozen) -> tuple:
     """The attributes that define a convolution operator (shared by identical layers)."""
-    return tuple((k, v) for k, v in frozen if k in ("kernel", "stride", "padding"))
+    return tuple((k, v) for k, v in frozen if k in ("kernel", "stride", "padding", "dilation",
+                                                    "groups", "output_padding"))
 
 
 # --------------------------------------------------------------------- metric

@@ -8,11 +8,18 @@ weights touching it (weight matching), or the similarity of the units' activatio
 
 The spec is derived from the layer graph:
 
-* each dense/conv node not feeding the logits opens a *group* (its output channels);
-* channel-preserving ops (relu, act, batchnorm, pools, global pooling, scale) pass the group on;
+* each dense/conv/conv_transpose node not feeding the logits opens a *group* (its output
+  channels);
+* channel-preserving ops (relu, act, batchnorm, layernorm, pools, global pooling, upsample,
+  scale) pass the group on (batchnorm and layernorm permute their per-channel parameters);
 * ``add`` ties the groups of its inputs (residual streams share one permutation);
 * ``flatten`` passes the group on with a repeat factor: channel-last flattening sends index
   ``s·C + c`` to ``s·C + π(c)``.
+
+Not supported (``UnsupportedLayerError`` naming the node): ``concat`` (the block-diagonal union
+of its inputs' permutations is not derived yet), grouped convolutions (a permutation must keep
+each channel in its group) and ``groupnorm`` (a permutation across groups changes the group
+statistics).
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ from types import MappingProxyType
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from dynkit.errors import InvalidArgumentError
-from dynkit.models.graph import Model
+from dynkit.errors import InvalidArgumentError, UnsupportedLayerError
+from dynkit.models.graph import LINEAR_OPS, Model
 
 __all__ = [
     "ACTIVATION_OBJECTIVES", "Axis", "Permutation", "PermutationSpec", "activation_matching",
@@ -33,7 +40,14 @@ __all__ = [
 ]
 
 #: Ops whose output channels are their input channels.
-_CHANNEL_PRESERVING = ("relu", "act", "batchnorm", "maxpool", "avgpool", "global_avgpool", "scale")
+_CHANNEL_PRESERVING = ("relu", "act", "batchnorm", "layernorm", "maxpool", "avgpool",
+                       "global_avgpool", "upsample", "scale")
+#: Why an op has no permutation rule.
+_UNSUPPORTED = {
+    "concat": "the permutation of a concatenation (the block-diagonal union of its inputs' "
+              "permutations) is not derived yet",
+    "groupnorm": "a channel permutation across its groups changes the group statistics",
+}
 #: Ops whose outputs are post-activation (post-ReLU in a ReLU network) unit values.
 _ACTIVATIONS = ("relu", "act")
 #: Similarities that ``activation_matching`` can maximize, named after their source.
@@ -121,10 +135,15 @@ def permutation_spec(model: Model) -> PermutationSpec:
     it); ``permutation_spec.cache_info()`` reports the hits.
 
     Args:
-        model: the network; its ops must be dense, conv, channel-preserving ops, flatten, add.
+        model: the network; its ops must be dense, conv (``groups=1``), conv_transpose,
+            channel-preserving ops, flatten, add.
 
     Returns:
         PermutationSpec: the groups, the nodes carrying each, and the group sizes.
+
+    Raises:
+        UnsupportedLayerError: naming the first node without a permutation rule (module
+            docstring).
 
     References:
         Ainsworth, Hayase & Srinivasa 2023, "Git Re-Basin", Sec. 3 (permutation specs).
@@ -139,9 +158,14 @@ def permutation_spec(model: Model) -> PermutationSpec:
     uf = _UnionFind()
     carried: dict[str, tuple[str, int] | None] = {}  # node -> (group seed, repeat) or None
     for n in model.nodes:
+        if n.op in _UNSUPPORTED or int(n.attrs.get("groups", 1)) != 1:
+            why = _UNSUPPORTED.get(n.op, "a permutation must keep each channel in its group")
+            raise UnsupportedLayerError(f"permutation spec: node {n.name!r} ({n.op}, "
+                                        f"groups={n.attrs.get('groups', 1)}) of model "
+                                        f"{model.arch!r} is not supported: {why}")
         if n.op == "input":
             carried[n.name] = None
-        elif n.op in ("dense", "conv"):
+        elif n.op in LINEAR_OPS:
             carried[n.name] = (n.name, 1)
             uf.find(n.name)
         elif n.op in _CHANNEL_PRESERVING:
@@ -165,8 +189,8 @@ def permutation_spec(model: Model) -> PermutationSpec:
                 uf.union(ins[0][0], c[0])
             carried[n.name] = ins[0]
         else:
-            raise InvalidArgumentError(f"permutation spec: unsupported op {n.op!r} "
-                                       f"at node {n.name!r}")
+            raise UnsupportedLayerError(f"permutation spec: unsupported op {n.op!r} "
+                                        f"at node {n.name!r}")
 
     # The group reaching the logits is not permutable, nor anything tied to it.
     blocked = set()
@@ -182,15 +206,15 @@ def permutation_spec(model: Model) -> PermutationSpec:
         if c is not None and uf.find(c[0]) not in blocked:
             g = uf.find(c[0])
             members.setdefault(g, []).append(n.name)
-            if n.op in ("dense", "conv"):
+            if n.op in LINEAR_OPS:
                 sizes[g] = param_shapes[n.name]["w"][-1]
                 groups.setdefault(g, []).append(Axis(n.name, "w", -1))
                 if "b" in param_shapes[n.name]:
                     groups.setdefault(g, []).append(Axis(n.name, "b", 0))
-            elif n.op == "batchnorm":
+            elif n.op in ("batchnorm", "layernorm"):
                 groups.setdefault(g, []).extend(
-                    Axis(n.name, k, 0) for k in ("scale", "bias", "mean", "var"))
-        if n.op in ("dense", "conv"):
+                    Axis(n.name, k, 0) for k in param_shapes.get(n.name, {}))
+        if n.op in LINEAR_OPS:
             src = carried[n.inputs[0]]
             if src is not None and uf.find(src[0]) not in blocked:
                 groups.setdefault(uf.find(src[0]), []).append(Axis(n.name, "w", -2, src[1]))

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from dynkit.checkpoints.run import iterate
 from dynkit.errors import InvalidArgumentError
 from dynkit.evaluate import evaluate
-from dynkit.models.graph import split_params
+from dynkit.models.graph import LINEAR_OPS, split_params
 from dynkit.registry import METRICS
 from dynkit.schema import COLUMNS, REQUIRED, check_tidy, step_epoch, tidy
 
@@ -53,11 +53,11 @@ def performance(model, params, data) -> pd.DataFrame:
 
 @METRICS.register("weights", "Frobenius norm of each layer's effective weight, and in total")
 def weight_norms(model, params, data=None) -> pd.DataFrame:
-    """``‖w_mult · W_l‖_F`` per dense/conv layer and ``(Σ_l ‖·‖_F²)^{1/2}`` over all of them."""
+    """``‖w_mult · W_l‖_F`` per dense/conv/conv_transpose layer and ``(Σ_l ‖·‖_F²)^{1/2}`` over all of them."""
     trainable, _ = split_params(params)
     rows = []
     for node in model.nodes:
-        if node.op in ("dense", "conv"):
+        if node.op in LINEAR_OPS:
             w_mult, _ = model.multipliers(node.name)
             w = np.asarray(trainable[node.name]["w"], dtype=np.float64) * w_mult
             rows.append({"metric": "weight_norm", "layer": node.name,

@@ -437,7 +437,9 @@ def test_unsupported_layers_raise_naming_the_node():
         path_norm(tanh, tanh.init(jax.random.PRNGKey(0)))
     g = GraphBuilder((4,))
     h = g.dense("input", 3, name="fc")
-    h = g.add("ln", "layernorm", [h], (3,))
+    # layernorm became a graph op with parameters (issue #13): it needs num_features now;
+    # path-norms still refuse it
+    h = g.add("ln", "layernorm", [h], (3,), num_features=3)
     model = g.build({"arch": "t"}, g.dense(h, 2, name="head"), h)
     with pytest.raises(UnsupportedLayerError, match="'ln'.*layernorm"):
         path_norm(model, model.init(jax.random.PRNGKey(0)))

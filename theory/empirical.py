@@ -44,7 +44,7 @@ Methods (all exact; they differ in cost only; ``P`` = number of trained paramete
   BatchNorm (eval mode) adds ``⟨Σ_s x̂_s g_s, Σ_t x̂'_t g'_t⟩ + ⟨Σ_s g_s, Σ_t g'_t⟩`` for its
   ``scale`` and ``bias``. No derivative with respect to θ is taken: a layer in the Jacobian
   form holds its per-example Jacobian ``(N, O, K, C)``, one in the Gram form only ``a, g``.
-* ``"auto"`` (see ``choose_method``): ``"structured"`` for dynkit models; otherwise
+* ``"auto"`` (see ``choose_method``): ``"structured"`` for dynkit models it covers; otherwise
   ``"jacobian"`` when it costs fewer flops than ``"ntvp"`` by the estimates above (with a
   forward pass at ``2P`` flops per example) and its Jacobians fit in ``JACOBIAN_MEMORY_BYTES``,
   else ``"ntvp"``. So: traced kernels and few logits use the Jacobian, full kernels with more
@@ -58,8 +58,10 @@ two tiles' factors. With ``x2 = None`` only the blocks on and above the diagonal
 (a diagonal block reuses its row's factors). Compiled programs are shared by every kernel made
 from the same model or ``apply_fn`` (``_programs``).
 
-``"structured"`` asked for an arbitrary ``apply_fn`` (no layer graph to read) falls back to the
-``"auto"`` choice between ``"jacobian"`` and ``"ntvp"`` with a ``UserWarning``.
+``"structured"`` asked for an arbitrary ``apply_fn`` (no layer graph to read), or for a model
+with layers the structured factors do not cover (grouped or transposed convolutions:
+``empirical_structured.structured_unsupported``), falls back to the ``"auto"`` choice between
+``"jacobian"`` and ``"ntvp"`` with a ``UserWarning``; ``"auto"`` makes that choice silently.
 
 For dynkit models (pass the ``Model``, ``model.apply`` or use ``model_ntk_fn``) the kernel is
 taken in eval mode with respect to the *trainable* parameters only: BatchNorm running
@@ -94,7 +96,7 @@ from dynkit.theory.empirical_checks import (
 )
 from dynkit.theory.empirical_jacobian import contract, jacobian_factors, trace_block
 from dynkit.theory.empirical_ntvp import activation_footprint, ntvp_block
-from dynkit.theory.empirical_structured import structured_factors
+from dynkit.theory.empirical_structured import structured_factors, structured_unsupported
 from dynkit.theory.empirical_tiles import finalize, tiled
 
 __all__ = [
@@ -437,13 +439,19 @@ def _kernel_fn(owner, prepare, method, trace_axes, diagonal_axes, vmap_axes, bat
                 f"inputs; got {n1} and {n2}"
             )
         chosen = method
+        uncovered = structured_unsupported(model) if model is not None else None
+        if chosen == "structured" and uncovered:
+            warnings.warn(f"method='structured' does not cover {uncovered} of model "
+                          f"{model.arch!r}; falling back to the 'auto' choice between "
+                          "'jacobian' and 'ntvp'", UserWarning, stacklevel=2)
+            chosen = "auto"
         itemsize = jnp.dtype(out.dtype).itemsize
         nparams = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(p))
         bs = batch_size or max(n1, n2)
         n1t, n2t = min(bs, n1), min(bs, n2)  # inputs per tile
         if chosen == "auto":
             chosen = choose_method(nparams, n1t, n2t, o, traced, itemsize,
-                                   structured=model is not None)
+                                   structured=model is not None and not uncovered)
         if chosen == "ntvp":
             key = (signature(p, x1, x2), bs)
             if key not in footprints:  # activations of one example (the whole tile if mixed)

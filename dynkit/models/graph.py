@@ -6,8 +6,15 @@ permutation specs from it), so every layer is a plain record ``Node(name, op, in
 Parameters are a nested dict ``{node_name: {param_name: array}}``:
 
 * ``dense``: ``w`` of shape ``(in, out)``, ``b`` of shape ``(out,)`` (if ``attrs["bias"]``);
-* ``conv``: ``w`` of shape ``(*kernel, in, out)`` (HWIO; inputs are NHWC / NWC), ``b``;
-* ``batchnorm``: trainable ``scale``, ``bias``; running statistics ``mean``, ``var``.
+* ``conv``: ``w`` of shape ``(*kernel, in / groups, out)`` (HWIO; inputs are NHWC / NWC), ``b``;
+  attrs ``stride``, ``padding`` (``"SAME"``, ``"VALID"``, an int or one int per axis),
+  ``dilation``, ``groups`` (as in PyTorch);
+* ``conv_transpose``: ``w`` of shape ``(*kernel, in, out)``, ``b`` (``dynkit.models.ops``);
+* ``batchnorm``: trainable ``scale``, ``bias``; running statistics ``mean``, ``var``;
+* ``layernorm`` / ``groupnorm``: trainable ``scale``, ``bias`` (if ``attrs["affine"]``).
+
+Parameter-free ops: ``relu``, ``act``, pools, ``flatten``, ``add``, ``scale`` (multiplication
+by a constant), ``concat`` (channel axis) and ``upsample`` (``dynkit.models.ops``).
 
 Dense and conv layers compute ``w_mult * (x @ w) + b_mult * b``; the multipliers come from the
 parameterization (standard: 1; NTK: ``W_std / sqrt(fan_in)``, Jacot et al. 2018; mean-field:
@@ -30,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
+from dynkit.models import ops
+from dynkit.models.ops import ACTIVATIONS
 
 __all__ = [
     "ACTIVATIONS",
@@ -49,16 +58,10 @@ Params = dict[str, dict[str, Any]]
 #: Parameter entries that are running statistics, not trained by gradient descent.
 STAT_KEYS = ("mean", "var")
 
-#: Elementwise activations a node of op ``"act"`` may name (``relu`` has its own op).
-ACTIVATIONS: dict[str, Callable] = {
-    "tanh": jnp.tanh,
-    "erf": jax.scipy.special.erf,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "sigmoid": jax.nn.sigmoid,
-    "identity": lambda x: x,
-    "leaky_relu": jax.nn.leaky_relu,
-    "abs": jnp.abs,
-}
+#: Ops with parameters ``params[node]`` (the others map their inputs only).
+PARAM_OPS = ("dense", "conv", "conv_transpose", "batchnorm", "layernorm", "groupnorm")
+#: Affine layers ``w_mult * linear(x, w) + b_mult * b`` (``multipliers``, ``effective_affine``).
+LINEAR_OPS = ("dense", "conv", "conv_transpose")
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,9 @@ class Node:
 
     Attributes:
         name: unique node name (mirrors the PyTorch module name, e.g. ``layer1.0.conv1``).
-        op: one of ``input, dense, conv, batchnorm, relu, act, maxpool, avgpool,
-            global_avgpool, flatten, add, scale``.
+        op: one of ``input, dense, conv, conv_transpose, batchnorm, layernorm, groupnorm,
+            relu, act, maxpool, avgpool, global_avgpool, flatten, add, scale, concat,
+            upsample``.
         inputs: names of the nodes feeding it.
         attrs: shapes and hyper-parameters (all JSON-serializable).
 
@@ -160,17 +164,18 @@ class Model:
         return any(n.op == "batchnorm" for n in self.nodes)
 
     def multipliers(self, name: str) -> tuple[float, float]:
-        """``(w_mult, b_mult)`` of dense/conv node ``name``: the layer computes
+        """``(w_mult, b_mult)`` of dense/conv/conv_transpose node ``name``: the layer computes
         ``w_mult * (x @ w) + b_mult * b`` (1 and 1 in the standard parameterization)."""
         node = self.node(name)
-        if node.op not in ("dense", "conv"):
+        if node.op not in LINEAR_OPS:
             raise InvalidArgumentError(f"node {name!r} of model {self.arch!r} is a {node.op!r} "
-                                       "node; multipliers exist for dense and conv nodes only")
+                                       f"node; multipliers exist for {', '.join(LINEAR_OPS)} "
+                                       "nodes only")
         return float(node.attrs.get("w_mult", 1.0)), float(node.attrs.get("b_mult", 1.0))
 
     def effective_affine(self, params: Params, name: str, dtype=None):
-        """The effective affine map ``(w_mult * w, b_mult * b)`` of dense/conv node ``name``,
-        in the stored layout (dense ``(in, out)``, conv HWIO); ``b`` is None without a bias.
+        """The effective affine map ``(w_mult * w, b_mult * b)`` of dense/conv/conv_transpose
+        node ``name``, in the stored layout (dense ``(in, out)``, conv HWIO); ``b`` is None without a bias.
         With ``dtype`` (e.g. ``numpy.float64``) the parameters are converted to numpy arrays of
         that type before the multipliers are applied.
 
@@ -239,13 +244,24 @@ class Model:
                 shapes[n.name] = {"w": (a["in_dim"], a["out_dim"])}
                 if a.get("bias", True):
                     shapes[n.name]["b"] = (a["out_dim"],)
-            elif n.op == "conv":
-                shapes[n.name] = {"w": (*a["kernel"], a["in_ch"], a["out_ch"])}
+            elif n.op in ("conv", "conv_transpose"):
+                groups = int(a.get("groups", 1))
+                if a["in_ch"] % groups or a["out_ch"] % groups:
+                    raise InvalidArgumentError(
+                        f"node {n.name!r}: in_ch={a['in_ch']} and out_ch={a['out_ch']} must be "
+                        f"multiples of groups={groups}")
+                shapes[n.name] = {"w": (*a["kernel"], a["in_ch"] // groups, a["out_ch"])}
                 if a.get("bias", True):
                     shapes[n.name]["b"] = (a["out_ch"],)
             elif n.op == "batchnorm":
                 c = a["num_features"]
                 shapes[n.name] = {k: (c,) for k in ("scale", "bias", "mean", "var")}
+            elif n.op in ("layernorm", "groupnorm") and a.get("affine", True):
+                if "num_features" not in a:
+                    raise InvalidArgumentError(
+                        f"node {n.name!r} ({n.op}) of model {self.arch!r} needs "
+                        "attrs['num_features'] (its channels) for its scale and bias")
+                shapes[n.name] = ops.norm_param_shapes(a)
         return shapes
 
     def check_params(self, *param_sets: Params) -> None:
@@ -296,7 +312,7 @@ class Model:
         """Sample parameters (one compiled call).
 
         ``w ~ N(0, init_std²)``, ``b ~ N(0, b_init_std²)`` with the stds of the parameterization;
-        BatchNorm ``scale=1, bias=0, mean=0, var=1``.
+        BatchNorm ``scale=1, bias=0, mean=0, var=1``; layer/group norm ``scale=1, bias=0``.
 
         Args:
             key: a ``jax.random`` key.
@@ -334,10 +350,9 @@ class Model:
             params.setdefault(name, {})[k] = std * z[offset:offset + size].reshape(shape)
             offset += size
         for name, ps in shapes.items():
-            if "scale" in ps:
-                c = ps["scale"]
-                params[name] = {"scale": jnp.ones(c, dtype), "bias": jnp.zeros(c, dtype),
-                                "mean": jnp.zeros(c, dtype), "var": jnp.ones(c, dtype)}
+            if self.node(name).op in ("batchnorm", "layernorm", "groupnorm"):
+                params[name] = {k: (jnp.ones if k in ("scale", "var") else jnp.zeros)(c, dtype)
+                                for k, c in ps.items()}
         return params
 
     # ----------------------------------------------------------------- forward
@@ -393,10 +408,14 @@ class Model:
                 y, moments = _batchnorm(params[n.name], ins[0], n.attrs, train)
                 if moments is not None:
                     stats[n.name] = moments
-            elif n.op in ("dense", "conv"):
-                y = _OPS[n.op](params[n.name], ins[0], n.attrs)
-            else:
+            elif n.op in PARAM_OPS:
+                y = _OPS[n.op](params.get(n.name, {}), ins[0], n.attrs)
+            elif n.op in _OPS:
                 y = _OPS[n.op](ins, n.attrs)
+            else:
+                raise UnsupportedLayerError(f"node {n.name!r} of model {self.arch!r} has the "
+                                            f"unknown op {n.op!r}; known ops: "
+                                            f"input, batchnorm, {', '.join(_OPS)}")
             if perturb is not None and n.name in perturb:
                 y = y + perturb[n.name]
             env[n.name] = y
@@ -615,11 +634,13 @@ def _dense(p, x, a):
 def conv_linear(attrs) -> Callable:
     """The linear map ``(x, w) -> conv(x, w)`` of a conv node, without multiplier or bias.
 
-    Channels-last (NWC/NHWC/NDHWC, kernels WIO/HWIO/DHWIO), with the node's stride and padding
-    (``"SAME"``, ``"VALID"`` or an int, as in PyTorch).
+    Channels-last (NWC/NHWC/NDHWC, kernels WIO/HWIO/DHWIO), with the node's stride, padding
+    (``"SAME"``, ``"VALID"``, an int or one int per axis, as in PyTorch), ``dilation`` and
+    ``groups`` (kernel ``(*kernel, in / groups, out)``, PyTorch's grouping).
 
     Args:
-        attrs: the conv node's attributes (``kernel``, ``stride``, ``padding``).
+        attrs: the conv node's attributes (``kernel``, ``stride``, ``padding``, ``dilation``,
+            ``groups``).
 
     Returns:
         A function ``(x, w) -> y``.
@@ -633,10 +654,14 @@ def conv_linear(attrs) -> Callable:
     spatial = "HW"[:nd] if nd <= 2 else "DHW"
     dn = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
     pad = attrs.get("padding", "SAME")
-    if isinstance(pad, int):
-        pad = [(pad, pad)] * nd
+    if not isinstance(pad, str):
+        pad = [(p, p) for p in _tuple(pad, nd)]
     strides = _tuple(attrs.get("stride", 1), nd)
-    return lambda x, w: jax.lax.conv_general_dilated(x, w, strides, pad, dimension_numbers=dn)
+    dilation = _tuple(attrs.get("dilation", 1), nd)
+    groups = int(attrs.get("groups", 1))
+    return lambda x, w: jax.lax.conv_general_dilated(
+        x, w, strides, pad, rhs_dilation=dilation, dimension_numbers=dn,
+        feature_group_count=groups)
 
 
 def _conv(p, x, a):
@@ -686,12 +711,17 @@ def _pool(ins, a, kind):
 _OPS: dict[str, Callable] = {
     "dense": _dense,
     "conv": _conv,
+    "conv_transpose": ops.conv_transpose,
+    "layernorm": ops.layernorm,
+    "groupnorm": ops.groupnorm,
     "relu": lambda ins, a: jax.nn.relu(ins[0]),
-    "act": lambda ins, a: ACTIVATIONS[a["fn"]](ins[0]),
+    "act": ops.act,
     "maxpool": lambda ins, a: _pool(ins, a, "max"),
     "avgpool": lambda ins, a: _pool(ins, a, "avg"),
     "global_avgpool": lambda ins, a: jnp.mean(ins[0], axis=tuple(range(1, ins[0].ndim - 1))),
     "flatten": lambda ins, a: ins[0].reshape(ins[0].shape[0], -1),
     "add": lambda ins, a: sum(ins[1:], ins[0]),
     "scale": lambda ins, a: a["factor"] * ins[0],
+    "concat": ops.concat,
+    "upsample": ops.upsample,
 }
