@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +37,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
-from dynkit.models import ops
-from dynkit.models.ops import ACTIVATIONS
+from dynkit.models.ops import ACTIVATIONS, OPS, batchnorm, conv_linear, norm_param_shapes
+from dynkit.models.params import (
+    STAT_KEYS,
+    Params,
+    is_stat_path,
+    merge_params,
+    split_params,
+    trainable_mask,
+)
 
 __all__ = [
     "ACTIVATIONS",
+    "LINEAR_OPS",
+    "PARAM_OPS",
     "STAT_KEYS",
     "Model",
     "Node",
@@ -53,10 +62,6 @@ __all__ = [
     "trainable_mask",
 ]
 
-Params = dict[str, dict[str, Any]]
-
-#: Parameter entries that are running statistics, not trained by gradient descent.
-STAT_KEYS = ("mean", "var")
 
 #: Ops with parameters ``params[node]`` (the others map their inputs only).
 PARAM_OPS = ("dense", "conv", "conv_transpose", "batchnorm", "layernorm", "groupnorm")
@@ -261,7 +266,7 @@ class Model:
                     raise InvalidArgumentError(
                         f"node {n.name!r} ({n.op}) of model {self.arch!r} needs "
                         "attrs['num_features'] (its channels) for its scale and bias")
-                shapes[n.name] = ops.norm_param_shapes(a)
+                shapes[n.name] = norm_param_shapes(a)
         return shapes
 
     def check_params(self, *param_sets: Params) -> None:
@@ -405,17 +410,17 @@ class Model:
             if n.op == "input":
                 y = x
             elif n.op == "batchnorm":
-                y, moments = _batchnorm(params[n.name], ins[0], n.attrs, train)
+                y, moments = batchnorm(params[n.name], ins[0], n.attrs, train)
                 if moments is not None:
                     stats[n.name] = moments
             elif n.op in PARAM_OPS:
-                y = _OPS[n.op](params.get(n.name, {}), ins[0], n.attrs)
-            elif n.op in _OPS:
-                y = _OPS[n.op](ins, n.attrs)
+                y = OPS[n.op](params.get(n.name, {}), ins[0], n.attrs)
+            elif n.op in OPS:
+                y = OPS[n.op](ins, n.attrs)
             else:
                 raise UnsupportedLayerError(f"node {n.name!r} of model {self.arch!r} has the "
                                             f"unknown op {n.op!r}; known ops: "
-                                            f"input, batchnorm, {', '.join(_OPS)}")
+                                            f"input, batchnorm, {', '.join(OPS)}")
             if perturb is not None and n.name in perturb:
                 y = y + perturb[n.name]
             env[n.name] = y
@@ -552,176 +557,10 @@ def _json_default(value):
     return f"<{type(value).__qualname__}>{value!r}"
 
 
-# --------------------------------------------------------------------- parameter helpers
-def is_stat_path(path) -> bool:
-    """True for a pytree path ending in a running-statistics key (``mean``/``var``).
-
-    Example:
-        >>> from jax.tree_util import DictKey
-        >>> is_stat_path((DictKey("bn"), DictKey("var"))), is_stat_path((DictKey("w"),))
-        (True, False)
-    """
-    last = path[-1]
-    return getattr(last, "key", None) in STAT_KEYS
-
-
-def split_params(params: Params) -> tuple[Params, Params]:
-    """Separate BatchNorm running statistics from the trained parameters.
-
-    Args:
-        params: parameters ``{node: {param: array}}``.
-
-    Returns:
-        ``(trainable, stats)``; ``stats`` holds only the nodes with running statistics.
-
-    Example:
-        >>> p = {"bn": {"scale": 1.0, "bias": 0.0, "mean": 0.0, "var": 1.0}, "fc": {"w": 2.0}}
-        >>> split_params(p)
-        ({'bn': {'scale': 1.0, 'bias': 0.0}, 'fc': {'w': 2.0}}, {'bn': {'mean': 0.0, 'var': 1.0}})
-    """
-    trainable = {n: {k: v for k, v in p.items() if k not in STAT_KEYS} for n, p in params.items()}
-    stats = {n: {k: v for k, v in p.items() if k in STAT_KEYS} for n, p in params.items()}
-    return trainable, {n: p for n, p in stats.items() if p}
-
-
-def merge_params(trainable: Params, stats: Params) -> Params:
-    """Inverse of :func:`split_params`.
-
-    Args:
-        trainable: the trained parameters.
-        stats: the running statistics.
-
-    Returns:
-        The merged parameters.
-
-    Example:
-        >>> p = {"bn": {"scale": 1.0, "mean": 0.0}}
-        >>> merge_params(*split_params(p)) == p
-        True
-    """
-    merged = {n: dict(p) for n, p in trainable.items()}
-    for n, p in stats.items():
-        merged.setdefault(n, {}).update(p)
-    return merged
-
-
-def trainable_mask(params: Params):
-    """Pytree of bools: True for trained leaves, False for running statistics (for optax.masked).
-
-    Example:
-        >>> trainable_mask({"bn": {"scale": 1.0, "mean": 0.0}})
-        {'bn': {'scale': True, 'mean': False}}
-    """
-    return {n: {k: k not in STAT_KEYS for k in p} for n, p in params.items()}
-
-
-# --------------------------------------------------------------------- ops
+# --------------------------------------------------------------------- helpers
 def _last_use(nodes: Sequence[Node]) -> dict[str, int]:
     last = {n.name: len(nodes) for n in nodes}
     for i, n in enumerate(nodes):
         for s in n.inputs:
             last[s] = i
     return last
-
-
-def _dense(p, x, a):
-    y = a["w_mult"] * (x @ p["w"])
-    if "b" in p:
-        y = y + a.get("b_mult", 1.0) * p["b"]
-    return y
-
-
-def conv_linear(attrs) -> Callable:
-    """The linear map ``(x, w) -> conv(x, w)`` of a conv node, without multiplier or bias.
-
-    Channels-last (NWC/NHWC/NDHWC, kernels WIO/HWIO/DHWIO), with the node's stride, padding
-    (``"SAME"``, ``"VALID"``, an int or one int per axis, as in PyTorch), ``dilation`` and
-    ``groups`` (kernel ``(*kernel, in / groups, out)``, PyTorch's grouping).
-
-    Args:
-        attrs: the conv node's attributes (``kernel``, ``stride``, ``padding``, ``dilation``,
-            ``groups``).
-
-    Returns:
-        A function ``(x, w) -> y``.
-
-    Example:
-        >>> f = conv_linear({"kernel": [3], "stride": 1, "padding": 1})
-        >>> f(jnp.ones((1, 5, 1)), jnp.ones((3, 1, 1)))[0, :, 0].tolist()
-        [2.0, 3.0, 3.0, 3.0, 2.0]
-    """
-    nd = len(attrs["kernel"])
-    spatial = "HW"[:nd] if nd <= 2 else "DHW"
-    dn = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
-    pad = attrs.get("padding", "SAME")
-    if not isinstance(pad, str):
-        pad = [(p, p) for p in _tuple(pad, nd)]
-    strides = _tuple(attrs.get("stride", 1), nd)
-    dilation = _tuple(attrs.get("dilation", 1), nd)
-    groups = int(attrs.get("groups", 1))
-    return lambda x, w: jax.lax.conv_general_dilated(
-        x, w, strides, pad, rhs_dilation=dilation, dimension_numbers=dn,
-        feature_group_count=groups)
-
-
-def _conv(p, x, a):
-    dtype = jnp.result_type(x, p["w"])  # promote like ``x @ w`` does for dense layers
-    y = a["w_mult"] * conv_linear(a)(x.astype(dtype), p["w"].astype(dtype))
-    if "b" in p:
-        y = y + a.get("b_mult", 1.0) * p["b"]
-    return y
-
-
-def _batchnorm(p, x, a, train):
-    eps = a.get("eps", 1e-5)
-    axes = tuple(range(x.ndim - 1))
-    if train:
-        mean = jnp.mean(x, axes)
-        var = jnp.var(x, axes)
-        count = int(np.prod([x.shape[i] for i in axes]))
-        moments = (mean, var, count)
-    else:
-        mean, var, moments = p["mean"], p["var"], None
-    y = (x - mean) * jax.lax.rsqrt(var + eps) * p["scale"] + p["bias"]
-    return y, moments
-
-
-def _tuple(v, nd):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
-
-
-def _pool(ins, a, kind):
-    x = ins[0]
-    nd = x.ndim - 2
-    win = (1, *_tuple(a["window"], nd), 1)
-    strides = (1, *_tuple(a.get("stride", a["window"]), nd), 1)
-    pad = a.get("padding", "VALID")
-    if isinstance(pad, int):
-        pad = [(0, 0)] + [(pad, pad)] * nd + [(0, 0)]
-    if kind == "max":
-        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, win, strides, pad)
-    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, win, strides, pad)
-    if a.get("count_include_pad", True) or pad == "VALID":
-        return summed / math.prod(win)
-    ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
-    counts = jax.lax.reduce_window(ones, 0.0, jax.lax.add, win, strides, pad)
-    return summed / counts
-
-
-_OPS: dict[str, Callable] = {
-    "dense": _dense,
-    "conv": _conv,
-    "conv_transpose": ops.conv_transpose,
-    "layernorm": ops.layernorm,
-    "groupnorm": ops.groupnorm,
-    "relu": lambda ins, a: jax.nn.relu(ins[0]),
-    "act": ops.act,
-    "maxpool": lambda ins, a: _pool(ins, a, "max"),
-    "avgpool": lambda ins, a: _pool(ins, a, "avg"),
-    "global_avgpool": lambda ins, a: jnp.mean(ins[0], axis=tuple(range(1, ins[0].ndim - 1))),
-    "flatten": lambda ins, a: ins[0].reshape(ins[0].shape[0], -1),
-    "add": lambda ins, a: sum(ins[1:], ins[0]),
-    "scale": lambda ins, a: a["factor"] * ins[0],
-    "concat": ops.concat,
-    "upsample": ops.upsample,
-}

@@ -1,5 +1,7 @@
-"""Graph ops beyond the classic CNN set: concatenation, upsampling, transposed convolution,
-layer and group normalization (the layers of DenseNets, U-Nets and traced PyTorch models).
+"""The forward functions of the graph ops (``OPS``): dense and (grouped, dilated) conv layers,
+BatchNorm, pooling, and the ops beyond the classic CNN set: concatenation, upsampling,
+transposed convolution, layer and group normalization (the layers of DenseNets, U-Nets and
+traced PyTorch models).
 
 All tensors are channels-last (``NWC`` / ``NHWC`` / ``NDHWC``), as in ``dynkit.models.graph``.
 Each function matches its PyTorch counterpart on the same (transposed) tensors:
@@ -30,13 +32,19 @@ can read its coefficients (all non-negative) as edge weights.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dynkit.errors import InvalidArgumentError
+
+__all__ = ["ACTIVATIONS", "OPS", "UPSAMPLE_MODES", "act", "apply_upsample", "batchnorm", "concat",
+           "conv", "conv_linear", "conv_transpose", "conv_transpose_linear", "dense", "groupnorm",
+           "interpolation_matrix", "layernorm", "nearest_index", "norm_param_shapes",
+           "normalize_groups", "normalized", "upsample", "upsample_maps", "upsample_sizes"]
 
 UPSAMPLE_MODES = ("nearest", "bilinear")
 
@@ -297,8 +305,110 @@ def act(ins, a):
     return ACTIVATIONS[fn](x)
 
 
-__all__ = ["ACTIVATIONS", "UPSAMPLE_MODES", "act", "apply_upsample", "concat", "conv_transpose",
-           "conv_transpose_linear", "groupnorm", "interpolation_matrix", "layernorm",
-           "nearest_index", "norm_param_shapes", "normalize_groups", "normalized", "upsample",
-           "upsample_maps", "upsample_sizes"]
 
+
+
+def dense(p, x, a):
+    """``w_mult * (x @ w) + b_mult * b`` of a dense node."""
+    y = a["w_mult"] * (x @ p["w"])
+    if "b" in p:
+        y = y + a.get("b_mult", 1.0) * p["b"]
+    return y
+
+
+def conv_linear(attrs) -> Callable:
+    """The linear map ``(x, w) -> conv(x, w)`` of a conv node, without multiplier or bias.
+
+    Channels-last (NWC/NHWC/NDHWC, kernels WIO/HWIO/DHWIO), with the node's stride, padding
+    (``"SAME"``, ``"VALID"``, an int or one int per axis, as in PyTorch), ``dilation`` and
+    ``groups`` (kernel ``(*kernel, in / groups, out)``, PyTorch's grouping).
+
+    Args:
+        attrs: the conv node's attributes (``kernel``, ``stride``, ``padding``, ``dilation``,
+            ``groups``).
+
+    Returns:
+        A function ``(x, w) -> y``.
+
+    Example:
+        >>> f = conv_linear({"kernel": [3], "stride": 1, "padding": 1})
+        >>> f(jnp.ones((1, 5, 1)), jnp.ones((3, 1, 1)))[0, :, 0].tolist()
+        [2.0, 3.0, 3.0, 3.0, 2.0]
+    """
+    nd = len(attrs["kernel"])
+    spatial = "HW"[:nd] if nd <= 2 else "DHW"
+    dn = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
+    pad = attrs.get("padding", "SAME")
+    if not isinstance(pad, str):
+        pad = [(p, p) for p in _tuple(pad, nd)]
+    strides = _tuple(attrs.get("stride", 1), nd)
+    dilation = _tuple(attrs.get("dilation", 1), nd)
+    groups = int(attrs.get("groups", 1))
+    return lambda x, w: jax.lax.conv_general_dilated(
+        x, w, strides, pad, rhs_dilation=dilation, dimension_numbers=dn,
+        feature_group_count=groups)
+
+
+def conv(p, x, a):
+    """``w_mult * conv(x, w) + b_mult * b`` of a conv node (``conv_linear``)."""
+    dtype = jnp.result_type(x, p["w"])  # promote like ``x @ w`` does for dense layers
+    y = a["w_mult"] * conv_linear(a)(x.astype(dtype), p["w"].astype(dtype))
+    if "b" in p:
+        y = y + a.get("b_mult", 1.0) * p["b"]
+    return y
+
+
+def batchnorm(p, x, a, train):
+    """BatchNorm of a channels-last ``x``: ``(y, moments)``, with the batch moments
+    ``(mean, var, count)`` in train mode (else the running statistics are used and
+    ``moments`` is None)."""
+    eps = a.get("eps", 1e-5)
+    axes = tuple(range(x.ndim - 1))
+    if train:
+        mean = jnp.mean(x, axes)
+        var = jnp.var(x, axes)
+        count = int(np.prod([x.shape[i] for i in axes]))
+        moments = (mean, var, count)
+    else:
+        mean, var, moments = p["mean"], p["var"], None
+    y = (x - mean) * jax.lax.rsqrt(var + eps) * p["scale"] + p["bias"]
+    return y, moments
+
+
+def _pool(ins, a, kind):
+    x = ins[0]
+    nd = x.ndim - 2
+    win = (1, *_tuple(a["window"], nd), 1)
+    strides = (1, *_tuple(a.get("stride", a["window"]), nd), 1)
+    pad = a.get("padding", "VALID")
+    if isinstance(pad, int):
+        pad = [(0, 0)] + [(pad, pad)] * nd + [(0, 0)]
+    if kind == "max":
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, win, strides, pad)
+    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, win, strides, pad)
+    if a.get("count_include_pad", True) or pad == "VALID":
+        return summed / math.prod(win)
+    ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
+    counts = jax.lax.reduce_window(ones, 0.0, jax.lax.add, win, strides, pad)
+    return summed / counts
+
+
+#: The forward function of every op but ``input`` and ``batchnorm``: ``(p, x, attrs)`` for the
+#: parameter-carrying ops of ``graph.PARAM_OPS``, ``(inputs, attrs)`` for the others.
+OPS: dict[str, Callable] = {
+    "dense": dense,
+    "conv": conv,
+    "conv_transpose": conv_transpose,
+    "layernorm": layernorm,
+    "groupnorm": groupnorm,
+    "relu": lambda ins, a: jax.nn.relu(ins[0]),
+    "act": act,
+    "maxpool": lambda ins, a: _pool(ins, a, "max"),
+    "avgpool": lambda ins, a: _pool(ins, a, "avg"),
+    "global_avgpool": lambda ins, a: jnp.mean(ins[0], axis=tuple(range(1, ins[0].ndim - 1))),
+    "flatten": lambda ins, a: ins[0].reshape(ins[0].shape[0], -1),
+    "add": lambda ins, a: sum(ins[1:], ins[0]),
+    "scale": lambda ins, a: a["factor"] * ins[0],
+    "concat": concat,
+    "upsample": upsample,
+}
