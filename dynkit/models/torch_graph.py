@@ -528,11 +528,12 @@ class _Importer:
         self._scale(fx, op, a, invert=True)
 
     def op_flatten(self, fx, op, a):
-        x = self.value(fx, fx.args[0], ("map", "vec", "pooled"))
+        x = self.value(fx, fx.args[0], ("map", "vec", "pooled", "flat"))
         out = tuple(fx.meta["val"].shape)
         if out == x.shape:
             self.env[fx.name] = x
             return
+        x = self.value(fx, fx.args[0], ("map", "vec", "pooled"))
         if len(out) != 2 or out[0] != x.shape[0]:
             self.unsupported(fx, f"a reshape of {x.shape} to {out}: dynkit reshapes only to "
                                  "(N, -1)")
