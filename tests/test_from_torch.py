@@ -365,3 +365,16 @@ def test_missing_torch_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
     with pytest.raises(MissingDependencyError, match=r"pip install 'dynkit\[torch\]'"):
         dk.models.from_torch(object(), object())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("arch", ["resnet50", "densenet121"])
+def test_torchvision_parity_slow(torchvision, arch, dtype):
+    """torchvision ResNet-50 (bottlenecks) and DenseNet-121 (dense blocks: concatenation,
+    transitions), random weights and BatchNorm statistics."""
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, arch)(weights=None, num_classes=7)
+    model, _ = check_parity(net, (2, 3, 64, 64), dtype)
+    assert (model.feature, model.output) == (("avgpool", "fc") if arch == "resnet50"
+                                             else ("avgpool", "classifier"))
