@@ -281,6 +281,34 @@ def test_load_checkpoint_state_dict_mismatch_names_the_tensor(tmp_path):
         dk.load_checkpoint(tmp_path / "extra.pt", model=net)
 
 
+def test_native_checkpoint_of_an_imported_model(tmp_path):
+    """A traced model saved by dynkit loads back with the torch module as the template."""
+    net = randomize(SkipCNN().double(), seed=3)
+    x = torch.zeros(1, 3, 8, 8, dtype=torch.float64)
+    model, params = dk.models.from_torch(net, x)
+    path = dk.save_checkpoint(tmp_path / "skip.safetensors", model, params, step=3)
+    ckpt = dk.load_checkpoint(path, model=SkipCNN().double().eval(), example_input=x)
+    assert ckpt.model == model and ckpt.step == 3
+    for node, ps in params.items():
+        for k, v in ps.items():
+            np.testing.assert_array_equal(np.asarray(ckpt.params[node][k]), np.asarray(v))
+
+
+def test_functional_op_names_avoid_module_names():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.add = nn.Linear(3, 3)
+
+        def forward(self, x):
+            h = x + x
+            return self.add(h)
+
+    model, _ = check_parity(Net(), (2, 3), torch.float64)
+    assert [(n.name, n.op) for n in model.nodes] == [("input", "input"), ("add_1", "add"),
+                                                     ("add", "dense")]
+
+
 # --------------------------------------------------------------------- bad input
 class Attention(nn.Module):
     def forward(self, x):

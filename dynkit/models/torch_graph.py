@@ -206,7 +206,9 @@ class _Importer:
         self.keys = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
         self.user_inputs = list(sig.user_inputs)
         self.nodes: list[Node] = [Node("input", "input")]
-        self.names = {"input"}
+        self.names = {"input"}  # every node's
+        self.param_nodes: set[str] = set()  # the nodes named after a module with parameters
+        self.modules = {name for name, _ in module.named_modules() if name}
         self.env: dict[str, _Value] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -231,7 +233,7 @@ class _Importer:
             leaf = False
         base = path if leaf else (f"{path}.{op}" if path else op)
         name, i = base, 0
-        while name in self.names:
+        while name in self.names or (name != path and name in self.modules):
             i += 1
             name = f"{base}_{i}"
         return name
@@ -272,8 +274,9 @@ class _Importer:
         if len(prefixes) != 1:
             self.unsupported(fx_node, f"parameters of several modules {sorted(prefixes)}")
         name = prefixes.pop()
-        if name in self.names:
+        if name in self.param_nodes:
             self.unsupported(fx_node, f"module {name!r} is called twice (shared weights)")
+        self.param_nodes.add(name)
         return name
 
     # ------------------------------------------------------------------ main loop
@@ -481,13 +484,12 @@ class _Importer:
         if mode == "bilinear":
             attrs["align_corners"] = bool(a.get("align_corners"))
         factors = a.get("scale_factors")
-        if factors is None:
+        if factors is None:  # the .default overloads: output_size and per-axis scales
             factors = [a.get(k) for k in ("scales_h", "scales_w", "scales") if a.get(k)] or None
-        if a.get("output_size") is not None or factors is None:
+        if factors is None:
             attrs["size"] = list(out)
-        elif all(float(f).is_integer() and f >= 1 for f in factors):
-            attrs["scale_factor"] = [int(f) for f in _ints([int(f) for f in factors],
-                                                           len(spatial))]
+        elif all(float(f).is_integer() and f >= 1 for f in factors):  # torch maps by 1/factor
+            attrs["scale_factor"] = _ints([int(f) for f in factors], len(spatial))
         else:
             self.unsupported(fx, f"a non-integer scale_factor {list(factors)}; give size=")
         self.add(fx, self.name_for(fx, "upsample"), "upsample", [x], "map", **attrs)
