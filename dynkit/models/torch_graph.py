@@ -80,7 +80,9 @@ def from_torch(module, example_input) -> tuple[Model, Params]:
     The module is traced by ``torch.export.export(module, (example_input,))``; every ATen op
     maps to one dynkit node (see the module docstring for the op list, names and layouts). The
     model takes channels-last inputs: ``model.apply(params, x.permute(0, 2, 3, 1))`` equals
-    ``module(x)`` (a map-valued output is channels-last as well).
+    ``module(x)``. A map-valued output is channels-last as well, and a global pool's
+    ``(N, C, 1, 1)`` output comes back as ``(N, C)``. ``model.features`` is the input of the
+    last ``Linear`` (a flattened map's features in dynkit's ``(H, W, C)`` order).
 
     Args:
         module: an ``nn.Module`` in eval mode (``module.eval()``).
