@@ -99,7 +99,8 @@ def conv_modules():
         nn.GroupNorm(3, 6), nn.SiLU(), nn.Conv2d(6, 8, 3, padding="same", bias=False),
         nn.MaxPool2d(3, stride=1, padding=1), nn.AvgPool2d(2, padding=1, count_include_pad=False),
         nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1),
-        nn.AdaptiveAvgPool2d(3), nn.AvgPool2d(1), nn.Flatten(), nn.Linear(36, 5))
+        nn.AdaptiveAvgPool2d(3), nn.AvgPool2d(1), nn.AdaptiveAvgPool2d((6, 3)),
+        nn.AdaptiveAvgPool2d((3, 3)), nn.Flatten(), nn.Linear(36, 5))
 
 
 def conv1d_modules():
@@ -397,12 +398,15 @@ def test_missing_torch_names_the_pip_command(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("arch", ["resnet50", "densenet121"])
+@pytest.mark.parametrize("arch", ["resnet50", "densenet121", "vgg11_bn"])
 def test_torchvision_parity_slow(torchvision, arch, dtype):
-    """torchvision ResNet-50 (bottlenecks) and DenseNet-121 (dense blocks: concatenation,
-    transitions), random weights and BatchNorm statistics."""
+    """torchvision ResNet-50 (bottlenecks), DenseNet-121 (dense blocks: concatenation,
+    transitions) and VGG-11-BN (on 32x32 inputs its AdaptiveAvgPool2d(7) replicates a 1x1
+    map), random weights and BatchNorm statistics."""
     torch.manual_seed(0)
     net = getattr(torchvision.models, arch)(weights=None, num_classes=7)
-    model, _ = check_parity(net, (2, 3, 64, 64), dtype)
-    assert (model.feature, model.output) == (("avgpool", "fc") if arch == "resnet50"
-                                             else ("avgpool", "classifier"))
+    size = 32 if arch == "vgg11_bn" else 64
+    model, _ = check_parity(net, (2, 3, size, size), dtype)
+    assert (model.feature, model.output) == {
+        "resnet50": ("avgpool", "fc"), "densenet121": ("avgpool", "classifier"),
+        "vgg11_bn": ("classifier.4", "classifier.6")}[arch]  # Dropout classifier.5: no node

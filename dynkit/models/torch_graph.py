@@ -29,7 +29,7 @@ Supported ops: ``Linear``, ``Conv1d/2d`` (stride, padding, dilation, groups),
 ``ConvTranspose1d/2d`` (groups 1), ``BatchNorm1d/2d`` (affine, with running statistics),
 ``LayerNorm`` (over the features of a ``(N, C)`` tensor), ``GroupNorm``; ReLU, LeakyReLU, GELU,
 SiLU, Tanh, Sigmoid (modules and functional calls); ``MaxPool``, ``AvgPool``,
-``AdaptiveAvgPool`` (global or an exact divisor), ``mean`` over the spatial axes; nearest and
+``AdaptiveAvgPool`` (global, an exact divisor or multiple of the input size), ``mean`` over the spatial axes; nearest and
 (bi)linear ``Upsample``/``F.interpolate``; ``flatten``/``view``/``reshape`` to ``(N, -1)``,
 ``torch.cat`` on channels, ``+`` of two tensors, multiplication or division by a constant,
 ``Dropout``/``Identity``. Anything else raises ``UnsupportedLayerError`` naming the module path
@@ -464,9 +464,12 @@ class _Importer:
             window = [n // o for n, o in zip(spatial, out)]
             self.add(fx, self.name_for(fx, "avgpool"), "avgpool", [x], "map", window=window,
                      stride=window, padding="VALID")
+        elif all(o % n == 0 for n, o in zip(spatial, out)):  # each bin holds one pixel
+            self.add(fx, self.name_for(fx, "avgpool"), "upsample", [x], "map", mode="nearest",
+                     scale_factor=[o // n for n, o in zip(spatial, out)])
         else:
-            self.unsupported(fx, f"output_size {out} does not divide the input size "
-                                 f"{list(spatial)}")
+            self.unsupported(fx, f"output_size {out} neither divides nor is a multiple of the "
+                                 f"input size {list(spatial)}")
 
     def op_mean(self, fx, op, a):
         x = self.value(fx, a["self"], ("map",))
