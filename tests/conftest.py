@@ -33,3 +33,38 @@ def quick_figure(tmp_path):
         return table
 
     return make
+
+
+_TORCHVISION_SHIM = []  # keeps the shim's torch.library.Library alive for the session
+
+
+@pytest.fixture(scope="session")
+def torchvision():
+    """torchvision (a test-only extra), skipped when it is not installed.
+
+    The torchvision wheel pip pairs with the CPU torch is built for CUDA torch, and its import
+    fails with ``operator torchvision::nms does not exist``. Its pure-Python model code works
+    once the two missing operator schemas are declared, so this fixture declares them and
+    imports again. The shim lives here, in the tests, never in the package: dynkit itself does
+    not use torchvision.
+    """
+    import importlib
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision is not installed")
+    try:
+        return importlib.import_module("torchvision")
+    except RuntimeError as exc:
+        if "torchvision::nms" not in str(exc):
+            raise
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]
+    import torch
+
+    lib = torch.library.Library("torchvision", "DEF")
+    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.define("qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor")
+    _TORCHVISION_SHIM.append(lib)
+    return importlib.import_module("torchvision")

@@ -23,6 +23,8 @@ MAPPED = ("dynkit.theory", "dynkit.analyses", "dynkit.figures")
 SIDE_EFFECTS = {"dynkit.__main__"}
 #: Modules whose examples take more than ~5 s on a 2-core CPU (measured in a full run).
 SLOW = {"dynkit.theory.two_layer_train"}
+#: Modules whose examples build torch modules (the optional ``dynkit[torch]`` extra).
+NEEDS_TORCH = {"dynkit.models.torch_graph"}
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
@@ -43,6 +45,8 @@ def _param(name: str):
 
 @pytest.mark.parametrize("name", [_param(n) for n in module_names()])
 def test_module_examples(name):
+    if name in NEEDS_TORCH:
+        pytest.importorskip("torch")
     module = importlib.import_module(name)
     tests = [t for t in doctest.DocTestFinder().find(module, name) if t.examples]
     if not tests:

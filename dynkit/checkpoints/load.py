@@ -19,7 +19,7 @@ from dynkit.checkpoints.native import (
     warn_nonfinite,
 )
 from dynkit.checkpoints.torch_import import convert_state_dict, read_pt
-from dynkit.errors import CheckpointError, DynkitError
+from dynkit.errors import CheckpointError, DynkitError, InvalidArgumentError
 
 __all__ = [
     "Checkpoint", "load_checkpoint",
@@ -55,7 +55,7 @@ class Checkpoint:
     path: Path
 
 
-def load_checkpoint(path, *, model=None) -> Checkpoint:
+def load_checkpoint(path, *, model=None, example_input=None) -> Checkpoint:
     """Load a checkpoint safely (no code from the file is ever executed).
 
     * dynkit safetensors/npz (written by ``save_checkpoint``): the model is rebuilt from the
@@ -64,6 +64,9 @@ def load_checkpoint(path, *, model=None) -> Checkpoint:
       torch-named tensors): ``model=`` is required; the tensors are converted with the name map
       of ``model.arch`` (``dynkit.checkpoints.convert_state_dict``). ``.pt`` files are read with
       ``torch.load(weights_only=True)`` and need the ``dynkit[torch]`` extra.
+    * ``model=`` may also be a PyTorch module *instance* (eval mode) with ``example_input=``
+      (an input batch): it is traced with ``dynkit.models.from_torch`` and the file's
+      state_dict is loaded into the traced graph (its own weights are not used).
 
     The format is detected from the content, so a renamed file is never misread. Errors are
     ``CheckpointError`` (missing, truncated, corrupt, foreign, unsafe, wrong keys) or
@@ -71,7 +74,10 @@ def load_checkpoint(path, *, model=None) -> Checkpoint:
 
     Args:
         path: the checkpoint file.
-        model: the ``Model`` to load into (required for foreign files).
+        model: the ``Model`` to load into (required for foreign files), or a torch
+            ``nn.Module`` instance to trace.
+        example_input: with a torch module as ``model``, an input batch to trace it with
+            (e.g. ``torch.zeros(1, 3, 32, 32)``).
 
     Returns:
         A ``Checkpoint``.
@@ -91,6 +97,17 @@ def load_checkpoint(path, *, model=None) -> Checkpoint:
         (7, ['fc0', 'head'])
     """
     path = Path(path)
+    module = None
+    if model is not None and _is_torch_module(model):
+        if example_input is None:
+            raise InvalidArgumentError(
+                "load_checkpoint(model=<torch module>) traces the module and needs "
+                "example_input=, an input batch such as torch.zeros(1, 3, 32, 32)")
+        from dynkit.models.torch_graph import trace_torch
+
+        module, model = model, trace_torch(model, example_input)
+    elif example_input is not None:
+        raise InvalidArgumentError("example_input= is used only with a torch module as model=")
     fmt = sniff_format(path)
     source = repr(str(path))
     step = None
@@ -118,11 +135,23 @@ def load_checkpoint(path, *, model=None) -> Checkpoint:
             f"say which architecture it holds: pass model=, e.g. "
             f"load_checkpoint(path, model=dynkit.models.resnet18(...))"
         )
+    if module is not None:
+        from dynkit.models.torch_graph import used_state_dict
+
+        tensors = used_state_dict(model, module, tensors)
     try:
         params = convert_state_dict(model, tensors)
     except DynkitError as exc:
         raise type(exc)(f"{source}: {exc}") from exc
     return Checkpoint(model, params, step, {"source": fmt}, path)
+
+
+def _is_torch_module(obj) -> bool:
+    """Whether ``obj`` is a ``torch.nn.Module`` (without importing torch when it is absent)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
 
 
 def _rebuild(config: Mapping[str, Any], source: str):

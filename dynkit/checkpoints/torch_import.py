@@ -12,8 +12,10 @@ Tensor layouts (torch -> dynkit):
 
 * ``Linear.weight`` ``(out, in)`` -> dense ``w`` ``(in, out)``;
 * ``Conv{1,2,3}d.weight`` ``(O, I, *k)`` -> conv ``w`` ``(*k, I, O)`` (inputs NCHW -> NHWC);
+* ``ConvTranspose{1,2}d.weight`` ``(I, O, *k)`` -> conv_transpose ``w`` ``(*k, I, O)``;
 * ``BatchNorm.weight, bias, running_mean, running_var`` -> ``scale, bias, mean, var``
-  (``num_batches_tracked`` is ignored);
+  (``num_batches_tracked`` is ignored); ``LayerNorm``/``GroupNorm.weight, bias`` ->
+  ``scale, bias``;
 * a ``Linear`` reading a flattened feature map: torch flattens ``(C, H, W)``, dynkit
   ``(H, W, C)``, so its input axis is permuted accordingly.
 
@@ -57,7 +59,7 @@ _BN = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "runnin
 _OPTIONAL = ("num_batches_tracked",)
 
 # A ``Slot`` says where one dynkit parameter comes from: torch key and layout transform.
-Slot = tuple[str, str]  # (torch key, kind) with kind in {"dense", "dense_chw", "conv", "copy"}
+Slot = tuple[str, str]  # (torch key, kind): "dense", "dense_chw", "conv", "conv_transpose", "copy"
 
 
 # --------------------------------------------------------------------- name maps
@@ -70,12 +72,12 @@ def _module_slots(model, node_to_module: Mapping[str, str]) -> dict[tuple[str, s
             continue
         mod = node_to_module[n.name]
         for k in shapes[n.name]:
-            if n.op == "batchnorm":
+            if n.op in ("batchnorm", "layernorm", "groupnorm"):
                 slots[(n.name, k)] = (f"{mod}.{_BN[k]}", "copy")
             elif k == "b":
                 slots[(n.name, k)] = (f"{mod}.bias", "copy")
-            elif n.op == "conv":
-                slots[(n.name, k)] = (f"{mod}.weight", "conv")
+            elif n.op in ("conv", "conv_transpose"):
+                slots[(n.name, k)] = (f"{mod}.weight", n.op)
             else:
                 chw = _reads_feature_map(model, n)
                 slots[(n.name, k)] = (f"{mod}.weight", "dense_chw" if chw else "dense")
@@ -87,16 +89,8 @@ def _reads_feature_map(model, node) -> int | None:
     prev = model.node(node.inputs[0])
     if prev.op != "flatten":
         return None
-    src = model.node(prev.inputs[0])
-    while True:
-        if src.op == "conv":
-            return src.attrs["out_ch"]
-        if src.op == "input":
-            return model.input_shape[-1] if len(model.input_shape) > 1 else None
-        if src.op in ("batchnorm", "relu", "act", "maxpool", "avgpool", "scale", "add"):
-            src = model.node(src.inputs[0])  # channel-preserving
-            continue
-        return None  # dense, global_avgpool, flatten: already a vector
+    shape = model.node_shapes()[prev.inputs[0]]
+    return shape[-1] if len(shape) > 1 else None  # a vector is flattened as it is
 
 
 def identity_name_map(model, keys) -> dict[str, str]:
@@ -136,6 +130,7 @@ NAME_MAPS: dict[str, Callable[[Any, list[str]], dict[str, str]]] = {
     "resnet": identity_name_map,  # torchvision.models.resnet*
     "wrn": identity_name_map,  # xternalz/WideResNet-pytorch
     "vgg": identity_name_map,  # torchvision.models.vgg* (features.i, classifier.i)
+    "torch": identity_name_map,  # graph import: nodes named by module (dk.models.from_torch)
 }
 
 
@@ -174,6 +169,8 @@ def _to_numpy(value, key: str) -> np.ndarray:
 def _to_dynkit(t: np.ndarray, kind: str, chw: int | None) -> np.ndarray:
     if kind == "conv":
         return np.ascontiguousarray(np.moveaxis(t, (0, 1), (-1, -2)))
+    if kind == "conv_transpose":  # (I, O, *k) -> (*k, I, O)
+        return np.ascontiguousarray(np.moveaxis(t, (0, 1), (-2, -1)))
     if kind == "dense":
         return np.ascontiguousarray(t.T)
     if kind == "dense_chw":  # (out, C*S) with torch index c*S+s -> (S*C, out) index s*C+c
@@ -186,6 +183,8 @@ def _to_dynkit(t: np.ndarray, kind: str, chw: int | None) -> np.ndarray:
 def _to_torch(w: np.ndarray, kind: str, chw: int | None) -> np.ndarray:
     if kind == "conv":
         return np.ascontiguousarray(np.moveaxis(w, (-1, -2), (0, 1)))
+    if kind == "conv_transpose":
+        return np.ascontiguousarray(np.moveaxis(w, (-2, -1), (0, 1)))
     if kind == "dense":
         return np.ascontiguousarray(w.T)
     if kind == "dense_chw":
@@ -198,6 +197,8 @@ def _to_torch(w: np.ndarray, kind: str, chw: int | None) -> np.ndarray:
 def _torch_shape(shape: tuple[int, ...], kind: str) -> tuple[int, ...]:
     if kind == "conv":
         return (shape[-1], shape[-2], *shape[:-2])
+    if kind == "conv_transpose":
+        return (shape[-2], shape[-1], *shape[:-2])
     if kind in ("dense", "dense_chw"):
         return (shape[1], shape[0])
     return tuple(shape)

@@ -30,6 +30,7 @@ from dynkit.models.resnet import (
     resnet110,
     resnet152,
 )
+from dynkit.models.torch_graph import from_torch
 from dynkit.models.vgg import vgg, vgg11
 from dynkit.models.wrn import wrn
 
@@ -94,6 +95,7 @@ __all__ = [
     "build",
     "cifar_resnet",
     "cnn",
+    "from_torch",
     "layer_scales",
     "merge_params",
     "mlp",
