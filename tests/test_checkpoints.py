@@ -147,6 +147,7 @@ def test_failed_save_does_not_clobber_existing_checkpoint(tmp_path, monkeypatch,
 # --------------------------------------------------------------------- native round trips
 @pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
 @pytest.mark.parametrize("which", ["mlp32", "mlp64", "bn"])
+@pytest.mark.slow
 def test_native_round_trip(tmp_path, suffix, which):
     model, params = {"mlp32": lambda: _mlp(np.float32), "mlp64": lambda: _mlp(np.float64),
                      "bn": _bn_model}[which]()
@@ -490,6 +491,7 @@ def test_torch_cnn_flatten_order(tr):
     _check_against_torch(torch_model, model, _x(model))
 
 
+@pytest.mark.slow
 def test_torch_resnet20_same_logits(tmp_path, tr):
     import torch
 
@@ -499,6 +501,7 @@ def test_torch_resnet20_same_logits(tmp_path, tr):
     _check_against_torch(torch_model, model, _x(model), tmp_path)
 
 
+@pytest.mark.slow
 def test_torch_wrn_same_logits(tr):
     import torch
 

@@ -21,8 +21,28 @@ import dynkit
 MAPPED = ("dynkit.theory", "dynkit.analyses", "dynkit.figures")
 #: ``python -m dynkit`` runs the CLI when imported.
 SIDE_EFFECTS = {"dynkit.__main__"}
-#: Modules whose examples take more than ~5 s on a 2-core CPU (measured in a full run).
-SLOW = {"dynkit.theory.two_layer_train"}
+#: Modules whose examples take more than ~1.3 s on a 2-core CPU (measured; the quick tier
+#: ``-m "not slow"`` skips them).
+SLOW = {
+    "dynkit.analyses.collapse",
+    "dynkit.analyses.lmc",
+    "dynkit.analyses.lmc_stability",
+    "dynkit.analyses.permutation",
+    "dynkit.evaluate",
+    "dynkit.models.graph",
+    "dynkit.models.torch_graph",
+    "dynkit.theory.dual_activations",
+    "dynkit.theory.empirical",
+    "dynkit.theory.empirical_structured",
+    "dynkit.theory.gaussian_orthant",
+    "dynkit.theory.predict",
+    "dynkit.theory.stax_activations",
+    "dynkit.theory.symbolic",
+    "dynkit.theory.teacher_student",
+    "dynkit.theory.two_layer_net",
+    "dynkit.theory.two_layer_train",
+    "dynkit.train",
+}
 #: Modules whose examples build torch modules (the optional ``dynkit[torch]`` extra).
 NEEDS_TORCH = {"dynkit.models.torch_graph"}
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

@@ -166,6 +166,7 @@ def test_ntvp_memory_plan(monkeypatch):
     _close(empirical.ntk_fn(model, "ntvp", trace_axes=())(x1, x2, params), want)
 
 
+@pytest.mark.slow
 def test_golden_empirical_fc_width64():
     d = np.load(GOLDEN / "empirical_fc_width64.npz")
     spec = json.loads((GOLDEN / "manifest.json").read_text())["empirical_fc_width64"]
@@ -250,6 +251,7 @@ def test_float32_matches_float64():
         np.testing.assert_allclose(k, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
 
 
+@pytest.mark.slow
 def test_auto_choice():
     assert empirical.choose_method(10**6, 16, 16, 10, True, structured=True) == "structured"
     assert empirical.choose_method(10**4, 16, 16, 10, traced=True) == "jacobian"
@@ -322,6 +324,7 @@ def test_converges_to_infinite_width_ntk():
 
 
 # ----------------------------------------------------------------------------- bad input
+@pytest.mark.slow
 def test_bad_input():
     model, params, x1, x2 = _case("mlp")
     fn = empirical.ntk_fn(model, "jacobian")

@@ -153,6 +153,7 @@ class SkipCNN(nn.Module):
     (dense_modules, (5, 6)), (DenseFunctional, (5, 6)), (conv_modules, (3, 3, 9, 10)),
     (conv1d_modules, (3, 2, 11)), (ConvFunctional, (3, 3, 8, 8)), (SkipCNN, (2, 3, 8, 8))],
     ids=["dense", "dense_functional", "conv", "conv1d", "conv_functional", "skip_cnn"])
+@pytest.mark.slow
 def test_forward_parity(build, shape, dtype):
     check_parity(build(), shape, dtype)
 
@@ -219,11 +220,13 @@ def resnet18_torch(torchvision):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.slow
 def test_torchvision_resnet18_parity(resnet18_torch, dtype):
     check_parity(resnet18_torch, (2, 3, 32, 32), dtype)
     resnet18_torch.float()
 
 
+@pytest.mark.slow
 def test_torchvision_resnet18_same_graph_as_name_map(resnet18_torch, tmp_path):
     """The traced import and the hand-written ``dk.models.resnet18`` name map read the same
     state_dict into the same parameters (names, shapes, values) and give the same logits."""

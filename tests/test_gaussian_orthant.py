@@ -94,6 +94,7 @@ def test_four_dim_moments_match_monte_carlo():
         assert abs(float(go.orthant_moment1(c, l)) - sample.mean()) < 5 * se, l
 
 
+@pytest.mark.slow
 def test_batched_and_jitted_equal_one_at_a_time():
     rng = np.random.default_rng(4)
     covs = np.stack([_random_cov(rng, 4, 0.2) for _ in range(3)]).reshape(3, 1, 4, 4)

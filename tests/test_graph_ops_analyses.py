@@ -159,6 +159,7 @@ def neuron_graph(model, params, fold_bn):
 
 @pytest.mark.parametrize("fold_bn", [True, False])
 @pytest.mark.parametrize("bilinear_size", [(4, 5), (9, 7)])
+@pytest.mark.slow
 def test_pathnorm_through_concat_upsample_conv_transpose_matches_brute_force(fold_bn,
                                                                              bilinear_size):
     model = unet_like(True, bilinear_size)
@@ -175,6 +176,7 @@ def test_pathnorm_through_concat_upsample_conv_transpose_matches_brute_force(fol
         assert pn.value == pytest.approx(total ** (1 / q), rel=1e-10)
 
 
+@pytest.mark.slow
 def test_bound_constants_and_operator_norms_count_the_new_layers():
     model = unet_like(False)
     # longest path: c1, ct, bl, c2, head (edges); up is one edge too but on a shorter branch
@@ -247,6 +249,7 @@ def brute_force_ntk(model, params, x):
 
 @pytest.mark.parametrize("kind", ["conv_transpose", "layernorm", "groupnorm", "grouped_conv",
                                   "dilated_concat_bilinear"])
+@pytest.mark.slow
 def test_empirical_ntk_on_new_ops_equals_jacobian_contraction(kind):
     model = ntk_net(kind)
     params = randomize(model, 6)
@@ -278,6 +281,7 @@ def perm_net():
     return graph(nodes, (3, 4, 2), feature="pool")
 
 
+@pytest.mark.slow
 def test_permutation_through_conv_transpose_layernorm_upsample_is_undone():
     model = perm_net()
     spec = permutation_spec(model)

@@ -116,6 +116,7 @@ def test_same_init_same_order_gives_zero_barrier():
     assert lmc.barrier(curve) == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_alignment_reduces_barrier_of_independent_wide_mlps():
     from dynkit.train import fit
 
@@ -144,6 +145,7 @@ def test_reset_bn_recovers_statistics():
     assert np.corrcoef(np.ravel(out_eval), np.ravel(out_train))[0, 1] > 0.999
 
 
+@pytest.mark.slow
 def test_layerwise_table_and_errors():
     model = MODELS["mlp"]()
     rng = np.random.default_rng(0)
@@ -186,6 +188,7 @@ def test_dropout_keep_all_is_identity_and_path_is_bounded():
     np.testing.assert_allclose(swaps, [seg3[0], seg3[-1]], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_instability_at_end_is_zero():
     data = dk.data.load("gaussian_mixture", seed=0)
     model = dk.models.mlp(data.input_shape[0], [16], data.num_classes)
@@ -230,6 +233,7 @@ def _numpy_mlp_activations(model, params, x):
     return out
 
 
+@pytest.mark.slow
 def test_activation_similarity_equals_numpy_definitions():
     """Each objective's matrix against its definition written out in numpy: Git Re-Basin's
     E[a bᵀ] and REPAIR's Pearson correlation of post-ReLU values, and the Pearson correlation
@@ -290,6 +294,7 @@ def test_permutation_spec_is_computed_once_per_model():
 
 
 @pytest.mark.parametrize("name", ["mlp", "resnet20"])
+@pytest.mark.slow
 def test_repair_corrects_the_readout_when_asked(name):
     """With ``correct_readout=True`` the read-out layer's output channels (the logits) of the
     repaired θ(α) have the interpolated mean and std too, measured directly on the data, as

@@ -153,6 +153,7 @@ def test_performance_matches_numpy(tiny_run):
         assert table["accuracy", split] == pytest.approx(np.mean(z.argmax(1) == y), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluator_chunks_and_cache():
     """Chunked, padded evaluation equals one forward pass; equal graphs share one program."""
     model = dk.models.mlp(5, [7], 3)

@@ -81,6 +81,7 @@ def test_output_feature_and_tap_shapes(name):
     assert all(v.shape[0] == 2 for v in taps.values())
 
 
+@pytest.mark.slow
 def test_numeric_forward_shapes():
     model, dim = MODELS["vgg11_bn"]
     params, x = params_of("vgg11_bn"), batch(MODELS["vgg11_bn"][0])
@@ -300,6 +301,7 @@ def test_init_scales():
 
 
 # --------------------------------------------------------------------------- BatchNorm
+@pytest.mark.slow
 def test_apply_train_updates_running_stats_like_pytorch():
     model, _ = MODELS["resnet20"]
     params = params_of("resnet20")
@@ -317,6 +319,7 @@ def test_apply_train_updates_running_stats_like_pytorch():
     assert set(new) == set(params)
 
 
+@pytest.mark.slow
 def test_train_mode_equals_eval_with_batch_moments():
     """With momentum 1 the running stats are the batch moments (unbiased variance); turning the
     variance back into the biased one makes eval mode reproduce train mode exactly."""

@@ -111,6 +111,7 @@ def test_ntk_regression_relative_diag_reg():
 
 
 # ----------------------------------------------------------------------------- linearization
+@pytest.mark.slow
 def test_linearized_predictions():
     model = mlp(3, [16, 16], 2, parameterization="ntk", W_std=1.4, b_std=0.1)
     p0 = model.init(jax.random.PRNGKey(0), jnp.float64)

@@ -216,6 +216,7 @@ def tiny_dag(channels, head_gap, conv_bias):
                          [(1, True, True, True), (2, False, False, True), (1, False, True, False)])
 @settings(max_examples=4, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), q=st.sampled_from([0.5, 1.0, 1.7, 2.0, 3.0]))
+@pytest.mark.slow
 def test_matches_brute_force_path_enumeration(channels, head_gap, conv_bias, fold_bn, seed, q):
     model = tiny_dag(channels, head_gap, conv_bias)
     params = randomize(model, seed)
@@ -348,6 +349,7 @@ def test_fold_bn_is_irrelevant_without_a_conv_bias():
         architecture_constants(model).depth + 1  # the BatchNorm edge layer
 
 
+@pytest.mark.slow
 def test_fold_bn_false_matches_the_reference_convention_on_vgg_bn():
     """VGG-11-BN converted from PyTorch; the authors' convention rewritten here in torch from
     its definition: every weight and bias t -> |t|^q, each BatchNorm an affine layer of its own

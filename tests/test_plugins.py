@@ -86,6 +86,7 @@ def dynkit_cli(plugin_dir, *args):
                           text=True, env=env, check=False)
 
 
+@pytest.mark.slow
 def test_plugin_metric_and_figure_are_listed(plugin_dir):
     out = dynkit_cli(plugin_dir, "metrics", "--help")
     assert out.returncode == 0, out.stderr
@@ -99,6 +100,7 @@ def test_plugin_metric_and_figure_are_listed(plugin_dir):
     assert "example-parabola" in listing.stdout and "edge-of-chaos" in listing.stdout
 
 
+@pytest.mark.slow
 def test_plugin_metric_runs_on_a_checkpoint(plugin_dir, tmp_path):
     model = dk.models.mlp(64, [8], 10)
     params = model.init(jax.random.PRNGKey(3))
@@ -114,6 +116,7 @@ def test_plugin_metric_runs_on_a_checkpoint(plugin_dir, tmp_path):
     assert row["value"].iloc[0] == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_plugin_figure_is_made(plugin_dir, tmp_path):
     out = dynkit_cli(plugin_dir, "figures", "make", "example-parabola", "--quick",
                      "--out", str(tmp_path))

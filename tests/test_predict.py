@@ -34,6 +34,7 @@ def problem():
     return x_train, y_train, x_test
 
 
+@pytest.mark.slow
 def test_golden_neural_tangents_ensemble():
     from dynkit.theory import stax
 
@@ -60,6 +61,7 @@ def test_golden_neural_tangents_ensemble():
 
 
 @pytest.mark.parametrize("g", ["nngp", "ntk"])
+@pytest.mark.slow
 def test_large_t_equals_infinity(problem, g):
     x_train, y_train, x_test = problem
     pred = predict.gradient_descent_mse_ensemble(toy_kernel_fn, x_train, y_train, diag_reg=1e-2)
@@ -80,6 +82,7 @@ def test_t0_is_prior(problem):
         np.testing.assert_allclose(g.covariance, prior, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_ensemble_covariance_is_pushforward_of_prior(problem):
     """Exact check: f_t = f_0 + Theta_xX T_t (Y - f_0(X)) is affine in f_0 ~ GP(0, K); the
     ensemble covariance must be A Sigma A^T. Push the columns of a square root of the joint

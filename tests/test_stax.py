@@ -115,6 +115,7 @@ def test_numerical_degree_and_its_neural_tangents_alias():
         stax.ElementwiseNumerical(jnp.tanh, deg=1)
 
 
+@pytest.mark.slow
 def test_get_variants_and_kernel_object():
     rng = np.random.default_rng(1)
     x1, x2 = rng.normal(size=(4, 3)), rng.normal(size=(3, 3))
@@ -134,6 +135,7 @@ def test_get_variants_and_kernel_object():
             kernel_fn(x1, x2, bad)
 
 
+@pytest.mark.slow
 def test_jit_float32_and_float64():
     """kernel_fn traces under an outer jax.jit (static get) in both precisions."""
     rng = np.random.default_rng(2)
@@ -163,6 +165,7 @@ def test_spatial_output_layout():
 
 
 @pytest.mark.parametrize("x2_rows", [None, 7])
+@pytest.mark.slow
 def test_batch_matches_unbatched(x2_rows):
     rng = np.random.default_rng(4)
     x1 = rng.normal(size=(11, 5))
@@ -295,6 +298,7 @@ def test_bad_inputs():
         stax.serial(stax.Dense(3), "Relu")
 
 
+@pytest.mark.slow
 def test_arccos_matches_numpy_in_float32_and_float64():
     import numpy as np
 

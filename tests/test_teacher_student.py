@@ -66,6 +66,7 @@ def _relu_i4_by_quadrature(c, tup, nodes=160):
 
 
 @pytest.mark.parametrize("jitter", [0.2, 0.01])
+@pytest.mark.slow
 def test_relu_i4_matches_quadrature_for_every_index_pattern(jitter):
     # Every pattern of repeated indices (a = b, c = e, a = c, ..., a = b = c = e: singular 4x4
     # covariances) and the non-degenerate all-distinct case, on a well- and an ill-conditioned

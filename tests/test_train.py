@@ -65,6 +65,7 @@ def assert_params_close(a, b, atol):
                                        rtol=0, err_msg=f"{n}/{k}")
 
 
+@pytest.mark.slow
 def test_mlp_learns_digits(digits):
     res = fit_small(digits, optimizer="momentum", lr=0.05, epochs=4, batch_size=64,
                 progress=False)
@@ -95,6 +96,7 @@ def test_deterministic_given_seed(digits):
     assert not np.allclose(a["head"]["w"], c["head"]["w"])
 
 
+@pytest.mark.slow
 def test_sgd_matches_numpy_softmax_regression():
     """A linear model trained by ``fit`` equals plain numpy SGD over ``Dataset.batches`` with
     seed ``(seed, epoch)`` (the documented data order), last partial batch dropped."""
@@ -119,6 +121,7 @@ def test_sgd_matches_numpy_softmax_regression():
     assert res.history.step.max() == 6
 
 
+@pytest.mark.slow
 def test_regression_with_mse_and_adam():
     d = D.load("teacher_student", dim=8, n_train=256, n_test=64)
     res = T.fit(mlp(8, [32], 1), d, optimizer="adam", lr=1e-2, loss="mse", epochs=20,
@@ -243,6 +246,7 @@ def tiny_bn_model():
     return g.build({"arch": "tiny_bn"}, out, h)
 
 
+@pytest.mark.slow
 def test_batchnorm_model_trains_and_resumes(tmp_path):
     d = D.load("digits", image=True)
     model = tiny_bn_model()
@@ -365,6 +369,7 @@ def np_softmax_regression_grad(w, b, x, y):
 @pytest.mark.parametrize("name,warmup,expected_warmup", [
     ("constant", None, 0), ("cosine", None, 0), ("warmup_cosine", None, 1),
     ("warmup_cosine", 5, 5), ("step", None, 0), ("linear", None, 0)])
+@pytest.mark.slow
 def test_schedule_steps_are_lr_t_times_gradient(tmp_path, name, warmup, expected_warmup):
     """Full-batch SGD on softmax regression, a checkpoint after every step: each update is
     ``-lr_t * grad`` with the gradient from numpy and ``lr_t`` from the closed form."""
@@ -439,6 +444,7 @@ def test_resume_mid_schedule_is_exact(digits64, tmp_path, monkeypatch, name, war
                              - straight.params["head"]["w"])).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_scheduled_run_in_pieces_with_schedule_steps(digits64, tmp_path):
     """``schedule_steps`` fixes the schedule's horizon, so a scheduled run trained in pieces of
     growing length (resumed each time) equals one uninterrupted run, float64-exact."""

@@ -100,6 +100,7 @@ def test_trainers_run_and_record():
     np.testing.assert_allclose(a.final["w"], b.final["w"], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_gd_step_is_scaled_gradient():
     # one GD step moves theta by lr * m^(2 gamma - 1) / alpha^2 * grad L
     x = jax.random.normal(jax.random.PRNGKey(0), (10, 2))
@@ -113,6 +114,7 @@ def test_gd_step_is_scaled_gradient():
     np.testing.assert_allclose(tr.final["w"], p["w"] - scale * g["w"], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_neuron_table_and_effective_rank():
     x = jax.random.normal(jax.random.PRNGKey(0), (20, 2))
     net = tl.TwoLayer(width=4)
