@@ -98,14 +98,7 @@ def check_positive(name: str, value) -> float:
         >>> check_positive("lr", 0.5)
         0.5
     """
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"{name} must be a positive finite number, "
-                                   f"got {value!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise InvalidArgumentError(f"{name} must be a positive finite number, got {value!r}")
-    return v
+    return _check_real(name, value, "a positive", lambda v: v > 0)
 
 
 def check_nonnegative(name: str, value) -> float:
@@ -116,13 +109,16 @@ def check_nonnegative(name: str, value) -> float:
         >>> check_nonnegative("weight_decay", 0)
         0.0
     """
+    return _check_real(name, value, "a non-negative", lambda v: v >= 0)
+
+
+def _check_real(name: str, value, what: str, ok) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise InvalidArgumentError(f"{name} must be a non-negative finite number, "
-                                   f"got {value!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise InvalidArgumentError(f"{name} must be a non-negative finite number, got {value!r}")
+        v = math.nan
+    if not (math.isfinite(v) and ok(v)):
+        raise InvalidArgumentError(f"{name} must be {what} finite number, got {value!r}")
     return v
 
 
