@@ -136,6 +136,7 @@ NAME_MAPS: dict[str, Callable[[Any, list[str]], dict[str, str]]] = {
     "resnet": identity_name_map,  # torchvision.models.resnet*
     "wrn": identity_name_map,  # xternalz/WideResNet-pytorch
     "vgg": identity_name_map,  # torchvision.models.vgg* (features.i, classifier.i)
+    "densenet": identity_name_map,  # torchvision.models.densenet* (features.denseblock...)
 }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from dynkit.errors import InvalidArgumentError
 from dynkit.models.builder import PARAMETERIZATIONS, GraphBuilder, layer_scales
 from dynkit.models.cnn import cnn
+from dynkit.models.densenet import densenet, densenet40, densenet121
 from dynkit.models.graph import (
     Model,
     Node,
@@ -30,6 +31,7 @@ from dynkit.models.resnet import (
     resnet110,
     resnet152,
 )
+from dynkit.models.unet import unet
 from dynkit.models.vgg import vgg, vgg11
 from dynkit.models.wrn import wrn
 
@@ -54,6 +56,10 @@ ARCHITECTURES: dict[str, Callable[..., Model]] = {
     "wrn": wrn,
     "vgg": vgg,
     "vgg11": vgg11,
+    "densenet": densenet,
+    "densenet121": densenet121,
+    "densenet40": densenet40,
+    "unet": unet,
 }
 
 
@@ -94,6 +100,9 @@ __all__ = [
     "build",
     "cifar_resnet",
     "cnn",
+    "densenet",
+    "densenet40",
+    "densenet121",
     "layer_scales",
     "merge_params",
     "mlp",
@@ -110,6 +119,7 @@ __all__ = [
     "resnet152",
     "split_params",
     "trainable_mask",
+    "unet",
     "vgg",
     "vgg11",
     "wrn",
