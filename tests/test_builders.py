@@ -147,3 +147,52 @@ def test_unet_fit_denoise_reduces_loss():
                            progress=False)
     train = res.history[res.history.split == "train"].loss.to_numpy()
     assert train[-1] < 0.5 * train[0]
+
+
+def import_torchvision():
+    """torchvision, or skip. Test-only shim: the installed torchvision wheel is built for CUDA
+    torch and its import fails on the CPU torch with ``operator torchvision::nms does not
+    exist``; declaring the two missing operator schemas first lets its pure-Python model code
+    import. This belongs in the tests, never in the package."""
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch.ops.torchvision, "nms"):
+        try:
+            lib = torch.library.Library("torchvision", "DEF")
+            lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+            lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+            import_torchvision.lib = lib  # keep the registration alive
+        except RuntimeError:
+            pass  # already declared by another test module
+    return pytest.importorskip("torchvision")
+
+
+@pytest.mark.slow
+def test_densenet121_converts_torchvision_state_dict_and_matches_its_logits():
+    import torch
+
+    tv = import_torchvision()
+    torch.manual_seed(0)
+    net = tv.models.densenet121(weights=None).eval()
+    with torch.no_grad():  # random BN statistics and affine parameters
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.normal_(1.0, 0.1)
+                m.bias.normal_(0.0, 0.1)
+    sd = net.state_dict()
+    model = dk.models.densenet121(input_shape=(64, 64, 3))
+    params = dk.checkpoints.convert_state_dict(model, sd)
+    for node, shapes in model.param_shapes().items():
+        for k, shape in shapes.items():
+            assert int(np.prod(shape)) > 0 and params[node][k].shape == shape
+    trained = {k for k in sd if not k.endswith("num_batches_tracked")}
+    ours = {f"{n}.{k}" for n, ps in params.items() for k in ps}
+    torch_names = {k.replace(".scale", ".weight") for k in ours}
+    assert len(ours) == len(trained), (len(ours), len(trained))
+    assert {k.rsplit(".", 1)[0] for k in torch_names} == {k.rsplit(".", 1)[0] for k in trained}
+    x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    out = np.asarray(model.apply(params, jnp.asarray(x)))
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
