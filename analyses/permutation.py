@@ -86,7 +86,7 @@ class Axis:
 
     Example:
         >>> Axis("fc1", "w", -2)
-        Axis(node='fc1', param='w', axis=-2, repeat=1)
+        Axis(node='fc1', param='w', axis=-2, repeat=1, offset=0, period=None)
     """
 
     node: str

@@ -110,3 +110,16 @@ def test_concat_of_flattened_tensors_is_refused():
     model = Model({"arch": "custom"}, nodes, "head", "cat", (2, 2, 1))
     with pytest.raises(UnsupportedLayerError, match="'cat'.*flattened"):
         permutation_spec(model)
+
+
+def test_drop_units_scales_only_the_segment_of_a_concat_consumer():
+    """Dropout stability on a DenseNet layer: its 3 new channels sit at 4..6 of the next
+    layer's 7 input channels; keeping unit 0 scales row 4 by 3 and zeroes rows 5, 6."""
+    from dynkit.analyses.lmc_stability import drop_units
+
+    model = MODELS["densenet"]()
+    params = random_params(model, 4)
+    out = drop_units(model, params, "features.denseblock1.denselayer1.conv2", np.array([0]))
+    w0 = np.asarray(params["features.denseblock1.denselayer2.conv1"]["w"])
+    want = w0 * np.array([1, 1, 1, 1, 3, 0, 0])[:, None]
+    np.testing.assert_array_equal(out["features.denseblock1.denselayer2.conv1"]["w"], want)
