@@ -7,7 +7,7 @@ import pytest
 
 import dynkit as dk
 import dynkit.train
-from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
 
 
 def tiny_densenet(**kw):
@@ -64,6 +64,9 @@ def test_unet_shapes(upsampling):
     x = jnp.ones((2, 8, 8, 1))
     assert model.apply(params, x).shape == (2, 8, 8, 1)
     assert model.feature == "bottleneck.relu2"
+    assert model.features(params, x).shape == (2, 2 * 2 * 16)  # the flattened bottleneck
+    with pytest.raises(UnsupportedLayerError, match="dense"):  # NC3/NC4 need a dense read-out
+        model.readout()
     assert model.forward(params, x, keep=["bottleneck.relu2"])["bottleneck.relu2"].shape == (2, 2, 2, 16)
     assert model.forward(params, x, keep=["dec1.cat"])["dec1.cat"].shape == (2, 8, 8, 8)
 
@@ -196,3 +199,79 @@ def test_densenet121_converts_torchvision_state_dict_and_matches_its_logits():
         ref = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
     out = np.asarray(model.apply(params, jnp.asarray(x)))
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def torch_unet(depth, width, in_ch, out_ch, upsampling, kappas):
+    """A hand-written PyTorch U-Net with dynkit's node names (independent reference)."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(cin, cout, 3, padding=1), nn.Conv2d(cout, cout, 3,
+                                                                                    padding=1)
+
+        def forward(self, x):
+            return torch.relu(self.conv2(torch.relu(self.conv1(x))))
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            cin = in_ch
+            for i in range(1, depth + 1):
+                setattr(self, f"enc{i}", Block(cin, width * 2 ** (i - 1)))
+                cin = width * 2 ** (i - 1)
+            self.bottleneck = Block(cin, width * 2 ** depth)
+            for i in range(depth, 0, -1):
+                w = width * 2 ** (i - 1)
+                dec = Block(2 * w, w)
+                if upsampling == "transpose":
+                    dec.up = nn.ConvTranspose2d(2 * w, w, 2, stride=2)
+                else:
+                    dec.upconv = nn.Conv2d(2 * w, w, 3, padding=1)
+                setattr(self, f"dec{i}", dec)
+            self.head = nn.Conv2d(width, out_ch, 1)
+
+        def forward(self, x):
+            skips = []
+            for i in range(1, depth + 1):
+                x = getattr(self, f"enc{i}")(x)
+                skips.append(x)
+                x = nn.functional.max_pool2d(x, 2)
+            x = self.bottleneck(x)
+            for i in range(depth, 0, -1):
+                dec = getattr(self, f"dec{i}")
+                if upsampling == "transpose":
+                    up = dec.up(x)
+                else:
+                    up = dec.upconv(nn.functional.interpolate(x, scale_factor=2, mode=upsampling))
+                x = dec(torch.cat([up, kappas[i] * skips[i - 1]], dim=1))
+            return self.head(x)
+
+    return UNet()
+
+
+@pytest.mark.parametrize("upsampling,mode", [("transpose", "power"), ("bilinear", "constant"),
+                                             ("nearest", "constant")])
+def test_unet_matches_a_hand_written_torch_unet(upsampling, mode):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    kappa = 0.6
+    kappas = {i: kappa if mode == "constant" else kappa ** (i - 1) for i in (1, 2)}
+    net = torch_unet(2, 3, 2, 2, upsampling, kappas).double().eval()
+    model = dk.models.unet(2, 3, 2, input_shape=(8, 8, 2), upsampling=upsampling,
+                           skip_scale=kappa, skip_scale_mode=mode)
+    # converted by hand: checkpoints.convert_state_dict has no conv_transpose layout yet
+    params = {}
+    for key, t in net.state_dict().items():
+        node, k = key.rsplit(".", 1)
+        t = t.numpy()
+        if k == "weight":  # conv OIHW -> HWIO; ConvTranspose2d (in, out, kh, kw) -> HWIO too
+            order = (2, 3, 0, 1) if model.node(node).op == "conv_transpose" else (2, 3, 1, 0)
+            t = t.transpose(order)
+        params.setdefault(node, {})["w" if k == "weight" else "b"] = t
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 2))
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(model.apply(params, x), ref, rtol=1e-10, atol=1e-12)

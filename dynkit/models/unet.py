@@ -12,7 +12,11 @@ spatial size, so ``H`` and ``W`` must be divisible by ``2^depth``.
 
 The feature node (for neural collapse and other feature analyses) is the bottleneck output
 ``bottleneck.relu2``: the only place where every pixel of the input has been mixed into one
-low-resolution representation that the long skips do not bypass.
+low-resolution representation that the long skips do not bypass. ``model.features`` flattens
+it, so the neural-collapse variability and geometry of the features (NC1, NC2) can be measured
+against any labels (e.g. the digit labels of the ``denoise`` data, ``meta["labels_train"]``);
+the analyses that need a dense classifier read-out of the features (NC3, NC4) raise
+``UnsupportedLayerError``, as the output is the 1x1 conv ``head``.
 """
 
 from __future__ import annotations
