@@ -200,6 +200,12 @@ class GraphBuilder:
 
         Raises:
             InvalidArgumentError: the inputs differ in their spatial shapes.
+
+        Example:
+            >>> g = GraphBuilder((4, 4, 2))
+            >>> a = g.conv("input", 3, 1, name="a")
+            >>> g.shapes[g.concat(["input", a], name="cat")]
+            (4, 4, 5)
         """
         spatial = {self.shapes[s][:-1] for s in inputs}
         if len(spatial) != 1:
@@ -209,7 +215,13 @@ class GraphBuilder:
         return self.add(name, "concat", inputs, (*self.shapes[inputs[0]][:-1], channels), tap=tap)
 
     def upsample(self, x, scale_factor: int, mode="nearest", *, name):
-        """Upsampling of ``x`` by the integer ``scale_factor`` (``F.interpolate``)."""
+        """Upsampling of ``x`` by the integer ``scale_factor`` (``F.interpolate``).
+
+        Example:
+            >>> g = GraphBuilder((4, 4, 2))
+            >>> g.shapes[g.upsample("input", 2, "bilinear", name="up")]
+            (8, 8, 2)
+        """
         shape = self.shapes[x]
         spatial = tuple(n * int(scale_factor) for n in shape[:-1])
         return self.add(name, "upsample", [x], (*spatial, shape[-1]), mode=mode,
@@ -218,7 +230,13 @@ class GraphBuilder:
     def conv_transpose(self, x, out_ch, kernel, *, name, stride=1, padding=0, bias=True,
                        W_std=1.0, b_std=0.0, role="hidden"):
         """Transposed convolution (``nn.ConvTranspose``), output size per axis
-        ``(n - 1) s - 2 p + k``; ``fan_in = in_ch · prod(kernel)``."""
+        ``(n - 1) s - 2 p + k``; ``fan_in = in_ch · prod(kernel)``.
+
+        Example:
+            >>> g = GraphBuilder((4, 4, 2))
+            >>> g.shapes[g.conv_transpose("input", 3, 2, name="up", stride=2)]
+            (8, 8, 3)
+        """
         shape = self.shapes[x]
         nd = len(shape) - 1
         kernel, stride, pad = _seq(kernel, nd), _seq(stride, nd), _seq(padding, nd)
