@@ -7,7 +7,7 @@ import pytest
 import dynkit as dk
 from dynkit.analyses import lmc
 from dynkit.analyses.permutation import Axis, apply_permutation, permutation_spec
-from dynkit.errors import UnsupportedLayerError
+from dynkit.errors import InvalidArgumentError, UnsupportedLayerError
 from dynkit.models import Node
 from dynkit.models.graph import Model
 
@@ -123,3 +123,24 @@ def test_drop_units_scales_only_the_segment_of_a_concat_consumer():
     w0 = np.asarray(params["features.denseblock1.denselayer2.conv1"]["w"])
     want = w0 * np.array([1, 1, 1, 1, 3, 0, 0])[:, None]
     np.testing.assert_array_equal(out["features.denseblock1.denselayer2.conv1"]["w"], want)
+
+
+@pytest.mark.parametrize("name", ["densenet", "unet_transpose"])
+def test_activation_matching_through_concat(name):
+    """Groups read only through a concatenation (a DenseNet layer's new channels, a U-Net
+    up-sampling) have no post-activation member: ``repair`` says so; ``pearson_all_nodes``
+    matches on the pre-activation members and recovers the permutation exactly."""
+    model = MODELS[name]()
+    params = random_params(model, 1)
+    spec = permutation_spec(model)
+    rng = np.random.default_rng(5)
+    permuted = apply_permutation(model, params, {g: rng.permutation(n)
+                                                 for g, n in spec.sizes.items()})
+    x = rng.normal(size=(64, *model.input_shape))
+    with pytest.raises(InvalidArgumentError, match="no post-activation node"):
+        lmc.activation_matching(model, params, permuted, x)
+    found = lmc.activation_matching(model, params, permuted, x, objective="pearson_all_nodes")
+    aligned = apply_permutation(model, permuted, found)
+    for node, p in params.items():
+        for k, v in p.items():
+            np.testing.assert_array_equal(aligned[node][k], np.asarray(v))
