@@ -139,7 +139,7 @@ def drop_units(model: Model, params, layer: str, keep: np.ndarray):
         w = np.asarray(out[ax.node]["w"])
         shape = [1] * w.ndim
         shape[ax.axis] = w.shape[ax.axis]
-        out[ax.node]["w"] = w * np.tile(scale, ax.repeat).reshape(shape)
+        out[ax.node]["w"] = w * ax.expand(scale, 1.0).reshape(shape)
     return out
 
 

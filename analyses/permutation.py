@@ -14,12 +14,23 @@ The spec is derived from the layer graph:
   scale) pass the group on (batchnorm and layernorm permute their per-channel parameters);
 * ``add`` ties the groups of its inputs (residual streams share one permutation);
 * ``flatten`` passes the group on with a repeat factor: channel-last flattening sends index
-  ``s·C + c`` to ``s·C + π(c)``.
+  ``s·C + c`` to ``s·C + π(c)``;
+* ``concat`` stacks its inputs' channels: the concatenated tensor's permutation is the
+  block-diagonal union ``diag(π_1, π_2, ...)`` of its parts' permutations, each part a
+  *segment* at its channel offset. Every consumer (a BatchNorm, the next convolution's input
+  axis) is permuted blockwise, one ``Axis`` per segment with its ``offset`` and ``period`` (the
+  tensor's channel count). So DenseNet features keep one group per layer that produced them,
+  and a U-Net long skip ties the decoder's input axis to the encoder's output channels.
 
-Not supported (``UnsupportedLayerError`` naming the node): ``concat`` (the block-diagonal union
-of its inputs' permutations is not derived yet), grouped convolutions (a permutation must keep
-each channel in its group) and ``groupnorm`` (a permutation across groups changes the group
-statistics).
+A tensor made of several segments is carried through channel-preserving ops segment by
+segment; ``add`` of two such tensors ties their segments pairwise (same layout needed). Only
+nodes that carry exactly one whole group are its ``members`` (activation matching measures
+them); a concatenation is not a member of its parts' groups.
+
+Not supported (``UnsupportedLayerError`` naming the node): grouped convolutions (a permutation
+must keep each channel in its group), ``groupnorm`` (a permutation across groups changes the
+group statistics), the concatenation of flattened tensors and the sum of tensors with
+different segment layouts.
 """
 
 from __future__ import annotations
@@ -44,8 +55,6 @@ _CHANNEL_PRESERVING = ("relu", "act", "batchnorm", "layernorm", "maxpool", "avgp
                        "global_avgpool", "upsample", "scale")
 #: Why an op has no permutation rule.
 _UNSUPPORTED = {
-    "concat": "the permutation of a concatenation (the block-diagonal union of its inputs' "
-              "permutations) is not derived yet",
     "groupnorm": "a channel permutation across its groups changes the group statistics",
 }
 #: Ops whose outputs are post-activation (post-ReLU in a ReLU network) unit values.
@@ -58,14 +67,18 @@ ACTIVATION_OBJECTIVES = ("repair", "rebasin", "pearson_all_nodes")
 class Axis:
     """One parameter axis permuted by a group.
 
-    ``params[node][param]`` is permuted along ``axis``, whose length is ``repeat × group size``
-    (channel-last blocks after a flatten).
+    ``params[node][param]`` is permuted along ``axis``, whose length is ``repeat × period``
+    (channel-last blocks after a flatten): in each block of ``period`` channels the group's
+    units are ``offset .. offset + size - 1`` (a segment of a concatenation; ``period=None``
+    means the block is the group itself, ``offset`` 0).
 
     Attributes:
         node: the node name.
         param: the parameter name (``"w"``, ``"b"``, ``"mean"``, ...).
         axis: the permuted axis.
         repeat: number of channel blocks along the axis.
+        offset: first channel of the group in each block.
+        period: channels per block (``None``: the group size).
 
     References:
         Ainsworth, Hayase & Srinivasa 2023, "Git Re-Basin: merging models modulo permutation
@@ -73,13 +86,29 @@ class Axis:
 
     Example:
         >>> Axis("fc1", "w", -2)
-        Axis(node='fc1', param='w', axis=-2, repeat=1)
+        Axis(node='fc1', param='w', axis=-2, repeat=1, offset=0, period=None)
     """
 
     node: str
     param: str
     axis: int
     repeat: int = 1
+    offset: int = 0
+    period: int | None = None
+
+    def expand(self, values, fill) -> np.ndarray:
+        """The vector along the whole axis holding ``values`` (one per unit of the group) at
+        the group's positions of every block and ``fill`` elsewhere.
+
+        Example:
+            >>> Axis("fc1", "w", -2, repeat=2, offset=1, period=3).expand([5, 6], 0).tolist()
+            [0, 5, 6, 0, 5, 6]
+        """
+        values = np.asarray(values)
+        period = self.period or len(values)
+        block = np.full(period, fill, dtype=np.result_type(values, np.asarray(fill)))
+        block[self.offset:self.offset + len(values)] = values
+        return np.tile(block, self.repeat)
 
 
 @dataclass(frozen=True)
@@ -156,7 +185,8 @@ def permutation_spec(model: Model) -> PermutationSpec:
     """
     shapes = model.node_shapes()
     uf = _UnionFind()
-    carried: dict[str, tuple[str, int] | None] = {}  # node -> (group seed, repeat) or None
+    # node -> (segments ((group seed, offset, size), ...), repeat, period) or None (the input)
+    carried: dict[str, tuple | None] = {}
     for n in model.nodes:
         if n.op in _UNSUPPORTED or int(n.attrs.get("groups", 1)) != 1:
             why = _UNSUPPORTED.get(n.op, "a permutation must keep each channel in its group")
@@ -166,7 +196,8 @@ def permutation_spec(model: Model) -> PermutationSpec:
         if n.op == "input":
             carried[n.name] = None
         elif n.op in LINEAR_OPS:
-            carried[n.name] = (n.name, 1)
+            size = shapes[n.name][-1]
+            carried[n.name] = (((n.name, 0, size),), 1, size)
             uf.find(n.name)
         elif n.op in _CHANNEL_PRESERVING:
             carried[n.name] = carried[n.inputs[0]]
@@ -176,7 +207,7 @@ def permutation_spec(model: Model) -> PermutationSpec:
                 carried[n.name] = None
             else:
                 spatial = int(np.prod(shapes[n.inputs[0]][:-1]))
-                carried[n.name] = (src[0], src[1] * spatial)
+                carried[n.name] = (src[0], src[1] * spatial, src[2])
         elif n.op == "add":
             ins = [carried[s] for s in n.inputs]
             if any(c is None for c in ins):
@@ -185,17 +216,27 @@ def permutation_spec(model: Model) -> PermutationSpec:
                                                "hidden units")
                 carried[n.name] = None
                 continue
+            layout = [tuple((o, k) for _, o, k in c[0]) + c[1:] for c in ins]
+            if any(lay != layout[0] for lay in layout[1:]):
+                raise UnsupportedLayerError(
+                    f"permutation spec: add node {n.name!r} of model {model.arch!r} sums "
+                    f"tensors with different concatenation layouts {layout}; a permutation "
+                    "would have to split a layer's channels")
             for c in ins[1:]:
-                uf.union(ins[0][0], c[0])
+                for (g0, _, _), (g1, _, _) in zip(ins[0][0], c[0]):
+                    uf.union(g0, g1)
             carried[n.name] = ins[0]
+        elif n.op == "concat":
+            carried[n.name] = _concat_segments(n, [carried[s] for s in n.inputs],
+                                               [shapes[s][-1] for s in n.inputs], model.arch)
         else:
             raise UnsupportedLayerError(f"permutation spec: unsupported op {n.op!r} "
                                         f"at node {n.name!r}")
 
-    # The group reaching the logits is not permutable, nor anything tied to it.
+    # The groups reaching the logits are not permutable, nor anything tied to them.
     blocked = set()
     if carried[model.output] is not None:
-        blocked.add(uf.find(carried[model.output][0]))
+        blocked.update(uf.find(seed) for seed, _, _ in carried[model.output][0])
 
     groups: dict[str, list[Axis]] = {}
     members: dict[str, list[str]] = {}
@@ -203,9 +244,13 @@ def permutation_spec(model: Model) -> PermutationSpec:
     param_shapes = model.param_shapes()
     for n in model.nodes:
         c = carried[n.name]
-        if c is not None and uf.find(c[0]) not in blocked:
-            g = uf.find(c[0])
-            members.setdefault(g, []).append(n.name)
+        for seed, offset, size in (c[0] if c is not None else ()):
+            g = uf.find(seed)
+            if g in blocked:
+                continue
+            block = {"offset": offset, "period": None if c[2] == size else c[2]}
+            if block["period"] is None:
+                members.setdefault(g, []).append(n.name)
             if n.op in LINEAR_OPS:
                 sizes[g] = param_shapes[n.name]["w"][-1]
                 groups.setdefault(g, []).append(Axis(n.name, "w", -1))
@@ -213,14 +258,29 @@ def permutation_spec(model: Model) -> PermutationSpec:
                     groups.setdefault(g, []).append(Axis(n.name, "b", 0))
             elif n.op in ("batchnorm", "layernorm"):
                 groups.setdefault(g, []).extend(
-                    Axis(n.name, k, 0) for k in param_shapes.get(n.name, {}))
-        if n.op in LINEAR_OPS:
-            src = carried[n.inputs[0]]
-            if src is not None and uf.find(src[0]) not in blocked:
-                groups.setdefault(uf.find(src[0]), []).append(Axis(n.name, "w", -2, src[1]))
+                    Axis(n.name, k, 0, **block) for k in param_shapes.get(n.name, {}))
+        src = carried[n.inputs[0]] if n.op in LINEAR_OPS else None
+        for seed, offset, size in (src[0] if src is not None else ()):
+            if uf.find(seed) not in blocked:
+                groups.setdefault(uf.find(seed), []).append(
+                    Axis(n.name, "w", -2, src[1], offset, None if src[2] == size else src[2]))
     return PermutationSpec(MappingProxyType({g: tuple(a) for g, a in groups.items()}),
                            MappingProxyType({g: tuple(m) for g, m in members.items()}),
                            MappingProxyType(sizes))
+
+
+def _concat_segments(n, ins, channels, arch):
+    """The segments of ``concat`` node ``n``: its inputs' segments at their channel offsets."""
+    segments, offset = [], 0
+    for c, ch in zip(ins, channels):
+        if c is not None:
+            if c[1] != 1:
+                raise UnsupportedLayerError(
+                    f"permutation spec: concat node {n.name!r} of model {arch!r} concatenates "
+                    "flattened tensors; only channel concatenation of feature maps is supported")
+            segments.extend((seed, offset + o, k) for seed, o, k in c[0])
+        offset += ch
+    return (tuple(segments), 1, offset) if segments else None
 
 
 @dataclass(frozen=True)
@@ -248,12 +308,15 @@ class Permutation:
         return all(np.array_equal(p, np.arange(len(p))) for p in self.perms.values())
 
 
-def _take(array: np.ndarray, perm: np.ndarray, axis: int, repeat: int) -> np.ndarray:
-    """Permute ``array`` along ``axis``, whose length is ``repeat`` blocks of ``len(perm)``."""
-    a = np.moveaxis(np.asarray(array), axis, 0)
+def _take(array: np.ndarray, perm: np.ndarray, ax: Axis) -> np.ndarray:
+    """Permute the group's units of ``array`` along ``ax`` (``repeat`` blocks of ``period``
+    channels, the group at ``offset`` in each)."""
+    a = np.moveaxis(np.asarray(array), ax.axis, 0)
     n = len(perm)
-    blocks = a.reshape(repeat, n, *a.shape[1:])
-    return np.moveaxis(blocks[:, perm].reshape(a.shape), 0, axis)
+    blocks = a.reshape(ax.repeat, ax.period or n, *a.shape[1:]).copy()
+    seg = slice(ax.offset, ax.offset + n)
+    blocks[:, seg] = blocks[:, seg][:, perm]
+    return np.moveaxis(blocks.reshape(a.shape), 0, ax.axis)
 
 
 def _as_perms(perm) -> dict[str, np.ndarray]:
@@ -298,8 +361,7 @@ def apply_permutation(model: Model, params, perm) -> dict:
             raise InvalidArgumentError(f"perm for group {g!r} is not a permutation of "
                                        f"range({spec.sizes[g]})")
         for ax in spec.groups[g]:
-            out[ax.node][ax.param] = _take(out[ax.node][ax.param], np.asarray(p), ax.axis,
-                                           ax.repeat)
+            out[ax.node][ax.param] = _take(out[ax.node][ax.param], np.asarray(p), ax)
     return out
 
 
@@ -375,7 +437,7 @@ def weight_matching(model: Model, params_a, params_b, *, max_sweeps: int = 100,
                 wb = b[ax.node][ax.param]
                 for other, oax in owners[(ax.node, ax.param)]:
                     if other != g:
-                        wb = _take(wb, perms[other], oax.axis, oax.repeat)
+                        wb = _take(wb, perms[other], oax)
                 cost += _unit_matrix(a[ax.node][ax.param], ax, n) @ _unit_matrix(wb, ax, n).T
             _, cols = linear_sum_assignment(cost, maximize=True)
             gain = cost[np.arange(n), cols].sum() - cost[np.arange(n), perms[g]].sum()
@@ -389,7 +451,8 @@ def weight_matching(model: Model, params_a, params_b, *, max_sweeps: int = 100,
 
 def _unit_matrix(w: np.ndarray, ax: Axis, n: int) -> np.ndarray:
     """``(n, rest)``: row ``i`` holds every weight attached to unit ``i`` along ``ax``."""
-    moved = np.moveaxis(w, ax.axis, 0).reshape(ax.repeat, n, -1)
+    moved = np.moveaxis(w, ax.axis, 0).reshape(ax.repeat, ax.period or n, -1)
+    moved = moved[:, ax.offset:ax.offset + n]
     return np.moveaxis(moved, 1, 0).reshape(n, -1)
 
 

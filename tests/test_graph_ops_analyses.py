@@ -299,8 +299,9 @@ def test_permutation_through_conv_transpose_layernorm_upsample_is_undone():
             np.testing.assert_allclose(back[name][k], v, rtol=1e-12)
 
 
+# concat is no longer refused: its permutation is the block-diagonal union of its parts'
+# (#13 step 3; tests/test_permutation_concat.py).
 @pytest.mark.parametrize("op,attrs,match", [
-    ("concat", {}, "'cat'.*concatenation"),
     ("groupnorm", {"num_groups": 2, "num_features": 4}, "'cat'.*group statistics"),
     ("conv", lin("c", kernel=[1, 1], in_ch=4, out_ch=4, groups=2), "'cat'.*groups=2"),
 ])

@@ -130,6 +130,7 @@ NAME_MAPS: dict[str, Callable[[Any, list[str]], dict[str, str]]] = {
     "resnet": identity_name_map,  # torchvision.models.resnet*
     "wrn": identity_name_map,  # xternalz/WideResNet-pytorch
     "vgg": identity_name_map,  # torchvision.models.vgg* (features.i, classifier.i)
+    "densenet": identity_name_map,  # torchvision.models.densenet* (features.denseblock...)
     "torch": identity_name_map,  # graph import: nodes named by module (dk.models.from_torch)
 }
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from dynkit.data.dataset import Dataset, from_arrays, from_npz
+from dynkit.data.denoise import denoise
 from dynkit.data.real import digits, mnist1d, standardize
 from dynkit.data.synthetic import (
     circle,
@@ -35,6 +36,7 @@ SOURCES: dict[str, Callable[..., Dataset]] = {
     "modular_arithmetic": modular_arithmetic,
     "digits": digits,
     "mnist1d": mnist1d,
+    "denoise": denoise,
 }
 
 
@@ -82,7 +84,7 @@ def load(name: str, *, seed: int = 0, dtype=np.float32, **kwargs) -> Dataset:
 
 
 __all__ = [
-    "SOURCES", "Dataset", "circle", "digits", "from_arrays", "from_npz", "gaussian_mixture",
+    "SOURCES", "Dataset", "circle", "denoise", "digits", "from_arrays", "from_npz", "gaussian_mixture",
     "load", "mnist1d", "modular_arithmetic", "names", "sparse_parity", "sphere", "standardize",
     "teacher_student", "xor", "zonal_harmonic",
 ]

@@ -37,7 +37,7 @@ class Dataset:
     Attributes:
         name: the data set's name.
         x_train, y_train, x_test, y_test: the splits (inputs ``(n, ...)``; integer labels
-            ``(n,)`` or float targets ``(n, k)``).
+            ``(n,)``, float targets ``(n, k)`` or target images ``(n, ...)``).
         num_classes: number of classes, ``None`` for regression.
         task: ``"classification"`` or ``"regression"``.
         meta: what the generator drew.

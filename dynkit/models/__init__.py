@@ -8,6 +8,7 @@ from typing import Any
 from dynkit.errors import InvalidArgumentError
 from dynkit.models.builder import PARAMETERIZATIONS, GraphBuilder, layer_scales
 from dynkit.models.cnn import cnn
+from dynkit.models.densenet import densenet, densenet40, densenet121
 from dynkit.models.graph import (
     Model,
     Node,
@@ -31,6 +32,7 @@ from dynkit.models.resnet import (
     resnet152,
 )
 from dynkit.models.torch_graph import from_torch
+from dynkit.models.unet import unet
 from dynkit.models.vgg import vgg, vgg11
 from dynkit.models.wrn import wrn
 
@@ -55,6 +57,10 @@ ARCHITECTURES: dict[str, Callable[..., Model]] = {
     "wrn": wrn,
     "vgg": vgg,
     "vgg11": vgg11,
+    "densenet": densenet,
+    "densenet121": densenet121,
+    "densenet40": densenet40,
+    "unet": unet,
 }
 
 
@@ -95,6 +101,9 @@ __all__ = [
     "build",
     "cifar_resnet",
     "cnn",
+    "densenet",
+    "densenet40",
+    "densenet121",
     "from_torch",
     "layer_scales",
     "merge_params",
@@ -112,6 +121,7 @@ __all__ = [
     "resnet152",
     "split_params",
     "trainable_mask",
+    "unet",
     "vgg",
     "vgg11",
     "wrn",

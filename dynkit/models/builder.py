@@ -195,6 +195,60 @@ class GraphBuilder:
     def scale(self, x, factor, *, name):
         return self.add(name, "scale", [x], self.shapes[x], factor=float(factor))
 
+    def concat(self, inputs: Sequence[str], *, name, tap=False):
+        """Channel concatenation of the ``inputs`` (``torch.cat(xs, dim=1)``).
+
+        Raises:
+            InvalidArgumentError: the inputs differ in their spatial shapes.
+
+        Example:
+            >>> g = GraphBuilder((4, 4, 2))
+            >>> a = g.conv("input", 3, 1, name="a")
+            >>> g.shapes[g.concat(["input", a], name="cat")]
+            (4, 4, 5)
+        """
+        spatial = {self.shapes[s][:-1] for s in inputs}
+        if len(spatial) != 1:
+            raise InvalidArgumentError(f"cannot concatenate tensors of spatial shapes "
+                                       f"{sorted(spatial)} at {name!r}")
+        channels = sum(self.shapes[s][-1] for s in inputs)
+        return self.add(name, "concat", inputs, (*self.shapes[inputs[0]][:-1], channels), tap=tap)
+
+    def upsample(self, x, scale_factor: int, mode="nearest", *, name):
+        """Upsampling of ``x`` by the integer ``scale_factor`` (``F.interpolate``).
+
+        Example:
+            >>> g = GraphBuilder((4, 4, 2))
+            >>> g.shapes[g.upsample("input", 2, "bilinear", name="up")]
+            (8, 8, 2)
+        """
+        shape = self.shapes[x]
+        spatial = tuple(n * int(scale_factor) for n in shape[:-1])
+        return self.add(name, "upsample", [x], (*spatial, shape[-1]), mode=mode,
+                        scale_factor=int(scale_factor))
+
+    def conv_transpose(self, x, out_ch, kernel, *, name, stride=1, padding=0, bias=True,
+                       W_std=1.0, b_std=0.0, role="hidden"):
+        """Transposed convolution (``nn.ConvTranspose``), output size per axis
+        ``(n - 1) s - 2 p + k``; ``fan_in = in_ch · prod(kernel)``.
+
+        Example:
+            >>> g = GraphBuilder((4, 4, 2))
+            >>> g.shapes[g.conv_transpose("input", 3, 2, name="up", stride=2)]
+            (8, 8, 3)
+        """
+        shape = self.shapes[x]
+        nd = len(shape) - 1
+        kernel, stride, pad = _seq(kernel, nd), _seq(stride, nd), _seq(padding, nd)
+        in_ch = shape[-1]
+        sc = layer_scales(self.parameterization, in_ch * math.prod(kernel), out_ch, W_std,
+                          b_std, role)
+        spatial = tuple((n - 1) * s - 2 * p + k
+                        for n, k, s, p in zip(shape[:-1], kernel, stride, pad))
+        return self.add(name, "conv_transpose", [x], (*spatial, out_ch), in_ch=in_ch,
+                        out_ch=int(out_ch), kernel=list(kernel), stride=list(stride),
+                        padding=list(pad), bias=bias, **sc)
+
     def build(self, config: Mapping[str, Any], output: str, feature: str) -> Model:
         """The ``Model`` with this graph, its logits at ``output``, features at ``feature``."""
         return Model(dict(config), tuple(self.nodes), output, feature, self.input_shape)
