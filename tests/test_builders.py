@@ -39,6 +39,7 @@ def densenet_param_count(blocks, k, c0, bn_size, theta, stem_kernel, in_ch, clas
     return n + 2 * c + c * classes + classes
 
 
+@pytest.mark.slow
 def test_densenet_shapes_and_parameter_counts():
     model = tiny_densenet()
     params = model.init(jax.random.PRNGKey(0))

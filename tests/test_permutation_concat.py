@@ -73,6 +73,7 @@ def test_apply_permutation_matches_a_hand_permuted_concat_consumer():
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.slow
 def test_random_permutation_preserves_function_and_is_undone(name):
     model = MODELS[name]()
     params = random_params(model, 1)
@@ -126,6 +127,7 @@ def test_drop_units_scales_only_the_segment_of_a_concat_consumer():
 
 
 @pytest.mark.parametrize("name", ["densenet", "unet_transpose"])
+@pytest.mark.slow
 def test_activation_matching_through_concat(name):
     """Groups read only through a concatenation (a DenseNet layer's new channels, a U-Net
     up-sampling) have no post-activation member: ``repair`` says so; ``pearson_all_nodes``
