@@ -25,13 +25,13 @@ from dynkit.models.ops import normalized
 
 __all__ = ["structured_factors", "structured_unsupported"]
 
-#: Parameterised ops the structured factors cover (``conv`` with ``groups=1``).
+#: Parameterized ops the structured factors cover (``conv`` with ``groups=1``).
 STRUCTURED_OPS = ("dense", "conv", "batchnorm", "layernorm", "groupnorm")
 _NORMS = ("batchnorm", "layernorm", "groupnorm")
 
 
 def structured_unsupported(model: Model) -> str | None:
-    """``None`` if the structured factors cover every parameterised node of ``model``, else
+    """``None`` if the structured factors cover every parameterized node of ``model``, else
     a description of the first node they do not cover (e.g. ``"node 'up' (conv_transpose)"``).
 
     Example:
@@ -52,7 +52,7 @@ def _layers(model: Model, params):
 
 def _probe_forward(model: Model, params, x, probes):
     """Eval-mode forward pass of the graph that adds ``probes[name]`` to the output of every
-    parameterised node. Returns ``(logits, record, outputs)``: ``record`` holds each such
+    parameterized node. Returns ``(logits, record, outputs)``: ``record`` holds each such
     node's input (normalization layers: their normalized input x̂), ``outputs`` their
     outputs."""
     layers = _layers(model, params)
