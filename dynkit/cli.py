@@ -57,6 +57,46 @@ def _load_data(args):
     return data.load(args.data, seed=args.data_seed, **kwargs)
 
 
+def _torch_template(args, data=None):
+    """``(module, example_input)`` of ``--torch-model``/``--input-shape``/``--torch-kwargs``,
+    or ``None`` without ``--torch-model``. With data, the input shape defaults to the data's
+    (in torch's layout) and must match it."""
+    from dynkit.models.torch_template import (
+        parse_input_shape,
+        torch_example_shape,
+        torch_template,
+    )
+
+    if not args.torch_model:
+        if args.input_shape or args.torch_kwargs:
+            raise InvalidArgumentError("--input-shape and --torch-kwargs go with --torch-model "
+                                       "module:Class")
+        return None
+    shape = parse_input_shape(args.input_shape) if args.input_shape else None
+    if data is not None:
+        want = torch_example_shape(data.input_shape)
+        if shape is not None and want not in (shape, shape[1:]):
+            raise InvalidArgumentError(
+                f"--input-shape {args.input_shape} does not match the examples of --data "
+                f"{data.name}, {want} in torch's layout (C, *spatial)"
+                + ("; for image-shaped digits pass --image" if len(want) == 1 else ""))
+        shape = want
+    elif shape is None:
+        raise InvalidArgumentError("--torch-model needs --input-shape, the shape of one input "
+                                   "in torch's layout, e.g. 3,32,32")
+    return torch_template(args.torch_model, shape, args.torch_kwargs)
+
+
+def _load(path, template):
+    """A checkpoint, loaded into the traced ``--torch-model`` template if there is one."""
+    from dynkit.checkpoints import load_checkpoint
+
+    if template is None:
+        return load_checkpoint(path)
+    module, example_input = template
+    return load_checkpoint(path, model=module, example_input=example_input)
+
+
 def cmd_train(args) -> int:
     from dynkit.train import fit
 
@@ -73,9 +113,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from dynkit.checkpoints import load_checkpoint
-
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = _load(args.checkpoint, _torch_template(args))
     model = ckpt.model
     print(f"file:       {ckpt.path}")
     print(f"arch:       {model.arch}")
@@ -94,7 +132,7 @@ def cmd_info(args) -> int:
 def cmd_metrics(args) -> int:
     import pandas as pd
 
-    from dynkit.checkpoints import load_checkpoint
+    from dynkit.checkpoints import load_run
     from dynkit.io import atomic_write
     from dynkit.metrics import checkpoint_metrics, load_metrics, metrics_over_run
 
@@ -104,11 +142,14 @@ def cmd_metrics(args) -> int:
     if unknown:
         raise InvalidArgumentError(f"unknown metric(s) {unknown}; available: {available}")
     data = _load_data(args)
+    template = _torch_template(args, data)
     path = Path(args.path)
     if path.is_dir():
-        table = metrics_over_run(path, data, names, every=args.every)
+        module, example_input = template or (None, None)
+        run = load_run(path, model=module, example_input=example_input)
+        table = metrics_over_run(run, data, names, every=args.every)
     else:
-        table = checkpoint_metrics(load_checkpoint(path), data, names)
+        table = checkpoint_metrics(_load(path, template), data, names)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "metrics.csv") as fh:
@@ -132,16 +173,16 @@ def cmd_lmc(args) -> int:
     import pandas as pd
 
     from dynkit.analyses import lmc
-    from dynkit.checkpoints import load_checkpoint
     from dynkit.figures.common import save_figure, save_table
     from dynkit.figures.lmc_plots import plot_interpolation, plot_layerwise_heatmap
 
-    a, b = load_checkpoint(args.a), load_checkpoint(args.b)
-    if dict(a.model.config) != dict(b.model.config):
+    data = _load_data(args)
+    template = _torch_template(args, data)
+    a, b = _load(args.a, template), _load(args.b, template)
+    if a.model != b.model:
         raise InvalidArgumentError(
             f"{args.a} ({a.model.arch}) and {args.b} ({b.model.arch}) have different "
             "architectures; mode connectivity needs two networks of the same architecture")
-    data = _load_data(args)
     model, pa, pb = a.model, a.params, b.params
     curves = [lmc.interpolate(model, pa, pb, data.x_train, data.y_train, args.alphas,
                               x_test=data.x_test, y_test=data.y_test).assign(alignment="none")]
@@ -224,6 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dynkit", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
+    def torch_args(sp):
+        sp.add_argument("--torch-model", metavar="MODULE:CLASS",
+                        help="read a PyTorch state_dict into this nn.Module class, traced with "
+                             "dynkit.models.from_torch; MODULE is a dotted module name "
+                             "(importable from the current directory) or a .py file path, e.g. "
+                             "mynets:ConvNet or ./nets.py:ConvNet. The file is loaded with "
+                             "torch.load(weights_only=True): no code from it runs")
+        sp.add_argument("--input-shape", metavar="SHAPE",
+                        help="one input in torch's layout, e.g. 3,32,32 or 1,3,32,32 (a 4th "
+                             "leading number is the batch axis); default: the data's")
+        sp.add_argument("--torch-kwargs", metavar="JSON",
+                        help="constructor arguments of --torch-model as a JSON object, "
+                             "e.g. '{\"width\": 16}'")
+
     def data_args(sp):
         sp.add_argument("--data", default="digits", help="data source (see dynkit.data.names())")
         sp.add_argument("--data-seed", type=int, default=0)
@@ -253,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="describe a checkpoint")
     i.add_argument("checkpoint")
+    torch_args(i)
     i.set_defaults(func=cmd_info)
 
     m = sub.add_parser("metrics", help="metrics of a checkpoint or a run folder",
@@ -260,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     m.add_argument("path", help="a checkpoint file or a folder of checkpoints")
     data_args(m)
+    torch_args(m)
     m.add_argument("--metrics", type=_names, default=None, help="comma-separated; default all")
     m.add_argument("--every", type=int, default=1, help="every k-th checkpoint of a run")
     m.add_argument("--out", default="dynkit-metrics")
@@ -269,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("a")
     lm.add_argument("b")
     data_args(lm)
+    torch_args(lm)
     lm.add_argument("--align", choices=["none", "weights", "activations"], default="weights")
     lm.add_argument("--activation-objective", choices=["repair", "rebasin", "pearson_all_nodes"],
                     default="repair",

@@ -59,7 +59,9 @@ def load_checkpoint(path, *, model=None, example_input=None) -> Checkpoint:
     """Load a checkpoint safely (no code from the file is ever executed).
 
     * dynkit safetensors/npz (written by ``save_checkpoint``): the model is rebuilt from the
-      stored config; ``model=`` may be given to use that model instead (shapes are checked).
+      stored config, or from the stored graph for a model no builder makes (one imported by
+      ``from_torch``: no torch class is needed); ``model=`` may be given to use that model
+      instead (shapes are checked).
     * foreign files (a PyTorch ``.pt``/``.pth`` state_dict, a safetensors or npz file of
       torch-named tensors): ``model=`` is required; the tensors are converted with the name map
       of ``model.arch`` (``dynkit.checkpoints.convert_state_dict``). ``.pt`` files are read with
@@ -96,8 +98,15 @@ def load_checkpoint(path, *, model=None, example_input=None) -> Checkpoint:
         >>> ckpt.step, sorted(ckpt.params)
         (7, ['fc0', 'head'])
     """
-    path = Path(path)
-    module = None
+    module, model = resolve_template(model, example_input)
+    return load_into(path, model, module)
+
+
+def resolve_template(model, example_input):
+    """``(module, model)`` of ``load_checkpoint``'s ``model=``/``example_input=``: a torch
+    module is traced (``trace_torch``) once, and kept to filter its unused submodules' entries
+    out of the state_dicts loaded into it; a dynkit ``Model`` (or ``None``) passes through with
+    ``module=None``."""
     if model is not None and _is_torch_module(model):
         if example_input is None:
             raise InvalidArgumentError(
@@ -105,9 +114,16 @@ def load_checkpoint(path, *, model=None, example_input=None) -> Checkpoint:
                 "example_input=, an input batch such as torch.zeros(1, 3, 32, 32)")
         from dynkit.models.torch_graph import trace_torch
 
-        module, model = model, trace_torch(model, example_input)
-    elif example_input is not None:
+        return model, trace_torch(model, example_input)
+    if example_input is not None:
         raise InvalidArgumentError("example_input= is used only with a torch module as model=")
+    return None, model
+
+
+def load_into(path, model, module=None) -> Checkpoint:
+    """``load_checkpoint`` after ``resolve_template``: ``model`` a ``Model`` or ``None``,
+    ``module`` the traced torch module (or ``None``)."""
+    path = Path(path)
     fmt = sniff_format(path)
     source = repr(str(path))
     step = None
@@ -123,7 +139,7 @@ def load_checkpoint(path, *, model=None, example_input=None) -> Checkpoint:
 
     if header is not None:
         if model is None:
-            model = _rebuild(header["config"], source)
+            model = _rebuild(header, source)
         params = unflatten_params(tensors)
         check_params(model, params, source)
         params = {n: {k: jnp.asarray(v) for k, v in e.items()} for n, e in params.items()}
@@ -154,9 +170,15 @@ def _is_torch_module(obj) -> bool:
     return torch is not None and isinstance(obj, torch.nn.Module)
 
 
-def _rebuild(config: Mapping[str, Any], source: str):
+def _rebuild(header: Mapping[str, Any], source: str):
+    """The model of a native checkpoint: from its stored graph if it has one (a model no
+    builder makes, e.g. from ``from_torch``), else ``build(config)``."""
     from dynkit.models import build
+    from dynkit.models.graph_json import graph_from_dict
 
+    config = header["config"]
+    if "graph" in header:
+        return graph_from_dict(header["graph"], config, source)
     try:
         return build(config)
     except DynkitError as exc:

@@ -6,7 +6,9 @@ contain dots, parameter names do not, so the key splits on its last dot), and a 
     {"format": 1, "config": model.config, "step": step, "meta": meta}
 
 in the safetensors metadata under ``"dynkit"`` (npz: a string entry ``"__dynkit__"``), from
-which ``dynkit.models.build(config)`` rebuilds the model. Neither format can carry code:
+which ``dynkit.models.build(config)`` rebuilds the model. A model no builder can rebuild (one
+imported by ``dynkit.models.from_torch``) also stores its graph as JSON data under ``"graph"``
+(``dynkit.models.graph_json``), so it loads back without its PyTorch class. Neither format can carry code:
 safetensors is raw bytes plus a JSON header, and npz is read with ``allow_pickle=False``.
 """
 
@@ -139,6 +141,10 @@ def make_header(model, step, meta) -> str:
         "step": None if step is None else int(step),
         "meta": meta,
     }
+    from dynkit.models.graph_json import graph_to_dict, needs_graph
+
+    if needs_graph(model):  # no builder rebuilds it from its config (e.g. from_torch)
+        header["graph"] = graph_to_dict(model)
     try:
         return json.dumps(header, allow_nan=False)
     except (TypeError, ValueError) as exc:

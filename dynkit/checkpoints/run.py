@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dynkit.checkpoints.load import Checkpoint, load_checkpoint
+from dynkit.checkpoints.load import Checkpoint, load_into, resolve_template
 from dynkit.checkpoints.native import SUFFIXES, peek_step
 from dynkit.errors import CheckpointError, InvalidArgumentError
 
@@ -45,6 +45,8 @@ class Run:
         paths: the checkpoint files, in step order.
         metrics: ``metrics.csv`` of the folder as a DataFrame, or ``None``.
         model: the ``Model`` passed to ``load_checkpoint``, or ``None``.
+        module: the torch module ``model`` was traced from (``load_run(model=<torch module>,
+            example_input=...)``), or ``None``.
 
     Example:
         >>> import tempfile, jax, dynkit as dk
@@ -62,6 +64,7 @@ class Run:
     paths: tuple[Path, ...]
     metrics: Any = None
     model: Any = None
+    module: Any = None
     _models: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -70,7 +73,7 @@ class Run:
     def __getitem__(self, index):
         if isinstance(index, slice):
             return Run(self.directory, self.steps[index], self.paths[index], self.metrics,
-                       self.model, self._models)
+                       self.model, self.module, self._models)
         return self._load(index)
 
     def __iter__(self) -> Iterator[Checkpoint]:
@@ -78,7 +81,7 @@ class Run:
             yield self._load(i)
 
     def _load(self, i: int) -> Checkpoint:
-        ckpt = load_checkpoint(self.paths[i], model=self.model)
+        ckpt = load_into(self.paths[i], self.model, self.module)
         if ckpt.step is None:  # step known from the file name only
             ckpt = replace(ckpt, step=self.steps[i])
         shared = self._models.setdefault(ckpt.model, ckpt.model)  # equal graphs: one Model
@@ -111,19 +114,21 @@ def step_from_filename(path: Path) -> int | None:
 TRAINER_STATE = "trainer_state.npz"
 
 
-def load_run(directory, *, model=None) -> Run:
+def load_run(directory, *, model=None, example_input=None) -> Run:
     """Index the checkpoints (``*.safetensors``, ``*.npz``, ``*.pt``, ``*.pth``) in
     ``directory``, ordered by step.
 
     The step of a file is the one stored in its dynkit header (read without loading the
     tensors), else the last number in its file name. ``model=`` is passed on to
-    ``load_checkpoint`` (needed for foreign files). ``metrics.csv`` in the folder, if any, is
+    ``load_checkpoint`` (needed for foreign files); a torch module as ``model=`` is traced
+    once, with ``example_input=``, for the whole run. ``metrics.csv`` in the folder, if any, is
     read into ``run.metrics`` (a pandas DataFrame); the trainer's ``trainer_state.npz`` is not
     a checkpoint and is skipped.
 
     Args:
         directory: the run folder.
-        model: the ``Model`` for foreign checkpoint files.
+        model: the ``Model`` for foreign checkpoint files, or a torch module to trace.
+        example_input: with a torch module as ``model``, an input batch to trace it with.
 
     Returns:
         A ``Run``.
@@ -174,7 +179,8 @@ def load_run(directory, *, model=None) -> Run:
         import pandas as pd
 
         metrics = pd.read_csv(directory / METRICS_FILE)
-    return Run(directory, steps, tuple(by_step[s] for s in steps), metrics, model)
+    module, model = resolve_template(model, example_input)
+    return Run(directory, steps, tuple(by_step[s] for s in steps), metrics, model, module)
 
 
 class _Selection(Iterator):
