@@ -6,9 +6,11 @@ Every user error is a ``DynkitError``; the CLI prints it on one line and exits w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,9 +60,11 @@ def _load_data(args):
 
 
 def _torch_template(args, data=None):
-    """``(module, example_input)`` of ``--torch-model``/``--input-shape``/``--torch-kwargs``,
-    or ``None`` without ``--torch-model``. With data, the input shape defaults to the data's
-    (in torch's layout) and must match it."""
+    """``(module, model)`` of ``--torch-model``/``--input-shape``/``--torch-kwargs``: the user's
+    module in eval mode and its traced graph (traced once for every checkpoint), or ``None``
+    without ``--torch-model``. With data, the input shape defaults to the data's (in torch's
+    layout) and must match it."""
+    from dynkit.checkpoints.load import resolve_template
     from dynkit.models.torch_template import (
         parse_input_shape,
         torch_example_shape,
@@ -84,17 +88,32 @@ def _torch_template(args, data=None):
     elif shape is None:
         raise InvalidArgumentError("--torch-model needs --input-shape, the shape of one input "
                                    "in torch's layout, e.g. 3,32,32")
-    return torch_template(args.torch_model, shape, args.torch_kwargs)
+    module, example_input = torch_template(args.torch_model, shape, args.torch_kwargs)
+    with _quiet_tracer():
+        return resolve_template(module, example_input)
+
+
+@contextlib.contextmanager
+def _quiet_tracer():
+    """Keep torch.export's diagnostics (graph dumps, log lines) of a failed trace off the
+    terminal: the CLI prints the tracer's reason as its one-line error."""
+    import io
+    import logging
+
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _load(path, template):
     """A checkpoint, loaded into the traced ``--torch-model`` template if there is one."""
-    from dynkit.checkpoints import load_checkpoint
+    from dynkit.checkpoints.load import load_into
 
-    if template is None:
-        return load_checkpoint(path)
-    module, example_input = template
-    return load_checkpoint(path, model=module, example_input=example_input)
+    module, model = template or (None, None)
+    return load_into(path, model, module)
 
 
 def cmd_train(args) -> int:
@@ -145,8 +164,8 @@ def cmd_metrics(args) -> int:
     template = _torch_template(args, data)
     path = Path(args.path)
     if path.is_dir():
-        module, example_input = template or (None, None)
-        run = load_run(path, model=module, example_input=example_input)
+        module, model = template or (None, None)
+        run = replace(load_run(path, model=model), module=module)
         table = metrics_over_run(run, data, names, every=args.every)
     else:
         table = checkpoint_metrics(_load(path, template), data, names)
