@@ -44,7 +44,7 @@ SLOW = {
     "dynkit.train",
 }
 #: Modules whose examples build torch modules (the optional ``dynkit[torch]`` extra).
-NEEDS_TORCH = {"dynkit.models.torch_graph"}
+NEEDS_TORCH = {"dynkit.models.torch_graph", "dynkit.models.torch_template"}
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

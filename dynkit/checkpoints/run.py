@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dynkit.checkpoints.load import Checkpoint, load_into, resolve_template
+from dynkit.checkpoints.load import Checkpoint, load_checkpoint, load_into, resolve_template
 from dynkit.checkpoints.native import SUFFIXES, peek_step
 from dynkit.errors import CheckpointError, InvalidArgumentError
 
@@ -81,7 +81,10 @@ class Run:
             yield self._load(i)
 
     def _load(self, i: int) -> Checkpoint:
-        ckpt = load_into(self.paths[i], self.model, self.module)
+        if self.module is None:
+            ckpt = load_checkpoint(self.paths[i], model=self.model)
+        else:  # traced once in load_run
+            ckpt = load_into(self.paths[i], self.model, self.module)
         if ckpt.step is None:  # step known from the file name only
             ckpt = replace(ckpt, step=self.steps[i])
         shared = self._models.setdefault(ckpt.model, ckpt.model)  # equal graphs: one Model
