@@ -59,9 +59,9 @@ def load_checkpoint(path, *, model=None, example_input=None) -> Checkpoint:
     """Load a checkpoint safely (no code from the file is ever executed).
 
     * dynkit safetensors/npz (written by ``save_checkpoint``): the model is rebuilt from the
-      stored config, or from the stored graph for a model no builder makes (one imported by
-      ``from_torch``: no torch class is needed); ``model=`` may be given to use that model
-      instead (shapes are checked).
+      stored config, or from the stored graph of a model imported by ``from_torch`` (no torch
+      class is needed); ``model=`` may be given to use that model instead (shapes are
+      checked).
     * foreign files (a PyTorch ``.pt``/``.pth`` state_dict, a safetensors or npz file of
       torch-named tensors): ``model=`` is required; the tensors are converted with the name map
       of ``model.arch`` (``dynkit.checkpoints.convert_state_dict``). ``.pt`` files are read with
@@ -171,8 +171,8 @@ def _is_torch_module(obj) -> bool:
 
 
 def _rebuild(header: Mapping[str, Any], source: str):
-    """The model of a native checkpoint: from its stored graph if it has one (a model no
-    builder makes, e.g. from ``from_torch``), else ``build(config)``."""
+    """The model of a native checkpoint: from its stored graph if it has one (a model imported
+    by ``from_torch``), else ``build(config)``."""
     from dynkit.models import build
     from dynkit.models.graph_json import graph_from_dict
 

@@ -6,10 +6,11 @@ contain dots, parameter names do not, so the key splits on its last dot), and a 
     {"format": 1, "config": model.config, "step": step, "meta": meta}
 
 in the safetensors metadata under ``"dynkit"`` (npz: a string entry ``"__dynkit__"``), from
-which ``dynkit.models.build(config)`` rebuilds the model. A model no builder can rebuild (one
-imported by ``dynkit.models.from_torch``) also stores its graph as JSON data under ``"graph"``
-(``dynkit.models.graph_json``), so it loads back without its PyTorch class. Neither format can carry code:
-safetensors is raw bytes plus a JSON header, and npz is read with ``allow_pickle=False``.
+which ``dynkit.models.build(config)`` rebuilds the model. A model imported by
+``dynkit.models.from_torch``, which no builder rebuilds, also stores its graph as JSON data
+under ``"graph"`` (``dynkit.models.graph_json``), so it loads back without its PyTorch class.
+Neither format can carry code: safetensors is raw bytes plus a JSON header, and npz is read
+with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -143,13 +144,14 @@ def make_header(model, step, meta) -> str:
     }
     from dynkit.models.graph_json import graph_to_dict, needs_graph
 
-    if needs_graph(model):  # no builder rebuilds it from its config (e.g. from_torch)
+    if needs_graph(model):  # from_torch: no builder rebuilds it from its config
         header["graph"] = graph_to_dict(model)
     try:
         return json.dumps(header, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(
-            f"model.config and meta must be JSON-serializable (plain dicts, lists, strings, "
+            f"model.config, meta (and the node attrs of a model stored with its graph) must be "
+            f"JSON-serializable (plain dicts, lists, strings, "
             f"finite numbers): {exc}"
         ) from exc
 

@@ -1,9 +1,9 @@
-"""A model's graph as plain JSON data, for models that no builder can rebuild from their config.
+"""A model's graph as plain JSON data, for imported models that no builder can rebuild.
 
 A built model (``mlp``, ``resnet``, ...) is stored in a checkpoint by its config alone:
 ``dynkit.models.build(config)`` rebuilds it. A model imported from PyTorch
-(``dynkit.models.from_torch``, ``config = {"arch": "torch", "class": ...}``) or assembled by hand
-has no builder, so its checkpoint stores the graph itself:
+(``dynkit.models.from_torch``, ``config = {"arch": "torch", "class": ...}``) has no builder, so
+its checkpoint stores the graph itself:
 
     {"nodes": [[name, op, [inputs...], {attrs}], ...], "output": name, "feature": name,
      "input_shape": [...]}
@@ -21,23 +21,27 @@ from dynkit.errors import CheckpointError
 from dynkit.models.graph import Model, Node
 from dynkit.models.ops import OPS
 
-__all__ = ["graph_from_dict", "graph_to_dict", "needs_graph"]
+__all__ = ["STORED_GRAPH_ARCHS", "graph_from_dict", "graph_to_dict", "needs_graph"]
 
 _OPS = frozenset({"input", "batchnorm", *OPS})
 
 
+#: Architectures whose checkpoints store their graph: graph import (``from_torch``) has no
+#: builder. Hand-built graphs (``GraphBuilder`` with an arch of their own) are not included:
+#: they load with ``model=``.
+STORED_GRAPH_ARCHS = ("torch",)
+
+
 def needs_graph(model: Model) -> bool:
-    """Whether ``model`` cannot be rebuilt from its config (its arch has no builder in
-    ``dynkit.models.ARCHITECTURES``), so a checkpoint must store its graph.
+    """Whether a checkpoint of ``model`` stores its graph: an imported model (arch ``torch``),
+    which ``dynkit.models.build(config)`` cannot rebuild.
 
     Example:
         >>> import dynkit as dk
         >>> needs_graph(dk.models.mlp(3, [4], 2))
         False
     """
-    from dynkit.models import ARCHITECTURES
-
-    return model.arch not in ARCHITECTURES
+    return model.arch in STORED_GRAPH_ARCHS
 
 
 def graph_to_dict(model: Model) -> dict[str, Any]:
