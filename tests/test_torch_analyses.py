@@ -20,6 +20,7 @@ from test_builders import torch_unet
 from test_from_torch import SkipCNN, channels_last, randomize
 
 import dynkit as dk
+from dynkit.checkpoints import convert_state_dict
 from dynkit.theory.empirical import model_ntk_fn
 
 torch = pytest.importorskip("torch")
@@ -49,45 +50,64 @@ def torch_jacobian(net, x):
     return torch.cat(blocks, -1).reshape(n, *blocks[0].shape[1:-1], -1).numpy()
 
 
-def tiny_densenet_torch(torchvision):
-    return torchvision.models.DenseNet(growth_rate=3, block_config=(2, 1), num_init_features=4,
-                                       bn_size=2, num_classes=3)
+def imported(net, x):
+    return dk.models.from_torch(net, x)
 
 
-NTK_NETS = {
-    "skip_cnn": (lambda tv: SkipCNN(), (3, 3, 8, 8)),
-    "unet_transpose": (lambda tv: torch_unet(2, 2, 2, 1, "transpose", {1: 0.6, 2: 0.36}),
-                       (3, 2, 8, 8)),
-    "unet_bilinear": (lambda tv: torch_unet(1, 2, 1, 2, "bilinear", {1: 1.0}), (3, 1, 4, 4)),
-    "densenet": (tiny_densenet_torch, (3, 3, 16, 16)),
+def built(builder):
+    """The dynkit builder's model with the torch module's state_dict (identity name map)."""
+    def make(net, x):
+        model = builder()
+        return model, convert_state_dict(model, net.state_dict())
+    return make
+
+
+def torchvision_densenet(tv):
+    return tv.models.DenseNet(growth_rate=3, block_config=(2, 1), num_init_features=4,
+                              bn_size=2, num_classes=3)
+
+
+NTK_NETS = {  # name: (torch module, input shape, dynkit model and params, method)
+    "skip_cnn": (lambda tv: SkipCNN(), (3, 3, 8, 8), imported, "structured"),
+    "unet_imported": (lambda tv: torch_unet(2, 2, 2, 1, "transpose", {1: 0.6, 2: 0.36}),
+                      (3, 2, 8, 8), imported, "jacobian"),
+    "unet_builder": (lambda tv: torch_unet(1, 2, 1, 2, "bilinear", {1: 0.5}), (3, 1, 4, 4),
+                     built(lambda: dk.models.unet(1, 2, 2, input_shape=(4, 4, 1),
+                                                  upsampling="bilinear", skip_scale=0.5)),
+                     "structured"),
+    "densenet_builder": (torchvision_densenet, (3, 3, 16, 16),
+                         built(lambda: dk.models.densenet((2, 1), 3, growth_rate=3,
+                                                          num_init_features=4, bn_size=2,
+                                                          input_shape=(16, 16, 3))),
+                         "structured"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(NTK_NETS))
 @pytest.mark.slow
-def test_empirical_ntk_of_imported_model_equals_torch_func(name, request):
-    build, shape = NTK_NETS[name]
-    tv = request.getfixturevalue("torchvision") if name == "densenet" else None
+def test_empirical_ntk_equals_torch_func(name, request):
+    """float64, 1e-10, every output axis traced: an imported custom CNN (concat skip,
+    upsample) and U-Net, and the ``unet``/``densenet`` builders holding a torch module's
+    weights. ``structured`` where it covers the graph (not ``conv_transpose``), else
+    ``jacobian``; the CNN's map output also channels-traced with its pixels on the diagonal
+    (the layout: torch's ``(C, H, W)``, dynkit's ``(H, W, C)``)."""
+    build, shape, make, method = NTK_NETS[name]
+    tv = request.getfixturevalue("torchvision") if name.startswith("densenet") else None
     torch.manual_seed(0)
     net = randomize(build(tv).double(), seed=1)
     x = torch.randn(*shape, dtype=torch.float64)
-    model, params = dk.models.from_torch(net, x)
+    model, params = make(net, x)
     jac = torch_jacobian(net, x)  # (N, *out, P)
     assert jac.shape[-1] == model.num_params()
     xl = jnp.asarray(channels_last(x))
     out_axes = tuple(range(1, jac.ndim - 1))
-    # every output axis traced (a mean, as neural-tangents' trace_axes)
     flat = jac.reshape(jac.shape[0], -1, jac.shape[-1])
+    # every output axis traced (a mean, as neural-tangents' trace_axes)
     ref = np.einsum("iap,jap->ij", flat, flat) / flat.shape[1]
-    for method in ("structured", "jacobian"):
-        k = model_ntk_fn(model, method, trace_axes=out_axes)(xl, None, params)
-        np.testing.assert_allclose(k, ref, rtol=1e-10, atol=1e-13 * np.abs(ref).max())
-    if len(out_axes) == 3:  # map output: channels traced, pixels on the diagonal
+    k = model_ntk_fn(model, method, trace_axes=out_axes)(xl, None, params)
+    np.testing.assert_allclose(k, ref, rtol=1e-10, atol=1e-13 * np.abs(ref).max())
+    if name == "skip_cnn":
         ref = np.einsum("ihwcp,jhwcp->ijhw", jac, jac) / jac.shape[3]
-        k = model_ntk_fn(model, "structured", trace_axes=(-1,), diagonal_axes=(1, 2))(
+        k = model_ntk_fn(model, method, trace_axes=(-1,), diagonal_axes=(1, 2))(
             xl, None, params)
-        np.testing.assert_allclose(k, ref, rtol=1e-10, atol=1e-13 * np.abs(ref).max())
-    else:  # logits: the full (N, N, C, C) kernel
-        ref = np.einsum("iap,jbp->ijab", jac, jac)
-        k = model_ntk_fn(model, "jacobian", trace_axes=())(xl, None, params)
         np.testing.assert_allclose(k, ref, rtol=1e-10, atol=1e-13 * np.abs(ref).max())
