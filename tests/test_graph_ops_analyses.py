@@ -71,6 +71,13 @@ def _impulse_weights(shape_in, fn):
     return edges, out.shape
 
 
+def _one(v):
+    """A stride/padding/... attr, an int or the same int per spatial axis (as imported)."""
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    assert len(set(v)) == 1, v
+    return v[0]
+
+
 def neuron_graph(model, params, fold_bn):
     """The neuron DAG of ``unet_like``, edge by edge, with weights from the attrs (convs) and
     from torch impulse responses (upsampling)."""
@@ -90,8 +97,8 @@ def neuron_graph(model, params, fold_bn):
                 bn = params[folded[n.name]]
                 s = bn["scale"] / np.sqrt(bn["var"] + 1e-5)
                 w, b = w * s, s * b + bn["bias"] - s * bn["mean"]
-            (kh, kw), st, pad = a["kernel"], a.get("stride", 1), a["padding"]
-            d, groups = a.get("dilation", 1), a.get("groups", 1)
+            (kh, kw), st, pad = a["kernel"], _one(a.get("stride", 1)), _one(a["padding"])
+            d, groups = _one(a.get("dilation", 1)), a.get("groups", 1)
             H, W, cin = x.shape
             cout = w.shape[-1]
             if n.op == "conv":
@@ -107,7 +114,7 @@ def neuron_graph(model, params, fold_bn):
                             g.inc[out[oy, ox, co]].append((x[iy, ix, grp * gin + cl],
                                                            w[ky, kx, cl, co]))
             else:
-                op = a["output_padding"]
+                op = _one(a["output_padding"])
                 oh, ow = (H - 1) * st - 2 * pad + kh + op, (W - 1) * st - 2 * pad + kw + op
                 out = g.new((oh, ow, cout), "lin", b)
                 for iy, ix, ci, ky, kx, co in np.ndindex(H, W, cin, kh, kw, cout):
@@ -132,7 +139,7 @@ def neuron_graph(model, params, fold_bn):
         elif n.op == "concat":
             ids[n.name] = np.concatenate([ids[s] for s in n.inputs], axis=-1)
         elif n.op == "upsample":
-            kw = ({"scale_factor": float(a["scale_factor"])} if "scale_factor" in a
+            kw = ({"scale_factor": float(_one(a["scale_factor"]))} if "scale_factor" in a
                   else {"size": tuple(a["size"])})
             if a["mode"] == "bilinear":
                 kw["align_corners"] = False

@@ -18,8 +18,11 @@ import numpy as np
 import pytest
 from test_builders import torch_unet
 from test_from_torch import SkipCNN, channels_last, randomize
+from test_graph_ops_analyses import neuron_graph
+from test_pathnorm import brute_force_qq, neuron_forward
 
 import dynkit as dk
+from dynkit.analyses.pathnorm import path_norm
 from dynkit.checkpoints import convert_state_dict
 from dynkit.theory.empirical import model_ntk_fn
 
@@ -111,3 +114,49 @@ def test_empirical_ntk_equals_torch_func(name, request):
         k = model_ntk_fn(model, method, trace_axes=(-1,), diagonal_axes=(1, 2))(
             xl, None, params)
         np.testing.assert_allclose(k, ref, rtol=1e-10, atol=1e-13 * np.abs(ref).max())
+
+
+# --------------------------------------------------------------------- path-norm
+class PathNet(nn.Module):
+    """conv -> relu -> {ConvTranspose2d -> BN, nearest x2} -> cat -> relu -> bilinear ->
+    dilated grouped conv -> flatten -> Linear (the attribute names are the node names that
+    ``test_graph_ops_analyses.neuron_graph`` reads)."""
+
+    def __init__(self, bilinear):
+        super().__init__()
+        self.c1, self.r1 = nn.Conv2d(1, 2, 3, padding=1), nn.ReLU()
+        self.ct = nn.ConvTranspose2d(2, 2, 3, stride=2, padding=1, output_padding=1)
+        self.bn, self.up = nn.BatchNorm2d(2), nn.Upsample(scale_factor=2, mode="nearest")
+        self.r2, self.bl = nn.ReLU(), nn.Upsample(mode="bilinear", **bilinear)
+        self.c2 = nn.Conv2d(4, 2, 3, padding=2, dilation=2, groups=2)
+        size = bilinear.get("size") or (12, 8)
+        self.flat, self.head = nn.Flatten(), nn.Linear(2 * size[0] * size[1], 2)
+
+    def forward(self, x):
+        h = self.r1(self.c1(x))
+        h = torch.cat([self.bn(self.ct(h)), self.up(h)], dim=1)
+        return self.head(self.flat(self.c2(self.bl(self.r2(h)))))
+
+
+@pytest.mark.slow
+def test_pathnorm_of_imported_network_matches_brute_force():
+    """The neuron DAG of the imported graph (convolutions from their weights, nearest and
+    bilinear upsampling from torch's own impulse responses) computes the torch forward pass;
+    the sum over its paths of ``|Φ_p|^q`` is the path-norm, BatchNorm folded or not."""
+    torch.manual_seed(0)
+    net = randomize(PathNet({"size": (4, 5)}).double(), seed=2)
+    x = torch.randn(1, 1, 3, 2, dtype=torch.float64)
+    model, params = dk.models.from_torch(net, x)
+    assert [n.op for n in model.nodes if n.name in ("ct", "up", "cat", "bl")] == [
+        "conv_transpose", "upsample", "concat", "upsample"]
+    params = {k: {n: np.asarray(v) for n, v in p.items()} for k, p in params.items()}
+    for fold_bn in (True, False):
+        g, outputs = neuron_graph(model, params, fold_bn)
+        with torch.no_grad():
+            np.testing.assert_allclose(neuron_forward(g, outputs, channels_last(x)[0]),
+                                       net(x)[0].numpy(), rtol=1e-10, atol=1e-12)
+        for q in (1.0, 2.0):
+            total, count = brute_force_qq(g, outputs, q)
+            assert count > 1000
+            pn = path_norm(model, params, q, fold_bn=fold_bn)
+            assert pn.value == pytest.approx(total ** (1 / q), rel=1e-10)
