@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+from dynkit.errors import InvalidArgumentError, ShapeMismatchError, UnsupportedLayerError
 from dynkit.evaluate import compiled_features, compiled_intermediates
 from dynkit.registry import METRICS
 
@@ -252,6 +252,23 @@ def neural_collapse(
 
 
 # --------------------------------------------------------------------- models
+def _check_feature_node(model) -> None:
+    """Refuse a model whose feature node is a map-valued output (a U-Net's image, a
+    segmentation map: a graph imported by ``dk.models.from_torch`` without a ``Linear`` and
+    without ``feature=``): neural collapse needs an explicit feature representation.
+
+    Raises:
+        UnsupportedLayerError: naming the model, its output and how to name a feature node.
+    """
+    shape = model.node_shapes()[model.output]
+    if model.feature == model.output and len(shape) > 1:
+        raise UnsupportedLayerError(
+            f"neural collapse needs an explicit feature node: model {model.arch!r} has none "
+            f"(its feature node is its output {model.output!r}, a {shape} map, as in a U-Net); "
+            "import it with dk.models.from_torch(module, x, feature='<module path>'), e.g. the "
+            "bottleneck, and give model.features(params, x) to neural_collapse")
+
+
 def readout(model, params):
     """Effective read-out ``(W, b)`` of a ``dynkit`` model, as numpy float64.
 
@@ -342,6 +359,7 @@ def collapse_of_model(
         True
     """
     _check_xy(x, y)
+    _check_feature_node(model)
     W, b = readout(model, params)
     feats = compiled_features(model)
     gen = _batched(lambda xb: np.asarray(feats(params, xb)), x, y, batch_size, progress,
@@ -400,6 +418,7 @@ def collapse_by_layer(
     names = list(layers) if layers is not None else model.layer_names()
     if not names:
         raise InvalidArgumentError(f"model {model.arch!r} has no tapped layers; pass layers=[...]")
+    _check_feature_node(model)
     W, b = readout(model, params)
     C = W.shape[0]
     wanted = names + ([model.output] if model.output not in names else [])

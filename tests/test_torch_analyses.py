@@ -22,8 +22,11 @@ from test_graph_ops_analyses import neuron_graph
 from test_pathnorm import brute_force_qq, neuron_forward
 
 import dynkit as dk
+from dynkit.analyses import collapse, lmc
 from dynkit.analyses.pathnorm import path_norm
+from dynkit.analyses.permutation import apply_permutation, permutation_spec
 from dynkit.checkpoints import convert_state_dict
+from dynkit.errors import InvalidArgumentError, UnsupportedLayerError
 from dynkit.theory.empirical import model_ntk_fn
 
 torch = pytest.importorskip("torch")
@@ -160,3 +163,88 @@ def test_pathnorm_of_imported_network_matches_brute_force():
             assert count > 1000
             pn = path_norm(model, params, q, fold_bn=fold_bn)
             assert pn.value == pytest.approx(total ** (1 / q), rel=1e-10)
+
+
+# --------------------------------------------------------------------- permutations, LMC
+@pytest.mark.slow
+def test_barrier_with_a_permuted_copy_is_zero_after_weight_matching():
+    """An imported U-Net (ConvTranspose, scaled long skip, functional ReLUs; the builders'
+    DenseNets and U-Nets: tests/test_permutation_concat.py): the permutation spec comes from
+    the imported graph; a random permutation keeps the function, weight matching undoes it
+    exactly, and the aligned barrier is 0 (while the naive midpoint is another function)."""
+    torch.manual_seed(0)
+    shape = (6, 2, 4, 4)
+    net = randomize(torch_unet(1, 3, 2, 2, "transpose", {1: 0.7}).double(), seed=3)
+    model, params = dk.models.from_torch(net, torch.zeros(shape, dtype=torch.float64))
+    params = {k: {n: np.asarray(v) for n, v in p.items()} for k, p in params.items()}
+    spec = permutation_spec(model)
+    rng = np.random.default_rng(4)
+    perm = {g: rng.permutation(n) for g, n in spec.sizes.items()}
+    permuted = apply_permutation(model, params, perm)
+    x = rng.normal(size=(shape[0], *model.input_shape))
+    np.testing.assert_allclose(model.apply(permuted, x), model.apply(params, x), rtol=1e-10,
+                               atol=1e-12)
+    aligned = apply_permutation(model, permuted, lmc.weight_matching(model, params, permuted))
+    for node, p in params.items():
+        for k, v in p.items():
+            np.testing.assert_array_equal(aligned[node][k], v)
+    y = rng.normal(size=(shape[0], *model.node_shapes()[model.output]))
+    curve = lmc.interpolate(model, params, aligned, x, y, alphas=3, loss="mse", bn="interpolate")
+    assert lmc.barrier(curve) == pytest.approx(0.0, abs=1e-12)
+    naive = np.asarray(model.apply(lmc.lerp(params, permuted, 0.5), x))  # not a no-op
+    assert np.abs(naive - np.asarray(model.apply(params, x))).max() > 1e-3
+
+
+# --------------------------------------------------------------------- neural collapse
+@pytest.mark.slow
+def test_collapse_of_densenet_builder_equals_nc_of_torch_features(torchvision):
+    """``collapse_of_model`` on the ``densenet`` builder holding a torchvision DenseNet's
+    weights = ``neural_collapse`` of the features and classifier taken from torch."""
+    torch.manual_seed(0)
+    net = randomize(torchvision_densenet(torchvision).double(), seed=5)
+    model = dk.models.densenet((2, 1), 3, growth_rate=3, num_init_features=4, bn_size=2,
+                               input_shape=(16, 16, 3))
+    params = convert_state_dict(model, net.state_dict())
+    x = torch.randn(12, 3, 16, 16, dtype=torch.float64)
+    y = np.arange(12) % 3
+    with torch.no_grad():
+        feats = F.adaptive_avg_pool2d(F.relu(net.features(x)), 1).flatten(1).numpy()
+    W, b = net.classifier.weight.detach().numpy(), net.classifier.bias.detach().numpy()
+    assert model.features(params, channels_last(x)).shape == feats.shape == (12, 8)
+    ours = collapse.collapse_of_model(model, params, channels_last(x), y)
+    ref = collapse.neural_collapse(feats, y, W=W, b=b)
+    assert set(ours) == set(ref) and {"nc1", "nc3", "nc4"} <= set(ours)
+    for key in ref:
+        assert ours[key] == pytest.approx(ref[key], rel=1e-8, abs=1e-12), key
+
+
+@pytest.mark.slow
+def test_unet_collapse_needs_an_explicit_feature_node():
+    """A U-Net imported without ``feature=`` has its output map as feature node: NC is refused
+    saying so. With ``feature="bottleneck"`` (and in the ``unet`` builder) the features are
+    the bottleneck's output (as torch computes it); the NC of those features is available,
+    and the metrics that need a dense read-out say that one is needed."""
+    torch.manual_seed(0)
+    net = randomize(torch_unet(1, 2, 1, 1, "transpose", {1: 1.0}).double(), seed=6)
+    x = torch.randn(8, 1, 4, 4, dtype=torch.float64)
+    xl, y = channels_last(x), np.arange(8) % 2
+    model, params = dk.models.from_torch(net, x)
+    assert model.feature == model.output == "head"
+    for run in (collapse.collapse_of_model, collapse.collapse_by_layer):
+        with pytest.raises(UnsupportedLayerError,
+                           match=r"needs an explicit feature node.*'head'.*feature="):
+            run(model, params, xl, y, **({"layers": ["cat"]} if run is collapse.collapse_by_layer
+                                         else {}))
+    with torch.no_grad():
+        ref = channels_last(net.bottleneck(F.max_pool2d(net.enc1(x), 2))).reshape(8, -1)
+    builder = dk.models.unet(1, 2, 1, input_shape=(4, 4, 1))
+    for m, p in (dk.models.from_torch(net, x, feature="bottleneck"),
+                 (builder, convert_state_dict(builder, net.state_dict()))):
+        assert m.feature in ("bottleneck.relu_1", "bottleneck.relu2")
+        feats = np.asarray(m.features(p, xl))
+        np.testing.assert_allclose(feats, ref, rtol=1e-12)
+        assert np.isfinite(collapse.neural_collapse(feats, y)["nc1"])
+        with pytest.raises(UnsupportedLayerError, match="'conv' node.*dense layer is needed"):
+            collapse.collapse_of_model(m, p, xl, y)
+    with pytest.raises(InvalidArgumentError, match="feature='neck' is neither"):
+        dk.models.from_torch(net, x, feature="neck")

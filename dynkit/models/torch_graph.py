@@ -23,7 +23,10 @@ Names. Nodes with parameters are named by their module path (``layer1.0.conv1``)
 reads the module's state_dict with the identity name map. Parameter-free ops are named after
 their module (``layer1.0.relu``) or, for a functional call, ``<module>.<op>`` (``layer1.0.add``);
 a repeated name gets a suffix ``_1, _2, ...``. The ``feature`` node is the input of the last
-``Linear`` (its output when there is no ``Linear``).
+``Linear`` (its output when there is no ``Linear``), or the node named by ``feature=``: a node
+name or a module path (the module's output, the last node inside it), e.g. a U-Net's
+``bottleneck``. A map-valued output is no feature representation: neural collapse on a model
+whose feature node is such an output is refused (``dynkit.analyses.collapse``).
 
 Supported ops: ``Linear``, ``Conv1d/2d`` (stride, padding, dilation, groups),
 ``ConvTranspose1d/2d`` (groups 1), ``BatchNorm1d/2d`` (affine, with running statistics),
@@ -74,7 +77,7 @@ class _Value:
     shape: tuple[int, ...]  # torch shape, batch included
 
 
-def from_torch(module, example_input) -> tuple[Model, Params]:
+def from_torch(module, example_input, *, feature: str | None = None) -> tuple[Model, Params]:
     """Import a PyTorch module as a dynkit graph ``Model`` and its parameters.
 
     The module is traced by ``torch.export.export(module, (example_input,))``; every ATen op
@@ -82,19 +85,22 @@ def from_torch(module, example_input) -> tuple[Model, Params]:
     model takes channels-last inputs: ``model.apply(params, x.permute(0, 2, 3, 1))`` equals
     ``module(x)``. A map-valued output is channels-last as well, and a global pool's
     ``(N, C, 1, 1)`` output comes back as ``(N, C)``. ``model.features`` is the input of the
-    last ``Linear`` (a flattened map's features in dynkit's ``(H, W, C)`` order).
+    last ``Linear`` (a flattened map's features in dynkit's ``(H, W, C)`` order), or the
+    output of the node or module named by ``feature``.
 
     Args:
         module: an ``nn.Module`` in eval mode (``module.eval()``).
         example_input: one input batch ``(N, C, *spatial)`` or ``(N, D)`` (a ``torch.Tensor``).
+        feature: the feature node: a node name, or a module path (its output); default the
+            input of the last ``Linear``, else the output.
 
     Returns:
         ``(model, params)``: ``model.config`` is ``{"arch": "torch", "class": <qualname>}``.
 
     Raises:
         MissingDependencyError: torch is not installed.
-        InvalidArgumentError: the module is in training mode, or the arguments are not a
-            module and a tensor.
+        InvalidArgumentError: the module is in training mode, the arguments are not a
+            module and a tensor, or ``feature`` names no node or module of the graph.
         UnsupportedLayerError: an op outside the supported list (named with its module path),
             or a module ``torch.export`` cannot trace (with the tracer's reason).
 
@@ -114,7 +120,7 @@ def from_torch(module, example_input) -> tuple[Model, Params]:
     """
     from dynkit.checkpoints.torch_import import convert_state_dict
 
-    model = trace_torch(module, example_input)
+    model = trace_torch(module, example_input, feature=feature)
     return model, convert_state_dict(model, used_state_dict(model, module, module.state_dict()))
 
 
@@ -140,13 +146,14 @@ def used_state_dict(model: Model, module, state_dict) -> dict[str, Any]:
     return {k: v for k, v in state_dict.items() if k not in unused}
 
 
-def trace_torch(module, example_input) -> Model:
+def trace_torch(module, example_input, *, feature: str | None = None) -> Model:
     """The dynkit ``Model`` (graph only, no parameters) of a PyTorch module: ``from_torch``
     without reading the weights, e.g. to load a state_dict file into it.
 
     Args:
         module: an ``nn.Module`` in eval mode.
         example_input: one input batch (a ``torch.Tensor``).
+        feature: as in :func:`from_torch`.
 
     Returns:
         The ``Model``.
@@ -177,7 +184,7 @@ def trace_torch(module, example_input) -> Model:
         raise UnsupportedLayerError(
             f"torch.export could not trace {_qualname(module)}: {type(exc).__name__}: "
             f"{reason}") from exc
-    return _Importer(module, exported).run()
+    return _Importer(module, exported).run(feature)
 
 
 def _qualname(module) -> str:
@@ -282,7 +289,7 @@ class _Importer:
         return name
 
     # ------------------------------------------------------------------ main loop
-    def run(self) -> Model:
+    def run(self, feature: str | None = None) -> Model:
         if len(self.user_inputs) != 1:
             raise InvalidArgumentError(f"from_torch imports modules with one input tensor, "
                                        f"got {len(self.user_inputs)} inputs")
@@ -307,11 +314,22 @@ class _Importer:
             raise UnsupportedLayerError(f"{_qualname(self.module)}: the output is not a "
                                         "traced activation dynkit can return in torch's order")
         dense = [n for n in self.nodes if n.op == "dense"]
-        feature = dense[-1].inputs[0] if dense else out.node
+        feature = (self.feature_node(feature) if feature is not None
+                   else dense[-1].inputs[0] if dense else out.node)
         shape = tuple(self.env[self.user_inputs[0]].shape[1:])
         input_shape = (*shape[1:], shape[0]) if len(shape) > 1 else shape
         config = {"arch": "torch", "class": _qualname(self.module)}
         return Model(config, tuple(self.nodes), out.node, feature, input_shape)
+
+    def feature_node(self, feature: str) -> str:
+        """The node named ``feature``, or the last node inside the module path ``feature``."""
+        names = [n.name for n in self.nodes[1:]]
+        inside = [n for n in names if n == feature or n.startswith(f"{feature}.")]
+        if not inside:
+            raise InvalidArgumentError(
+                f"feature={feature!r} is neither a node nor a module path of the imported "
+                f"graph of {_qualname(self.module)}; its nodes: {', '.join(names)}")
+        return feature if feature in names else inside[-1]
 
     def call(self, fx) -> None:
         target = fx.target
