@@ -1,9 +1,21 @@
 """Graph import of any traceable PyTorch module: ``from_torch(module, example_input)``.
 
 The module is traced with ``torch.export.export`` (eval mode), and each ATen op of the exported
-graph becomes one dynkit ``Node`` (``dynkit.models.graph``). ``torch.fx`` is not used as a
-fallback: a module that ``torch.export`` cannot trace gets the tracer's reason in an
-``UnsupportedLayerError``.
+graph becomes one dynkit ``Node`` (``dynkit.models.graph``). A module that ``torch.export``
+cannot trace gets the tracer's reason in an ``UnsupportedLayerError``.
+
+No ``torch.fx`` fallback, on purpose. ``torch.export`` (``strict=False``, its default) runs the
+module's own Python on fake tensors, so it traces modules that ``torch.fx.symbolic_trace``
+cannot (control flow on shapes, numpy or ``math`` on sizes, ``@torch.jit.script`` functions,
+which it inlines). Where export fails on an eval-mode module, fx gives nothing dynkit could
+import either (checked on torch 2.13 in tests/test_from_torch_fx.py):
+
+- control flow or Python numbers computed from tensor *values* (``if x.sum() > 0``,
+  ``float(x.max())``, ``assert torch.isfinite(x).all()``): export raises
+  ``GuardOnDataDependentSymNode``; fx cannot turn a ``Proxy`` into a bool or float either;
+- a TorchScript submodule (``torch.jit.script(module)``): export fails, and fx records one
+  opaque ``call_method forward`` on its C++ object, with no op inside to map. It is refused
+  before tracing, naming its module path (import the module before scripting it).
 
 Layouts. dynkit is channels-last: the imported ``Model`` takes ``x.permute(0, 2, 3, 1)`` of the
 torch input (``x.permute(0, 2, 1)`` for 1-d inputs), and its feature maps, hence a map-valued
@@ -102,7 +114,8 @@ def from_torch(module, example_input, *, feature: str | None = None) -> tuple[Mo
         InvalidArgumentError: the module is in training mode, the arguments are not a
             module and a tensor, or ``feature`` names no node or module of the graph.
         UnsupportedLayerError: an op outside the supported list (named with its module path),
-            or a module ``torch.export`` cannot trace (with the tracer's reason).
+            a TorchScript submodule (named), or a module ``torch.export`` cannot trace (with the
+            tracer's reason).
 
     References:
         PyTorch ``torch.export`` (ATen IR), https://pytorch.org/docs/stable/export.html.
@@ -176,6 +189,12 @@ def trace_torch(module, example_input, *, feature: str | None = None) -> Model:
         raise InvalidArgumentError(
             f"module {_qualname(module)} is in training mode (e.g. {training[0]!r}); dynkit "
             "imports the eval-mode function: call module.eval() first")
+    scripted = [name or "<root>" for name, m in module.named_modules()
+                if isinstance(m, torch.jit.ScriptModule)]
+    if scripted:
+        raise UnsupportedLayerError(
+            f"{scripted[0]}: a TorchScript module (torch.jit.script/trace) is opaque to "
+            "torch.export and torch.fx; import the module before scripting it")
     try:
         with torch.no_grad():
             exported = torch.export.export(module, (example_input,))
