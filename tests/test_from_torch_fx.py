@@ -75,3 +75,31 @@ def test_what_fx_cannot_trace_export_imports_exactly(name):
     with pytest.raises(Exception):  # noqa: B017 - TraceError, ValueError or RuntimeError
         torch.fx.symbolic_trace(net.eval())
     check_parity(net, (4, 3), torch.float64)
+
+
+# --------------------------------------------------------------------- bad input (gaps)
+def test_unsupported_module_names_its_path():
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act = nn.Hardswish()
+
+        def forward(self, x):
+            return self.act(x)
+
+    net = nn.Sequential(nn.Linear(3, 3), Encoder()).eval()
+    with pytest.raises(UnsupportedLayerError, match=r"^1\.act: hardswish is not supported"):
+        dk.models.from_torch(net, torch.ones(2, 3))
+
+
+def test_load_checkpoint_refuses_a_template_in_training_mode(tmp_path):
+    """A freshly built module is in training mode; the template is refused with the fix."""
+    from dynkit.errors import InvalidArgumentError
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    with pytest.raises(InvalidArgumentError, match=r"training mode.*'<root>'.*module\.eval\(\)"):
+        dk.load_checkpoint(tmp_path / "net.pt", model=net, example_input=torch.zeros(2, 3))
+    ckpt = dk.load_checkpoint(tmp_path / "net.pt", model=net.eval(),
+                              example_input=torch.zeros(2, 3))
+    assert sorted(ckpt.params) == ["0", "1", "2"]
