@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from test_builders import torch_unet
 from test_from_torch import SkipCNN, channels_last, randomize
+from test_from_torch_timm import parity_float64_and_float32
 from test_graph_ops_analyses import neuron_graph
 from test_pathnorm import brute_force_qq, neuron_forward
 
@@ -31,6 +32,17 @@ from dynkit.theory.empirical import model_ntk_fn
 
 torch = pytest.importorskip("torch")
 nn, F = torch.nn, torch.nn.functional
+
+
+@pytest.mark.slow
+def test_custom_unet_forward_parity():
+    """A hand-written torch U-Net (ConvTranspose2d, ScaleLong-scaled long skips, functional
+    ReLU and max-pool): float64 1e-10, float32 1e-5; its map output comes back channels-last."""
+    torch.manual_seed(0)
+    model = parity_float64_and_float32(torch_unet(2, 3, 2, 2, "transpose", {1: 0.6, 2: 0.36}),
+                                       (2, 2, 8, 8))
+    assert model.node_shapes()[model.output] == (8, 8, 2)
+    assert {n.op for n in model.nodes} >= {"conv_transpose", "concat", "scale", "maxpool"}
 
 
 # --------------------------------------------------------------------- empirical NTK
