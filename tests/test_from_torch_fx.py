@@ -103,3 +103,21 @@ def test_load_checkpoint_refuses_a_template_in_training_mode(tmp_path):
     ckpt = dk.load_checkpoint(tmp_path / "net.pt", model=net.eval(),
                               example_input=torch.zeros(2, 3))
     assert sorted(ckpt.params) == ["0", "1", "2"]
+
+
+def test_ops_the_output_does_not_depend_on_are_skipped():
+    """A buffer updated in ``forward`` (a call counter) and an unused branch with an op dynkit
+    does not support change nothing in the eval-mode function: the import is exact."""
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+            self.register_buffer("calls", torch.zeros((), dtype=torch.float64))
+
+        def forward(self, x):
+            self.calls += 1
+            unused = torch.nn.functional.hardswish(x)  # noqa: F841
+            return self.fc(x)
+
+    model, params = check_parity(Counting(), (4, 3), torch.float64)
+    assert [n.op for n in model.nodes] == ["input", "dense"] and sorted(params) == ["fc"]

@@ -31,6 +31,9 @@ a ``Linear`` directly (through Dropout/Identity); anything else in between is re
 average pool (``AdaptiveAvgPool2d(1)``, ``x.mean((2, 3))``) gives a ``(N, C)`` dynkit tensor, so
 its flatten is no op: a torchvision ResNet imports to the graph of ``dynkit.models.resnet``.
 
+Only the ops the output depends on are imported: an op that only updates a buffer (a call
+counter incremented in ``forward``) or whose result is unused does not change the function.
+
 Names. Nodes with parameters are named by their module path (``layer1.0.conv1``), so the model
 reads the module's state_dict with the identity name map. Parameter-free ops are named after
 their module (``layer1.0.relu``) or, for a functional call, ``<module>.<op>`` (``layer1.0.add``);
@@ -233,6 +236,7 @@ class _Importer:
         self.graph = exported.graph
         self.keys = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
         self.user_inputs = list(sig.user_inputs)
+        self.user_outputs = list(sig.user_outputs)
         self.nodes: list[Node] = [Node("input", "input")]
         self.names = {"input"}  # every node's
         self.param_nodes: set[str] = set()  # the nodes named after a module with parameters
@@ -312,23 +316,22 @@ class _Importer:
         if len(self.user_inputs) != 1:
             raise InvalidArgumentError(f"from_torch imports modules with one input tensor, "
                                        f"got {len(self.user_inputs)} inputs")
-        output = None
+        if len(self.user_outputs) != 1:
+            raise UnsupportedLayerError(f"{_qualname(self.module)} returns "
+                                        f"{len(self.user_outputs)} values; from_torch needs "
+                                        "exactly one output tensor")
+        needed = self.needed()
         for fx in self.graph.nodes:
             if fx.op == "placeholder":
                 if fx.name == self.user_inputs[0]:
                     shape = tuple(fx.meta["val"].shape)
                     self.env[fx.name] = _Value("input", "map" if len(shape) > 2 else "vec", shape)
-            elif fx.op == "output":
-                output = fx.args[0]
             elif fx.op == "call_function":
-                self.call(fx)
-            else:
+                if fx.name in needed:
+                    self.call(fx)
+            elif fx.op != "output":
                 self.unsupported(fx, f"fx node of kind {fx.op!r}")
-        if not isinstance(output, (list, tuple)) or len(output) != 1:
-            raise UnsupportedLayerError(f"{_qualname(self.module)} returns "
-                                        f"{type(output).__name__} of {len(output or ())} "
-                                        "values; from_torch needs exactly one output tensor")
-        out = self.env.get(getattr(output[0], "name", None))
+        out = self.env.get(self.user_outputs[0])
         if out is None or out.kind == "flat":
             raise UnsupportedLayerError(f"{_qualname(self.module)}: the output is not a "
                                         "traced activation dynkit can return in torch's order")
@@ -339,6 +342,15 @@ class _Importer:
         input_shape = (*shape[1:], shape[0]) if len(shape) > 1 else shape
         config = {"arch": "torch", "class": _qualname(self.module)}
         return Model(config, tuple(self.nodes), out.node, feature, input_shape)
+
+    def needed(self) -> set[str]:
+        """The fx nodes the output depends on: ops whose results only update buffers (a call
+        counter, say) or are unused do not change the imported function and are skipped."""
+        needed = set(self.user_outputs)
+        for fx in reversed(self.graph.nodes):
+            if fx.name in needed:
+                needed.update(a.name for a in fx.all_input_nodes)
+        return needed
 
     def feature_node(self, feature: str) -> str:
         """The node named ``feature``, or the last node inside the module path ``feature``."""
