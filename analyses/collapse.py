@@ -260,8 +260,10 @@ def _check_feature_node(model) -> None:
     Raises:
         UnsupportedLayerError: naming the model, its output and how to name a feature node.
     """
+    if model.feature != model.output:
+        return
     shape = model.node_shapes()[model.output]
-    if model.feature == model.output and len(shape) > 1:
+    if len(shape) > 1:
         raise UnsupportedLayerError(
             f"neural collapse needs an explicit feature node: model {model.arch!r} has none "
             f"(its feature node is its output {model.output!r}, a {shape} map, as in a U-Net); "
