@@ -2,13 +2,16 @@
 builders, each against an independent computation (#13, "every analysis works on the new
 graphs"):
 
-- empirical NTK of an imported model = the Jacobian contraction done with ``torch.func``
+- forward parity of an imported custom U-Net (float64 and float32);
+- empirical NTK of an imported custom CNN and U-Net, and of the ``densenet``/``unet`` builders
+  holding a torch module's weights = the Jacobian contraction done with ``torch.func``
   (``jacrev`` under ``vmap``, ``functional_call``) on the torch module itself;
 - path-norm of an imported network with a concat, nearest and bilinear upsampling and a
   ``ConvTranspose2d`` = brute-force path enumeration on its neuron DAG;
-- interpolation barrier of a model with a randomly permuted copy of itself = 0, and neural
-  collapse of the feature node = NC of the features computed by hand; NC of a model whose
-  feature node is a map output (a U-Net imported without ``feature=``) is refused.
+- interpolation barrier of an imported U-Net and its randomly permuted copy, aligned by weight
+  matching, = 0; neural collapse of the DenseNet builder = NC of the features and classifier
+  taken from torch; NC of a model whose feature node is a map output (a U-Net imported without
+  ``feature=``) is refused, naming the fix.
 """
 
 from __future__ import annotations
