@@ -245,9 +245,9 @@ def cka(X, Y, kernel: str = "linear", debiased: bool = False, bandwidth: float =
 
 
 # --------------------------------------------------------------------- CCA family
-def _basis(name: str, X: np.ndarray, keep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centered ``X = U S Vᵀ`` truncated by ``keep``: ``(U_k, s_k, V_k)``."""
-    U, s, Vt = np.linalg.svd(_centered(name, X), full_matrices=False)
+def _basis(name: str, X: np.ndarray, keep) -> tuple[np.ndarray, np.ndarray]:
+    """Centered ``X = U S Vᵀ`` truncated by ``keep``: ``(U_k, s_k)``."""
+    U, s, _ = np.linalg.svd(_centered(name, X), full_matrices=False)
     rank = int(np.sum(s > s[0] * max(X.shape) * np.finfo(np.float64).eps))
     if keep is None:
         k = rank
@@ -262,7 +262,7 @@ def _basis(name: str, X: np.ndarray, keep) -> tuple[np.ndarray, np.ndarray, np.n
     else:
         raise InvalidArgumentError(f"keep must be an int >= 1 (directions), a float in (0, 1] "
                                    f"(fraction of variance) or None (all), got {keep!r}")
-    return U[:, :k], s[:k], Vt[:k].T
+    return U[:, :k], s[:k]
 
 
 def cca(X, Y, keep=None, epsilon: float = 0.0) -> np.ndarray:
@@ -273,8 +273,9 @@ def cca(X, Y, keep=None, epsilon: float = 0.0) -> np.ndarray:
     (``svcca``). The canonical correlations are the singular values of the whitened
     cross-covariance ``Σ_xx^{-1/2} Σ_xy Σ_yy^{-1/2}``; in the SVD bases this is ``D_x U_xᵀ U_y
     D_y`` with ``D = diag((s/s_1) / sqrt((s/s_1)² + ε))``: ``ε = 0`` gives ``U_xᵀU_y``; ``ε > 0``
-    is google/svcca's ``epsilon`` (added to the covariances after scaling each by its largest
-    entry, ``cca_core.get_cca_similarity``).
+    is google/svcca's ``epsilon`` (``cca_core.get_cca_similarity`` adds it to the covariances
+    after scaling each by its largest entry), applied, as its SVCCA tutorial does, to the
+    SVD-reduced activations, whose covariance is diagonal with largest entry ``s_1²/(N-1)``.
 
     Args:
         X, Y: ``(N, D₁)``, ``(N, D₂)`` activations.
@@ -302,8 +303,8 @@ def _cca(X, Y, keep, epsilon):
     epsilon = float(epsilon)
     if not (np.isfinite(epsilon) and epsilon >= 0):
         raise InvalidArgumentError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
-    Ux, sx, Vx = _basis("X", X, keep)
-    Uy, sy, Vy = _basis("Y", Y, keep)
+    Ux, sx = _basis("X", X, keep)
+    Uy, sy = _basis("Y", Y, keep)
     T = Ux.T @ Uy
     if epsilon > 0:
         dx, dy = sx / sx[0], sy / sy[0]
