@@ -1,0 +1,97 @@
+"""layer_similarity, similarity_series, the `similarity` metric and `dynkit compare`."""
+
+from types import SimpleNamespace
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+import dynkit as dk
+from dynkit.analyses import similarity as sim
+from dynkit.analyses import similarity_layers as sl
+from dynkit.analyses.similarity_stream import minibatch_cka
+from dynkit.cli import main
+from dynkit.errors import CheckpointError, InvalidArgumentError
+from dynkit.metrics import checkpoint_metrics
+from dynkit.schema import check_tidy
+
+
+@pytest.fixture(scope="module")
+def nets():
+    model = dk.models.mlp(5, [12, 10, 8], 3)
+    x = np.random.default_rng(0).normal(size=(48, 5)).astype(np.float32)
+    return model, model.init(jax.random.PRNGKey(0)), model.init(jax.random.PRNGKey(1)), x
+
+
+def direct(model, params, x):
+    return {k: np.asarray(v) for k, v in model.intermediates(params, x).items()}
+
+
+def test_layer_similarity_equals_pairwise_measures(nets):
+    model, pa, pb, x = nets
+    A, B = direct(model, pa, x), direct(model, pb, x)
+    names = model.layer_names()
+    S = sl.layer_similarity(model, pa, model, pb, x, measure="minibatch_cka", batch_size=16)
+    assert list(S.index) == names and list(S.columns) == names
+    for a in names:
+        for b in names:
+            assert S.loc[a, b] == pytest.approx(minibatch_cka(A[a], B[b], batch_size=16),
+                                                rel=1e-5)
+    S = sl.layer_similarity(model, pa, model, pb, x, layers=(names[:1], names), measure="cka",
+                            batch_size=20)
+    assert S.shape == (1, 3)
+    assert S.iloc[0, 2] == pytest.approx(sim.cka(A[names[0]], B[names[2]]), rel=1e-6)
+    self_sim = sl.layer_similarity(model, pa, x=x, measure="svcca", batch_size=20)
+    assert np.allclose(np.diag(self_sim), 1.0)
+    assert self_sim.attrs["measure"] == "svcca"
+
+
+def test_similarity_series_against_reference(nets):
+    model, pa, pb, x = nets
+    run = [SimpleNamespace(model=model, params=p, step=s, meta={"epoch": s / 10})
+           for s, p in ((0, pa), (5, pb), (10, pa))]
+    df = sl.similarity_series(run, x, measure="cka")
+    check_tidy(df, finite=True)
+    assert sorted(set(df.layer)) == sorted(model.layer_names())
+    last, mid = df[df.step == 10], df[df.step == 5]
+    assert np.allclose(last.value, 1.0) and np.allclose(df[df.step == 0].value, 1.0)
+    A, B = direct(model, pa, x), direct(model, pb, x)
+    for _, r in mid.iterrows():
+        assert r.value == pytest.approx(sim.cka(B[r.layer], A[r.layer]), rel=1e-6)
+    init = sl.similarity_series(run, x, reference=5, measure="minibatch_cka", batch_size=16)
+    assert np.allclose(init[init.step == 5].value, 1.0)
+    assert set(init.metric) == {"minibatch_cka"}
+    with pytest.raises(InvalidArgumentError, match="no checkpoint at step 7"):
+        sl.similarity_series(run, x, reference=7)
+    with pytest.raises(InvalidArgumentError, match="measure must be one of"):
+        sl.similarity_series(run, x, measure="nope")
+
+
+def test_similarity_metric_registered(nets):
+    model, pa, _, _ = nets
+    data = dk.data.load("gaussian_mixture", n_train=16, n_test=40, num_classes=3, dim=5)
+    ckpt = dk.Checkpoint(model, pa, 3, None, None)
+    table = checkpoint_metrics(ckpt, data, ["similarity"])
+    assert table.layer.tolist() == ["act0|act1", "act0|act2", "act0|head", "act1|act2",
+                                    "act1|head", "act2|head"]
+    assert ((table.value > 0) & (table.value <= 1 + 1e-9)).all()
+
+
+@pytest.mark.slow
+def test_cli_compare(tmp_path, capsys):
+    model = dk.models.mlp(64, [16, 16], 10)
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    dk.save_checkpoint(a, model, model.init(jax.random.PRNGKey(0)), step=1)
+    dk.save_checkpoint(b, model, model.init(jax.random.PRNGKey(1)), step=1)
+    assert main(["compare", str(a), str(a), "--measure", "cka", "--max-inputs", "100",
+                 "--out", str(tmp_path / "o")]) == 0
+    table = pd.read_csv(tmp_path / "o" / "cka.csv").set_index("layer_a")
+    assert np.allclose(np.diag(table.to_numpy()), 1.0)
+    assert main(["compare", str(a), str(b), "--measure", "svcca", "--max-inputs", "100",
+                 "--out", str(tmp_path / "o")]) == 0
+    assert "svcca" in capsys.readouterr().out
+    assert main(["compare", str(a), str(tmp_path / "missing.safetensors")]) == 2
+    assert "missing" in capsys.readouterr().err
+    with pytest.raises(CheckpointError):
+        dk.load_checkpoint(tmp_path / "missing.safetensors")
