@@ -28,6 +28,7 @@ def direct(model, params, x):
     return {k: np.asarray(v) for k, v in model.intermediates(params, x).items()}
 
 
+@pytest.mark.slow
 def test_layer_similarity_equals_pairwise_measures(nets):
     model, pa, pb, x = nets
     A, B = direct(model, pa, x), direct(model, pb, x)
@@ -95,3 +96,41 @@ def test_cli_compare(tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
     with pytest.raises(CheckpointError):
         dk.load_checkpoint(tmp_path / "missing.safetensors")
+
+
+# --------------------------------------------------------------------- re-initialization
+@pytest.mark.slow
+def test_reinit_robustness_against_direct_evaluation(nets):
+    from dynkit.analyses.reinit import reinit_robustness
+
+    model, pa, pb, x = nets
+    y = np.arange(len(x)) % 3
+    p_mid = model.init(jax.random.PRNGKey(2))
+    run = [SimpleNamespace(model=model, params=p, step=s, meta={})
+           for s, p in ((0, pa), (5, p_mid), (10, pb))]
+    df = reinit_robustness(run, (x, y), to=["init", 5, 10, "random"], seed=3)
+    assert set(df.reinit_step) == {0, 5, 10, -1} and set(df.step) == {10}
+
+    def ce(params):
+        z = np.asarray(model.apply(params, x), np.float64)
+        z -= z.max(1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]))
+
+    def value(layer, tau, metric="loss"):
+        sel = df[(df.layer == layer) & (df.reinit_step == tau) & (df.metric == metric)]
+        return float(sel.value.iloc[0])
+
+    assert value("none", 10) == pytest.approx(ce(pb), rel=1e-5)
+    for layer in ("fc0", "fc1", "head"):
+        assert value(layer, 0) == pytest.approx(ce({**pb, layer: pa[layer]}), rel=1e-5)
+        assert value(layer, 5) == pytest.approx(ce({**pb, layer: p_mid[layer]}), rel=1e-5)
+        assert value(layer, 10) == pytest.approx(ce(pb), rel=1e-5)  # reset to itself
+        fresh = model.init(jax.random.PRNGKey(3))
+        assert value(layer, -1) == pytest.approx(ce({**pb, layer: fresh[layer]}), rel=1e-5)
+    assert value("fc0", 0, "error") == pytest.approx(1 - value("fc0", 0, "accuracy"))
+    with pytest.raises(InvalidArgumentError, match="no checkpoint at step 7"):
+        reinit_robustness(run, (x, y), to=7)
+    with pytest.raises(InvalidArgumentError, match="only to='random'"):
+        reinit_robustness(run[-1], (x, y), to="init")
+    with pytest.raises(InvalidArgumentError, match="hold no parameters"):
+        reinit_robustness(run, (x, y), layers=["act0"])
