@@ -122,9 +122,14 @@ class MinibatchCKA:
             np.sqrt(B * (B - 3))
 
     def update(self, xs: Sequence, ys: Sequence) -> None:
-        """Add one batch: ``xs`` the ``num_x`` activation matrices, ``ys`` the ``num_y`` ones."""
+        """Add one batch: ``xs`` the ``num_x`` activation matrices, ``ys`` the ``num_y`` ones
+        (``ys is xs``: one network with itself, each Gram computed once)."""
         ux = self._centered_grams("x", xs, self.num_x)
-        uy = self._centered_grams("y", ys, self.num_y)
+        if ys is xs and self.num_x == self.num_y:
+            uy = ux
+            self.varies.setdefault("y", self.varies["x"])
+        else:
+            uy = self._centered_grams("y", ys, self.num_y)
         if ux.shape[1] != uy.shape[1]:
             raise ShapeMismatchError("MinibatchCKA.update: xs and ys must hold the same inputs")
         self.xy += ux @ uy.T

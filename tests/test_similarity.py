@@ -270,3 +270,17 @@ def test_debiased_needs_four_inputs_and_other_arguments():
         sim.svcca(X, X, keep=1.5)
     with pytest.raises(ShapeMismatchError, match=r"\(N, D\)"):
         sim.cka(np.ones(5), np.ones(5))
+
+
+def test_minibatch_self_comparison_reuses_grams():
+    rng = np.random.default_rng(10)
+    xs = [rng.normal(size=(12, 3)), rng.normal(size=(12, 4))]
+    a, b = ss.MinibatchCKA(2, 2), ss.MinibatchCKA(2, 2)
+    a.update(xs, xs)
+    b.update(xs, list(xs))
+    assert np.allclose(a.result(), b.result()) and np.allclose(np.diag(a.result()), 1.0)
+    c = ss.MinibatchCKA(1, 1)
+    const = [np.ones((12, 3))]
+    c.update(const, const)
+    with pytest.raises(InvalidArgumentError, match="constant"):
+        c.result()
