@@ -27,3 +27,23 @@ def test_cka_block_structure_grows_with_width(quick_figure):
     assert np.all(np.diff(contrast) > 0)
     diag = df[df["i"] == df["j"]]["cka"]
     np.testing.assert_allclose(diag, 1.0, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_cka_across_seeds_high_early_lower_at_top(quick_figure):
+    """Kornblith et al. 2019: CKA between seeds is higher in the first layer than the last."""
+    df = quick_figure("cka-across-seeds")
+    med = df.groupby("depth")["cka"].median()
+    assert med.iloc[0] > med.iloc[-1] + 0.1
+
+
+@pytest.mark.slow
+def test_layer_reinit_first_layer_is_critical(quick_figure):
+    """Zhang et al. 2019: re-initializing the first layer to its initial value costs more test
+    error than re-initializing any later hidden layer."""
+    df = quick_figure("layer-reinit")
+    base = df.loc[df["layer"] == "none", "value"].iloc[0]
+    at_init = df[df["reinit_step"] == 0].set_index("layer")["value"] - base
+    hidden = [name for name in at_init.index if name.startswith("fc") and name != "fc0"]
+    assert at_init["fc0"] > at_init[hidden].max()
+    assert set(df["metric"]) == {"error"}
