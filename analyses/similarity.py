@@ -310,7 +310,7 @@ def _cca(X, Y, keep, epsilon):
         dx, dy = sx / sx[0], sy / sy[0]
         T = (dx / np.sqrt(dx**2 + epsilon))[:, None] * T * (dy / np.sqrt(dy**2 + epsilon))
     A, rho, Bt = np.linalg.svd(T, full_matrices=False)
-    return np.clip(rho, 0.0, 1.0), Ux @ A, Uy @ Bt.T
+    return np.clip(rho, 0.0, 1.0), Ux @ A, Uy @ Bt.T, sx.size, sy.size
 
 
 def svcca(X, Y, keep=0.99, epsilon: float = 0.0, threshold: float | None = None) -> float:
@@ -330,8 +330,9 @@ def svcca(X, Y, keep=0.99, epsilon: float = 0.0, threshold: float | None = None)
 
     Args:
         X, Y: ``(N, D₁)``, ``(N, D₂)`` activations.
-        keep: fraction of variance in ``(0, 1]`` (default 0.99, the paper's), an ``int``
-            number of directions, or ``None`` (all; plain mean CCA).
+        keep: fraction of variance, a ``float`` in ``(0, 1]`` (default 0.99, the paper's),
+            an ``int`` number of directions (``keep=1`` keeps one direction, ``keep=1.0`` all
+            the variance), or ``None`` (all; plain mean CCA).
         epsilon: google/svcca's regularizer (``cca``).
         threshold: google/svcca's trailing-coefficient cut, or ``None``.
 
@@ -392,16 +393,11 @@ def pwcca(X, Y, keep=None, epsilon: float = 0.0, weight_side: str = "smaller") -
     sides = ("smaller", "x", "y")
     if weight_side not in sides:
         raise InvalidArgumentError(f"weight_side must be one of {sides}, got {weight_side!r}")
-    rho, Hx, Hy = _cca(X, Y, keep, epsilon)
-    use_x = weight_side == "x" or (weight_side == "smaller" and
-                                   _kept(X, keep) <= _kept(Y, keep))
+    rho, Hx, Hy, kx, ky = _cca(X, Y, keep, epsilon)
+    use_x = weight_side == "x" or (weight_side == "smaller" and kx <= ky)
     Z, H = (as_matrix("X", X), Hx) if use_x else (as_matrix("Y", Y), Hy)
     alpha = np.abs(H.T @ (Z - Z.mean(0))).sum(1)
     return float(alpha @ rho / alpha.sum())
-
-
-def _kept(A, keep) -> int:
-    return _basis("A", as_matrix("A", A), keep)[1].size
 
 
 # --------------------------------------------------------------------- Procrustes, RSA

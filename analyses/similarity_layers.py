@@ -131,7 +131,9 @@ def layer_similarity(model_a, params_a, model_b=None, params_b=None, x=None, lay
     batch_size = check_integer("batch_size", batch_size, 4)
     same = model_b is None
     model_b, params_b = (model_a, params_a) if same else (model_b, params_b)
-    la, lb = layers if isinstance(layers, tuple) and len(layers) == 2 else (layers, layers)
+    pair = (isinstance(layers, tuple) and len(layers) == 2
+            and not any(isinstance(part, str) for part in layers))
+    la, lb = layers if pair else (layers, layers)
     la, lb = _layers(model_a, la), _layers(model_b, lb)
     if measure == STREAMED:
         acc = MinibatchCKA(len(la), len(lb))

@@ -134,3 +134,11 @@ def test_reinit_robustness_against_direct_evaluation(nets):
         reinit_robustness(run[-1], (x, y), to="init")
     with pytest.raises(InvalidArgumentError, match="hold no parameters"):
         reinit_robustness(run, (x, y), layers=["act0"])
+
+
+def test_layers_tuple_of_names_is_one_list(nets):
+    model, pa, pb, x = nets
+    S = sl.layer_similarity(model, pa, model, pb, x, layers=("act0", "act2"), batch_size=16)
+    assert list(S.index) == ["act0", "act2"] and list(S.columns) == ["act0", "act2"]
+    with pytest.raises(InvalidArgumentError, match="unknown layer"):
+        sl.layer_similarity(model, pa, x=x, layers=["nope"])
