@@ -359,7 +359,8 @@ def svcca(X, Y, keep=0.99, epsilon: float = 0.0, threshold: float | None = None)
     return float(np.mean(rho[:i])) if i > 0 else float("nan")
 
 
-def pwcca(X, Y, keep=None, epsilon: float = 0.0, weight_side: str = "smaller") -> float:
+def pwcca(X, Y, keep=None, epsilon: float = 0.0, weight_side: str = "smaller",
+          convention: str = "morcos2018") -> float:
     """Projection-weighted CCA (Morcos et al. 2018): canonical correlations weighted by how
     much of the representation each canonical variate accounts for.
 
@@ -368,15 +369,18 @@ def pwcca(X, Y, keep=None, epsilon: float = 0.0, weight_side: str = "smaller") -
     ``PWCCA = Σ_i α_i ρ_i / Σ_i α_i`` (the distance is ``1 - PWCCA``).
 
     ``weight_side``: ``"smaller"`` (default; the side with fewer kept directions, X on a tie,
-    as google/svcca's ``compute_pwcca``), ``"x"`` or ``"y"``. google/svcca's ``pwcca.py``
-    differs in two ways that are not offered: it projects the whitened-space singular vectors
-    (not ``Σ^{-1/2}``-mapped ones) onto the uncentered activations plus their means.
+    as google/svcca's ``compute_pwcca``), ``"x"`` or ``"y"``. ``convention="google"`` computes
+    the weights as google/svcca's ``pwcca.py`` does instead (Gram–Schmidt of the whitened-space
+    singular vectors applied to the raw neurons, projected on the uncentered activations;
+    ``similarity_google.pwcca_google``; no ``keep``/``weight_side`` there). Default
+    ``"morcos2018"``, the paper's definition above.
 
     Args:
         X, Y: ``(N, D₁)``, ``(N, D₂)`` activations.
         keep: SVD reduction before CCA (``cca``; default ``None``: none).
         epsilon: google/svcca's regularizer (``cca``).
         weight_side: which representation's neurons give the weights.
+        convention: ``"morcos2018"`` (default) or ``"google"``.
 
     Returns:
         PWCCA in ``[0, 1]``.
@@ -390,6 +394,16 @@ def pwcca(X, Y, keep=None, epsilon: float = 0.0, weight_side: str = "smaller") -
         >>> round(pwcca(X, X @ rng.normal(size=(4, 4))), 8)
         1.0
     """
+    if convention == "google":
+        from .similarity_google import pwcca_google
+
+        if keep is not None or weight_side != "smaller":
+            raise InvalidArgumentError("pwcca(convention='google') takes no keep or weight_side "
+                                       "(google/svcca's compute_pwcca has neither)")
+        return pwcca_google(X, Y, epsilon)
+    if convention != "morcos2018":
+        raise InvalidArgumentError(f"convention must be 'morcos2018' or 'google', got "
+                                   f"{convention!r}")
     sides = ("smaller", "x", "y")
     if weight_side not in sides:
         raise InvalidArgumentError(f"weight_side must be one of {sides}, got {weight_side!r}")

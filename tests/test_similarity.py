@@ -284,3 +284,40 @@ def test_minibatch_self_comparison_reuses_grams():
     c.update(const, const)
     with pytest.raises(InvalidArgumentError, match="constant"):
         c.result()
+
+
+def google_pwcca_reference(acts1, acts2):
+    """google/svcca's compute_pwcca, neurons x datapoints layout, epsilon = 0, written out
+    step by step from its documented procedure (x branch: acts1 has fewer neurons)."""
+    numx = acts1.shape[0]
+    cov = np.cov(acts1, acts2)
+    sxx, sxy, syy = cov[:numx, :numx], cov[:numx, numx:], cov[numx:, numx:]
+    xmax, ymax = np.max(np.abs(sxx)), np.max(np.abs(syy))
+    sxx, syy, sxy = sxx / xmax, syy / ymax, sxy / np.sqrt(xmax * ymax)
+
+    def invsqrt(a):
+        w, v = np.linalg.eigh(np.linalg.pinv(a))
+        return v @ np.diag(np.sqrt(w)) @ v.T
+
+    u, s, _ = np.linalg.svd(invsqrt(sxx) @ sxy @ invsqrt(syy))
+    means = acts1.mean(1, keepdims=True)
+    dirns = u.T @ (acts1 - means) + means
+    P, _ = np.linalg.qr(dirns.T)
+    w = np.sum(np.abs(P.T @ acts1.T), axis=1)
+    return np.sum(w / w.sum() * s)
+
+
+def test_pwcca_google_convention():
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(80, 3)) + 2.0
+    Y = np.column_stack([X @ rng.normal(size=(3, 2)), rng.normal(size=(80, 3))]) \
+        + 0.3 * rng.normal(size=(80, 5))
+    ref = google_pwcca_reference(X.T, Y.T)
+    assert sim.pwcca(X, Y, convention="google") == pytest.approx(ref, rel=1e-10)
+    # the mirrored branch: Y has fewer neurons
+    assert sim.pwcca(Y, X, convention="google") == pytest.approx(ref, rel=1e-10)
+    assert sim.pwcca(X, Y, convention="google") != pytest.approx(sim.pwcca(X, Y), rel=1e-3)
+    with pytest.raises(InvalidArgumentError, match="convention"):
+        sim.pwcca(X, Y, convention="nope")
+    with pytest.raises(InvalidArgumentError, match="no keep"):
+        sim.pwcca(X, Y, keep=2, convention="google")
