@@ -319,7 +319,9 @@ def svcca(X, Y, keep=0.99, epsilon: float = 0.0, threshold: float | None = None)
 
     ``SVCCA = (1/k) Σ_{i<=k} ρ_i``, ``k = min(k_x, k_y)``, ``ρ`` from ``cca(X, Y, keep,
     epsilon)``. Centering: each feature over the inputs. Normalization: CCA whitens each side,
-    so SVCCA is invariant to any invertible linear map of the kept subspace.
+    so SVCCA is invariant to any invertible linear map of the kept subspace. With ``k`` close
+    to ``N - 1`` (e.g. flattened conv maps, ``D >= N``) every canonical correlation is ~1 by
+    construction: keep fewer directions or use more inputs than ``D``.
 
     google/svcca conventions, as named options: ``epsilon`` (its covariance regularizer;
     default 0 as in ``get_cca_similarity``); ``threshold`` (its ``get_cca_similarity`` summary

@@ -16,12 +16,13 @@ activations and compares them pair by pair.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from dynkit.checkpoints.run import iterate
+from dynkit.checkpoints.run import iterate, load_run
 from dynkit.errors import InvalidArgumentError
 from dynkit.evaluate import compiled_intermediates
 from dynkit.registry import METRICS
@@ -200,6 +201,8 @@ def similarity_series(run, x, reference="final", *, measure: str = "svcca", laye
 
     _measure(measure)
     batch_size = check_integer("batch_size", batch_size, 4)
+    if isinstance(run, (str, os.PathLike)):
+        run = load_run(run)  # so that reference=<step> may be a step that `every` skips
     ckpts = list(iterate(run, every, True, indexed=True))
     if not ckpts:
         raise InvalidArgumentError("similarity_series: the run holds no checkpoints")

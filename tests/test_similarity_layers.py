@@ -142,3 +142,13 @@ def test_layers_tuple_of_names_is_one_list(nets):
     assert list(S.index) == ["act0", "act2"] and list(S.columns) == ["act0", "act2"]
     with pytest.raises(InvalidArgumentError, match="unknown layer"):
         sl.layer_similarity(model, pa, x=x, layers=["nope"])
+
+
+@pytest.mark.slow
+def test_similarity_series_on_a_run_folder(tmp_path, nets):
+    model, pa, pb, x = nets
+    for s, p in ((0, pa), (5, pb), (10, pa)):
+        dk.save_checkpoint(tmp_path / f"step_{s}.safetensors", model, p, step=s)
+    df = sl.similarity_series(str(tmp_path), x, reference=5, every=2, measure="procrustes")
+    assert sorted(set(df.step)) == [0, 10]  # every=2 skips step 5, the reference
+    assert (df.value > 1e-3).all()
