@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from dynkit.checkpoints.run import iterate, load_run
-from dynkit.errors import InvalidArgumentError
+from dynkit.errors import DynkitError, InvalidArgumentError
 from dynkit.evaluate import compiled_intermediates
 from dynkit.registry import METRICS
 from dynkit.schema import step_epoch, tidy
@@ -137,7 +137,8 @@ def layer_similarity(model_a, params_a, model_b=None, params_b=None, x=None, lay
     la, lb = layers if pair else (layers, layers)
     la, lb = _layers(model_a, la), _layers(model_b, lb)
     if measure == STREAMED:
-        acc = MinibatchCKA(len(la), len(lb))
+        acc = MinibatchCKA(len(la), len(lb), labels=([f"A:{k}" for k in la],
+                                                     [f"B:{k}" for k in lb]))
         if same and la == lb:
             for acts in _batches(model_a, params_a, x, la, batch_size):
                 acc.update(acts, acts)
@@ -150,7 +151,8 @@ def layer_similarity(model_a, params_a, model_b=None, params_b=None, x=None, lay
         fn = MEASURES[measure]
         A = layer_activations(model_a, params_a, x, la, batch_size)
         B = A if same and la == lb else layer_activations(model_b, params_b, x, lb, batch_size)
-        values = np.array([[fn(A[a], B[b]) for b in lb] for a in la])
+        values = np.array([[_compare(fn, A[a], B[b], f"A:{a}", f"B:{b}") for b in lb]
+                           for a in la])
     out = pd.DataFrame(values, index=pd.Index(la, name="layer_a"),
                        columns=pd.Index(lb, name="layer_b"))
     out.attrs["measure"] = measure
@@ -213,19 +215,29 @@ def similarity_series(run, x, reference="final", *, measure: str = "svcca", laye
     rows = []
     for i, ckpt in tqdm(ckpts, desc="similarity series", disable=not progress, leave=False):
         if measure == STREAMED:
-            acc = MinibatchCKA(len(names), len(names))
+            acc = MinibatchCKA(len(names), len(names), labels=(
+                [f"step {ckpt.step}: {k}" for k in names], [f"reference: {k}" for k in names]))
             for xa, xr in zip(_batches(ckpt.model, ckpt.params, x, names, batch_size),
                               _batches(ref.model, ref.params, x, names, batch_size)):
                 acc.update(xa, xr)
             vals = np.diag(acc.result())
         else:
             acts = layer_activations(ckpt.model, ckpt.params, x, names, batch_size)
-            vals = [MEASURES[measure](acts[k], ref_acts[k]) for k in names]
+            vals = [_compare(MEASURES[measure], acts[k], ref_acts[k], f"step {ckpt.step}: {k}",
+                             f"reference: {k}") for k in names]
         keys = step_epoch(ckpt, i)
         rows += [{**keys, "metric": measure, "value": float(v), "layer": k}
                  for k, v in zip(names, vals)]
     df = tidy(rows)
     return df.iloc[np.argsort(df["step"].to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def _compare(fn, a, b, name_a: str, name_b: str) -> float:
+    """``fn(a, b)``, an error naming the two layers compared."""
+    try:
+        return fn(a, b)
+    except DynkitError as exc:
+        raise type(exc)(f"{name_a} vs {name_b}: {exc}") from exc
 
 
 def _reference(run, ckpts, reference):

@@ -85,7 +85,8 @@ class MinibatchCKA:
     one network and ``num_y`` of another (layer x layer), one batch of inputs at a time.
 
     ``update(xs, ys)`` takes the batch's activations, lists of ``(B, D)`` arrays (``B >= 4``);
-    ``gram`` maps an activation matrix to its Gram matrix (default linear ``X Xᵀ``).
+    ``gram`` maps an activation matrix to its Gram matrix (default linear ``X Xᵀ``);
+    ``labels`` (two lists of names) name the representations in error messages.
     ``result()`` is the ``(num_x, num_y)`` CKA matrix. Memory: ``(num_x + num_y) B²``.
 
     Example:
@@ -98,8 +99,10 @@ class MinibatchCKA:
         [1.0]
     """
 
-    def __init__(self, num_x: int, num_y: int, gram=None):
+    def __init__(self, num_x: int, num_y: int, gram=None, labels=None):
         self.num_x, self.num_y = check_integer("num_x", num_x), check_integer("num_y", num_y)
+        self.labels = labels or ([f"x[{i}]" for i in range(self.num_x)],
+                                 [f"y[{j}]" for j in range(self.num_y)])
         self.gram = gram if gram is not None else (lambda a: a @ a.T)
         self.xy = np.zeros((self.num_x, self.num_y))
         self.xx, self.yy = np.zeros(self.num_x), np.zeros(self.num_y)
@@ -110,7 +113,8 @@ class MinibatchCKA:
         if len(acts) != count:
             raise ShapeMismatchError(f"MinibatchCKA.update: expected {count} {name} "
                                      f"representations, got {len(acts)}")
-        mats = [as_matrix(f"{name}[{i}]", a, 4) for i, a in enumerate(acts)]
+        names = self.labels[0 if name == "x" else 1]
+        mats = [as_matrix(names[i], a, 4) for i, a in enumerate(acts)]
         if len({m.shape[0] for m in mats}) > 1:
             raise ShapeMismatchError(f"MinibatchCKA.update: the {name} representations of one "
                                      "batch must hold the same inputs")
@@ -144,9 +148,10 @@ class MinibatchCKA:
         for name, v in (("x", self.xx), ("y", self.yy)):
             bad = np.flatnonzero(~self.varies[name] | (v <= 0))
             if bad.size:
+                names = [self.labels[0 if name == "x" else 1][i] for i in bad]
                 raise InvalidArgumentError(
-                    f"MinibatchCKA: {name} representation(s) {bad.tolist()} are constant over "
-                    "the inputs (zero variance): CKA is undefined")
+                    f"MinibatchCKA: representation(s) {names} are constant over the inputs "
+                    "(zero variance): CKA is undefined")
         return self.xy / np.sqrt(np.outer(self.xx, self.yy))
 
 

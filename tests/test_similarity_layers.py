@@ -152,3 +152,12 @@ def test_similarity_series_on_a_run_folder(tmp_path, nets):
     df = sl.similarity_series(str(tmp_path), x, reference=5, every=2, measure="procrustes")
     assert sorted(set(df.step)) == [0, 10]  # every=2 skips step 5, the reference
     assert (df.value > 1e-3).all()
+
+
+def test_errors_name_the_layers(nets):
+    model, pa, _, x = nets
+    dead = {**pa, "fc1": {"w": pa["fc1"]["w"] * 0, "b": pa["fc1"]["b"] * 0}}  # act1 constant
+    with pytest.raises(InvalidArgumentError, match="A:act1"):
+        sl.layer_similarity(model, dead, x=x, batch_size=16)
+    with pytest.raises(InvalidArgumentError, match="act1.*constant"):
+        sl.layer_similarity(model, dead, x=x, measure="cka", batch_size=16)
