@@ -1,4 +1,5 @@
-"""The ``dynkit`` command line: ``train``, ``info``, ``metrics``, ``lmc``, ``figures``, ``demo``.
+"""The ``dynkit`` command line: ``train``, ``info``, ``metrics``, ``lmc``, ``figures``, ``demo``,
+``compare``.
 
 Every user error is a ``DynkitError``; the CLI prints it on one line and exits with status 2.
 """
@@ -231,6 +232,22 @@ def cmd_lmc(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from dynkit.analyses.similarity_layers import layer_similarity
+    from dynkit.figures.common import save_table
+
+    data = _load_data(args)
+    a, b = _load(args.a, None), _load(args.b, None)
+    x = data.x_test if len(data.x_test) else data.x_train
+    S = layer_similarity(a.model, a.params, b.model, b.params, np.asarray(x)[:args.max_inputs],
+                         measure=args.measure, batch_size=args.batch_size)
+    print(f"{args.measure}: rows {args.a}, columns {args.b}")
+    print(S.round(4).to_string())
+    path = save_table(S.reset_index(), Path(args.out) / f"{args.measure}.csv")
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_figures(args) -> int:
     from dynkit import figures
 
@@ -356,6 +373,21 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--barrier", choices=["linear", "mean"], default="linear")
     lm.add_argument("--out", default="dynkit-lmc")
     lm.set_defaults(func=cmd_lmc)
+
+    c = sub.add_parser("compare", help="layer x layer representation similarity of two "
+                                       "checkpoints (CKA, SVCCA, PWCCA, Procrustes, RSA)")
+    c.add_argument("a")
+    c.add_argument("b")
+    data_args(c)
+    c.add_argument("--measure", default="cka",
+                   choices=["cka", "cka_debiased", "cka_rbf", "minibatch_cka", "svcca", "pwcca",
+                            "procrustes", "rsa"],
+                   help="see dynkit.analyses.similarity (minibatch_cka streams; the others "
+                        "hold every layer's activations)")
+    c.add_argument("--max-inputs", type=int, default=1000, help="test inputs used")
+    c.add_argument("--batch-size", type=int, default=256)
+    c.add_argument("--out", default="dynkit-compare")
+    c.set_defaults(func=cmd_compare)
 
     f = sub.add_parser("figures", help="paper figures: list | make NAME (entry-point group "
                                        "dynkit.figures)")

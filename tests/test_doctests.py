@@ -28,6 +28,8 @@ SLOW = {
     "dynkit.analyses.lmc",
     "dynkit.analyses.lmc_stability",
     "dynkit.analyses.permutation",
+    "dynkit.analyses.reinit",
+    "dynkit.analyses.similarity_layers",
     "dynkit.evaluate",
     "dynkit.models.graph",
     "dynkit.models.torch_graph",
