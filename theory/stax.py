@@ -437,3 +437,10 @@ def LayerNorm(axis=-1, eps=1e-12):
         [1.0, 0.707107]
     """
     return triple(L.LayerNorm(axis, eps))
+
+
+# ----------------------------------------------------------------------------- recipes
+# Seed architectures (DenseNet, U-Net, residual) built from the names above.
+from dynkit.theory.stax_recipes import stax_densenet, stax_resnet, stax_unet  # noqa: E402
+
+__all__ += ["stax_densenet", "stax_resnet", "stax_unet"]

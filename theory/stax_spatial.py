@@ -238,6 +238,8 @@ class Pool(Layer):
         [[[[4.0, 0.0], [0.0, 0.0]]]]
     """
 
+    per_block = True
+
     def __init__(self, kind, window_shape, strides=None, padding="VALID", normalize_edges=False):
         self.name = {"avg": "AvgPool", "sum": "SumPool"}[kind]
         _check_padding(self.name, padding)
@@ -317,6 +319,8 @@ class GlobalPool(Layer):
         [[16.0]]
     """
 
+    per_block = True
+
     def __init__(self, kind="avg"):
         self.kind = kind
         self.name = {"avg": "GlobalAvgPool", "sum": "GlobalSumPool"}[kind]
@@ -363,6 +367,7 @@ class Flatten(Layer):
     """
 
     name = "Flatten"
+    per_block = True
 
     def out_shape(self, in_shape):
         check_single_input(self, in_shape)
