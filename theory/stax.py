@@ -440,7 +440,15 @@ def LayerNorm(axis=-1, eps=1e-12):
 
 
 # ----------------------------------------------------------------------------- recipes
-# Seed architectures (DenseNet, U-Net, residual) built from the names above.
-from dynkit.theory.stax_recipes import stax_densenet, stax_resnet, stax_unet  # noqa: E402
+# Seed architectures (DenseNet, U-Net, residual) in dynkit.theory.stax_recipes; they build on
+# this module, so they load on first use.
+_RECIPES = ("stax_densenet", "stax_resnet", "stax_unet")
+__all__ += list(_RECIPES)
 
-__all__ += ["stax_densenet", "stax_resnet", "stax_unet"]
+
+def __getattr__(name):
+    if name in _RECIPES:
+        from dynkit.theory import stax_recipes
+
+        return getattr(stax_recipes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

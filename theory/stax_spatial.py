@@ -170,14 +170,19 @@ class Conv(Layer):
             return y if b is None else y + self.b_std * b
         return y if b is None else y + b
 
-    def kernel(self, k):
+    def windowed(self, k):
+        """``(nngp_u, ntk_u, cov_u, out_spatial)``: the filter-window means
+        ``mean_o t[s + o, s' + o]`` of the input kernel (before weights and bias)."""
         pads, out = self._geometry(k.spatial)
         n_sets = 2 if k.full else 1
 
         def conv(t, nb):
             return _windowed_mean(t, nb, n_sets, self.filter_shape, self.strides, pads, out)
 
-        nngp_u, ntk_u, cov_u = joint_linear(k, conv)
+        return (*joint_linear(k, conv), out)
+
+    def kernel(self, k):
+        nngp_u, ntk_u, cov_u, out = self.windowed(k)
         return self._affine(k.shape1[-1], nngp_u, ntk_u, cov_u, k.ntk is not None,
                             out, k.full)
 
