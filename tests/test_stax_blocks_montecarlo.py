@@ -14,6 +14,8 @@ of the output (channels averaged); ``se = std(K_d) / sqrt(D)``. Hidden layers of
 tolerance is ``5 se + 4 max|K| / n``.
 """
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,6 +38,20 @@ def _gaussian_rows(key, gram, width):
     return root @ jax.random.normal(key, (gram.shape[0], width), gram.dtype)
 
 
+def _patches(x, window, strides, padding):
+    """``(N, *S_out, |window| C)``: the zero-padded input windows, by slicing (the identity
+    convolution of ``lax.conv_general_dilated_patches`` would need ``|window| C^2`` floats)."""
+    pads = lax.padtype_to_pads(x.shape[1:-1], window, strides, padding)
+    xp = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+    out = [(n + lo + hi - w) // s + 1 for n, w, s, (lo, hi) in
+           zip(x.shape[1:-1], window, strides, pads)]
+    parts = []
+    for off in itertools.product(*[range(w) for w in window]):
+        idx = tuple(slice(o, o + (m - 1) * s + 1, s) for o, m, s in zip(off, out, strides))
+        parts.append(xp[(slice(None), *idx)])
+    return jnp.concatenate(parts, axis=-1)
+
+
 def wide_forward(layer, x, key):
     """One random network (see the module docstring) applied to ``x``."""
     if isinstance(layer, L.Serial):
@@ -50,9 +66,7 @@ def wide_forward(layer, x, key):
         gram = layer.W_std ** 2 * x @ x.T / x.shape[-1] + b2
         return _gaussian_rows(key, gram, layer.out_dim)
     if isinstance(layer, L.Conv):
-        spec = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}[len(layer.filter_shape)]
-        p = lax.conv_general_dilated_patches(x, layer.filter_shape, layer.strides,
-                                             layer.padding, dimension_numbers=spec)
+        p = _patches(x, layer.filter_shape, layer.strides, layer.padding)
         rows = p.reshape(-1, p.shape[-1])
         gram = layer.W_std ** 2 * rows @ rows.T / p.shape[-1] + b2
         h = _gaussian_rows(key, gram, layer.out_chan)
@@ -127,13 +141,38 @@ def test_densenet_block_conv1d():
 
 
 def test_unet_level_then_activation():
-    """One U-Net level whose concatenation [skip || up(pool(.))] feeds a nonlinearity."""
+    """One U-Net level whose concatenation [h || up(conv(relu(pool(h))))] (both blocks
+    Gaussian pre-activations, h = conv(x)) feeds a nonlinearity."""
     n, draws = 10_000, 30
     x = _x((2, 4, 1), seed=3)
     conv = lambda c: stax.Conv(c, (3,), padding="SAME", W_std=1.5, b_std=0.2)
-    down = stax.serial(stax.AvgPool((2,), strides=(2,)), conv(n), stax.Relu(),
+    down = stax.serial(stax.AvgPool((2,), strides=(2,)), stax.Relu(), conv(n // 2),
                        triple(NearestUpsample(2)))
-    net = stax.serial(conv(n), stax.Relu(), stax.FanOut(2), stax.parallel(stax.Identity(), down),
+    net = stax.serial(conv(n), stax.FanOut(2), stax.parallel(stax.Identity(), down),
                       stax.FanInConcat(), stax.Relu())
     mean, se = mc_kernel(net, x, draws)
-    assert_mc(mean, se, net[2](x, None, "nngp"), n)
+    assert_mc(mean, se, net[2](x, None, "nngp"), n // 2)
+
+
+def test_densenet_growth_limit():
+    """Finite stax_densenet networks (their own init/apply) with growth g and stem 2g: the
+    seed mean of h h^T / C stays within its CLT band of the kernel plus O(1/g), and the
+    seed-to-seed spread shrinks like g^(-1/2)."""
+    x = _x((3, 4), seed=4)
+    exact = np.asarray(stax.stax_densenet(2, 1, filter_shape=None, W_std=1.3, b_std=0.2,
+                                          readout=False)[2](x, None, "nngp"))
+    spreads, draws = [], 40
+    for g in (32, 128, 512):
+        init_fn, apply_fn, _ = stax.stax_densenet(2, g, filter_shape=None, W_std=1.3, b_std=0.2,
+                                                  readout=False)
+
+        def one(k, init_fn=init_fn, apply_fn=apply_fn):
+            h = apply_fn(init_fn(k, x.shape)[1], x)
+            return h @ h.T / h.shape[-1]
+
+        ks = np.asarray(jax.vmap(one)(jax.random.split(jax.random.PRNGKey(g), draws)))
+        se = ks.std(0, ddof=1) / np.sqrt(draws)
+        assert np.all(np.abs(ks.mean(0) - exact) <= 5 * se + 4 * np.abs(exact).max() / g)
+        spreads.append(ks.std(0).mean())
+    slope = np.polyfit(np.log([32, 128, 512]), np.log(spreads), 1)[0]
+    assert abs(slope + 0.5) < 0.15, slope

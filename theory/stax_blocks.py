@@ -23,6 +23,9 @@ How layers treat a block-structured input (:func:`block_kernel`):
 * ``FanInConcat`` (:func:`concat_kernels`) lists the blocks of its inputs side by side.
 
 A network's output kernel is the merged one (the channel-averaged covariance of its output).
+``FanOut`` copies a block kernel unchanged. As everywhere in ``stax``, a nonlinearity's dual is
+exact when its input channels are Gaussian (pre-activations: outputs of ``Dense``/``Conv``,
+or linear maps of them); a concatenation of such blocks then feeds it exactly.
 
 References:
     Huang et al. 2017, "Densely connected convolutional networks" (concatenation);

@@ -136,7 +136,7 @@ def kernel_of(layer: Layer, k, out_full: bool):
         return layer.kernel_with(k, out_full)
     if isinstance(layer, Parallel):
         return [kernel_of(sub, ki, out_full) for sub, ki in zip(layer.layers, k)]
-    if isinstance(k, BlockKernel):  # after a concatenation: see dynkit.theory.stax_blocks
+    if isinstance(k, BlockKernel) and not isinstance(layer, FanOut):  # see stax_blocks
         return block_kernel(layer, k)
     return layer.kernel(k)
 

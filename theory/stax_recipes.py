@@ -208,10 +208,9 @@ def stax_unet(levels, channels, filter_shape=(3, 3), W_std=1.0, b_std=0.0, activ
     ``level(0) = φ ∘ Conv_c``; ``level(j) = φ ∘ Conv_c ∘ [skip ‖ up(level(j-1)(pool(skip)))]``
     with ``skip = φ(Conv_c(x))``, ``pool`` a 2x average pool, ``up`` 2x nearest upsampling
     and ``c`` growing by ``channel_growth`` per level down. The output is a ``1x1`` conv to
-    ``out_chan`` channels (a spatial kernel ``(N1, N2, H, H', W, W')``). Kernel: the decoder's
-    ``φ`` after the ``Conv`` sees a merged kernel; the concatenation ``[skip ‖ up]`` is
-    carried as blocks (:mod:`dynkit.theory.stax_blocks`), so a nonlinearity placed right after
-    it would also be exact. The limit: all channels -> ∞ in the given proportions.
+    ``out_chan`` channels (a spatial kernel ``(N1, N2, H, H', W, W')``). Kernel: the
+    concatenation ``[skip ‖ up]`` is carried as blocks (:mod:`dynkit.theory.stax_blocks`) and
+    merged by the decoder's ``Conv``. The limit: all channels -> ∞ in the given proportions.
 
     Args:
         levels: number of resolutions (spatial sizes must be divisible by ``2**(levels-1)``).
