@@ -56,6 +56,7 @@ def test_mlp_equals_stax(parameterization):
         np.testing.assert_allclose(got.ntk, want.ntk, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_concat_graph_and_cnn_equal_stax():
     got = kernel_of(_dense_concat_model(8))(X, None, ("nngp", "ntk"))
     want = _stax_dense_concat(8)[2](X, None, ("nngp", "ntk"))
