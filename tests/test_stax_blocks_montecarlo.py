@@ -74,7 +74,7 @@ def wide_forward(layer, x, key):
     return layer.apply((), x)
 
 
-def mc_kernel(net, x, draws, key=jax.random.PRNGKey(0)):
+def mc_kernel(net, x, draws, seed=0):
     """Mean and standard error over ``draws`` networks of the output's channel-averaged
     covariance, laid out like ``kernel_fn``'s nngp (pixel pairs in NT layout)."""
     layer = layer_of(net)
@@ -87,7 +87,7 @@ def mc_kernel(net, x, draws, key=jax.random.PRNGKey(0)):
             return kk[:, :, 0, 0]
         return kk.reshape((h.shape[0],) * 2 + h.shape[1:-1] * 2)  # 1-D spatial: NT layout
 
-    ks = jnp.stack([one(k) for k in jax.random.split(key, draws)])
+    ks = jnp.stack([one(k) for k in jax.random.split(jax.random.PRNGKey(seed), draws)])
     return np.asarray(ks.mean(0)), np.asarray(ks.std(0) / np.sqrt(draws))
 
 
