@@ -18,7 +18,7 @@ import dynkit as dk
 from dynkit.errors import UnsupportedLayerError
 from dynkit.models.builder import GraphBuilder
 from dynkit.theory import empirical, stax
-from dynkit.theory.model_kernel import kernel_of
+from dynkit.theory import kernel_of  # dk.theory.kernel_of
 
 X = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)))
 
