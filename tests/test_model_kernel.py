@@ -17,8 +17,11 @@ import pytest
 import dynkit as dk
 from dynkit.errors import UnsupportedLayerError
 from dynkit.models.builder import GraphBuilder
-from dynkit.theory import empirical, stax
-from dynkit.theory import kernel_of  # dk.theory.kernel_of
+from dynkit.theory import (
+    empirical,
+    kernel_of,  # dk.theory.kernel_of
+    stax,
+)
 
 X = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)))
 

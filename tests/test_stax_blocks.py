@@ -70,3 +70,24 @@ def test_float32_and_jit():
     k32 = jax.jit(lambda x: net[2](x, None, "ntk"))(x32)
     assert k32.dtype == jnp.float32
     np.testing.assert_allclose(k32, net[2](X, None, "ntk"), rtol=1e-5)
+
+
+def test_recipes_bad_input_and_unet_shapes():
+    import pytest
+
+    from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+    from dynkit.theory.stax_recipes import NearestUpsample
+
+    with pytest.raises(InvalidArgumentError, match="depth"):
+        stax.stax_densenet(0, 4)
+    with pytest.raises(InvalidArgumentError, match="branch_scale"):
+        stax.stax_resnet(2, 4, branch_scale="rezero")
+    with pytest.raises(ShapeMismatchError, match="NearestUpsample"):
+        NearestUpsample(1.5).out_shape((4, 1))
+    init_fn, apply_fn, kernel_fn = stax.stax_unet(2, 3, filter_shape=(3,))
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 4, 1)))
+    out_shape, params = init_fn(jax.random.PRNGKey(0), x.shape)
+    assert out_shape == (2, 4, 1) and apply_fn(params, x).shape == (2, 4, 1)
+    k = np.asarray(kernel_fn(x, None, "nngp"))
+    assert k.shape == (2, 2, 4, 4)
+    np.testing.assert_allclose(k, k.transpose(1, 0, 3, 2), rtol=1e-12)
