@@ -3,9 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 from dynkit.theory import dual_activations as duals
 from dynkit.theory import stax
+from dynkit.theory.stax_recipes import NearestUpsample
 
 X = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)))
 
@@ -72,18 +75,17 @@ def test_float32_and_jit():
     np.testing.assert_allclose(k32, net[2](X, None, "ntk"), rtol=1e-5)
 
 
-def test_recipes_bad_input_and_unet_shapes():
-    import pytest
-
-    from dynkit.errors import InvalidArgumentError, ShapeMismatchError
-    from dynkit.theory.stax_recipes import NearestUpsample
-
+def test_recipes_bad_input():
     with pytest.raises(InvalidArgumentError, match="depth"):
         stax.stax_densenet(0, 4)
     with pytest.raises(InvalidArgumentError, match="branch_scale"):
         stax.stax_resnet(2, 4, branch_scale="rezero")
     with pytest.raises(ShapeMismatchError, match="NearestUpsample"):
         NearestUpsample(1.5).out_shape((4, 1))
+
+
+@pytest.mark.slow
+def test_unet_recipe_shapes_and_symmetry():
     init_fn, apply_fn, kernel_fn = stax.stax_unet(2, 3, filter_shape=(3,))
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 4, 1)))
     out_shape, params = init_fn(jax.random.PRNGKey(0), x.shape)

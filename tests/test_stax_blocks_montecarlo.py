@@ -161,7 +161,7 @@ def test_densenet_growth_limit():
     x = _x((3, 4), seed=4)
     exact = np.asarray(stax.stax_densenet(2, 1, filter_shape=None, W_std=1.3, b_std=0.2,
                                           readout=False)[2](x, None, "nngp"))
-    spreads, draws = [], 40
+    spreads, draws = [], 30
     for g in (16, 64, 256):
         init_fn, apply_fn, _ = stax.stax_densenet(2, g, filter_shape=None, W_std=1.3, b_std=0.2,
                                                   readout=False)
