@@ -95,3 +95,22 @@ def test_unsupported_nodes_are_named():
         kernel_of(dk.models.cifar_resnet(20, input_shape=(8, 8, 3), width=4))
     with pytest.raises(UnsupportedLayerError, match=r"maxpool"):
         kernel_of(dk.models.cnn((8, 8, 1), (2,), 1, pool="max"))
+
+
+def test_residual_graph_with_scale_equals_stax_resnet():
+    """add + scale nodes: x + (1/sqrt(L)) Dense(relu(x)) equals stax_resnet's folded branch."""
+    depth, width = 3, 8
+    g = GraphBuilder((4,), "ntk")
+    h = g.dense("input", width, name="stem", W_std=1.3, b_std=0.2)
+    for i in range(depth):
+        r = g.relu(h, name=f"b{i}.relu")
+        d = g.dense(r, width, name=f"b{i}.fc", W_std=1.3, b_std=0.2)
+        s = g.scale(d, 1 / math.sqrt(depth), name=f"b{i}.scale")
+        h = g.add_([h, s], name=f"b{i}.add")
+    a = g.relu(h, name="act", tap=True)
+    out = g.dense(a, 1, name="head", W_std=1.3, b_std=0.2, role="readout")
+    model = g.build({"arch": "residual_test"}, out, a)
+    got = kernel_of(model)(X, None, ("nngp", "ntk"))
+    want = stax.stax_resnet(depth, width, W_std=1.3, b_std=0.2)[2](X, None, ("nngp", "ntk"))
+    np.testing.assert_allclose(got.nngp, want.nngp, rtol=1e-12)
+    np.testing.assert_allclose(got.ntk, want.ntk, rtol=1e-12)
