@@ -89,7 +89,7 @@ def plot(df: pd.DataFrame):
         ax.legend()
         ax = axes[0, 1]
         m = df[df["arch"] == "relu map"].sort_values("c0")
-        ax.plot(m["c0"], m["correlation"], color="C0", label="ReLU map f(c)")
+        ax.plot(m["c0"], m["correlation"], color="C0", label=r"ReLU map f(c) ($\sigma_w^2=2, \sigma_b=0$)")
         ax.plot([-1, 1], [-1, 1], "k:", lw=0.8, label="c = f(c)")
         c, xs, ys = 0.0, [], []
         grid, vals = m["c0"].to_numpy(), m["correlation"].to_numpy()
