@@ -19,3 +19,13 @@ __all__ = [
     "teacher_student",
     "two_layer",
 ]
+
+
+def __getattr__(name):
+    """``dynkit.theory.kernel_of(model)``: the infinite-width kernel of a dynkit ``Model``
+    (:func:`dynkit.theory.model_kernel.kernel_of`), imported on first use."""
+    if name == "kernel_of":
+        from dynkit.theory.model_kernel import kernel_of
+
+        return kernel_of
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

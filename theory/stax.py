@@ -195,10 +195,13 @@ def FanInSum():
 
 
 def FanInConcat(axis=-1):
-    """Concatenate a list of inputs along channels; kernel = channel-weighted mean.
+    """Concatenate a list of inputs along channels; the kernel keeps one block per input.
 
-    Kernel: ``K' = sum_i C_i K_i / sum_i C_i`` (same for ``Θ``), ``C_i`` the channels of
-    input ``i`` (covariances are channel averages).
+    Kernel: block-structured (:mod:`dynkit.theory.stax_blocks`): elementwise layers, pooling
+    and ``LayerNorm`` act on each block ``K_i``; ``Dense``/``Conv`` (and the network output)
+    see the channel-weighted mean ``K' = sum_i C_i K_i / sum_i C_i`` (same for ``Θ``), ``C_i``
+    the channels of input ``i``. Exact with all ``C_i -> ∞`` in fixed proportions, also when a
+    nonlinearity follows (DenseNet layers).
 
     Args:
         axis: the concatenation axis; only ``-1`` (channels) is supported.
@@ -207,7 +210,8 @@ def FanInConcat(axis=-1):
         ``(init_fn, apply_fn, kernel_fn)``.
 
     References:
-        Novak et al. 2020, "Neural Tangents" (``stax.FanInConcat``).
+        Novak et al. 2020, "Neural Tangents" (``stax.FanInConcat``); Huang et al. 2017
+        (DenseNet).
 
     Example:
         >>> import jax.numpy as jnp
@@ -437,3 +441,18 @@ def LayerNorm(axis=-1, eps=1e-12):
         [1.0, 0.707107]
     """
     return triple(L.LayerNorm(axis, eps))
+
+
+# ----------------------------------------------------------------------------- recipes
+# Seed architectures (DenseNet, U-Net, residual) in dynkit.theory.stax_recipes; they build on
+# this module, so they load on first use.
+_RECIPES = ("stax_densenet", "stax_resnet", "stax_unet")
+__all__ += list(_RECIPES)
+
+
+def __getattr__(name):
+    if name in _RECIPES:
+        from dynkit.theory import stax_recipes
+
+        return getattr(stax_recipes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,14 @@ import jax
 import jax.numpy as jnp
 
 from dynkit.errors import UnsupportedLayerError
-from dynkit.theory.stax_kernel import Layer, check_single_input, coerce
+from dynkit.theory.stax_blocks import (
+    BlockKernel,
+    block_kernel,
+    coerce_kernels,
+    concat_kernels,
+    sum_kernels,
+)
+from dynkit.theory.stax_kernel import Layer, check_single_input
 
 __all__ = [
     "FanInConcat",
@@ -79,7 +86,7 @@ class Serial(Layer):
         reqs = self.requirements(out_full)
         outs = reqs[1:] + [out_full]
         for layer, req, out in zip(self.layers, reqs, outs):
-            k = kernel_of(layer, coerce(k, req), out)
+            k = kernel_of(layer, coerce_kernels(k, req), out)
         return k
 
 
@@ -129,6 +136,8 @@ def kernel_of(layer: Layer, k, out_full: bool):
         return layer.kernel_with(k, out_full)
     if isinstance(layer, Parallel):
         return [kernel_of(sub, ki, out_full) for sub, ki in zip(layer.layers, k)]
+    if isinstance(k, BlockKernel) and not isinstance(layer, FanOut):  # see stax_blocks
+        return block_kernel(layer, k)
     return layer.kernel(k)
 
 
@@ -214,6 +223,8 @@ class FanInSum(Layer):
     Gaussian processes at infinite width, e.g. a residual block ending in Dense/Conv).
 
     ``K' = sum_i K_i``, ``Θ' = sum_i Θ_i``; diagonal form unless every input is full.
+    Block-structured inputs are summed per common channel interval
+    (:func:`dynkit.theory.stax_blocks.sum_kernels`).
 
     References:
         Novak et al. 2020, "Neural Tangents" (``stax.FanInSum``); He et al. 2016 (residuals).
@@ -239,16 +250,14 @@ class FanInSum(Layer):
         return sum(x[1:], x[0])
 
     def kernel(self, ks):
-        full = all(k.full for k in ks)
-        ks = coerce(ks, full)
-        add = lambda name: (None if getattr(ks[0], name) is None
-                            else sum(getattr(k, name) for k in ks))
-        return ks[0].replace(nngp=add("nngp"), ntk=add("ntk"), cov=add("cov"))
+        return sum_kernels(ks)
 
 
 class FanInConcat(Layer):
-    """Concatenate a list of inputs along the channel axis. Kernel: the channel-weighted
-    mean ``sum_i C_i K_i / sum_i C_i`` (covariances are channel averages).
+    """Concatenate a list of inputs along the channel axis. Kernel: the block-structured
+    kernel of the inputs (:class:`dynkit.theory.stax_blocks.BlockKernel`): elementwise layers,
+    pooling and ``LayerNorm`` act per block; a channel-mixing layer (or the network's output)
+    sees the channel-weighted mean ``sum_i C_i K_i / sum_i C_i``.
 
     Args:
         axis: only ``-1`` (channels) is supported.
@@ -261,7 +270,8 @@ class FanInConcat(Layer):
         >>> from dynkit.theory.stax_kernel import input_kernel
         >>> k1 = input_kernel(jnp.array([[2.0]]), None, False, False)          # 4, 1 channel
         >>> k3 = input_kernel(jnp.array([[1.0, 1.0, 1.0]]), None, False, False)  # 1, 3 channels
-        >>> FanInConcat().kernel([k1, k3]).nngp.tolist()                     # (4 + 3) / 4
+        >>> from dynkit.theory.stax_blocks import merge_blocks
+        >>> merge_blocks(FanInConcat().kernel([k1, k3])).nngp.tolist()        # (4 + 3) / 4
         [[1.75]]
     """
 
@@ -283,15 +293,4 @@ class FanInConcat(Layer):
         return jnp.concatenate(x, axis=-1)
 
     def kernel(self, ks):
-        full = all(k.full for k in ks)
-        ks = coerce(ks, full)
-        chans = [k.shape1[-1] for k in ks]
-        total = sum(chans)
-
-        def mix(name):
-            if getattr(ks[0], name) is None:
-                return None
-            return sum(c * getattr(k, name) for c, k in zip(chans, ks)) / total
-
-        shape1 = tuple(ks[0].shape1[:-1]) + (total,)
-        return ks[0].replace(nngp=mix("nngp"), ntk=mix("ntk"), cov=mix("cov"), shape1=shape1)
+        return concat_kernels(ks)

@@ -223,6 +223,9 @@ class Layer:
     A layer knows its per-sample output shape (``out_shape``), its parameters and finite
     network (``init``, ``apply``), its kernel map (``kernel``: ``Kernel -> Kernel``, here the
     identity) and whether it needs the full pixel-pixel covariance (``needs_full``).
+    ``per_block = True`` declares that it acts on each channel alone, so after a
+    concatenation it is applied to each block's kernel; other layers see the merged kernel
+    (:mod:`dynkit.theory.stax_blocks`).
 
     Example:
         >>> import jax.numpy as jnp
@@ -233,6 +236,7 @@ class Layer:
 
     name = "Layer"
     label = None
+    per_block = False  # True: acts on each channel alone (see dynkit.theory.stax_blocks)
 
     def describe(self) -> str:
         return self.label or self.name

@@ -41,7 +41,7 @@ def variances(k: Kernel):
     return v[:n1], v[n1:]
 
 
-def pointwise(k: Kernel, fn) -> Kernel:
+def pointwise(k: Kernel, fn, var=None) -> Kernel:
     """Apply a per-entry map ``fn(q11, q12, q22, ntk) -> (q12', ntk')`` to ``nngp``/``ntk``
     (with the matching variances ``q11, q22``) and ``fn(c11, c, c22, None)[0]`` to ``cov``.
     Spatial axes are flattened to one pixel axis first (fewer, faster-compiling loops).
@@ -49,6 +49,8 @@ def pointwise(k: Kernel, fn) -> Kernel:
     Args:
         k: the input :class:`~dynkit.theory.stax_kernel.Kernel`.
         fn: the per-entry map (broadcasting arrays; ``ntk`` may be None).
+        var: ``(v1, v2)`` to use as ``q11, q22`` instead of :func:`variances` of ``k`` (a
+            block of a concatenation normalized by all channels, see ``stax_blocks``).
 
     Returns:
         The mapped kernel.
@@ -63,7 +65,7 @@ def pointwise(k: Kernel, fn) -> Kernel:
         >>> pointwise(k, lambda q11, q12, q22, t: (q12 / (q11 * q22), t)).nngp.tolist()
         [[1.0, 0.5], [0.5, 0.5]]
     """
-    v1, v2 = variances(k)
+    v1, v2 = variances(k) if var is None else var
     p = math.prod(k.spatial)
     n1, n2 = v1.shape[0], v2.shape[0]
     v1, v2 = v1.reshape(n1, -1), v2.reshape(n2, -1)
@@ -102,6 +104,7 @@ class Identity(Layer):
         (3,)
     """
     name = "Identity"
+    per_block = True
 
 
 class LayerNorm(Layer):
@@ -137,12 +140,12 @@ class LayerNorm(Layer):
         var = jnp.var(x, -1, keepdims=True)
         return (x - mean) / jnp.sqrt(var + self.eps)
 
-    def kernel(self, k):
+    def kernel(self, k, var=None):
         def fn(q11, q12, q22, ntk):
             norm = jnp.sqrt(q11 * q22)
             return q12 / norm, map_optional(lambda t: t / norm, ntk)
 
-        return pointwise(k, fn)
+        return pointwise(k, fn, var)
 
 
 class Elementwise(Layer):
@@ -165,6 +168,8 @@ class Elementwise(Layer):
         >>> [round(float(v), 6) for v in relu.kernel(k).nngp[0]]      # [1/2, 1/(2π)]
         [0.5, 0.159155]
     """
+
+    per_block = True
 
     def __init__(self, name: str, fn: Callable, dual: Callable):
         self.name, self.fn, self.dual = name, fn, dual

@@ -170,14 +170,19 @@ class Conv(Layer):
             return y if b is None else y + self.b_std * b
         return y if b is None else y + b
 
-    def kernel(self, k):
+    def windowed(self, k):
+        """``(nngp_u, ntk_u, cov_u, out_spatial)``: the filter-window means
+        ``mean_o t[s + o, s' + o]`` of the input kernel (before weights and bias)."""
         pads, out = self._geometry(k.spatial)
         n_sets = 2 if k.full else 1
 
         def conv(t, nb):
             return _windowed_mean(t, nb, n_sets, self.filter_shape, self.strides, pads, out)
 
-        nngp_u, ntk_u, cov_u = joint_linear(k, conv)
+        return (*joint_linear(k, conv), out)
+
+    def kernel(self, k):
+        nngp_u, ntk_u, cov_u, out = self.windowed(k)
         return self._affine(k.shape1[-1], nngp_u, ntk_u, cov_u, k.ntk is not None,
                             out, k.full)
 
@@ -237,6 +242,8 @@ class Pool(Layer):
         >>> Pool("avg", (2,), (2,)).kernel(input_kernel(x, None, True, False)).nngp.tolist()
         [[[[4.0, 0.0], [0.0, 0.0]]]]
     """
+
+    per_block = True
 
     def __init__(self, kind, window_shape, strides=None, padding="VALID", normalize_edges=False):
         self.name = {"avg": "AvgPool", "sum": "SumPool"}[kind]
@@ -317,6 +324,8 @@ class GlobalPool(Layer):
         [[16.0]]
     """
 
+    per_block = True
+
     def __init__(self, kind="avg"):
         self.kind = kind
         self.name = {"avg": "GlobalAvgPool", "sum": "GlobalSumPool"}[kind]
@@ -363,6 +372,7 @@ class Flatten(Layer):
     """
 
     name = "Flatten"
+    per_block = True
 
     def out_shape(self, in_shape):
         check_single_input(self, in_shape)

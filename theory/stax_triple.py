@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
 from dynkit.theory import stax_layers as L
 from dynkit.theory.stax_batching import symmetric_blocks, symmetric_tiles
+from dynkit.theory.stax_blocks import merge_blocks
 from dynkit.validation import check_finite
 
 __all__ = ["KernelFn", "layer_of", "triple"]
@@ -112,7 +113,7 @@ class KernelFn:
             rest = self.layer
             k = L.input_kernel(x1, x2, in_full, "ntk" in names)
         if rest is not None:
-            k = L.kernel_of(rest, k, out_full)
+            k = merge_blocks(L.kernel_of(rest, k, out_full))
         if k.full:
             d = len(k.spatial)
             k = k.replace(nngp=_nt_layout(k.nngp, 2, d),
