@@ -28,6 +28,7 @@ from dynkit.analyses.hessian_ops import (
     resolve_loss,
     select_layers,
 )
+from dynkit.analyses.hessian_series import hessian_metric, hessian_metrics, hessian_series
 from dynkit.analyses.hessian_spectrum import (
     Density,
     Eigen,
@@ -43,6 +44,6 @@ from dynkit.analyses.hessian_spectrum import (
 
 __all__ = [
     "Density", "Eigen", "HessianOperator", "Overlap", "TraceEstimate", "density",
-    "gradient_overlap", "hessian_operator", "lanczos", "layer_spectra", "resolve_loss",
+    "gradient_overlap", "hessian_metric", "hessian_metrics", "hessian_operator", "hessian_series", "lanczos", "layer_spectra", "resolve_loss",
     "select_layers", "top_eigenvalues", "trace",
 ]

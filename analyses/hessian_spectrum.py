@@ -19,7 +19,7 @@ Every function takes ``(model, params, x, y, **options)`` with the options of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -140,6 +140,11 @@ class Eigen:
     residuals: np.ndarray
     converged: bool
     num_iter: int
+
+    def head(self, n: int) -> Eigen:
+        """The first ``n`` eigenpairs."""
+        return replace(self, eigenvalues=self.eigenvalues[:n], eigenvectors=self.eigenvectors[:n],
+                       vectors=self.vectors[:n], residuals=self.residuals[:n])
 
 
 def top_eigenvalues(model, params=None, x=None, y=None, *, k: int = 1, tol: float = 1e-6,

@@ -159,3 +159,39 @@ def test_bad_input(net):
         hessian.hessian_operator(model, params, x, y, loss="hinge")
     with pytest.raises(ShapeMismatchError, match="x has 40 points but y"):
         hessian.hessian_operator(model, params, x, y[:5])
+
+
+@pytest.mark.slow
+def test_series_takes_the_checkpoint_loss_and_matches_direct_calls():
+    from types import SimpleNamespace
+
+    model = dk.models.mlp(3, [6], 2)
+    x = np.random.default_rng(0).standard_normal((12, 3))
+    y = np.arange(12) % 2
+    run = [SimpleNamespace(model=model, params=model.init(jax.random.PRNGKey(s), jnp.float64),
+                           step=5 * s, meta={"loss": loss, "epoch": s / 2})
+           for s, loss in enumerate(["cross_entropy", "mse"])]
+    df = hessian.hessian_series(run, (x, y), k=2, overlap_k=1, progress=False)
+    assert set(df.columns) >= {"step", "epoch", "metric", "value"}
+    assert sorted(set(df.metric)) == ["gradient_overlap", "hessian_lambda_2", "hessian_trace",
+                                      "hessian_trace_se", "sharpness"]
+    for ckpt in run:
+        direct = hessian.top_eigenvalues(model, ckpt.params, x, y, k=2, loss=ckpt.meta["loss"])
+        got = df[(df.step == ckpt.step)].set_index("metric").value
+        assert abs(got["sharpness"] - direct.eigenvalues[0]) < 1e-8 * direct.eigenvalues[0]
+        assert 0 <= got["gradient_overlap"] <= 1
+    assert df[df.metric == "sharpness"].epoch.tolist() == [0.0, 0.5]
+
+
+@pytest.mark.slow
+def test_hessian_metric_is_registered_beside_ntk():
+    from dynkit.metrics import compute_metrics, load_metrics
+
+    assert "hessian" in load_metrics()
+    data = dk.data.load("gaussian_mixture", n_train=24, n_test=4, num_classes=3, dim=2)
+    model = dk.models.mlp(2, [5], 3)
+    table = compute_metrics(model, model.init(jax.random.PRNGKey(0)), data, ["hessian"])
+    assert table.attrs["entries"]["hessian"] == ["sharpness", "hessian_trace",
+                                                 "hessian_trace_se", "gradient_overlap"]
+    ntk_names = {"trace", "lambda_max", "effective_rank", "centered_alignment"}
+    assert not ntk_names & set(table.metric)     # evaluable together with "ntk"
