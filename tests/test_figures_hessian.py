@@ -16,5 +16,6 @@ def test_edge_of_stability(quick_figure):
         loss = d.sort_values("step")["value"].to_numpy()
         assert loss[-1] < 0.2 * loss[100]     # the loss keeps falling ...
         assert (np.diff(loss[10:]) > 0).sum() > 20           # ... non-monotonically
-    first = df[(df["metric"] == "sharpness") & (df["step"] == 0)]["value"].iloc[0]
-    assert first < 2 / 0.2                    # below 2/η at the start for the smallest η
+    sharp = df[df["metric"] == "sharpness"]
+    early = sharp[(sharp["lr"] == 0.2) & (sharp["step"] <= 500)]["value"]
+    assert early.min() < 0.9 * 2 / 0.2        # it rises to 2/η from below
