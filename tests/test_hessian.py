@@ -195,3 +195,38 @@ def test_hessian_metric_is_registered_beside_ntk():
                                                  "hessian_trace_se", "gradient_overlap"]
     ntk_names = {"trace", "lambda_max", "effective_rank", "centered_alignment"}
     assert not ntk_names & set(table.metric)     # evaluable together with "ntk"
+
+
+@pytest.mark.slow
+def test_imported_torch_model_matches_torch_autograd(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3),
+                              torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(48, 3))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.5, 0.5)
+        net[1].running_var.uniform_(0.5, 2.0)
+    net = net.double().eval()
+    x = torch.randn(24, 2, 6, 6, dtype=torch.float64)
+    y = torch.arange(24) % 3
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    ckpt = dk.load_checkpoint(tmp_path / "net.pt", model=net, example_input=x[:1])
+    xj = x.permute(0, 2, 3, 1).numpy()
+
+    names = [n for n, _ in net.named_parameters()]
+    shapes = [p.shape for _, p in net.named_parameters()]
+    flat0 = torch.cat([p.detach().ravel() for _, p in net.named_parameters()])
+
+    def torch_loss(flat):
+        chunks = torch.split(flat, [int(np.prod(s)) for s in shapes])
+        params = {n: c.reshape(s) for n, c, s in zip(names, chunks, shapes)}
+        out = torch.func.functional_call(net, params, (x,))
+        return torch.nn.functional.cross_entropy(out, y)
+
+    H = torch.func.hessian(torch_loss)(flat0).detach().numpy()
+    exact = np.linalg.eigvalsh(H)[::-1]
+    eig = hessian.top_eigenvalues(ckpt.model, ckpt.params, xj, y.numpy(), k=3,
+                                  loss="cross_entropy", tol=1e-9)
+    np.testing.assert_allclose(eig.eigenvalues, exact[:3], rtol=1e-8)
+    est = hessian.trace(ckpt.model, ckpt.params, xj, y.numpy(), probes="basis", block=256)
+    assert abs(est.value - np.trace(H)) < 1e-9 * np.abs(H).sum()
