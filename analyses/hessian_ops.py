@@ -93,7 +93,11 @@ class HessianOperator:
     @property
     def theta(self) -> jax.Array:
         """The flat parameters ``θ`` at which the Hessian is taken."""
-        return self.to_flat(self.params)
+        theta = self.__dict__.get("_theta")
+        if theta is None:
+            theta = self.to_flat(self.params)
+            object.__setattr__(self, "_theta", theta)
+        return theta
 
     # ------------------------------------------------------------------ products
     def _batches(self):
@@ -353,6 +357,16 @@ def _compiled(model: Model, spec: tuple, ggn: bool, loss_key) -> tuple:
         return pullback(hjv)[0]
 
     product = gvp if ggn else hvp
-    many = jax.jit(jax.vmap(product, in_axes=(None, None, None, None, 0)))
+    one = jax.jit(product)
+    if any(n.op in ("conv", "conv_transpose") for n in model.nodes):
+        # vmapped (or lax.map-ped) tangents make convolutions grouped and slow on XLA:CPU
+        def many(theta, rest, xb, yb, vs):
+            return jnp.stack([one(theta, rest, xb, yb, v) for v in vs])
+    else:
+        vmapped = jax.jit(jax.vmap(product, in_axes=(None, None, None, None, 0)))
+
+        def many(theta, rest, xb, yb, vs):
+            return one(theta, rest, xb, yb, vs[0])[None] if len(vs) == 1 else \
+                vmapped(theta, rest, xb, yb, vs)
     return jax.jit(jax.value_and_grad(objective)), many
 
