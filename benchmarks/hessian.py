@@ -144,8 +144,8 @@ def main(argv=None) -> None:
     rel = np.abs(a - b) / np.abs(b)
     load = os.getloadavg()[0]
     print(f"\nResNet-20 ({ours['params']} params), n={args.n}, k={args.k}, load {load:.1f}")
-    print(f"| quantity | dynkit (s) | PyHessian (s) | ratio | values |")
-    print(f"|---|---:|---:|---:|---|")
+    print("| quantity | dynkit (s) | PyHessian (s) | ratio | values |")
+    print("|---|---:|---:|---:|---|")
     print(f"| top-{args.k} eigenvalues | {ours['eig_s']:.1f} | {peer['eig_s']:.1f} | "
           f"{ours['eig_s'] / peer['eig_s']:.2f} | dynkit {np.round(a, 4).tolist()} "
           f"({ours['lanczos_steps']} HVPs); PyHessian {np.round(b, 4).tolist()}; "
