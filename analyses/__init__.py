@@ -1,8 +1,9 @@
 """Analyses that consume checkpoints: path-norms, mode connectivity, neural collapse, NTK
-dynamics."""
+dynamics, curvature (Hessian spectra)."""
 
 __all__ = [
-    "collapse", "collapse_imbalanced", "collapse_series", "collapse_stream", "lmc",
+    "collapse", "collapse_imbalanced", "collapse_series", "collapse_stream", "hessian",
+    "hessian_ops", "hessian_series", "hessian_spectrum", "lmc",
     "lmc_stability", "ntk_dynamics", "pathnorm", "pathnorm_bound", "permutation",
     "reinit", "similarity", "similarity_google", "similarity_layers", "similarity_stream",
 ]

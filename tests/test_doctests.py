@@ -25,6 +25,10 @@ SIDE_EFFECTS = {"dynkit.__main__"}
 #: ``-m "not slow"`` skips them).
 SLOW = {
     "dynkit.analyses.collapse",
+    "dynkit.analyses.hessian",
+    "dynkit.analyses.hessian_ops",
+    "dynkit.analyses.hessian_series",
+    "dynkit.analyses.hessian_spectrum",
     "dynkit.analyses.lmc",
     "dynkit.analyses.lmc_stability",
     "dynkit.analyses.permutation",

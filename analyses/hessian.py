@@ -1,0 +1,49 @@
+"""Curvature of the loss: Hessian spectra, sharpness, traces and the edge of stability.
+
+One namespace for the curvature tools (each lives in its own module):
+
+* ``hessian_ops``: ``hessian_operator`` — Hessian (or GGN) vector products of any model's
+  loss, forward-over-reverse, jit-compiled, accumulated over minibatches, of all
+  parameters, one layer or a block;
+* ``hessian_spectrum``: ``top_eigenvalues`` (Lanczos), ``trace`` (Hutchinson), ``density``
+  (stochastic Lanczos quadrature), ``gradient_overlap`` (Gur-Ari et al. 2018),
+  ``layer_spectra``;
+* ``hessian_series``: ``hessian_series`` over a training run and the ``"hessian"`` entry of
+  ``dynkit metrics``.
+
+Example:
+    >>> import jax, dynkit as dk
+    >>> from dynkit.analyses import hessian
+    >>> model = dk.models.mlp(3, [4], 2)
+    >>> params = model.init(jax.random.PRNGKey(0))
+    >>> x = jax.random.normal(jax.random.PRNGKey(1), (16, 3)); y = (x[:, 0] > 0).astype(int)
+    >>> eig = hessian.top_eigenvalues(model, params, x, y, k=2, loss="cross_entropy")
+    >>> bool(eig.eigenvalues[0] >= eig.eigenvalues[1]), eig.converged
+    (True, True)
+"""
+
+from dynkit.analyses.hessian_ops import (
+    HessianOperator,
+    hessian_operator,
+    resolve_loss,
+    select_layers,
+)
+from dynkit.analyses.hessian_series import hessian_metric, hessian_metrics, hessian_series
+from dynkit.analyses.hessian_spectrum import (
+    Density,
+    Eigen,
+    Overlap,
+    TraceEstimate,
+    density,
+    gradient_overlap,
+    lanczos,
+    layer_spectra,
+    top_eigenvalues,
+    trace,
+)
+
+__all__ = [
+    "Density", "Eigen", "HessianOperator", "Overlap", "TraceEstimate", "density",
+    "gradient_overlap", "hessian_metric", "hessian_metrics", "hessian_operator", "hessian_series", "lanczos", "layer_spectra", "resolve_loss",
+    "select_layers", "top_eigenvalues", "trace",
+]

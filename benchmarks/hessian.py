@@ -1,0 +1,163 @@
+"""Hessian spectra of a CIFAR ResNet-20: dynkit vs PyHessian 0.1, same weights, data, tolerance.
+
+The torch ResNet-20 (``tests/torch_reference.CifarResNet``, option-B shortcuts, BatchNorm in
+eval mode with running statistics calibrated on the data) gets random weights (seed 0) and
+``--n`` CIFAR-sized inputs ``N(0, 1)`` of shape 3x32x32 with random labels; both libraries get
+these exact weights and data (dynkit through ``dk.models.from_torch``) and the cross-entropy
+loss, float32 on the CPU.
+
+* **Top eigenvalues** (``--k``): dynkit ``hessian.top_eigenvalues`` (Lanczos, full
+  reorthogonalization, relative residual ``--lanczos-tol``) vs PyHessian ``eigenvalues(top_n=k,
+  tol=--tol)`` (power iteration with deflation, its default tolerance 1e-3).
+* **Trace**: dynkit ``hessian.trace(rtol=--rtol)`` (Hutchinson, stops at a relative standard
+  error ``rtol``, default 1%) vs PyHessian ``trace(maxIter=n, tol=0)`` with the same number
+  ``n`` of Rademacher probes (PyHessian has no standard-error stop).
+
+PyHessian is not a dependency of dynkit: ``pip install --no-deps --target
+benchmarks/.pyhessian pyhessian==0.1`` once (the script does it when the folder is missing), and
+it runs in a subprocess with that folder on ``PYTHONPATH`` and the project's torch. Each side
+runs a warm-up pass (compilation, the first graph build) that is reported separately.
+
+Run: ``python benchmarks/hessian.py [--n 1000] [--k 5] [--rtol 0.01]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+TARGET = HERE / ".pyhessian"
+
+PEER = r"""
+import json, sys, time
+import numpy as np, torch
+sys.path.insert(0, sys.argv[2])
+from torch_reference import CifarResNet
+from pyhessian import hessian
+blob = torch.load(sys.argv[1], weights_only=True)
+net = CifarResNet(20); net.load_state_dict(blob["state"]); net.eval()
+x, y, k, tol, probes = blob["x"], blob["y"], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+crit = torch.nn.CrossEntropyLoss()
+torch.manual_seed(0)
+t = time.perf_counter(); h = hessian(net, crit, data=(x, y), cuda=False)
+setup = time.perf_counter() - t
+t = time.perf_counter(); vals, _ = h.eigenvalues(top_n=k, tol=tol, maxIter=100)
+t_eig = time.perf_counter() - t
+t = time.perf_counter(); tr = h.trace(maxIter=probes, tol=0.0)
+t_tr = time.perf_counter() - t
+print(json.dumps({"setup": setup, "eig_s": t_eig, "eigenvalues": vals, "trace_s": t_tr,
+                  "trace": float(np.mean(tr)),
+                  "trace_se": float(np.std(tr, ddof=1) / np.sqrt(len(tr))),
+                  "probes": len(tr)}))
+"""
+
+
+def ensure_pyhessian() -> Path:
+    if not (TARGET / "pyhessian" / "hessian.py").exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                        str(TARGET), "pyhessian==0.1"], check=True)
+    return TARGET
+
+
+def make_problem(n: int, path: Path):
+    """Torch ResNet-20 (BN calibrated), inputs and labels, saved to ``path``."""
+    import torch
+
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from torch_reference import CifarResNet
+
+    torch.manual_seed(0)
+    net = CifarResNet(20)
+    x = torch.randn(n, 3, 32, 32)
+    y = torch.randint(0, 10, (n,))
+    for m in net.modules():   # running statistics = the batch moments of the data
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    net.train()
+    with torch.no_grad():
+        net(x)
+    net.eval()
+    torch.save({"state": net.state_dict(), "x": x, "y": y}, path)
+    return net, x, y
+
+
+def run_dynkit(net, x, y, k: int, lanczos_tol: float, rtol: float, batch: int) -> dict:
+    import jax
+
+    import dynkit as dk
+    from dynkit.analyses import hessian
+
+    model, params = dk.models.from_torch(net, x[:1])
+    xj = x.permute(0, 2, 3, 1).numpy()
+    yj = y.numpy()
+    opts = {"loss": "cross_entropy", "batch_size": batch}
+    t = time.perf_counter()   # warm-up: compile the product (one and ``block`` probes)
+    op = hessian.hessian_operator(model, params, xj, yj, **opts)
+    jax.block_until_ready(op.matvec(np.ones(op.dim, np.float32)))
+    jax.block_until_ready(op.matmat(np.ones((4, op.dim), np.float32)))
+    warm = time.perf_counter() - t
+    t = time.perf_counter()
+    eig = hessian.top_eigenvalues(op, k=k, tol=lanczos_tol)
+    t_eig = time.perf_counter() - t
+    t = time.perf_counter()
+    tr = hessian.trace(op, rtol=rtol, block=4, max_probes=2000)
+    t_tr = time.perf_counter() - t
+    return {"warmup": warm, "eig_s": t_eig, "eigenvalues": eig.eigenvalues.tolist(),
+            "lanczos_steps": eig.num_iter, "converged": eig.converged, "trace_s": t_tr,
+            "trace": tr.value, "trace_se": tr.std_error, "probes": tr.num_probes,
+            "params": op.dim}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=1000, help="inputs (CIFAR-sized)")
+    ap.add_argument("--k", type=int, default=5, help="top eigenvalues")
+    ap.add_argument("--tol", type=float, default=1e-3, help="PyHessian power-iteration tol")
+    ap.add_argument("--lanczos-tol", type=float, default=1e-3, help="dynkit relative residual")
+    ap.add_argument("--rtol", type=float, default=0.01, help="trace relative standard error")
+    ap.add_argument("--batch", type=int, default=1000, help="dynkit minibatch of a product")
+    args = ap.parse_args(argv)
+    target = ensure_pyhessian()
+    with tempfile.TemporaryDirectory() as tmp:
+        blob = Path(tmp) / "problem.pt"
+        net, x, y = make_problem(args.n, blob)
+        ours = run_dynkit(net, x, y, args.k, args.lanczos_tol, args.rtol, args.batch)
+        print("dynkit", json.dumps(ours), flush=True)
+        env = dict(os.environ, PYTHONPATH=str(target))
+        out = subprocess.run([sys.executable, "-c", PEER, str(blob), str(HERE.parent / "tests"),
+                              str(args.k), str(args.tol), str(ours["probes"])],
+                             capture_output=True, text=True, env=env, check=False)
+        if out.returncode:
+            raise SystemExit(f"PyHessian run failed:\n{out.stderr[-3000:]}")
+        peer = json.loads(out.stdout.strip().splitlines()[-1])
+    print("pyhessian", json.dumps(peer), flush=True)
+    a, b = np.sort(ours["eigenvalues"])[::-1], np.sort(peer["eigenvalues"])[::-1]
+    rel = np.abs(a - b) / np.abs(b)
+    load = os.getloadavg()[0]
+    print(f"\nResNet-20 ({ours['params']} params), n={args.n}, k={args.k}, load {load:.1f}")
+    print("| quantity | dynkit (s) | PyHessian (s) | ratio | values |")
+    print("|---|---:|---:|---:|---|")
+    print(f"| top-{args.k} eigenvalues | {ours['eig_s']:.1f} | {peer['eig_s']:.1f} | "
+          f"{ours['eig_s'] / peer['eig_s']:.2f} | dynkit {np.round(a, 4).tolist()} "
+          f"({ours['lanczos_steps']} HVPs); PyHessian {np.round(b, 4).tolist()}; "
+          f"max rel. diff {rel.max():.1e} |")
+    print(f"| trace ({ours['probes']} probes) | {ours['trace_s']:.1f} | {peer['trace_s']:.1f} | "
+          f"{ours['trace_s'] / peer['trace_s']:.2f} | dynkit {ours['trace']:.3f} ± "
+          f"{ours['trace_se']:.3f}; PyHessian {peer['trace']:.3f} ± {peer['trace_se']:.3f} |")
+    total = (ours["eig_s"] + ours["trace_s"]) / (peer["eig_s"] + peer["trace_s"])
+    print(f"| total | {ours['eig_s'] + ours['trace_s']:.1f} | "
+          f"{peer['eig_s'] + peer['trace_s']:.1f} | {total:.2f} | warm-up: dynkit compile "
+          f"{ours['warmup']:.1f} s, PyHessian graph {peer['setup']:.1f} s |")
+
+
+if __name__ == "__main__":
+    main()
