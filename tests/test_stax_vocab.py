@@ -25,6 +25,9 @@ ARCH = json.loads((DATA / "neural_tangents_arch" / "manifest.json").read_text())
 VOCAB = json.loads((DATA / "neural_tangents_vocab" / "manifest.json").read_text())
 QUICK_ARCH = ["fc_exp", "fc_gaussian", "fc_rbf", "fc_hermite3", "fc_monomial2", "fc_polynomial",
               "fc_dropout"]
+#: Cases whose x1-vs-x2 path (separate self-covariances ``cov``) is checked too.
+CROSS = {"fc_dropout", "img_convlocal", "seq_attention", "img_resize_linear", "img_dropout",
+         "seq_attention_identity_sqrt", "img_convtranspose_same", "fc_rectified_monomial3"}
 QUICK_VOCAB = ["fc_exp_gaussian", "fc_exp_normalized", "fc_hermite_nonunit", "fc_monomials",
                "fc_rectified_monomial3", "seq_attention_identity_sqrt"]
 
@@ -45,7 +48,8 @@ def assert_rel(actual, expected, rtol=1e-6):
 @pytest.mark.parametrize("case", [_slow_unless(c, QUICK_ARCH) for c in sorted(ARCH)])
 def test_golden_arch(case):
     """Shared golden set: one call on [x1; x2] gives the 11 and 12 blocks (x2=None path); the
-    x1-vs-x2 path (separate self-covariances) is checked on the 12 block too."""
+    x1-vs-x2 path (separate self-covariances) is checked on the 12 block for the layers that
+    treat the two differently (``CROSS``)."""
     d = np.load(DATA / "neural_tangents_arch" / f"{case}.npz")
     kernel_fn = stax.from_spec(ARCH[case])[2]
     n1 = d["x1"].shape[0]
@@ -54,9 +58,10 @@ def test_golden_arch(case):
     assert_rel(k.ntk[:n1, :n1], d["ntk_11"])
     assert_rel(k.nngp[:n1, n1:], d["nngp_12"])
     assert_rel(k.ntk[:n1, n1:], d["ntk_12"])
-    k12 = kernel_fn(d["x1"], d["x2"], ("nngp", "ntk"))
-    assert_rel(k12.nngp, d["nngp_12"])
-    assert_rel(k12.ntk, d["ntk_12"])
+    if case in CROSS:
+        k12 = kernel_fn(d["x1"], d["x2"], ("nngp", "ntk"))
+        assert_rel(k12.nngp, d["nngp_12"])
+        assert_rel(k12.ntk, d["ntk_12"])
 
 
 def _vocab_spec(case):
@@ -80,10 +85,14 @@ def test_golden_vocab(case):
     RectifiedMonomial (neural-tangents' NaN diagonal skipped: see the Monte Carlo test)."""
     d = np.load(DATA / "neural_tangents_vocab" / f"{case}.npz")
     kernel_fn = stax.from_spec(_vocab_spec(case))[2]
-    k11 = kernel_fn(d["x1"], None, ("nngp", "ntk"))
-    k12 = kernel_fn(d["x1"], d["x2"], ("nngp", "ntk"))
-    for got, ref in ((k11.nngp, "nngp_11"), (k11.ntk, "ntk_11"), (k12.nngp, "nngp_12"),
-                     (k12.ntk, "ntk_12")):
+    n1 = d["x1"].shape[0]
+    k = kernel_fn(np.concatenate([d["x1"], d["x2"]]), None, ("nngp", "ntk"))
+    blocks = [(k.nngp[:n1, :n1], "nngp_11"), (k.ntk[:n1, :n1], "ntk_11"),
+              (k.nngp[:n1, n1:], "nngp_12"), (k.ntk[:n1, n1:], "ntk_12")]
+    if case in CROSS:
+        k12 = kernel_fn(d["x1"], d["x2"], ("nngp", "ntk"))
+        blocks += [(k12.nngp, "nngp_12"), (k12.ntk, "ntk_12")]
+    for got, ref in blocks:
         assert np.all(np.isfinite(got))
         assert_rel(got, d[ref])
 
@@ -140,11 +149,12 @@ def test_rectified_monomial_network_monte_carlo():
 @pytest.mark.parametrize("name", ["ConvTranspose", "ConvLocal", "ImageResize", "Dropout",
                                   "attention softmax", "attention identity sqrt"])
 def test_finite_networks_converge(name):
-    """``apply_fn`` and ``kernel_fn`` describe the same network: the empirical NNGP of random
-    networks (one wide hidden layer, then the layer) matches the kernel within 5 standard
-    errors plus the O(1/n) finite-width bias of the error model."""
+    """``apply_fn`` and ``kernel_fn`` describe the same network: the empirical NNGP of 50
+    random networks (one hidden layer of width 128, then the layer; output shapes must agree
+    with the kernel's) matches the kernel within 5 standard errors plus the O(1/n)
+    finite-width bias of the error model."""
     rng = np.random.default_rng(2)
-    wide = 512
+    wide = 128
     if name.startswith("attention"):
         x = jnp.asarray(rng.normal(size=(2, 3, 4)))
         first = stax.Dense(wide, W_std=1.3, b_std=0.2)
@@ -153,11 +163,11 @@ def test_finite_networks_converge(name):
                                          W_key_std=1.2, W_query_std=0.9, W_value_std=1.1,
                                          b_std=0.2, attention_mechanism=mech)
     else:
-        x = jnp.asarray(rng.normal(size=(2, 4, 3, 2)))
+        x = jnp.asarray(rng.normal(size=(2, 3, 2, 2)))
         first = stax.Conv(wide, (2, 2), padding="SAME", W_std=1.3, b_std=0.2)
         layer = {"ConvTranspose": stax.ConvTranspose(wide, (3, 2), (2, 2), "SAME", 1.2, 0.1),
                  "ConvLocal": stax.ConvLocal(wide, (2, 2), (1, 1), "SAME", 1.2, 0.1),
-                 "ImageResize": stax.ImageResize((-1, 3, 5, -1), "linear"),
+                 "ImageResize": stax.ImageResize((-1, 2, 5, -1), "linear"),
                  "Dropout": stax.Dropout(0.6)}[name]
     net = stax.serial(first, stax.Relu(), layer)
     if name == "Dropout":  # a fresh mask per draw: the network's key also seeds the mask
@@ -168,7 +178,7 @@ def test_finite_networks_converge(name):
             return out, (params, jax.random.fold_in(key, 1))
 
         net = (init_with_mask, lambda p, a: apply_fn(p[0], a, rng=p[1]), kernel_fn)
-    mean, se = mc_nngp(net, x, 100)
+    mean, se = mc_nngp(net, x, 50)
     exact = net[2](x, None, "nngp")
     assert_mc(mean, se, exact, bias=4 / wide)
 
@@ -241,18 +251,5 @@ def test_bad_input_names_the_layer():
         stax.ExpNormalized()[1]((), np.ones((2, 3)))
     with pytest.raises(InvalidArgumentError, match="RectifiedMonomial.*degree"):
         stax.RectifiedMonomial(-1)
-
-
-@pytest.mark.slow
-def test_apply_shapes_and_test_mode():
-    """Finite networks run: output shapes match init_fn; Dropout test mode is the identity."""
-    key = jax.random.PRNGKey(0)
-    x = jnp.ones((2, 4, 4, 3))
-    for layer, shape in ((stax.ConvTranspose(5, (3, 3), (2, 2), "SAME"), (2, 8, 8, 5)),
-                         (stax.ConvLocal(5, (2, 2)), (2, 3, 3, 5)),
-                         (stax.ImageResize((-1, 6, 2, -1), "linear"), (2, 6, 2, 3)),
-                         (stax.GlobalSelfAttention(5, 4, 4, 2), (2, 4, 4, 5))):
-        init_fn, apply_fn, _ = layer
-        out_shape, params = init_fn(key, x.shape)
-        assert out_shape == shape == apply_fn(params, x).shape
+    x = np.ones((2, 3))
     assert stax.Dropout(0.5, mode="test")[1]((), x) is x

@@ -14,6 +14,8 @@ import itertools
 import math
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from dynkit.theory.stax_kernel import Kernel, input_kernel
@@ -46,6 +48,25 @@ def transpose_pads(k: int, s: int, padding: str) -> tuple[int, int]:
         total = k + s - 2 + max(k - s, 0)
         lo = k - 1
     return lo, total - lo
+
+
+def _tile(t, nb: int, n_sets: int, window: tuple):
+    """The recursion when ``strides == filter_shape`` with ``"VALID"`` padding (the usual
+    U-Net up-convolution): output pixel ``s = p f + o`` sees input pixel ``p`` through filter
+    offset ``o`` only, so ``K'[p f + o, p' f + o'] = K[p, p'] [o = o'] / |f|`` (a broadcast, no
+    padding or shifted sums)."""
+    spatial = t.shape[nb:]
+    expanded = t.reshape(t.shape[:nb] + tuple(a for n in spatial for a in (n, 1)))
+    mask = np.ones(window) if n_sets == 1 else _offset_delta(window)
+    shape = (1,) * nb + tuple(a for w in window * n_sets for a in (1, w))
+    out = expanded * jnp.asarray(mask.reshape(shape) / math.prod(window), t.dtype)
+    return out.reshape(t.shape[:nb] + tuple(n * w for n, w in zip(spatial, window * n_sets)))
+
+
+def _offset_delta(window: tuple) -> np.ndarray:
+    """``delta[o, o'] = [o = o']`` over the filter offsets, laid out ``(*window, *window)``."""
+    size = math.prod(window)
+    return np.eye(size).reshape(window * 2)
 
 
 class ConvTranspose(Conv):
@@ -94,8 +115,11 @@ class ConvTranspose(Conv):
     def kernel(self, k: Kernel) -> Kernel:
         pads, out = self._geometry(k.spatial)
         n_sets = 2 if k.full else 1
+        tiling = self.padding == "VALID" and self.strides == self.filter_shape
 
         def conv(t, nb):
+            if tiling:
+                return _tile(t, nb, n_sets, self.filter_shape)
             cfg = [(0, 0, 0)] * nb + [(lo, hi, s - 1) for (lo, hi), s
                                       in zip(pads, self.strides)] * n_sets
             tp = lax.pad(t, jax.numpy.zeros((), t.dtype), cfg)
@@ -107,8 +131,7 @@ class ConvTranspose(Conv):
             return total / math.prod(self.filter_shape)
 
         nngp_u, ntk_u, cov_u = joint_linear(k, conv)
-        return self._affine(k.shape1[-1], nngp_u, ntk_u, cov_u, k.ntk is not None, out,
-                            k.full)
+        return self._affine(k.shape1[-1], nngp_u, ntk_u, cov_u, k.ntk is not None, out, k.full)
 
     def input_kernel(self, x1, x2, full, compute_ntk):
         """The output kernel when this layer reads the network inputs (no patch shortcut)."""
