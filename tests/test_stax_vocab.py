@@ -169,7 +169,9 @@ def test_finite_networks_converge(name):
                  "ConvLocal": stax.ConvLocal(wide, (2, 2), (1, 1), "SAME", 1.2, 0.1),
                  "ImageResize": stax.ImageResize((-1, 2, 5, -1), "linear"),
                  "Dropout": stax.Dropout(0.6)}[name]
-    net = stax.serial(first, stax.Relu(), layer)
+    # ImageResize: the activation comes after it (its input, a Conv output, is Gaussian)
+    order = [first, layer, stax.Relu()] if name == "ImageResize" else [first, stax.Relu(), layer]
+    net = stax.serial(*order)
     if name == "Dropout":  # a fresh mask per draw: the network's key also seeds the mask
         init_fn, apply_fn, kernel_fn = net
 
