@@ -23,13 +23,12 @@ from dynkit.theory import dual_activations, dual_exp_poly, stax
 DATA = pathlib.Path(__file__).parent / "data"
 ARCH = json.loads((DATA / "neural_tangents_arch" / "manifest.json").read_text())
 VOCAB = json.loads((DATA / "neural_tangents_vocab" / "manifest.json").read_text())
-QUICK_ARCH = ["fc_exp", "fc_gaussian", "fc_rbf", "fc_hermite3", "fc_monomial2", "fc_polynomial",
-              "fc_dropout"]
+QUICK_ARCH = ["fc_exp", "fc_gaussian", "fc_rbf", "fc_hermite3", "fc_monomial2", "fc_polynomial"]
 #: Cases whose x1-vs-x2 path (separate self-covariances ``cov``) is checked too.
 CROSS = {"fc_dropout", "img_convlocal", "seq_attention", "img_resize_linear", "img_dropout",
          "seq_attention_identity_sqrt", "img_convtranspose_same", "fc_rectified_monomial3"}
 QUICK_VOCAB = ["fc_exp_gaussian", "fc_exp_normalized", "fc_hermite_nonunit", "fc_monomials",
-               "fc_rectified_monomial3", "seq_attention_identity_sqrt"]
+               "fc_rectified_monomial3"]
 
 
 def _slow_unless(case, quick):
@@ -109,10 +108,10 @@ def test_resize_brute_force():
 
 
 def test_rectified_monomial_dual_finite_and_monte_carlo():
-    """E[relu(u)^n relu(v)^n] and its derivative map against 4e5 Gaussian samples (5 standard
+    """E[relu(u)^n relu(v)^n] and its derivative map against 2e5 Gaussian samples (5 standard
     errors), on the diagonal (u = v, where neural-tangents 0.6.5 returns NaN), near it and
     anti-correlated; n = 0..4."""
-    z = np.random.default_rng(0).standard_normal((2, 400_000))
+    z = np.random.default_rng(0).standard_normal((2, 200_000))
     q11, q22 = 1.3, 0.7
     for q12 in (np.sqrt(q11 * q22), 0.95 * np.sqrt(q11 * q22), -0.4):
         u = np.sqrt(q11) * z[0]
@@ -149,7 +148,7 @@ def test_rectified_monomial_network_monte_carlo():
 @pytest.mark.parametrize("name", ["ConvTranspose", "ConvLocal", "ImageResize", "Dropout",
                                   "attention softmax", "attention identity sqrt"])
 def test_finite_networks_converge(name):
-    """``apply_fn`` and ``kernel_fn`` describe the same network: the empirical NNGP of 50
+    """``apply_fn`` and ``kernel_fn`` describe the same network: the empirical NNGP of 32
     random networks (one hidden layer of width 128, then the layer; output shapes must agree
     with the kernel's) matches the kernel within 5 standard errors plus the O(1/n)
     finite-width bias of the error model."""
@@ -180,7 +179,7 @@ def test_finite_networks_converge(name):
             return out, (params, jax.random.fold_in(key, 1))
 
         net = (init_with_mask, lambda p, a: apply_fn(p[0], a, rng=p[1]), kernel_fn)
-    mean, se = mc_nngp(net, x, 50)
+    mean, se = mc_nngp(net, x, 32)
     exact = net[2](x, None, "nngp")
     assert_mc(mean, se, exact, bias=4 / wide)
 
