@@ -12,8 +12,9 @@ dynkit's ``kernel_fn`` is ``jit``-compiled inside and is timed as users call it;
 neural-tangents' is wrapped in ``jax.jit(kernel_fn, static_argnames="get")``, its documented
 fast path.
 
-    python benchmarks/kernels_vs_neural_tangents.py            # the cases of issue 3
+    python benchmarks/kernels_vs_neural_tangents.py            # the cases of issues 3 and 14
     python benchmarks/kernels_vs_neural_tangents.py --quick    # tiny sizes, to check it runs
+    python benchmarks/kernels_vs_neural_tangents.py --cases cnn_convtranspose,unet_level1,seq_attention
     python benchmarks/kernels_vs_neural_tangents.py --big 20000  # dynkit only: tiled FC kernel
 
 ``--big N`` computes the N x N kernel (nngp + ntk, float32, x2=None) of the depth-3 ReLU FC
@@ -48,6 +49,26 @@ SPECS = {
     "fc_resnet": [["Dense", {"out_dim": 512, **DENSE}]]
     + [["Residual", [["Relu", {}], ["Dense", {"out_dim": 512, **DENSE}]]]] * 2
     + [["Relu", {}], ["Dense", {"out_dim": 1, **DENSE}]],
+    # issue 14: transposed convolution, a U-Net level (encoder/decoder + concat skip), attention
+    "cnn_convtranspose": [["Conv", CONV], ["Relu", {}],
+                          ["ConvTranspose", {**CONV, "filter_shape": [2, 2], "strides": [2, 2],
+                                             "padding": "VALID"}],
+                          ["Relu", {}], ["GlobalAvgPool", {}], ["Dense", {"out_dim": 1, **DENSE}]],
+    "unet_level1": [["Conv", CONV], ["Relu", {}], ["FanOut", {"num": 2}],
+                    ["Parallel", [[["AvgPool", {"window_shape": [2, 2], "strides": [2, 2]}],
+                                   ["Conv", CONV], ["Relu", {}],
+                                   ["ConvTranspose", {**CONV, "filter_shape": [2, 2],
+                                                      "strides": [2, 2], "padding": "VALID"}]],
+                                  [["Identity", {}]]]],
+                    ["FanInConcat", {"axis": -1}], ["Conv", CONV], ["Relu", {}],
+                    ["GlobalAvgPool", {}], ["Dense", {"out_dim": 1, **DENSE}]],
+    "seq_attention": [["Dense", {"out_dim": 256, **DENSE}], ["Relu", {}],
+                      ["GlobalSelfAttention", {"n_chan_out": 256, "n_chan_key": 256,
+                                               "n_chan_val": 256, "n_heads": 4,
+                                               "W_key_std": 1.2, "W_value_std": 1.3,
+                                               "W_query_std": 1.1, "W_out_std": 1.0,
+                                               "b_std": 0.1}],
+                      ["Relu", {}], ["GlobalAvgPool", {}], ["Dense", {"out_dim": 1, **DENSE}]],
 }
 
 #: case -> (spec name, per-sample input shape, N)
@@ -55,8 +76,13 @@ CASES = {
     "depth-3 ReLU FC, N=2000, d=100": ("fc_relu_depth3", (100,), 2000),
     "CNN + GlobalAvgPool, 8x8x3, N=128": ("cnn_gap", (8, 8, 3), 128),
     "FC ResNet (2 blocks, fc_resnet), N=2000, d=100": ("fc_resnet", (100,), 2000),
+    "Conv + ConvTranspose 2x + GAP, 6x6x3 -> 12x12, N=48": ("cnn_convtranspose", (6, 6, 3), 48),
+    "U-Net level (pool, conv, transpose, concat skip), 8x8x3, N=64": ("unet_level1", (8, 8, 3),
+                                                                       64),
+    "Dense + softmax self-attention + GAP, T=16, C=8, N=256": ("seq_attention", (16, 8), 256),
 }
-QUICK_N = {"fc_relu_depth3": 64, "cnn_gap": 8, "fc_resnet": 64}
+QUICK_N = {"fc_relu_depth3": 64, "cnn_gap": 8, "fc_resnet": 64, "cnn_convtranspose": 4,
+           "unet_level1": 4, "seq_attention": 8}
 
 # Runs in both interpreters: `stax` is dynkit.theory.stax or neural_tangents.stax.
 SNIPPET = r'''
@@ -74,10 +100,10 @@ def build(spec):
             block = stax.serial(*build(arg))
             layers.append(stax.serial(stax.FanOut(2), stax.parallel(block, stax.Identity()),
                                       stax.FanInSum()))
+        elif name == "Parallel":
+            layers.append(stax.parallel(*[stax.serial(*build(b)) for b in arg]))
         else:
-            kw = dict(arg)
-            if "filter_shape" in kw:
-                kw["filter_shape"] = tuple(kw["filter_shape"])
+            kw = {{k: tuple(v) if isinstance(v, list) else v for k, v in arg.items()}}
             layers.append(getattr(stax, name)(**kw))
     return layers
 
@@ -160,13 +186,19 @@ def main(argv=None) -> str:
     parser.add_argument("--big", type=int, default=None, metavar="N",
                         help="only the tiled N x N depth-3 FC kernel in dynkit")
     parser.add_argument("--tile", type=int, default=2000, help="tile size for --big")
+    parser.add_argument("--cases", default=None,
+                        help="comma-separated spec names to run (default: all), e.g. "
+                             "cnn_convtranspose,unet_level1,seq_attention")
     args = parser.parse_args(argv)
     if args.big:
         return big_kernel(args.big, args.tile)
 
     load_before = load_average()
     rows = []
+    wanted = None if args.cases is None else set(args.cases.split(","))
     for case, (spec_name, shape, n) in CASES.items():
+        if wanted is not None and spec_name not in wanted:
+            continue
         if args.quick:
             n = QUICK_N[spec_name]
             case = f"{case.split(', N=')[0]} (quick N={n})"

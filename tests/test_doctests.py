@@ -43,6 +43,8 @@ SLOW = {
     "dynkit.theory.gaussian_orthant",
     "dynkit.theory.predict",
     "dynkit.theory.stax_activations",
+    "dynkit.theory.stax_activations_extra",
+    "dynkit.theory.stax_vocab",
     "dynkit.theory.symbolic",
     "dynkit.theory.teacher_student",
     "dynkit.theory.two_layer_net",

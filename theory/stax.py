@@ -60,10 +60,27 @@ from dynkit.theory.stax_activations import (
     Sign,
     Sin,
 )
+from dynkit.theory.stax_activations_extra import (
+    Exp,
+    ExpNormalized,
+    Gaussian,
+    Hermite,
+    Monomial,
+    Polynomial,
+    Rbf,
+    RectifiedMonomial,
+)
 from dynkit.theory.stax_batching import batch
 from dynkit.theory.stax_layers import Kernel
 from dynkit.theory.stax_spec import from_spec
 from dynkit.theory.stax_triple import layer_of, triple
+from dynkit.theory.stax_vocab import (
+    ConvLocal,
+    ConvTranspose,
+    Dropout,
+    GlobalSelfAttention,
+    ImageResize,
+)
 
 __all__ = [
     "ABRelu",
@@ -94,6 +111,22 @@ __all__ = [
     "from_spec",
     "parallel",
     "serial",
+]
+# the rest of the neural-tangents vocabulary (issue 14)
+__all__ += [
+    "ConvLocal",
+    "ConvTranspose",
+    "Dropout",
+    "Exp",
+    "ExpNormalized",
+    "Gaussian",
+    "GlobalSelfAttention",
+    "Hermite",
+    "ImageResize",
+    "Monomial",
+    "Polynomial",
+    "Rbf",
+    "RectifiedMonomial",
 ]
 
 

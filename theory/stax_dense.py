@@ -37,7 +37,9 @@ class Dense(Layer):
     ``W, b ~ N(0, 1)``; standard: ``y = x W + b`` with ``W ~ N(0, W_std^2/n)``,
     ``b ~ N(0, b_std^2)``. Kernel: ``nngp' = W_std^2 nngp + b_std^2``;
     NTK param ``ntk' = nngp' + W_std^2 ntk``; standard ``ntk' = n nngp + W_std^2 ntk (+1 if
-    bias)`` (Jacot et al. 2018; Sohl-Dickstein et al. 2020 for the standard one).
+    bias)`` (Jacot et al. 2018; Sohl-Dickstein et al. 2020 for the standard one). On inputs
+    ``(batch, *spatial, C)`` it acts on the channel axis at every position (a 1x1 convolution,
+    as neural-tangents' ``Dense``), elementwise on the spatial kernel.
 
     Args:
         out_dim: output features; W_std, b_std: weight and bias scales (``b_std=None``: no
@@ -64,11 +66,7 @@ class Dense(Layer):
 
     def out_shape(self, in_shape):
         check_single_input(self, in_shape)
-        if len(in_shape) != 1:
-            raise self.shape_error(
-                f"expects inputs of shape (batch, features), got per-sample shape "
-                f"{tuple(in_shape)}; add Flatten() or GlobalAvgPool() before Dense")
-        return (self.out_dim,)
+        return tuple(in_shape[:-1]) + (self.out_dim,)  # on the channel axis, as neural-tangents
 
     def init(self, key, in_shape):
         k1, k2 = jax.random.split(key)
@@ -98,5 +96,6 @@ class Dense(Layer):
         nngp = aff(k.nngp)
         if self.parameterization == "ntk" and ntk is not None:
             ntk = nngp + w2 * ntk
-        return k.replace(nngp=nngp, ntk=ntk, cov=map_optional(aff, k.cov), shape1=(self.out_dim,))
+        return k.replace(nngp=nngp, ntk=ntk, cov=map_optional(aff, k.cov),
+                         shape1=k.shape1[:-1] + (self.out_dim,))
 

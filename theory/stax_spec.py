@@ -23,6 +23,8 @@ _CONSTRUCTORS = (
     "Dense", "Conv", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
     "Identity", "LayerNorm", "Relu", "LeakyRelu", "ABRelu", "Abs", "Erf", "Gelu", "Sin", "Cos",
     "Sign", "Sigmoid_like", "ElementwiseNumerical", "FanOut", "FanInSum", "FanInConcat",
+    "ConvTranspose", "ConvLocal", "ImageResize", "Dropout", "GlobalSelfAttention", "Exp",
+    "Gaussian", "Rbf", "ExpNormalized", "Hermite", "Monomial", "RectifiedMonomial", "Polynomial",
 )
 
 _NUMERICAL_FNS = {
@@ -36,22 +38,10 @@ _UNSUPPORTED = {
     "MaxPool": "the max of correlated Gaussians has no closed-form covariance; use AvgPool",
     "BatchNorm": "batch statistics couple the samples of a batch, so there is no per-pair "
                  "kernel; use LayerNorm",
-    "Dropout": "dropout makes the kernel stochastic; it is not implemented",
     "Aggregate": "graph aggregation is not implemented",
     "DotGeneral": "constant dot_general layers are not implemented",
-    "ImageResize": "image resizing is not implemented",
-    "GlobalSelfAttention": "attention kernels are not implemented",
-    "ConvTranspose": "transposed convolutions are not implemented",
-    "ConvLocal": "locally connected layers are not implemented",
-    "Exp": "no closed form here; use ['ElementwiseNumerical', {'fn': ...}]",
     "Elu": "no closed form here; use ['ElementwiseNumerical', {'fn': 'elu'}]",
     "Selu": "no closed form here; use ['ElementwiseNumerical', {'fn': 'selu'}]",
-    "Rbf": "no closed form here; use ElementwiseNumerical",
-    "Gaussian": "no closed form here; use ElementwiseNumerical",
-    "Hermite": "no closed form here; use ElementwiseNumerical",
-    "Monomial": "no closed form here; use ElementwiseNumerical",
-    "RectifiedMonomial": "no closed form here; use ElementwiseNumerical",
-    "Polynomial": "no closed form here; use ElementwiseNumerical",
 }
 
 
