@@ -93,3 +93,22 @@ def test_unet_recipe_shapes_and_symmetry():
     k = np.asarray(kernel_fn(x, None, "nngp"))
     assert k.shape == (2, 2, 4, 4)
     np.testing.assert_allclose(k, k.transpose(1, 0, 3, 2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("post", [
+    lambda: stax.ImageResize((-1, 10, -1), "nearest"),
+    lambda: stax.ImageResize((-1, 9, -1), "linear"),
+    lambda: stax.Dropout(0.7, mode="train"),
+], ids=["resize_nearest", "resize_linear", "dropout"])
+def test_linear_per_channel_layers_act_per_block_before_an_activation(post):
+    """concat -> (resize | dropout) -> Relu -> Dense(1): the nngp equals the channel-fraction
+    weighted mean of the same net run on each branch alone (the per-block limit)."""
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 5, 2)))
+    stem = stax.Conv(4, (3,), padding="SAME")
+    wide, plain = stax.Conv(2, (3,), W_std=3.0, b_std=2.0, padding="SAME"), stax.Conv(6, (3,), padding="SAME")
+    tail = (post(), stax.Relu(), stax.Flatten(), stax.Dense(1))
+    both = stax.serial(stem, stax.FanOut(2), stax.parallel(wide, plain), stax.FanInConcat(), *tail)
+    got = both[2](x, None, "nngp")
+    want = sum(frac * stax.serial(stem, branch, *tail)[2](x, None, "nngp")
+               for frac, branch in ((0.25, wide), (0.75, plain)))
+    np.testing.assert_allclose(got, want, rtol=1e-10)

@@ -59,6 +59,7 @@ class Dropout(Layer):
     """
 
     name = "Dropout"
+    per_block = True  # linear per channel: after a concat, acts on each block
 
     def __init__(self, rate, mode="train"):
         if mode not in ("train", "test"):

@@ -74,6 +74,7 @@ class ImageResize(Layer):
     """
 
     name = "ImageResize"
+    per_block = True  # linear per channel: after a concat, acts on each block
 
     def __init__(self, shape, method, antialias=True):
         key = str(method).lower()
