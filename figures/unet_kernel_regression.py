@@ -1,7 +1,7 @@
 r"""``unet-kernel-regression``: a finite U-Net trained by gradient descent on a denoising task
 approaches the NTK regression prediction of its infinite-width limit as the width grows (Lee et
 al. 2019, "Wide neural networks of any depth evolve as linear models under gradient descent",
-Fig. 4 and Theorem 2.1, here for a U-Net).
+Theorem 2.1 and Section 2.3, here for a U-Net).
 
 Task: MNIST-1D signals (length 40) with Gaussian noise (:func:`dynkit.data.denoise`), targets
 the clean signals. Network: :func:`dynkit.theory.stax_recipes.stax_unet` (two resolutions,
@@ -42,7 +42,7 @@ def settings(quick: bool) -> dict:
     if quick:
         return {"widths": (4, 16, 64), "seeds": (0, 1), "n_train": 8, "n_test": 8,
                 "steps": 60, "lr_fraction": 0.3}
-    return {"widths": (4, 8, 16, 32, 64, 128, 256), "seeds": (0, 1, 2, 3, 4), "n_train": 32,
+    return {"widths": (4, 8, 16, 32, 64, 128), "seeds": (0, 1, 2, 3), "n_train": 32,
             "n_test": 32, "steps": 300, "lr_fraction": 0.2}
 
 
@@ -111,20 +111,24 @@ def plot(df: pd.DataFrame):
     with style():
         fig, axes = new_figure(1, 2)
         ax = axes[0, 0]
-        ax.loglog(df["width"], df["gap"], ".", color="0.6", label="seeds")
-        ax.loglog(w, g.to_numpy(), "o-", label="mean")
-        ax.loglog(w, g.iloc[0] * np.sqrt(w[0] / w), "k--", lw=0.8, label="1/sqrt(width)")
+        ax.plot(df["width"], df["gap"], ".", color="0.6", label="seeds")
+        ax.plot(w, g.to_numpy(), "o-", label="mean")
+        ax.plot(w, g.iloc[0] * np.sqrt(w[0] / w), "k--", lw=0.8, label="1/sqrt(width)")
         ax.set_xlabel("U-Net width (channels)")
         ax.set_ylabel("RMS(net − NTK prediction) on test")
         ax.legend()
         ax = axes[0, 1]
         m = df.groupby("width")[["test_loss_net", "test_loss_ntk", "test_loss_init"]].mean()
-        ax.semilogx(m.index, m["test_loss_net"], "o-", label="trained U-Net")
-        ax.semilogx(m.index, m["test_loss_ntk"], "s--", label="NTK regression")
-        ax.semilogx(m.index, m["test_loss_init"], ":", color="0.5", label="at init")
+        ax.plot(m.index, m["test_loss_net"], "o-", label="trained U-Net")
+        ax.plot(m.index, m["test_loss_ntk"], "s--", label="NTK regression")
+        ax.plot(m.index, m["test_loss_init"], ":", color="0.5", label="at init")
         ax.set_xlabel("U-Net width (channels)")
         ax.set_ylabel("test MSE / 2")
         ax.legend()
+        for ax in axes[0]:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(w, [str(int(v)) for v in w])
+        axes[0, 0].set_yscale("log")
         fig.tight_layout()
     return fig
 
