@@ -38,12 +38,13 @@ NAME = "unet-kernel-regression"
 
 
 def settings(quick: bool) -> dict:
-    """Sizes: quick = 8 train / 8 test signals, widths 4-64, 2 seeds, 60 steps."""
+    """Sizes: quick = 8 train / 8 test signals (of an MNIST-1D set of 100), widths 4-64, 2
+    seeds, 60 steps."""
     if quick:
-        return {"widths": (4, 16, 64), "seeds": (0, 1), "n_train": 8, "n_test": 8,
-                "steps": 60, "lr_fraction": 0.3}
-    return {"widths": (4, 8, 16, 32, 64, 128), "seeds": (0, 1, 2, 3), "n_train": 32,
-            "n_test": 32, "steps": 300, "lr_fraction": 0.2}
+        return {"widths": (4, 16, 64), "seeds": (0, 1), "num_samples": 100, "n_train": 8,
+                "n_test": 8, "steps": 60, "lr_fraction": 0.3}
+    return {"widths": (4, 8, 16, 32, 64, 128), "seeds": (0, 1, 2, 3), "num_samples": 400,
+            "n_train": 32, "n_test": 32, "steps": 300, "lr_fraction": 0.2}
 
 
 def network(width: int):
@@ -58,7 +59,8 @@ def data(quick: bool = False) -> pd.DataFrame:
     ``train_loss_net``, ``train_loss_ntk`` (each ``(1/2N)||f − Y||²``) and ``test_loss_init``.
     ``η = lr_fraction · N / λ_max(Θ_XX)``."""
     s = settings(quick)
-    ds = load("denoise", source="mnist1d", seed=0, noise_std=0.5)
+    ds = load("denoise", source="mnist1d", seed=0, noise_std=0.5,
+              num_samples=s["num_samples"])
     x = jnp.asarray(ds.x_train[: s["n_train"]], jnp.float32)
     y = jnp.asarray(ds.y_train[: s["n_train"]], jnp.float32)
     x_test = jnp.asarray(ds.x_test[: s["n_test"]], jnp.float32)
