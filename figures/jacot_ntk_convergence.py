@@ -57,10 +57,11 @@ def ntk_row(apply_fn, params, x0, x) -> jnp.ndarray:
 
 
 def train(apply_fn, params, x, y, lr: float, steps: int):
-    r"""Full-batch gradient descent on :math:`\frac{1}{2N}\sum_i (f(x_i) - y_i)^2`."""
+    r"""Full-batch gradient descent on :math:`\frac{1}{2N}\|f(X) - Y\|^2`, ``N = y.size``
+    (the network's outputs are reshaped to ``y``'s shape)."""
 
     def loss(p):
-        return 0.5 * jnp.mean((apply_fn(p, x)[:, 0] - y) ** 2)
+        return 0.5 * jnp.mean((apply_fn(p, x).reshape(y.shape) - y) ** 2)
 
     def step(p, _):
         g = jax.grad(loss)(p)
