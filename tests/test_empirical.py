@@ -125,18 +125,17 @@ def test_methods_match_brute_force(name):
 def test_methods_agree_on_resnet20():
     """The real ResNet-20 graph (depth 20: 19 convs and the dense read-out, plus 2 option-B
     1x1 projections; 21 BatchNorms with random running statistics; eval mode), on 8x8 inputs
-    with first-stage width 4: every method equals the brute-force ravelled Jacobian to 1e-10,
-    full and logit-traced."""
+    with first-stage width 4: every method equals the brute-force ravelled Jacobian to 1e-10
+    (full output covariance; the logit-traced paths of every method are checked on the MLP,
+    CNN and BN graphs above)."""
     model = resnet20(num_classes=4, input_shape=(8, 8, 3), width=4)
     assert [sum(n.op == op for n in model.nodes) for op in ("conv", "batchnorm")] == [21, 21]
     k0, k1, k2 = jax.random.split(jax.random.PRNGKey(3), 3)
     params = _randomize_bn(model.init(k0, jnp.float64), k1)
     x = jax.random.normal(k2, (3, 8, 8, 3), jnp.float64)
     full = _brute_full(model, params, x)
-    traced = np.einsum("nmaa->nm", full) / full.shape[-1]
     for method in EXACT:
         _close(empirical.ntk_fn(model, method, trace_axes=())(x, None, params), full)
-        _close(empirical.ntk_fn(model, method)(x, None, params), traced)
 
 
 @pytest.mark.slow
