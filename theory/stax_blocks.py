@@ -11,7 +11,8 @@ of channels. The limit taken: every block's width ``C_i -> ∞`` with the fracti
 How layers treat a block-structured input (:func:`block_kernel`):
 
 * layers with ``per_block = True`` (every elementwise activation, ``Identity``, windowed and
-  global pooling, ``Flatten``) act on each block: they act on each channel alone;
+  global pooling, ``Flatten``, ``ImageResize``, ``NearestUpsample``, ``Dropout``) act on each
+  block: they act on each channel alone;
 * ``LayerNorm`` divides every block by the variance over *all* channels,
   ``q̄ = sum_i f_i q_i`` (``f_i = C_i / C``), the exact channel statistic;
 * every other layer (``Dense``, ``Conv``, any layer mixing channels) sees
