@@ -18,8 +18,7 @@ import numpy as np
 
 from dynkit.errors import InvalidArgumentError, UnsupportedLayerError
 from dynkit.theory import dual_exp_poly as duals
-from dynkit.theory.stax_pointwise import Elementwise
-from dynkit.theory.stax_triple import triple
+from dynkit.theory.stax_activations import _act
 
 __all__ = [
     "Exp",
@@ -31,10 +30,6 @@ __all__ = [
     "Rbf",
     "RectifiedMonomial",
 ]
-
-
-def _act(name, fn, dual):
-    return triple(Elementwise(name, fn, dual))
 
 
 def _degree(name, degree):

@@ -86,16 +86,10 @@ class ConvLocal(Conv):
             b = None if b is None else b * self.b_std
         return (w, b)
 
-    def apply(self, params, x, **kwargs):
-        w, b = params
-        y = lax.conv_general_dilated_local(
-            x, w.astype(x.dtype), self.strides, self.padding, self.filter_shape,
+    def linear_map(self, x, w):
+        return lax.conv_general_dilated_local(
+            x, w, self.strides, self.padding, self.filter_shape,
             dimension_numbers=_CONV_SPECS[len(self.filter_shape)])
-        if self.parameterization == "ntk":
-            fan_in = x.shape[-1] * math.prod(self.filter_shape)
-            y = (self.W_std / math.sqrt(fan_in)) * y
-            return y if b is None else y + self.b_std * b
-        return y if b is None else y + b
 
     def needs_full(self, out_full):
         return out_full

@@ -160,10 +160,14 @@ class Conv(Layer):
             b = None if b is None else b * self.b_std
         return (w, b)
 
+    def linear_map(self, x, w):
+        """The layer's map without scaling or bias (subclasses change only this)."""
+        return lax.conv_general_dilated(x, w, self.strides, self.padding,
+                                        dimension_numbers=_CONV_SPECS[len(self.filter_shape)])
+
     def apply(self, params, x, **kwargs):
         w, b = params
-        y = lax.conv_general_dilated(x, w.astype(x.dtype), self.strides, self.padding,
-                                     dimension_numbers=_CONV_SPECS[len(self.filter_shape)])
+        y = self.linear_map(x, w.astype(x.dtype))
         if self.parameterization == "ntk":
             fan_in = x.shape[-1] * math.prod(self.filter_shape)
             y = (self.W_std / math.sqrt(fan_in)) * y

@@ -102,15 +102,9 @@ class ConvTranspose(Conv):
                     in zip(spatial, self.filter_shape, self.strides, pads))
         return pads, out
 
-    def apply(self, params, x, **kwargs):
-        w, b = params
-        y = lax.conv_transpose(x, w.astype(x.dtype), self.strides, self.padding,
-                               dimension_numbers=_CONV_SPECS[len(self.filter_shape)])
-        if self.parameterization == "ntk":
-            fan_in = x.shape[-1] * math.prod(self.filter_shape)
-            y = (self.W_std / math.sqrt(fan_in)) * y
-            return y if b is None else y + self.b_std * b
-        return y if b is None else y + b
+    def linear_map(self, x, w):
+        return lax.conv_transpose(x, w, self.strides, self.padding,
+                                  dimension_numbers=_CONV_SPECS[len(self.filter_shape)])
 
     def kernel(self, k: Kernel) -> Kernel:
         pads, out = self._geometry(k.spatial)
