@@ -30,6 +30,7 @@ from dynkit.analyses.hessian_ops import (
 )
 from dynkit.analyses.hessian_series import hessian_metric, hessian_metrics, hessian_series
 from dynkit.analyses.hessian_spectrum import (
+    OUTLIER_GAP,
     Density,
     Eigen,
     Overlap,
@@ -38,12 +39,13 @@ from dynkit.analyses.hessian_spectrum import (
     gradient_overlap,
     lanczos,
     layer_spectra,
+    outlier_ritz,
     top_eigenvalues,
     trace,
 )
 
 __all__ = [
-    "Density", "Eigen", "HessianOperator", "Overlap", "TraceEstimate", "density",
-    "gradient_overlap", "hessian_metric", "hessian_metrics", "hessian_operator", "hessian_series", "lanczos", "layer_spectra", "resolve_loss",
+    "OUTLIER_GAP", "Density", "Eigen", "HessianOperator", "Overlap", "TraceEstimate", "density",
+    "gradient_overlap", "hessian_metric", "hessian_metrics", "hessian_operator", "hessian_series", "lanczos", "layer_spectra", "outlier_ritz", "resolve_loss",
     "select_layers", "top_eigenvalues", "trace",
 ]

@@ -230,3 +230,32 @@ def test_imported_torch_model_matches_torch_autograd(tmp_path):
     np.testing.assert_allclose(eig.eigenvalues, exact[:3], rtol=1e-8)
     est = hessian.trace(ckpt.model, ckpt.params, xj, y.numpy(), probes="basis", block=256)
     assert abs(est.value - np.trace(H)) < 1e-9 * np.abs(H).sum()
+
+
+def _planted(eigenvalues, seed=0):
+    """The operator H = XᵀX/N = Q diag(λ) Qᵀ of a linear MSE model (N = P points)."""
+    P = len(eigenvalues)
+    Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((P, P)))
+    X = np.sqrt(P) * (Q * np.sqrt(eigenvalues)) @ Q.T
+    model = dk.models.mlp(P, [], 1, bias=False)
+    params = {"head": {"w": jnp.zeros((P, 1), jnp.float64)}}
+    return hessian.hessian_operator(model, params, X, np.zeros((P, 1)), loss="mse")
+
+
+def test_density_detects_planted_outliers():
+    """A bulk of 290 eigenvalues in [0, 1] and C = 10 planted spikes at 3 .. 12: the spikes
+    come back as the outliers (exactly: isolated eigenvalues converge), the bulk has none."""
+    rng = np.random.default_rng(0)
+    C = 10
+    spikes = np.arange(3.0, 3.0 + C)
+    bulk = rng.uniform(0, 1, 290) ** 2
+    d = hessian.density(_planted(np.r_[spikes, bulk]), num_iter=80, num_runs=2, seed=3)
+    np.testing.assert_allclose(d.outliers, spikes[::-1], rtol=1e-8)
+    assert d.bulk_edge <= bulk.max() + 1e-8
+    assert abs(np.trapezoid(d.density, d.grid) - 1) < 1e-6
+    fixed = hessian.density(_planted(np.r_[spikes, bulk]), num_iter=80, num_outliers=4)
+    np.testing.assert_allclose(fixed.outliers, spikes[::-1][:4], rtol=1e-8)
+    pure = hessian.density(_planted(rng.uniform(0, 1, 300) ** 2), num_iter=80, seed=1)
+    assert len(pure.outliers) == 0 and pure.bulk_edge <= 1
+    assert hessian.outlier_ritz(np.r_[9.0, 5.0, np.linspace(1, 0, 20)]) == 2
+    assert hessian.outlier_ritz(np.r_[9.0, 5.0, np.linspace(1, 0, 20)], gap=100) == 0
