@@ -425,7 +425,7 @@ def density(model, params=None, x=None, y=None, *, num_iter: int = 80, num_runs:
         >>> params = {"head": {"w": jnp.zeros((2, 1))}}
         >>> x = jnp.array([[2.0, 0.0], [0.0, 1.0]]); y = jnp.zeros((2, 1))
         >>> d = density(model, params, x, y, loss="mse", num_outliers=1)
-        >>> round(d.moment(1), 6), d.outliers.round(6).tolist(), d.bulk_edge  # tr H / P = 1.25
+        >>> round(d.moment(1), 6), d.outliers.round(6).tolist(), round(d.bulk_edge, 6)  # tr H/P
         (1.25, [2.0], 0.5)
     """
     op = _operator(model, params, x, y, options)
