@@ -259,3 +259,27 @@ def test_density_detects_planted_outliers():
     assert len(pure.outliers) == 0 and pure.bulk_edge <= 1
     assert hessian.outlier_ritz(np.r_[9.0, 5.0, np.linspace(1, 0, 20)]) == 2
     assert hessian.outlier_ritz(np.r_[9.0, 5.0, np.linspace(1, 0, 20)], gap=100) == 0
+
+
+@pytest.mark.slow
+def test_class_mean_part_of_the_ggn(net):
+    """G_class from C² vjps equals Σ W δδᵀ built from per-sample Jacobians, and G − G_class is
+    positive semidefinite (the within-class part), so λ_k(G_class) <= λ_k(G)."""
+    from dynkit.analyses.hessian_classes import class_mean_eigenvalues
+
+    model, params, x, y, op, _H = net
+    ev = class_mean_eigenvalues(model, params, x, y, batch_size=20)
+    J = np.asarray(jax.jacobian(lambda t: model.apply(op.to_pytree(t), x))(op.theta))  # N,C,P
+    p = np.asarray(jax.nn.softmax(model.apply(params, x)))
+    G_class = np.zeros((op.dim, op.dim))
+    for c in range(3):
+        for c2 in range(3):
+            idx = np.flatnonzero(y == c)
+            w = p[idx, c2] / len(x)
+            g = np.einsum("io,iop->ip", np.eye(3)[c2] - p[idx], J[idx])
+            delta = w @ g / w.sum()
+            G_class += w.sum() * np.outer(delta, delta)
+    np.testing.assert_allclose(ev, np.linalg.eigvalsh(G_class)[::-1][:9], atol=1e-12)
+    G = hessian.hessian_operator(model, params, x, y, ggn=True).dense()
+    assert np.linalg.eigvalsh(G - G_class).min() > -1e-12
+    assert np.all(ev <= np.linalg.eigvalsh(G)[::-1][:9] + 1e-12)
