@@ -33,3 +33,13 @@ def test_hessian_spectrum(quick_figure):
     assert 0.6 <= claims["min_ratio"] and claims["max_ratio"] <= 1.05, claims
     dens = df[df.series == "density"]
     assert abs(np.trapezoid(dens["value"], dens["x"]) - 1) < 1e-3
+
+
+@pytest.mark.slow
+def test_sgd_stability_trace(quick_figure):
+    from dynkit.figures import sgd_stability_trace as sst
+
+    df = quick_figure(sst)
+    assert len(df) == 6 and df["trace"].notna().all()
+    claims = sst.stability_claims(df)
+    assert all(claims.values()), (claims, df)
