@@ -23,13 +23,13 @@ Example:
     (True, True)
 """
 
+from dynkit.analyses.hessian_classes import class_mean_eigenvalues
 from dynkit.analyses.hessian_ops import (
     HessianOperator,
     hessian_operator,
     resolve_loss,
     select_layers,
 )
-from dynkit.analyses.hessian_classes import class_mean_eigenvalues
 from dynkit.analyses.hessian_series import hessian_metric, hessian_metrics, hessian_series
 from dynkit.analyses.hessian_spectrum import (
     OUTLIER_GAP,
@@ -47,7 +47,24 @@ from dynkit.analyses.hessian_spectrum import (
 )
 
 __all__ = [
-    "OUTLIER_GAP", "Density", "class_mean_eigenvalues", "Eigen", "HessianOperator", "Overlap", "TraceEstimate", "density",
-    "gradient_overlap", "hessian_metric", "hessian_metrics", "hessian_operator", "hessian_series", "lanczos", "layer_spectra", "outlier_ritz", "resolve_loss",
-    "select_layers", "top_eigenvalues", "trace",
+    "OUTLIER_GAP",
+    "Density",
+    "Eigen",
+    "HessianOperator",
+    "Overlap",
+    "TraceEstimate",
+    "class_mean_eigenvalues",
+    "density",
+    "gradient_overlap",
+    "hessian_metric",
+    "hessian_metrics",
+    "hessian_operator",
+    "hessian_series",
+    "lanczos",
+    "layer_spectra",
+    "outlier_ritz",
+    "resolve_loss",
+    "select_layers",
+    "top_eigenvalues",
+    "trace",
 ]

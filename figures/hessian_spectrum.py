@@ -16,7 +16,6 @@ for the outliers of a trained net).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
