@@ -103,7 +103,7 @@ def plot(df: pd.DataFrame):
         ax.plot(grid, grid, "--", color="gray", label="tr H = 2/η")
         ax.set_xlabel("2/η")
         ax.set_ylabel("tr H at the end of training")
-        ax.set_title("SGD solutions sit below the trace bound")
+        ax.set_title("SGD (B = 1) sits at or below tr H = 2/η; GD does not")
         ax.legend()
         fig.tight_layout()
     return fig
