@@ -8,6 +8,7 @@ One namespace for the curvature tools (each lives in its own module):
 * ``hessian_spectrum``: ``top_eigenvalues`` (Lanczos), ``trace`` (Hutchinson), ``density``
   (stochastic Lanczos quadrature), ``gradient_overlap`` (Gur-Ari et al. 2018),
   ``layer_spectra``;
+* ``hessian_classes``: ``class_mean_eigenvalues``, the class-mean part of the GGN (Papyan 2019);
 * ``hessian_series``: ``hessian_series`` over a training run and the ``"hessian"`` entry of
   ``dynkit metrics``.
 
@@ -22,6 +23,7 @@ Example:
     (True, True)
 """
 
+from dynkit.analyses.hessian_classes import class_mean_eigenvalues
 from dynkit.analyses.hessian_ops import (
     HessianOperator,
     hessian_operator,
@@ -30,6 +32,7 @@ from dynkit.analyses.hessian_ops import (
 )
 from dynkit.analyses.hessian_series import hessian_metric, hessian_metrics, hessian_series
 from dynkit.analyses.hessian_spectrum import (
+    OUTLIER_GAP,
     Density,
     Eigen,
     Overlap,
@@ -38,12 +41,30 @@ from dynkit.analyses.hessian_spectrum import (
     gradient_overlap,
     lanczos,
     layer_spectra,
+    outlier_ritz,
     top_eigenvalues,
     trace,
 )
 
 __all__ = [
-    "Density", "Eigen", "HessianOperator", "Overlap", "TraceEstimate", "density",
-    "gradient_overlap", "hessian_metric", "hessian_metrics", "hessian_operator", "hessian_series", "lanczos", "layer_spectra", "resolve_loss",
-    "select_layers", "top_eigenvalues", "trace",
+    "OUTLIER_GAP",
+    "Density",
+    "Eigen",
+    "HessianOperator",
+    "Overlap",
+    "TraceEstimate",
+    "class_mean_eigenvalues",
+    "density",
+    "gradient_overlap",
+    "hessian_metric",
+    "hessian_metrics",
+    "hessian_operator",
+    "hessian_series",
+    "lanczos",
+    "layer_spectra",
+    "outlier_ritz",
+    "resolve_loss",
+    "select_layers",
+    "top_eigenvalues",
+    "trace",
 ]

@@ -6,8 +6,8 @@
   eigenvectors as parameter pytrees, with a convergence report;
 * ``trace``: Hutchinson's estimator with Rademacher probes and its standard error, stopped at
   a requested relative error;
-* ``density``: the spectral density by stochastic Lanczos quadrature (SLQ), with the top
-  outliers separately;
+* ``density``: the spectral density by stochastic Lanczos quadrature (SLQ), with the
+  outliers detected and returned separately (``outlier_ritz``);
 * ``gradient_overlap``: the fraction of the gradient in the top-``k`` eigenspace (Gur-Ari,
   Roberts & Dyer 2018);
 * ``layer_spectra``: per-layer (diagonal-block) traces and top eigenvalues, as a tidy table.
@@ -28,8 +28,9 @@ from dynkit.analyses.hessian_ops import HessianOperator, hessian_operator, selec
 from dynkit.errors import InvalidArgumentError
 from dynkit.validation import check_integer, check_positive
 
-__all__ = ["Density", "Eigen", "Overlap", "TraceEstimate", "density", "gradient_overlap",
-           "lanczos", "layer_spectra", "top_eigenvalues", "trace"]
+__all__ = ["OUTLIER_GAP", "Density", "Eigen", "Overlap", "TraceEstimate", "density",
+           "gradient_overlap", "lanczos", "layer_spectra", "outlier_ritz", "top_eigenvalues",
+           "trace"]
 
 
 def _operator(model, params, x, y, options) -> HessianOperator:
@@ -315,7 +316,10 @@ class Density:
         density: ``(G,)`` the smoothed density ``ρ(t)`` on it (integrates to 1).
         nodes: ``(R, m)`` Ritz values of each of the ``R`` runs.
         weights: ``(R, m)`` their quadrature weights (each row sums to 1).
-        outliers: ``(num_outliers,)`` the top eigenvalues (converged Ritz values of run 0).
+        outliers: the top eigenvalues separated from the bulk (Ritz values of run 0,
+            descending; ``outlier_ritz`` gives the rule).
+        bulk_edge: the largest Ritz value of run 0 that is not an outlier (the bulk's upper
+            edge).
         sigma: the Gaussian smoothing width.
     """
 
@@ -324,6 +328,7 @@ class Density:
     nodes: np.ndarray
     weights: np.ndarray
     outliers: np.ndarray
+    bulk_edge: float
     sigma: float
 
     def moment(self, p: int) -> float:
@@ -332,8 +337,52 @@ class Density:
         return float(np.mean(np.sum(self.weights * self.nodes ** p, axis=1)))
 
 
+#: Default ``outlier_gap``: an outlier's gap to the rest is at least this many mean spacings.
+OUTLIER_GAP = 10.0
+
+
+def outlier_ritz(theta, gap: float = OUTLIER_GAP) -> int:
+    """The number of top outliers among Lanczos Ritz values, by the *spacing-gap* rule.
+
+    With ``θ_1 >= .. >= θ_m`` the Ritz values, the gap below ``θ_c`` in units of the mean
+    spacing of the values below it is
+
+        s_c = (θ_c − θ_{c+1}) / ((θ_{c+1} − θ_m) / (m − c − 1)),
+
+    and the outliers are ``θ_1 .. θ_c*``, ``c*`` the largest ``c <= m/2`` with ``s_c >= gap``
+    (0 if none). Inside a bulk, Lanczos Ritz values are spaced like Gauss quadrature nodes of
+    the spectral measure, a few mean spacings apart at most (the sparsest at the bulk's edge);
+    an isolated eigenvalue converges as a Ritz value alone, a gap of many spacings from the
+    rest. Taking the *largest* such ``c`` keeps outliers that are close to each other (a
+    cluster of ``C`` class outliers; Papyan 2019) as long as the cluster is separated from
+    the bulk. ``c <= m/2`` keeps the mean spacing an average over at least half the values.
+
+    Args:
+        theta: the Ritz values, descending.
+        gap: the least gap, in mean spacings (default ``OUTLIER_GAP`` = 10).
+
+    Returns:
+        ``c*``.
+
+    Example:
+        >>> outlier_ritz(np.r_[9.0, 5.0, np.linspace(1, 0, 20)])
+        2
+    """
+    theta = np.asarray(theta, np.float64)
+    m = len(theta)
+    best = 0
+    for c in range(1, m // 2 + 1):
+        if m - c - 1 < 1:
+            break
+        spacing = (theta[c] - theta[-1]) / (m - c - 1)
+        if theta[c - 1] - theta[c] >= gap * spacing and theta[c - 1] > theta[c]:
+            best = c
+    return best
+
+
 def density(model, params=None, x=None, y=None, *, num_iter: int = 80, num_runs: int = 1,
-            num_points: int = 1000, sigma: float | None = None, num_outliers: int = 0,
+            num_points: int = 1000, sigma: float | None = None,
+            num_outliers: int | None = None, outlier_gap: float = OUTLIER_GAP,
             probes: str = "rademacher", seed: int = 0, **options) -> Density:
     """The eigenvalue density of the Hessian by stochastic Lanczos quadrature (SLQ):
 
@@ -352,15 +401,17 @@ def density(model, params=None, x=None, y=None, *, num_iter: int = 80, num_runs:
         num_runs: random probes ``R``.
         num_points: grid points ``G``.
         sigma: smoothing width (default 1% of the Ritz-value range).
-        num_outliers: how many top eigenvalues to report as ``outliers`` (e.g. ``C`` for a
-            classifier with ``C`` classes; Papyan 2019).
+        num_outliers: ``None`` (default) detects the outliers automatically among the Ritz
+            values of run 0 by the spacing-gap rule of ``outlier_ritz``; an integer reports
+            that many top eigenvalues instead (e.g. ``C`` for a ``C``-class classifier).
+        outlier_gap: the automatic rule's least gap, in mean Ritz spacings (default 10).
         probes: ``"rademacher"`` (normalized ±1 vectors, default) or ``"basis"``.
         seed: seed of the probes.
         **options: options of ``hessian_operator``.
 
     Returns:
-        A ``Density`` (``grid``, ``density``, ``nodes``, ``weights``, ``outliers``, ``sigma``;
-        ``moment(p)``).
+        A ``Density`` (``grid``, ``density``, ``nodes``, ``weights``, ``outliers``,
+        ``bulk_edge``, ``sigma``; ``moment(p)``).
 
     References:
         Golub & Meurant 2010, "Matrices, moments and quadrature with applications"; Ghorbani,
@@ -374,14 +425,16 @@ def density(model, params=None, x=None, y=None, *, num_iter: int = 80, num_runs:
         >>> params = {"head": {"w": jnp.zeros((2, 1))}}
         >>> x = jnp.array([[2.0, 0.0], [0.0, 1.0]]); y = jnp.zeros((2, 1))
         >>> d = density(model, params, x, y, loss="mse", num_outliers=1)
-        >>> round(d.moment(1), 6), d.outliers.round(6).tolist()      # tr H / P = 1.25
-        (1.25, [2.0])
+        >>> round(d.moment(1), 6), d.outliers.round(6).tolist(), round(d.bulk_edge, 6)  # tr H/P
+        (1.25, [2.0], 0.5)
     """
     op = _operator(model, params, x, y, options)
     m = min(check_integer("num_iter", num_iter), op.dim)
-    num_outliers = check_integer("num_outliers", num_outliers, 0)
-    if num_outliers > op.dim:
-        raise InvalidArgumentError(f"num_outliers={num_outliers} exceeds P={op.dim}")
+    if num_outliers is not None:
+        num_outliers = check_integer("num_outliers", num_outliers, 0)
+        if num_outliers > op.dim:
+            raise InvalidArgumentError(f"num_outliers={num_outliers} exceeds P={op.dim}")
+    outlier_gap = check_positive("outlier_gap", outlier_gap)
     rng = np.random.default_rng(seed)
     if probes == "basis":
         starts = np.eye(op.dim, dtype=op.dtype)
@@ -392,14 +445,16 @@ def density(model, params=None, x=None, y=None, *, num_iter: int = 80, num_runs:
         raise InvalidArgumentError(f"probes must be 'rademacher' or 'basis', got {probes!r}")
     nodes = np.zeros((len(starts), m))
     weights = np.zeros((len(starts), m))
-    outliers = np.zeros(0)
+    outliers, edge = np.zeros(0), np.nan
     for r, v0 in enumerate(starts):
         a, b, _ = lanczos(op.matvec, v0, m)
         theta, S, _ = _ritz(a, b)
         nodes[r, :len(theta)] = theta  # an invariant subspace: zero-weight padding
         weights[r, :len(theta)] = S[0] ** 2
         if r == 0:
-            outliers = theta[:num_outliers]
+            c = outlier_ritz(theta, outlier_gap) if num_outliers is None else num_outliers
+            outliers = theta[:c]
+            edge = float(theta[c]) if c < len(theta) else np.nan
     lo, hi = float(nodes.min()), float(nodes.max())
     sigma = check_positive("sigma", sigma) if sigma is not None else \
         max(0.01 * (hi - lo), 1e-12 * max(abs(lo), abs(hi), 1.0))
@@ -407,7 +462,7 @@ def density(model, params=None, x=None, y=None, *, num_iter: int = 80, num_runs:
     kernel = np.exp(-0.5 * ((grid[None, :] - nodes.ravel()[:, None]) / sigma) ** 2)
     kernel /= sigma * np.sqrt(2 * np.pi)
     rho = (weights.ravel() @ kernel) / len(starts)
-    return Density(grid, rho, nodes, weights, outliers, float(sigma))
+    return Density(grid, rho, nodes, weights, outliers, edge, float(sigma))
 
 
 # ======================================================================= gradient overlap

@@ -26,6 +26,7 @@ SIDE_EFFECTS = {"dynkit.__main__"}
 SLOW = {
     "dynkit.analyses.collapse",
     "dynkit.analyses.hessian",
+    "dynkit.analyses.hessian_classes",
     "dynkit.analyses.hessian_ops",
     "dynkit.analyses.hessian_series",
     "dynkit.analyses.hessian_spectrum",

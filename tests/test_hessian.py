@@ -230,3 +230,56 @@ def test_imported_torch_model_matches_torch_autograd(tmp_path):
     np.testing.assert_allclose(eig.eigenvalues, exact[:3], rtol=1e-8)
     est = hessian.trace(ckpt.model, ckpt.params, xj, y.numpy(), probes="basis", block=256)
     assert abs(est.value - np.trace(H)) < 1e-9 * np.abs(H).sum()
+
+
+def _planted(eigenvalues, seed=0):
+    """The operator H = XᵀX/N = Q diag(λ) Qᵀ of a linear MSE model (N = P points)."""
+    P = len(eigenvalues)
+    Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((P, P)))
+    X = np.sqrt(P) * (Q * np.sqrt(eigenvalues)) @ Q.T
+    model = dk.models.mlp(P, [], 1, bias=False)
+    params = {"head": {"w": jnp.zeros((P, 1), jnp.float64)}}
+    return hessian.hessian_operator(model, params, X, np.zeros((P, 1)), loss="mse")
+
+
+def test_density_detects_planted_outliers():
+    """A bulk of 290 eigenvalues in [0, 1] and C = 10 planted spikes at 3 .. 12: the spikes
+    come back as the outliers (exactly: isolated eigenvalues converge), the bulk has none."""
+    rng = np.random.default_rng(0)
+    C = 10
+    spikes = np.arange(3.0, 3.0 + C)
+    bulk = rng.uniform(0, 1, 290) ** 2
+    d = hessian.density(_planted(np.r_[spikes, bulk]), num_iter=80, num_runs=2, seed=3)
+    np.testing.assert_allclose(d.outliers, spikes[::-1], rtol=1e-8)
+    assert d.bulk_edge <= bulk.max() + 1e-8
+    assert abs(np.trapezoid(d.density, d.grid) - 1) < 1e-6
+    fixed = hessian.density(_planted(np.r_[spikes, bulk]), num_iter=80, num_outliers=4)
+    np.testing.assert_allclose(fixed.outliers, spikes[::-1][:4], rtol=1e-8)
+    pure = hessian.density(_planted(rng.uniform(0, 1, 300) ** 2), num_iter=80, seed=1)
+    assert len(pure.outliers) == 0 and pure.bulk_edge <= 1
+    assert hessian.outlier_ritz(np.r_[9.0, 5.0, np.linspace(1, 0, 20)]) == 2
+    assert hessian.outlier_ritz(np.r_[9.0, 5.0, np.linspace(1, 0, 20)], gap=100) == 0
+
+
+@pytest.mark.slow
+def test_class_mean_part_of_the_ggn(net):
+    """G_class from C² vjps equals Σ W δδᵀ built from per-sample Jacobians, and G − G_class is
+    positive semidefinite (the within-class part), so λ_k(G_class) <= λ_k(G)."""
+    from dynkit.analyses.hessian_classes import class_mean_eigenvalues
+
+    model, params, x, y, op, _H = net
+    ev = class_mean_eigenvalues(model, params, x, y, batch_size=20)
+    J = np.asarray(jax.jacobian(lambda t: model.apply(op.to_pytree(t), x))(op.theta))  # N,C,P
+    p = np.asarray(jax.nn.softmax(model.apply(params, x)))
+    G_class = np.zeros((op.dim, op.dim))
+    for c in range(3):
+        for c2 in range(3):
+            idx = np.flatnonzero(y == c)
+            w = p[idx, c2] / len(x)
+            g = np.einsum("io,iop->ip", np.eye(3)[c2] - p[idx], J[idx])
+            delta = w @ g / w.sum()
+            G_class += w.sum() * np.outer(delta, delta)
+    np.testing.assert_allclose(ev, np.linalg.eigvalsh(G_class)[::-1][:9], atol=1e-12)
+    G = hessian.hessian_operator(model, params, x, y, ggn=True).dense()
+    assert np.linalg.eigvalsh(G - G_class).min() > -1e-12
+    assert np.all(ev <= np.linalg.eigvalsh(G)[::-1][:9] + 1e-12)
