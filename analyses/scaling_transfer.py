@@ -43,6 +43,7 @@ from dynkit.errors import InvalidArgumentError
 from dynkit.io import atomic_write
 from dynkit.losses import LOSSES, loss_fn
 from dynkit.models.graph import Model, merge_params, split_params
+from dynkit.models.lr_scaling import lr_multipliers as lr_multipliers_of
 from dynkit.train import COLUMNS, METRICS_FILE, OPTIMIZERS, make_optimizer
 
 __all__ = ["CELL_FILE", "cell_dir", "lr_grid", "lr_transfer", "optimal_lr", "optimum_spread"]
@@ -102,12 +103,14 @@ def lr_transfer(build: Callable[[int], Model], sizes: Sequence[int], lrs: Sequen
                 out: str | os.PathLike | None = None, axis: str = "width",
                 optimizer: str = "sgd", batch_size: int = 64, loss: str = "cross_entropy",
                 momentum: float = 0.9, weight_decay: float = 0.0,
+                lr_multipliers: bool = False, base_width: float = 1.0,
                 progress: bool = True) -> pd.DataFrame:
     """Train ``build(size)`` at every learning rate and seed for ``steps`` steps; the final loss
     per cell.
 
     Each cell is ``dynkit.train.fit(build(size), data, optimizer=optimizer, lr=lr, seed=seed,
-    steps=steps, batch_size=batch_size, loss=loss)`` (constant rate); the cells of one size run
+    steps=steps, batch_size=batch_size, loss=loss, lr_multipliers=lr_multipliers,
+    base_width=base_width)`` (constant rate); the cells of one size run
     as one vmapped program. A cell whose loss is NaN or infinite is recorded with
     ``diverged=True`` (its loss stays NaN/inf), never an error.
 
@@ -122,6 +125,8 @@ def lr_transfer(build: Callable[[int], Model], sizes: Sequence[int], lrs: Sequen
         out: sweep folder (one run folder per cell, resumable); ``None`` keeps it in memory.
         axis: ``"width"`` or ``"depth"``, the name of the size column and of the folders.
         optimizer, batch_size, loss, momentum, weight_decay: as in ``fit``.
+        lr_multipliers, base_width: the per-layer rates of μP / Depth-μP, as in ``fit``
+            (``dynkit.models.lr_multipliers``).
         progress: a progress bar over the cells.
 
     Returns:
@@ -158,7 +163,8 @@ def lr_transfer(build: Callable[[int], Model], sizes: Sequence[int], lrs: Sequen
     steps = int(steps)
     settings = dict(optimizer=optimizer, batch_size=min(int(batch_size), len(data.x_train)),
                     loss=loss, momentum=float(momentum), weight_decay=float(weight_decay),
-                    steps=steps, data=data.name)
+                    steps=steps, data=data.name,
+                    lr_multipliers=float(base_width) if lr_multipliers else None)
     rows = []
     with tqdm(total=len(sizes) * len(lrs) * len(seeds), disable=not progress,
               desc=f"lr transfer over {axis}", unit="cell") as bar:
@@ -241,15 +247,17 @@ def optimum_spread(df: pd.DataFrame, axis: str = "width") -> float:
 
 # --------------------------------------------------------------------- one size, many cells
 def _train_cells(model: Model, data: Dataset, cells, *, optimizer, batch_size, loss, momentum,
-                 weight_decay, steps):
+                 weight_decay, steps, lr_multipliers):
     """Train the ``(lr, seed)`` cells of one model together; ``[(params, metrics df)]``."""
     n = len(data.x_train)
     bs, per_epoch = batch_size, n // batch_size
     idx = np.stack([_batches(seed, steps, n, bs) for _, seed in cells])
     lrs = jnp.asarray([lr for lr, _ in cells], jnp.float32)
     keys = jnp.stack([jax.random.PRNGKey(seed) for _, seed in cells])
+    multipliers = None if lr_multipliers is None else lr_multipliers_of(model, optimizer,
+                                                                        lr_multipliers)
     run = _vmapped_run(model, optimizer, float(momentum), float(weight_decay), loss,
-                       data.num_classes)
+                       data.num_classes, multipliers)
     splits = {s: data.split(s) for s in ("train", "test")}
     splits = {s: (jnp.asarray(x), jnp.asarray(y)) for s, (x, y) in splits.items() if len(x)}
     params, scores = run(lrs, keys, jnp.asarray(idx), jnp.asarray(data.x_train),
@@ -276,10 +284,11 @@ def _batches(seed: int, steps: int, n: int, bs: int) -> np.ndarray:
     return order[:steps * bs].reshape(steps, bs)
 
 
-def _vmapped_run(model, optimizer, momentum, weight_decay, loss, num_classes):
+def _vmapped_run(model, optimizer, momentum, weight_decay, loss, num_classes, multipliers):
     """``run(lrs, keys, idx, x, y, splits) -> (final params, scores)`` jit-compiled, vmapped over
     cells; ``scores[split] = ((loss0, acc0), (lossT, accT))`` each of shape ``(cells,)``."""
-    opt = make_optimizer(optimizer, 1.0, momentum, weight_decay)  # update(lr) = lr update(1)
+    # update(lr) = lr update(1)
+    opt = make_optimizer(optimizer, 1.0, momentum, weight_decay, multipliers)
     loss_f = loss_fn(loss, num_classes)
 
     def objective(trainable, stats, xb, yb):
