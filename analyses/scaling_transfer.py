@@ -23,6 +23,7 @@ re-run with the same arguments trains only the missing cells.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -254,10 +255,8 @@ def _train_cells(model: Model, data: Dataset, cells, *, optimizer, batch_size, l
     idx = np.stack([_batches(seed, steps, n, bs) for _, seed in cells])
     lrs = jnp.asarray([lr for lr, _ in cells], jnp.float32)
     keys = jnp.stack([jax.random.PRNGKey(seed) for _, seed in cells])
-    multipliers = None if lr_multipliers is None else lr_multipliers_of(model, optimizer,
-                                                                        lr_multipliers)
     run = _vmapped_run(model, optimizer, float(momentum), float(weight_decay), loss,
-                       data.num_classes, multipliers)
+                       data.num_classes, lr_multipliers)
     splits = {s: data.split(s) for s in ("train", "test")}
     splits = {s: (jnp.asarray(x), jnp.asarray(y)) for s, (x, y) in splits.items() if len(x)}
     params, scores = run(lrs, keys, jnp.asarray(idx), jnp.asarray(data.x_train),
@@ -284,9 +283,13 @@ def _batches(seed: int, steps: int, n: int, bs: int) -> np.ndarray:
     return order[:steps * bs].reshape(steps, bs)
 
 
-def _vmapped_run(model, optimizer, momentum, weight_decay, loss, num_classes, multipliers):
+@functools.lru_cache(maxsize=8)
+def _vmapped_run(model, optimizer, momentum, weight_decay, loss, num_classes, base_width):
     """``run(lrs, keys, idx, x, y, splits) -> (final params, scores)`` jit-compiled, vmapped over
-    cells; ``scores[split] = ((loss0, acc0), (lossT, accT))`` each of shape ``(cells,)``."""
+    cells; ``scores[split] = ((loss0, acc0), (lossT, accT))`` each of shape ``(cells,)``.
+    ``base_width``: ``None`` or the base width of the per-layer rates. Cached, so a resumed
+    sweep or the same model in another sweep compiles once."""
+    multipliers = None if base_width is None else lr_multipliers_of(model, optimizer, base_width)
     # update(lr) = lr update(1)
     opt = make_optimizer(optimizer, 1.0, momentum, weight_decay, multipliers)
     loss_f = loss_fn(loss, num_classes)
