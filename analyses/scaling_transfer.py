@@ -24,6 +24,7 @@ re-run with the same arguments trains only the missing cells.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import os
@@ -71,7 +72,7 @@ def lr_grid(text: str) -> list[float]:
         if hi < lo or step <= 0:
             raise InvalidArgumentError(f"lr range {text!r}: need 2^lo:2^hi[:step] with lo <= hi "
                                        "and step > 0, e.g. 2^-8:2^0")
-        n = int(math.floor((hi - lo) / step + 1e-9)) + 1
+        n = math.floor((hi - lo) / step + 1e-9) + 1
         return [float(2.0 ** (lo + i * step)) for i in range(n)]
     try:
         lrs = [float(t) for t in text.split(",")]
@@ -149,7 +150,7 @@ def lr_transfer(build: Callable[[int], Model], sizes: Sequence[int], lrs: Sequen
     sizes, lrs, seeds = [int(s) for s in sizes], [float(v) for v in lrs], [int(s) for s in seeds]
     if axis not in AXES:
         raise InvalidArgumentError(f"axis must be one of {AXES}, got {axis!r}")
-    if not sizes or any(b <= a for a, b in zip(sizes, sizes[1:])) or sizes[0] < 1:
+    if not sizes or any(b <= a for a, b in itertools.pairwise(sizes)) or sizes[0] < 1:
         raise InvalidArgumentError(f"{axis}s must be positive and strictly increasing, got "
                                    f"{sizes}; sort them, e.g. 64,128,256")
     _check_lrs(lrs)
@@ -162,10 +163,10 @@ def lr_transfer(build: Callable[[int], Model], sizes: Sequence[int], lrs: Sequen
     if int(steps) < 1:
         raise InvalidArgumentError(f"steps must be >= 1, got {steps}")
     steps = int(steps)
-    settings = dict(optimizer=optimizer, batch_size=min(int(batch_size), len(data.x_train)),
-                    loss=loss, momentum=float(momentum), weight_decay=float(weight_decay),
-                    steps=steps, data=data.name,
-                    lr_multipliers=float(base_width) if lr_multipliers else None)
+    settings = {"optimizer": optimizer, "batch_size": min(int(batch_size), len(data.x_train)),
+                "loss": loss, "momentum": float(momentum), "weight_decay": float(weight_decay),
+                "steps": steps, "data": data.name,
+                "lr_multipliers": float(base_width) if lr_multipliers else None}
     rows = []
     with tqdm(total=len(sizes) * len(lrs) * len(seeds), disable=not progress,
               desc=f"lr transfer over {axis}", unit="cell") as bar:
@@ -265,8 +266,8 @@ def _train_cells(model: Model, data: Dataset, cells, *, optimizer, batch_size, l
     scores = jax.device_get(scores)
     out = []
     for i in range(len(cells)):
-        rows = [dict(step=step, epoch=step / per_epoch, split=s,
-                     loss=float(scores[s][t][0][i]), accuracy=float(scores[s][t][1][i]))
+        rows = [{"step": step, "epoch": step / per_epoch, "split": s,
+                 "loss": float(scores[s][t][0][i]), "accuracy": float(scores[s][t][1][i])}
                 for t, step in enumerate((0, steps)) for s in splits]
         out.append((jax.tree_util.tree_map(lambda a, i=i: a[i], params),
                     pd.DataFrame(rows, columns=COLUMNS)))

@@ -57,19 +57,19 @@ def main(steps: int = 200, widths=(64, 128, 256, 512)) -> str:
     load = os.getloadavg()
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
-        f"{when}, {platform.machine()} CPU ({os.cpu_count()} cores, jax {jax.__version__}), "
-        f"load average {load[0]:.1f} at the end (machine shared with other work); "
-        f"{cells} cells = widths {list(widths)} x lrs 2^-6..2^1 x seeds {seeds}, "
-        f"{steps} SGD steps, batch 64, muP MLP 64-n-n-10 on digits",
+        (f"{when}, {platform.machine()} CPU ({os.cpu_count()} cores, jax {jax.__version__}), "
+         f"load average {load[0]:.1f} at the end (machine shared with other work); "
+         f"{cells} cells = widths {list(widths)} x lrs 2^-6..2^1 x seeds {seeds}, "
+         f"{steps} SGD steps, batch 64, muP MLP 64-n-n-10 on digits"),
         "",
         "| sweep | wall (s, incl. compile) | per cell (s) | speed-up |",
         "|---|---:|---:|---:|",
         f"| loop of `fit` calls | {t_loop:.1f} | {t_loop / cells:.3f} | 1.00 |",
-        f"| `lr_transfer` (vmap over lr x seed per width) | {t_vmap:.1f} | {t_vmap / cells:.3f} | "
-        f"**{t_loop / t_vmap:.1f}x** |",
+        (f"| `lr_transfer` (vmap over lr x seed per width) | {t_vmap:.1f} | {t_vmap / cells:.3f} | "
+         f"**{t_loop / t_vmap:.1f}x** |"),
         "",
-        f"Final train losses agree to max relative {err:.1e} over finite cells; same diverged "
-        f"cells: {same_nan}.",
+        (f"Final train losses agree to max relative {err:.1e} over finite cells; same diverged "
+        f"cells: {same_nan}."),
     ])
 
 

@@ -26,7 +26,7 @@ def _mup(n):
 def test_cells_equal_fit_runs_and_divergence_is_recorded(data):
     """Independent reference: one ``fit`` call per cell (its own jit step, batches, evaluate)."""
     lrs, seeds = [0.05, 0.5, 1e4], [0, 3]
-    kw = dict(optimizer="momentum", batch_size=16, lr_multipliers=True, base_width=8.0)
+    kw = {"optimizer": "momentum", "batch_size": 16, "lr_multipliers": True, "base_width": 8.0}
     df = st.lr_transfer(_mup, [8], lrs, data, 7, seeds, progress=False, **kw)
     assert len(df) == 3 * 2
     for width, lr, seed in [(8, 0.5, 3)]:
