@@ -68,7 +68,7 @@ def width_slopes(frame: pd.DataFrame, value: str = "update_size",
 
     Example:
         >>> f = pd.DataFrame({"width": [1, 4], "step": 1, "layer": "h", "update_size": [1., 2.]})
-        >>> width_slopes(f)[["slope", "flag"]].values.tolist()
+        >>> width_slopes(f).round(6)[["slope", "flag"]].values.tolist()
         [[0.5, 'grows']]
     """
     rows = []
