@@ -24,8 +24,10 @@ import pandas as pd
 
 from dynkit.errors import InvalidArgumentError
 from dynkit.models.graph import LINEAR_OPS, Model, Params
+from dynkit.registry import METRICS
 
-__all__ = ["residual_blocks", "residual_forward_variance", "signal_propagation"]
+__all__ = ["SIGNAL_POINTS", "residual_blocks", "residual_forward_variance", "signal_metric",
+           "signal_propagation"]
 
 
 def residual_blocks(model: Model) -> list[tuple[str, str, str]]:
@@ -143,3 +145,36 @@ def residual_forward_variance(q0: float, depth: int, branch: float, sw2: float =
     for _ in range(int(depth)):
         q.append(q[-1] + branch ** 2 * length_map(q[-1], sw2, 0.0, activation))
     return np.asarray(q)
+
+
+#: examples of the data set ``signal_metric`` evaluates on
+SIGNAL_POINTS = 64
+
+
+@METRICS.register(
+    "signal",
+    f"per-block signal propagation on the first {SIGNAL_POINTS} training points: channel "
+    "mean², channel variance, residual-branch variance, input correlation, gradient norm",
+)
+def signal_metric(model: Model, params: Params, data) -> pd.DataFrame:
+    """Registry metric ``"signal"``: ``signal_propagation`` of one checkpoint on the first
+    ``SIGNAL_POINTS`` training inputs, one row per block and statistic (metric
+    ``signal_<stat>``, ``layer`` the block output); per tapped layer without residual
+    statistics for networks without residual blocks.
+
+    Example:
+        >>> import dynkit as dk
+        >>> data = dk.data.load("gaussian_mixture", n_train=8, n_test=4, dim=3)
+        >>> model = dk.models.residual_mlp(3, 4, 2, 3)
+        >>> df = signal_metric(model, model.init(jax.random.PRNGKey(0)), data)
+        >>> sorted(set(df.metric))[:2], df.layer.unique().tolist()
+        (['signal_correlation', 'signal_grad_norm'], ['block0.add', 'block1.add'])
+    """
+    if data is None:
+        raise InvalidArgumentError("the 'signal' metric needs a data set for its input batch")
+    frame = signal_propagation(model, params, np.asarray(data.x_train[:SIGNAL_POINTS]),
+                               residual=bool(residual_blocks(model)))
+    stats = [c for c in frame.columns if c not in ("block", "index")]
+    long = frame.melt(id_vars=["block"], value_vars=stats, var_name="metric")
+    return pd.DataFrame({"metric": "signal_" + long["metric"], "value": long["value"],
+                         "layer": long["block"]})

@@ -127,3 +127,29 @@ def test_branch_scaling_forward_variance(branch, depths):
         np.testing.assert_allclose(np.mean(ratios), closed, rtol=0.15)
         if branch == "depth":
             assert closed < np.e
+
+
+@pytest.mark.slow
+def test_signal_metric_via_cli(tmp_path):
+    """`dynkit metrics --metrics signal` on a tiny run (two checkpoints) equals
+    signal_propagation of the last one on the first training points."""
+    import pandas as pd
+
+    from dynkit.analyses.scaling_signal import SIGNAL_POINTS
+    from dynkit.cli import main
+
+    data = dk.data.load("gaussian_mixture", seed=0)  # what --data gaussian_mixture loads
+    model = residual_mlp(2, 8, 2, 3, branch_scale="depth")
+    (tmp_path / "run").mkdir()
+    for step, seed in ((0, 0), (2, 1)):
+        params = model.init(jax.random.PRNGKey(seed))
+        dk.save_checkpoint(tmp_path / "run" / f"step_{step:06d}.safetensors", model, params,
+                           step=step)
+    assert main(["metrics", str(tmp_path / "run"), "--metrics", "signal", "--data",
+                 "gaussian_mixture", "--out", str(tmp_path / "m")]) == 0
+    table = pd.read_csv(tmp_path / "m" / "metrics.csv")
+    last = table[table["step"] == 2].set_index(["metric", "layer"])["value"]
+    want = signal_propagation(model, params, data.x_train[:SIGNAL_POINTS])
+    for _, row in want.iterrows():
+        assert last["signal_var", row["block"]] == pytest.approx(row["var"], rel=1e-5)
+        assert last["signal_grad_norm", row["block"]] == pytest.approx(row["grad_norm"], rel=1e-5)
