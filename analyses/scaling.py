@@ -1,6 +1,6 @@
 """Depth, width and parametrization checks (``dynkit.analyses.scaling``): the μP coordinate
-check (``scaling_coord``) and per-block signal propagation of residual networks
-(``scaling_signal``)."""
+check (``scaling_coord``), per-block signal propagation of residual networks
+(``scaling_signal``) and long-skip stability of U-Nets (``scaling_skip``)."""
 
 from dynkit.analyses.scaling_coord import (
     CoordinateCheck,
@@ -9,6 +9,8 @@ from dynkit.analyses.scaling_coord import (
     width_slopes,
 )
 from dynkit.analyses.scaling_signal import residual_forward_variance, signal_propagation
+from dynkit.analyses.scaling_skip import oscillation, skip_stability, stage_norms
 
-__all__ = ["CoordinateCheck", "check_widths", "coordinate_check", "residual_forward_variance",
-           "signal_propagation", "width_slopes"]
+__all__ = ["CoordinateCheck", "check_widths", "coordinate_check", "oscillation",
+           "residual_forward_variance", "signal_propagation", "skip_stability", "stage_norms",
+           "width_slopes"]

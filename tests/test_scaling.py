@@ -153,3 +153,25 @@ def test_signal_metric_via_cli(tmp_path):
     for _, row in want.iterrows():
         assert last["signal_var", row["block"]] == pytest.approx(row["var"], rel=1e-5)
         assert last["signal_grad_norm", row["block"]] == pytest.approx(row["grad_norm"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_skip_stability_homogeneity_and_errors():
+    """At init (zero biases) a ReLU U-Net is positively homogeneous of degree 1 in its input:
+    scaling x by c scales every stage's feature norm by c; with target y = 0 the loss is
+    degree 2, so the gradients of stage weights scale by c² (brute-force check of the
+    bookkeeping); the oscillation of a series scaled by a constant is unchanged."""
+    from dynkit.analyses.scaling import oscillation, skip_stability
+
+    m = dk.models.unet(1, 4, input_shape=(4, 4, 1), skip_scale=0.5)
+    p = m.init(jax.random.PRNGKey(0))
+    x = np.random.default_rng(0).normal(size=(3, 4, 4, 1)).astype(np.float32)
+    a, _ = skip_stability((m, p), x, 0 * x)
+    b, _ = skip_stability((m, p), 3 * x, 0 * x)
+    np.testing.assert_allclose(b["feature_norm"], 3 * a["feature_norm"], rtol=1e-5)
+    np.testing.assert_allclose(b["grad_norm"], 9 * a["grad_norm"], rtol=1e-4)
+    assert a["stage"].tolist() == ["enc1", "bottleneck", "dec1"]
+    assert oscillation([2.0, 4.0, 3.0, 5.0]) == pytest.approx(oscillation([1.0, 2.0, 1.5, 2.5]))
+    with pytest.raises(InvalidArgumentError, match="unet"):
+        skip_stability((mlp(3, [4], 1), mlp(3, [4], 1).init(jax.random.PRNGKey(0))),
+                       np.ones((2, 3)), np.ones((2, 1)))
