@@ -1,5 +1,5 @@
 """The ``dynkit`` command line: ``train``, ``info``, ``metrics``, ``lmc``, ``figures``, ``demo``,
-``compare``.
+``compare``, ``sweep`` (``dynkit.cli_sweep``).
 
 Every user error is a ``DynkitError``; the CLI prints it on one line and exits with status 2.
 """
@@ -402,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+    from dynkit.cli_sweep import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub)
     return p
 
 

@@ -41,6 +41,7 @@ from dynkit.evaluate import evaluate
 from dynkit.io import atomic_write
 from dynkit.losses import LOSSES, loss_fn
 from dynkit.models.graph import Model, Params, merge_params, split_params
+from dynkit.models.lr_scaling import lr_multipliers
 
 __all__ = ["COLUMNS", "METRICS_FILE", "OPTIMIZERS", "RUN_DEFAULTS", "SCHEDULES", "STATE_FILE",
            "TrainConfig", "TrainResult", "fit", "make_optimizer", "make_schedule", "resolve_warmup",
@@ -125,7 +126,8 @@ def make_schedule(name: str, lr: float, total_steps: int,
 
 
 def make_optimizer(name: str, lr: optax.ScalarOrSchedule, momentum: float = 0.9,
-                   weight_decay: float = 0.0) -> optax.GradientTransformation:
+                   weight_decay: float = 0.0,
+                   multipliers: Params | None = None) -> optax.GradientTransformation:
     """The optax transformation for ``name``, acting on trainable parameters only.
 
     ``sgd``: ``p <- p - lr (g + wd p)``; ``momentum``: heavy ball ``m <- mu m + g + wd p``,
@@ -133,7 +135,18 @@ def make_optimizer(name: str, lr: optax.ScalarOrSchedule, momentum: float = 0.9,
     ``g + wd p`` (coupled L2); ``adamw``: decoupled weight decay ``p <- p - lr (adam + wd p)``
     (Loshchilov & Hutter 2019). ``lr`` is a number or a schedule ``t -> lr_t``
     (``make_schedule``); with a schedule the decay term is scaled by ``lr_t`` too, as in
-    PyTorch."""
+    PyTorch. ``multipliers`` (a pytree like the trained parameters, e.g.
+    ``dynkit.models.lr_multipliers``) multiplies each leaf's update, i.e. gives leaf ``i`` the
+    rate ``lr · multipliers[i]`` (decay included): the per-layer rates of μP / Depth-μP."""
+    base = _base_optimizer(name, lr, momentum, weight_decay)
+    if multipliers is None:
+        return base
+    return optax.chain(base, optax.stateless(
+        lambda updates, params=None: jax.tree_util.tree_map(
+            lambda u, m: u * jnp.asarray(m, u.dtype), updates, multipliers)))
+
+
+def _base_optimizer(name, lr, momentum, weight_decay) -> optax.GradientTransformation:
     if name not in OPTIMIZERS:
         raise InvalidArgumentError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
     if not callable(lr) and not lr > 0:
@@ -171,6 +184,9 @@ class TrainConfig:
         loss: ``cross_entropy`` or ``mse``.
         seed: parameters ``model.init(PRNGKey(seed))`` and data order ``(seed, epoch)``.
         save_every: record (and save) every ``save_every`` steps, besides step 0 and the end.
+        lr_multipliers: apply the per-layer rates of the model's parameterization
+            (``dynkit.models.lr_multipliers``: μP, Depth-μP), relative to ``base_width``.
+        base_width: the width at which the μP multipliers are 1.
 
     Example:
         >>> TrainConfig(optimizer="adam", lr=1e-3, steps=100).lr_schedule
@@ -190,6 +206,8 @@ class TrainConfig:
     loss: str = "cross_entropy"
     seed: int = 0
     save_every: int | None = None
+    lr_multipliers: bool = False
+    base_width: float = 1.0
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -204,6 +222,8 @@ class TrainConfig:
             raise InvalidArgumentError(f"lr_schedule must be one of {SCHEDULES}, "
                                        f"got {self.lr_schedule!r}")
         make_optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)  # checks
+        if not float(self.base_width) > 0:
+            raise InvalidArgumentError(f"base_width must be > 0, got {self.base_width}")
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """The run's number of steps: ``steps``, else ``epochs * steps_per_epoch``."""
@@ -230,7 +250,7 @@ def fit(model: Model, data: Dataset | str, *, params: Params | None = None,
 
     ``config`` are the settings of ``TrainConfig`` (optimizer, lr, lr_schedule, warmup_steps,
     schedule_steps, momentum, weight_decay, batch_size, epochs, steps, loss, seed,
-    save_every); the other arguments are those of ``train_loop``.
+    save_every, lr_multipliers, base_width); the other arguments are those of ``train_loop``.
 
     Example:
         >>> import dynkit as dk
@@ -311,8 +331,9 @@ def train_loop(model: Model, data: Dataset | str, config: TrainConfig, *,
     # the schedule's identity: a constant rate does not depend on the run's length
     schedule = ("constant", 0, 0) if c.lr_schedule == "constant" else (c.lr_schedule, horizon,
                                                                        warmup)
+    scaling = (float(c.base_width),) if c.lr_multipliers else None
     opt = make_optimizer(c.optimizer, make_schedule(schedule[0], c.lr, *schedule[1:]),
-                         c.momentum, c.weight_decay)
+                         c.momentum, c.weight_decay, _multipliers(model, c.optimizer, scaling))
 
     key = jax.random.PRNGKey(c.seed)
     # shapes and dtypes only: bad input fails before anything is compiled
@@ -342,7 +363,7 @@ def train_loop(model: Model, data: Dataset | str, config: TrainConfig, *,
     x_all = jnp.asarray(data.x_train, dtype)
     y_all = jnp.asarray(data.y_train, dtype if data.task == "regression" else None)
     step_fn = _make_step(model, c.optimizer, float(c.lr), schedule, float(c.momentum),
-                         float(c.weight_decay), c.loss, data.num_classes)
+                         float(c.weight_decay), c.loss, data.num_classes, scaling)
     splits = {s: data.split(s) for s in ("train", "test")}
     points = {0, total} | (set(range(0, total, int(c.save_every))) if c.save_every else set())
 
@@ -407,13 +428,15 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def _make_step(model: Model, optimizer: str, lr: float, schedule: tuple[str, int, int],
-               momentum: float, weight_decay: float, loss: str, num_classes: int | None):
+               momentum: float, weight_decay: float, loss: str, num_classes: int | None,
+               scaling: tuple[float] | None = None):
     """The jit-compiled training step, cached so repeated ``fit`` calls with the same model
     and settings (resuming, sweeps over seeds) compile once. ``schedule`` is
-    ``(name, total_steps, warmup_steps)`` for ``make_schedule``."""
+    ``(name, total_steps, warmup_steps)`` for ``make_schedule``; ``scaling`` is ``None`` or
+    ``(base_width,)`` for the per-layer rates."""
     name, total, warmup = schedule
     opt = make_optimizer(optimizer, make_schedule(name, lr, total, warmup), momentum,
-                         weight_decay)
+                         weight_decay, _multipliers(model, optimizer, scaling))
     loss_f = loss_fn(loss, num_classes)
 
     def objective(trainable, stats, xb, yb):
@@ -436,6 +459,10 @@ def _make_step(model: Model, optimizer: str, lr: float, schedule: tuple[str, int
     return step
 
 
+def _multipliers(model: Model, optimizer: str, scaling: tuple[float] | None):
+    return None if scaling is None else lr_multipliers(model, optimizer, *scaling)
+
+
 def _run_info(c: TrainConfig, bs: int, warmup: int, horizon: int, data: Dataset,
               model: Model) -> dict:
     """The run's settings, saved with its state and checkpoints and compared on resume."""
@@ -446,6 +473,8 @@ def _run_info(c: TrainConfig, bs: int, warmup: int, horizon: int, data: Dataset,
            "model": json.loads(json.dumps(dict(model.config)))}
     if c.lr_schedule != "constant":
         run["schedule_steps"] = horizon
+    if c.lr_multipliers:
+        run["lr_multipliers"] = {"base_width": float(c.base_width)}
     return run
 
 

@@ -16,7 +16,9 @@ from dynkit.models.graph import (
     split_params,
     trainable_mask,
 )
+from dynkit.models.lr_scaling import lr_multipliers
 from dynkit.models.mlp import mlp
+from dynkit.models.resmlp import residual_mlp
 from dynkit.models.resnet import (
     cifar_resnet,
     resnet,
@@ -41,6 +43,7 @@ from dynkit.models.wrn import wrn
 #: variants (``resnet20``, ``resnet18``, ``vgg11``, ...) are accepted as well.
 ARCHITECTURES: dict[str, Callable[..., Model]] = {
     "mlp": mlp,
+    "residual_mlp": residual_mlp,
     "cnn": cnn,
     "cifar_resnet": cifar_resnet,
     "resnet20": resnet20,
@@ -106,8 +109,10 @@ __all__ = [
     "densenet121",
     "from_torch",
     "layer_scales",
+    "lr_multipliers",
     "merge_params",
     "mlp",
+    "residual_mlp",
     "resnet",
     "resnet18",
     "resnet20",

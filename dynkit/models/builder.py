@@ -14,6 +14,9 @@ mup           input ``1/sqrt(n)``,   input ``W_std sqrt(n/d)``,    Yang & Hu 202
               ``W_std/sqrt(n)``      ``1/sqrt(n)``                 abc-table for SGD)
 ============  =====================  ==========================  =====================
 
+Under ``mup`` each dense/conv node also records its ``role`` (``input``/``hidden``/``readout``),
+from which ``dynkit.models.lr_scaling`` derives the per-layer learning rates muP needs.
+
 Biases: standard stores ``b ~ N(0, b_std^2)`` with multiplier 1; the others store
 ``b ~ N(0, 1)`` with multiplier ``b_std``.
 """
@@ -136,9 +139,18 @@ class GraphBuilder:
         self.shapes[name] = tuple(shape)
         return name
 
+    def _scales(self, fan_in, fan_out, W_std, b_std, role) -> dict[str, Any]:
+        sc = layer_scales(self.parameterization, fan_in, fan_out, W_std, b_std, role)
+        return dict(sc, role=role) if self.parameterization == "mup" else sc
+
+    def gate(self, x, *, name):
+        """ReZero gate ``alpha * x`` with one trainable scalar ``alpha = 0`` at init
+        (Bachlechner et al. 2021, "ReZero is all you need")."""
+        return self.add(name, "gate", [x], self.shapes[x])
+
     def dense(self, x, out_dim, *, name, bias=True, W_std=1.0, b_std=0.0, role="hidden", **kw):
         in_dim = self.shapes[x][-1]
-        sc = layer_scales(self.parameterization, in_dim, out_dim, W_std, b_std, role)
+        sc = self._scales(in_dim, out_dim, W_std, b_std, role)
         return self.add(name, "dense", [x], (*self.shapes[x][:-1], out_dim), in_dim=in_dim,
                         out_dim=int(out_dim), bias=bias, **sc, **kw)
 
@@ -149,7 +161,7 @@ class GraphBuilder:
         kernel, stride = _seq(kernel, nd), _seq(stride, nd)
         in_ch = shape[-1]
         fan_in = in_ch * math.prod(kernel)
-        sc = layer_scales(self.parameterization, fan_in, out_ch, W_std, b_std, role)
+        sc = self._scales(fan_in, out_ch, W_std, b_std, role)
         spatial = tuple(_out_len(n, k, s, padding) for n, k, s in zip(shape[:-1], kernel, stride))
         return self.add(name, "conv", [x], (*spatial, out_ch), in_ch=in_ch, out_ch=int(out_ch),
                         kernel=list(kernel), stride=list(stride), padding=padding, bias=bias,
@@ -241,8 +253,7 @@ class GraphBuilder:
         nd = len(shape) - 1
         kernel, stride, pad = _seq(kernel, nd), _seq(stride, nd), _seq(padding, nd)
         in_ch = shape[-1]
-        sc = layer_scales(self.parameterization, in_ch * math.prod(kernel), out_ch, W_std,
-                          b_std, role)
+        sc = self._scales(in_ch * math.prod(kernel), out_ch, W_std, b_std, role)
         spatial = tuple((n - 1) * s - 2 * p + k
                         for n, k, s, p in zip(shape[:-1], kernel, stride, pad))
         return self.add(name, "conv_transpose", [x], (*spatial, out_ch), in_ch=in_ch,

@@ -64,7 +64,7 @@ __all__ = [
 
 
 #: Ops with parameters ``params[node]`` (the others map their inputs only).
-PARAM_OPS = ("dense", "conv", "conv_transpose", "batchnorm", "layernorm", "groupnorm")
+PARAM_OPS = ("dense", "conv", "conv_transpose", "batchnorm", "layernorm", "groupnorm", "gate")
 #: Affine layers ``w_mult * linear(x, w) + b_mult * b`` (``multipliers``, ``effective_affine``).
 LINEAR_OPS = ("dense", "conv", "conv_transpose")
 
@@ -267,6 +267,8 @@ class Model:
                         f"node {n.name!r} ({n.op}) of model {self.arch!r} needs "
                         "attrs['num_features'] (its channels) for its scale and bias")
                 shapes[n.name] = norm_param_shapes(a)
+            elif n.op == "gate":
+                shapes[n.name] = {"alpha": ()}
         return shapes
 
     def check_params(self, *param_sets: Params) -> None:
@@ -358,6 +360,8 @@ class Model:
             if self.node(name).op in ("batchnorm", "layernorm", "groupnorm"):
                 params[name] = {k: (jnp.ones if k in ("scale", "var") else jnp.zeros)(c, dtype)
                                 for k, c in ps.items()}
+            elif self.node(name).op == "gate":  # ReZero: the branch starts switched off
+                params[name] = {"alpha": jnp.zeros((), dtype)}
         return params
 
     # ----------------------------------------------------------------- forward

@@ -409,6 +409,7 @@ OPS: dict[str, Callable] = {
     "flatten": lambda ins, a: ins[0].reshape(ins[0].shape[0], -1),
     "add": lambda ins, a: sum(ins[1:], ins[0]),
     "scale": lambda ins, a: a["factor"] * ins[0],
+    "gate": lambda p, x, a: p["alpha"] * x,
     "concat": concat,
     "upsample": upsample,
 }

@@ -19,6 +19,7 @@ from dynkit.errors import InvalidArgumentError
 from dynkit.models.builder import GraphBuilder
 from dynkit.models.cnn import image_shape
 from dynkit.models.graph import Model
+from dynkit.models.resmlp import branch_multiplier
 
 __all__ = [
     "CIFAR_DEPTHS",
@@ -54,7 +55,7 @@ IMAGENET_LAYERS = {
 
 
 def conv_bn(g: GraphBuilder, x: str, out_ch: int, kernel: int, stride: int, conv: str, bn: str,
-            role: str = "hidden") -> str:
+            role: str = "hidden", norm: bool = True) -> str:
     """``bn(conv(x))``: a bias-free convolution, then BatchNorm.
 
     The ``kernel x kernel`` convolution has torch padding ``kernel // 2`` and He initialization
@@ -68,9 +69,10 @@ def conv_bn(g: GraphBuilder, x: str, out_ch: int, kernel: int, stride: int, conv
         stride: stride.
         conv, bn: names of the conv and BatchNorm nodes.
         role: ``"input"``, ``"hidden"`` or ``"readout"`` (for the parameterization).
+        norm: with BatchNorm (else the convolution alone, ``bn`` unused).
 
     Returns:
-        The name of the BatchNorm node.
+        The name of the BatchNorm node (of the conv node without ``norm``).
 
     References:
         He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
@@ -82,11 +84,12 @@ def conv_bn(g: GraphBuilder, x: str, out_ch: int, kernel: int, stride: int, conv
     """
     h = g.conv(x, out_ch, kernel, name=conv, stride=stride, padding=kernel // 2, bias=False,
                W_std=HE_STD, role=role)
-    return g.batchnorm(h, name=bn)
+    return g.batchnorm(h, name=bn) if norm else h
 
 
 def basic_block(g: GraphBuilder, x: str, planes: int, stride: int, prefix: str,
-                shortcut: str) -> str:
+                shortcut: str, *, norm: bool = True, branch: float = 1.0,
+                rezero: bool = False) -> str:
     """He et al. (2016) BasicBlock: ``relu(bn2(conv2(relu(bn1(conv1 x)))) + s(x))``.
 
     ``s`` is the identity, or a 1x1 projection + BN (``{prefix}.{shortcut}.0/.1``) when the
@@ -100,6 +103,10 @@ def basic_block(g: GraphBuilder, x: str, planes: int, stride: int, prefix: str,
         prefix: node-name prefix (e.g. ``"layer1.0"``).
         shortcut: name of the projection module (``"shortcut"`` or torchvision's
             ``"downsample"``).
+        norm: BatchNorm after each convolution (``False``: an unnormalized ResNet).
+        branch: residual-branch multiplier (``{prefix}.branch_scale`` when ≠ 1, e.g.
+            ``1/sqrt(L)``).
+        rezero: a ReZero gate ``{prefix}.gate`` (α = 0 at init) on the branch.
 
     Returns:
         The name of the block's output node.
@@ -113,10 +120,14 @@ def basic_block(g: GraphBuilder, x: str, planes: int, stride: int, prefix: str,
         >>> out, g.shapes[out]
         ('layer1.0.relu2', (4, 4, 8))
     """
-    h = conv_bn(g, x, planes, 3, stride, f"{prefix}.conv1", f"{prefix}.bn1")
+    h = conv_bn(g, x, planes, 3, stride, f"{prefix}.conv1", f"{prefix}.bn1", norm=norm)
     h = g.relu(h, name=f"{prefix}.relu1")
-    h = conv_bn(g, h, planes, 3, 1, f"{prefix}.conv2", f"{prefix}.bn2")
-    s = _shortcut(g, x, planes, stride, f"{prefix}.{shortcut}")
+    h = conv_bn(g, h, planes, 3, 1, f"{prefix}.conv2", f"{prefix}.bn2", norm=norm)
+    if branch != 1.0:
+        h = g.scale(h, branch, name=f"{prefix}.branch_scale")
+    if rezero:
+        h = g.gate(h, name=f"{prefix}.gate")
+    s = _shortcut(g, x, planes, stride, f"{prefix}.{shortcut}", norm)
     h = g.add_([h, s], name=f"{prefix}.add")
     return g.relu(h, name=f"{prefix}.relu2", tap=True)
 
@@ -154,10 +165,11 @@ def bottleneck_block(g: GraphBuilder, x: str, planes: int, stride: int, prefix: 
     return g.relu(h, name=f"{prefix}.relu3", tap=True)
 
 
-def _shortcut(g: GraphBuilder, x: str, out_ch: int, stride: int, prefix: str) -> str:
+def _shortcut(g: GraphBuilder, x: str, out_ch: int, stride: int, prefix: str,
+              norm: bool = True) -> str:
     if stride == 1 and g.shapes[x][-1] == out_ch:
         return x
-    return conv_bn(g, x, out_ch, 1, stride, f"{prefix}.0", f"{prefix}.1")
+    return conv_bn(g, x, out_ch, 1, stride, f"{prefix}.0", f"{prefix}.1", norm=norm)
 
 
 def cifar_resnet(
@@ -167,6 +179,9 @@ def cifar_resnet(
     input_shape: Sequence[int] = (32, 32, 3),
     width: int = 16,
     parameterization: str = "standard",
+    norm: str = "batchnorm",
+    branch_scale: str | float = "none",
+    rezero: bool = False,
 ) -> Model:
     """CIFAR ResNet of He et al. (2016, Sec. 4.2): ``depth = 6n + 2``.
 
@@ -181,12 +196,19 @@ def cifar_resnet(
         input_shape: ``(H, W, C)``.
         width: channels of the first stage.
         parameterization: one of ``PARAMETERIZATIONS`` (``dynkit.models.builder``).
+        norm: ``"batchnorm"`` or ``"none"`` (no normalization anywhere: the unnormalized
+            ResNets of Brock et al. 2021).
+        branch_scale: ``"none"``, ``"depth"`` (every residual branch times ``1/sqrt(L)``, L
+            the number of blocks; Depth-μP) or a number (``resmlp.branch_multiplier``).
+        rezero: a ReZero gate (α = 0 at init, Bachlechner et al. 2021) on every branch.
 
     Returns:
         The ``Model``.
 
     References:
-        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR).
+        He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition" (CVPR);
+        Brock, De & Smith 2021, "Characterizing signal propagation to close the performance
+        gap in unnormalized ResNets" (ICLR).
 
     Example:
         >>> model = cifar_resnet(8, 3, input_shape=(8, 8, 3), width=4)
@@ -197,18 +219,25 @@ def cifar_resnet(
         raise InvalidArgumentError(
             f"cifar_resnet: depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110), got {depth}")
     shape = image_shape(input_shape, "cifar_resnet")
+    if norm not in ("batchnorm", "none"):
+        raise InvalidArgumentError(f"cifar_resnet: norm must be 'batchnorm' or 'none', got "
+                                   f"{norm!r}")
     config = {
         "arch": "cifar_resnet", "depth": int(depth), "num_classes": int(num_classes),
         "input_shape": list(shape), "width": int(width), "parameterization": parameterization,
     }
+    extra = {"norm": norm, "branch_scale": branch_scale, "rezero": bool(rezero)}
+    config.update({k: v for k, v in extra.items()  # defaults left out: configs stay as before
+                   if v != {"norm": "batchnorm", "branch_scale": "none", "rezero": False}[k]})
     n = (depth - 2) // 6
+    branch = branch_multiplier(branch_scale, 3 * n)
     g = GraphBuilder(shape, parameterization)
-    h = conv_bn(g, "input", width, 3, 1, "conv1", "bn1", role="input")
+    h = conv_bn(g, "input", width, 3, 1, "conv1", "bn1", role="input", norm=norm == "batchnorm")
     h = g.relu(h, name="relu")
     for stage, (mult, stride) in enumerate(zip((1, 2, 4), (1, 2, 2)), start=1):
         for j in range(n):
             h = basic_block(g, h, width * mult, stride if j == 0 else 1, f"layer{stage}.{j}",
-                            "shortcut")
+                            "shortcut", norm=norm == "batchnorm", branch=branch, rezero=rezero)
     feature = g.global_avgpool(h, name="avgpool")
     out = g.dense(feature, num_classes, name="linear", W_std=1.0, role="readout")
     return g.build(config, out, feature)
