@@ -148,7 +148,7 @@ def create_or_resume(path, meta: dict) -> KernelLayout:
     meta = json.loads(json.dumps(dict(meta, version=FORMAT_VERSION)))
     local = "://" not in path
     if local and os.path.exists(path):
-        if not os.access(path, os.W_OK):
+        if not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222:
             raise InvalidArgumentError(f"kernel store {path} is read-only; pass a writable "
                                        f"path (or copy it) to compute or resume into it")
     try:
