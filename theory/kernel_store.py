@@ -111,8 +111,8 @@ def open_layout(path) -> KernelLayout:
         >>> try:
         ...     open_layout("/no/such/k.zarr")
         ... except InvalidArgumentError as exc:
-        ...     print(str(exc)[:41])
-        /no/such/k.zarr is not a dynkit kernel store
+        ...     print("is not a dynkit kernel store" in str(exc))
+        True
     """
     zarr = _zarr()
     try:
