@@ -173,6 +173,20 @@ def test_local_cluster_equals_in_process(tmp_path):
                                            np.asarray(getattr(local, name)), rtol=1e-6, atol=0)
                 np.testing.assert_allclose(np.asarray(getattr(on, name)), getattr(ref, name),
                                            rtol=2e-6, atol=1e-6)
+        # the empirical NTK of a finite network, on the same cluster
+        import jax
+
+        import dynkit as dk
+        from dynkit.theory import empirical
+        from dynkit.theory.empirical_store import ntk_to_store
+
+        model = dk.models.mlp(in_dim=5, widths=[8], out_dim=2)
+        params = model.init(jax.random.PRNGKey(0))
+        e = ntk_to_store(model, params, x, store=str(tmp_path / "e.zarr"), batch_size=5,
+                         method="jacobian", client=client, progress=False)
+        np.testing.assert_allclose(np.asarray(e),
+                                   empirical.ntk_fn(model, method="jacobian")(x, None, params),
+                                   rtol=1e-5, atol=1e-6)
 
 
 _DEVICES_SCRIPT = """

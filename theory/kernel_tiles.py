@@ -25,16 +25,16 @@ from dynkit.theory.kernel_store_read import open_kernels
 from dynkit.theory.stax_batching import _pad_rows
 from dynkit.validation import check_finite
 
-__all__ = ["compute_to_store", "fingerprint", "tile_inputs"]
+__all__ = ["compiled", "compute_to_store", "fingerprint", "tile_inputs"]
 
 
-def fingerprint(tile_fn, x1) -> str:
+def fingerprint(tile_fn, x1, compile_tile: bool = True) -> str:
     """A hash of ``tile_fn`` on a fixed probe: two inputs drawn from ``N(0, 1)`` (seed 0) of
     ``x1``'s per-sample shape and dtype, the result rounded to 5 significant digits (so the
     same kernel on another device still matches; a different architecture or checkpoint does
     not)."""
     probe = np.random.default_rng(0).standard_normal((2,) + x1.shape[1:]).astype(x1.dtype)
-    out = jax.jit(tile_fn, static_argnums=1)(probe, None)
+    out = (jax.jit(tile_fn, static_argnums=1) if compile_tile else tile_fn)(probe, None)
     text = ";".join(" ".join(f"{v:.5e}" for v in np.asarray(o, np.float64).ravel())
                     for o in out)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -53,7 +53,7 @@ def tile_inputs(x1, x2, bi, bj, b1, b2, tile):
 
 def compute_to_store(tile_fn, names, x1, x2, store, batch_size: int, *, spec=None,
                      devices=None, client=None, scheduler=None, progress: bool = True,
-                     verify: bool = True, timeout: float = 10.0):
+                     verify: bool = True, timeout: float = 10.0, compile_tile: bool = True):
     """Compute ``tile_fn`` over all tiles of ``(x1, x2)`` into the Zarr store ``store``.
 
     ``tile_fn(a, b)`` returns one array ``(len(a), len(b), ...)`` per name (``b=None``: ``a``
@@ -72,6 +72,8 @@ def compute_to_store(tile_fn, names, x1, x2, store, batch_size: int, *, spec=Non
         progress: show a progress bar.
         verify: re-read complete tiles on resume and recompute corrupt ones.
         timeout: seconds to wait for ``scheduler``.
+        compile_tile: ``jax.jit`` the tile function (``False`` for one that compiles its own
+            parts and validates concrete inputs, as ``empirical.ntk_fn`` does).
 
     Returns:
         A namedtuple of lazy :class:`~dynkit.theory.kernel_store_read.StoredKernel`.
@@ -90,12 +92,13 @@ def compute_to_store(tile_fn, names, x1, x2, store, batch_size: int, *, spec=Non
         check_finite(f"batch: {label}", x)
     n1, n2 = x1.shape[0], xb.shape[0]
     b1, b2 = min(tile, n1), min(tile, n2)
-    out = jax.eval_shape(tile_fn, x1[:b1], xb[:b2])
+    out = (jax.eval_shape(tile_fn, x1[:b1], xb[:b2]) if compile_tile
+           else tile_fn(x1[:1], xb[:1]))
     meta = {"names": list(names), "shape": [n1, n2], "tile": tile, "symmetric": sym,
             "shapes": {n: [n1, n2, *o.shape[2:]] for n, o in zip(names, out)},
             "dtype": {n: np.dtype(o.dtype).str for n, o in zip(names, out)},
             "input_hash": kernel_store.input_hash(x1, None if sym else xb),
-            "fingerprint": fingerprint(tile_fn, x1), "spec": spec}
+            "fingerprint": fingerprint(tile_fn, x1, compile_tile), "spec": spec}
     layout = kernel_store.create_or_resume(store, meta)
     done = kernel_store.verified_done(layout, check_chunks=verify)
     todo = [t for t in layout.tiles() if t not in done]
@@ -106,19 +109,29 @@ def compute_to_store(tile_fn, names, x1, x2, store, batch_size: int, *, spec=Non
         from dynkit.theory import kernel_tiles_dask
 
         kernel_tiles_dask.run(tile_fn, layout, x1, x2_in, todo, (b1, b2), bar,
-                              client=client, scheduler=scheduler, timeout=timeout)
+                              client=client, scheduler=scheduler, timeout=timeout,
+                              compile_tile=compile_tile)
     else:
         _run_local(tile_fn, layout, x1, x2_in, todo, (b1, b2), bar,
-                   devices if devices is not None else jax.local_devices())
+                   devices if devices is not None else jax.local_devices(), compile_tile)
     bar.close()
     return open_kernels(store, tiles_computed=len(todo))
 
 
-def _run_local(tile_fn, layout, x1, x2, todo, sizes, bar, devices):
+def compiled(tile_fn, compile_tile: bool = True):
+    """``(pair, self_pair)``: ``tile_fn(a, b)`` and ``tile_fn(a, None)``, jitted or not."""
+    def self_pair(a):
+        return tile_fn(a, None)
+    if not compile_tile:
+        return tile_fn, self_pair
+    return jax.jit(tile_fn), jax.jit(self_pair)
+
+
+def _run_local(tile_fn, layout, x1, x2, todo, sizes, bar, devices, compile_tile):
     """Dispatch ``todo`` asynchronously round-robin over ``devices`` (at most two tiles in
     flight per device) and write each tile as it completes."""
     b1, b2 = sizes
-    pair, self_pair = jax.jit(tile_fn), jax.jit(lambda a: tile_fn(a, None))
+    pair, self_pair = compiled(tile_fn, compile_tile)
     pending = collections.deque()
 
     def collect():

@@ -16,7 +16,7 @@ import numpy as np
 
 from dynkit.errors import DynkitError, require
 from dynkit.theory import kernel_store
-from dynkit.theory.kernel_tiles import tile_inputs
+from dynkit.theory.kernel_tiles import compiled, tile_inputs
 
 __all__ = ["SchedulerUnreachableError", "connect", "run"]
 
@@ -53,7 +53,7 @@ def connect(address: str, timeout: float = 10.0):
 
 
 def run(tile_fn, layout, x1, x2, todo, sizes, bar, *, client=None, scheduler=None,
-        timeout: float = 10.0, retries: int = 3) -> None:
+        timeout: float = 10.0, retries: int = 3, compile_tile: bool = True) -> None:
     """Compute the tiles ``todo`` of ``layout`` as Dask tasks; return when all are written.
 
     Args:
@@ -62,6 +62,7 @@ def run(tile_fn, layout, x1, x2, todo, sizes, bar, *, client=None, scheduler=Non
         sizes: the padded tile sizes ``(b1, b2)``; bar: a tqdm bar, updated per tile.
         client: a ``dask.distributed.Client``; scheduler: an address to connect to instead.
         timeout: seconds to wait for ``scheduler``; retries: reruns of a failed task.
+        compile_tile: ``jax.jit`` the tile function on the workers.
     """
     distributed = require("distributed", "scale", "a Dask scheduler (client=/scheduler=)")
     own = client is None
@@ -73,7 +74,7 @@ def run(tile_fn, layout, x1, x2, todo, sizes, bar, *, client=None, scheduler=Non
         fn_f, x1_f = client.scatter([tile_fn, x1], broadcast=True)
         x2_f = None if x2 is None else client.scatter(x2, broadcast=True)
         futures = [client.submit(_worker_tile, fn_f, layout.path, layout.meta, x1_f, x2_f,
-                                 bi, bj, sizes, retries=retries, pure=False)
+                                 bi, bj, sizes, compile_tile, retries=retries, pure=False)
                    for bi, bj in todo]
         for fut in distributed.as_completed(futures):
             fut.result()
@@ -83,11 +84,11 @@ def run(tile_fn, layout, x1, x2, todo, sizes, bar, *, client=None, scheduler=Non
             client.close()
 
 
-def _worker_tile(tile_fn, path, meta, x1, x2, bi, bj, sizes):
+def _worker_tile(tile_fn, path, meta, x1, x2, bi, bj, sizes, compile_tile):
     """On a worker: compute tile ``(bi, bj)`` and write it (chunks, then completion mark)."""
     key = id(tile_fn)
     if key not in _COMPILED:
-        _COMPILED[key] = (tile_fn, jax.jit(tile_fn), jax.jit(lambda a: tile_fn(a, None)))
+        _COMPILED[key] = (tile_fn, *compiled(tile_fn, compile_tile))
     _, pair, self_pair = _COMPILED[key]
     layout = kernel_store.KernelLayout(path, meta)
     b1, b2 = sizes
