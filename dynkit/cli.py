@@ -1,5 +1,5 @@
 """The ``dynkit`` command line: ``train``, ``info``, ``metrics``, ``lmc``, ``figures``, ``demo``,
-``compare``.
+``compare``, ``kernel``, ``kernel-regress`` (:mod:`dynkit.cli_kernel`).
 
 Every user error is a ``DynkitError``; the CLI prints it on one line and exits with status 2.
 """
@@ -402,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+    from dynkit.cli_kernel import add_parsers
+
+    add_parsers(sub)
     return p
 
 

@@ -171,7 +171,7 @@ def top_eigenvalues(k: StoredKernel, n: int = 5, oversample: int = 10, power_ite
         Halko, Martinsson & Tropp 2011, "Finding structure with randomness".
     """
     _check_square(k, "k")
-    if not k.layout.symmetric:
+    if not k.symmetric:
         raise InvalidArgumentError("top_eigenvalues needs a symmetric kernel (stored with "
                                    "x2=None)")
     m = min(k.shape[0], n + oversample)

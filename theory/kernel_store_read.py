@@ -39,10 +39,31 @@ class StoredKernel:
         self.shape = tuple(self._arr.shape)
         self.dtype = np.dtype(self._arr.dtype)
         self.ndim = len(self.shape)
+        self.offset = (0, 0)
 
     def __repr__(self):
         return (f"StoredKernel({self.layout.path!r}, {self.name!r}, shape={self.shape}, "
-                f"tile={self.layout.tile}, symmetric={self.layout.symmetric})")
+                f"offset={self.offset}, tile={self.layout.tile}, "
+                f"symmetric={self.symmetric})")
+
+    @property
+    def symmetric(self) -> bool:
+        """Whether this (window of the) kernel is ``K(x, x)``: stored with ``x2=None`` and
+        a window on the diagonal."""
+        return (self.layout.symmetric and self.offset[0] == self.offset[1]
+                and self.shape[0] == self.shape[1])
+
+    def window(self, r0: int, r1: int, c0: int, c1: int) -> StoredKernel:
+        """The lazy sub-kernel ``K[r0:r1, c0:c1]`` (e.g. train-train and test-train blocks of
+        one kernel over train and test inputs), read on demand like the whole."""
+        if not (0 <= r0 <= r1 <= self.shape[0] and 0 <= c0 <= c1 <= self.shape[1]):
+            raise InvalidArgumentError(f"window [{r0}:{r1}, {c0}:{c1}] is outside the kernel's "
+                                       f"shape {self.shape[:2]}")
+        view = object.__new__(StoredKernel)
+        view.__dict__.update(self.__dict__)
+        view.offset = (self.offset[0] + r0, self.offset[1] + c0)
+        view.shape = (r1 - r0, c1 - c0) + self.shape[2:]
+        return view
 
     def __array__(self, dtype=None, copy=None):
         out = self.read(0, self.shape[0], 0, self.shape[1])
@@ -74,6 +95,8 @@ class StoredKernel:
         """Rows ``r0:r1`` and columns ``c0:c1``, assembled from the tiles they touch."""
         t = self.layout.tile
         out = np.empty((r1 - r0, c1 - c0) + self.shape[2:], self.dtype)
+        r0, r1 = r0 + self.offset[0], r1 + self.offset[0]
+        c0, c1 = c0 + self.offset[1], c1 + self.offset[1]
         for bi in range(r0 // t, -(-r1 // t)):
             for bj in range(c0 // t, -(-c1 // t)):
                 i0, i1 = max(r0, bi * t), min(r1, (bi + 1) * t)
@@ -101,11 +124,11 @@ class StoredKernel:
         chunks = (tuple(min(t, self.shape[0] - s) for s in range(0, self.shape[0], t)),
                   tuple(min(t, self.shape[1] - s) for s in range(0, self.shape[1], t)))
         chunks += tuple((s,) for s in self.shape[2:])
-        path, name = self.layout.path, self.name
+        path, name, (dr, dc) = self.layout.path, self.name, self.offset
 
         def load(block_info=None):
             (r0, r1), (c0, c1) = block_info[None]["array-location"][:2]
-            return StoredKernel(open_layout(path), name).read(r0, r1, c0, c1)
+            return StoredKernel(open_layout(path), name).read(r0 + dr, r1 + dr, c0 + dc, c1 + dc)
 
         return da.map_blocks(load, chunks=chunks, dtype=self.dtype, meta=np.empty((0,) * self.ndim,
                                                                                     self.dtype))
