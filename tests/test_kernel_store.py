@@ -216,3 +216,28 @@ def test_tiles_go_to_all_local_devices(tmp_path):
                          env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-2:] == ["4", "4"]
+
+
+_RSS_SCRIPT = """
+import resource, sys
+import numpy as np
+from dynkit.theory import stax
+kfn = stax.serial(stax.Dense(64), stax.Relu(), stax.Dense(64), stax.Relu(), stax.Dense(1))[2]
+peaks = []
+for n in (1000, 4000):
+    x = np.random.default_rng(0).standard_normal((n, 40)).astype(np.float32)
+    stax.batch(kfn, 500, store=f"{sys.argv[1]}/k{n}.zarr", progress=False)(x, None)
+    peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(*peaks)
+"""
+
+
+@pytest.mark.slow
+def test_driver_rss_flat_in_n(tmp_path):
+    # N = 4,000 after N = 1,000 in one process: the peak RSS may not grow by 20 %. The two
+    # kernels in memory would be 2 x 64 MB at N = 4,000 (measured: +50 % on a ~320 MB peak).
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    small, large = map(int, out.stdout.split()[-2:])
+    assert large < 1.2 * small
