@@ -106,24 +106,25 @@ def main(argv=None) -> str:
     reg = _run_child("regress", min(args.n_regress, args.n), args.batch_size, store)
     tp_st, tp_mem = 2 * args.n**2 / st["wall"], 2 * args.n_mem**2 / mem["wall"]
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    table = "\n".join([
-        f"{now}, load average {load:.1f} before / {os.getloadavg()[0]:.1f} after (2-core CPU "
-        f"shared with other jobs), float32, tile {args.batch_size}, depth-3 ReLU FC "
-        f"(width-512 spec, NNGP + NTK), MNIST-1D.",
+    rows = [
+        (f"{now}, load average {load:.1f} before / {os.getloadavg()[0]:.1f} after (2-core CPU "
+         f"shared with other jobs), float32, tile {args.batch_size}, depth-3 ReLU FC "
+         f"(width-512 spec, NNGP + NTK), MNIST-1D."),
         "",
         "| run | N | wall (s) | entries/s | driver peak RSS (GiB) | store (GiB) | notes |",
         "|---|---:|---:|---:|---:|---:|---|",
-        f"| in memory (`stax.batch`) | {args.n_mem} | {mem['wall']:.1f} | {tp_mem:.3g} | "
-        f"{mem['rss']:.2f} | - | |",
-        f"| Zarr store (`store=`) | {args.n} | {st['wall']:.1f} | {tp_st:.3g} | "
-        f"{st['rss']:.2f} | {st['size'] / 2**30:.2f} | |",
-        f"| NTK regression from the store (CG) | {min(args.n_regress, args.n)} | "
-        f"{reg['wall']:.1f} | - | {reg['rss']:.2f} | - | test accuracy {reg['acc']:.3f}, "
-        f"{reg['passes']} passes, diag_reg 1e-3 |",
+        (f"| in memory (`stax.batch`) | {args.n_mem} | {mem['wall']:.1f} | {tp_mem:.3g} | "
+         f"{mem['rss']:.2f} | - | |"),
+        (f"| Zarr store (`store=`) | {args.n} | {st['wall']:.1f} | {tp_st:.3g} | "
+         f"{st['rss']:.2f} | {st['size'] / 2**30:.2f} | |"),
+        (f"| NTK regression from the store (CG) | {min(args.n_regress, args.n)} | "
+         f"{reg['wall']:.1f} | - | {reg['rss']:.2f} | - | test accuracy {reg['acc']:.3f}, "
+         f"{reg['passes']} passes, diag_reg 1e-3 |"),
         "",
-        f"Throughput ratio store/memory: **{tp_st / tp_mem:.2f}** (target >= 0.7); driver peak "
-        f"RSS max {max(st['rss'], reg['rss']):.2f} GiB (target <= 2).",
-    ])
+        (f"Throughput ratio store/memory: **{tp_st / tp_mem:.2f}** (target >= 0.7); driver "
+         f"peak RSS max {max(st['rss'], reg['rss']):.2f} GiB (target <= 2)."),
+    ]
+    table = "\n".join(rows)
     print(table)
     if args.results:
         with open(args.results, "a") as f:

@@ -149,10 +149,10 @@ def create_or_resume(path, meta: dict) -> KernelLayout:
     path = str(path)
     meta = json.loads(json.dumps(dict(meta, version=FORMAT_VERSION)))
     local = "://" not in path
-    if local and os.path.exists(path):
-        if not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222:
-            raise InvalidArgumentError(f"kernel store {path} is read-only; pass a writable "
-                                       f"path (or copy it) to compute or resume into it")
+    if local and os.path.exists(path) and (not os.access(path, os.W_OK)
+                                           or not os.stat(path).st_mode & 0o222):
+        raise InvalidArgumentError(f"kernel store {path} is read-only; pass a writable path "
+                                   f"(or copy it) to compute or resume into it")
     try:
         group = zarr.open_group(store=path, mode="a")
     except (OSError, PermissionError) as exc:
