@@ -48,3 +48,12 @@ def test_top_eigenvalues_of_stored_kernel(stored):
     kdd = stored[0]
     ref = np.linalg.eigvalsh(np.asarray(kdd, np.float64))[::-1][:4]
     np.testing.assert_allclose(top_eigenvalues(kdd, 4), ref, rtol=1e-6)
+
+
+def test_predictors_read_a_stored_kernel_like_an_array(stored):
+    kdd, ktd, y = stored
+    y = y.astype(np.float32)
+    on_store = predict.gradient_descent_mse(kdd, y, diag_reg=1e-2)(5.0, k_test_train=ktd)
+    in_memory = predict.gradient_descent_mse(np.asarray(kdd), y, diag_reg=1e-2)(
+        5.0, k_test_train=np.asarray(ktd))
+    assert np.array_equal(np.asarray(on_store), np.asarray(in_memory))

@@ -97,16 +97,15 @@ class StoredKernel:
         out = np.empty((r1 - r0, c1 - c0) + self.shape[2:], self.dtype)
         r0, r1 = r0 + self.offset[0], r1 + self.offset[0]
         c0, c1 = c0 + self.offset[1], c1 + self.offset[1]
-        for bi in range(r0 // t, -(-r1 // t)):
-            for bj in range(c0 // t, -(-c1 // t)):
-                i0, i1 = max(r0, bi * t), min(r1, (bi + 1) * t)
-                j0, j1 = max(c0, bj * t), min(c1, (bj + 1) * t)
-                if self.layout.symmetric and bj < bi:
-                    block = self._arr[j0:j1, i0:i1]
-                    block = np.transpose(block, transpose_axes(block.ndim))
-                else:
-                    block = self._arr[i0:i1, j0:j1]
-                out[i0 - r0:i1 - r0, j0 - c0:j1 - c0] = block
+        for bi in range(r0 // t, -(-r1 // t)):  # per tile row: one read above, one mirrored
+            i0, i1 = max(r0, bi * t), min(r1, (bi + 1) * t)
+            split = min(max(c0, bi * t), c1) if self.layout.symmetric else c0
+            if split > c0:  # columns of tiles left of the diagonal: stored as their mirror
+                block = self._arr[c0:split, i0:i1]
+                out[i0 - r0:i1 - r0, :split - c0] = np.transpose(block,
+                                                                 transpose_axes(block.ndim))
+            if c1 > split:
+                out[i0 - r0:i1 - r0, split - c0:] = self._arr[i0:i1, split:c1]
         return out
 
     def rows(self, block: int | None = None):
