@@ -1,5 +1,6 @@
 """The ``dynkit`` command line: ``train``, ``info``, ``metrics``, ``lmc``, ``figures``, ``demo``,
-``compare``, ``sweep`` (``dynkit.cli_sweep``).
+``compare``, ``sweep`` (:mod:`dynkit.cli_sweep`), ``kernel``, ``kernel-regress``
+(:mod:`dynkit.cli_kernel`).
 
 Every user error is a ``DynkitError``; the CLI prints it on one line and exits with status 2.
 """
@@ -403,9 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
 
+    from dynkit.cli_kernel import add_parsers as add_kernel_parsers
     from dynkit.cli_sweep import add_parser as add_sweep_parser
 
     add_sweep_parser(sub)
+    add_kernel_parsers(sub)
     return p
 
 

@@ -31,6 +31,8 @@ import jax.scipy.linalg as jsl
 import numpy as np
 
 from dynkit.errors import InvalidArgumentError, ShapeMismatchError
+from dynkit.theory.kernel_regress_store import stored_mean
+from dynkit.theory.kernel_store_read import StoredKernel
 from dynkit.validation import check_finite
 
 __all__ = [
@@ -268,6 +270,11 @@ def gp_inference(
       :math:`\Sigma = K_{tt} + \Theta_{td}\tilde\Theta^{-1}K_{dd}\tilde\Theta^{-1}\Theta_{dt}
       - (\Theta_{td}\tilde\Theta^{-1}K_{dt} + h.c.)`.
 
+    Kernels may be stored ones (:class:`~dynkit.theory.kernel_store_read.StoredKernel`, e.g.
+    from ``stax.batch(..., store=)``): the mean then comes from conjugate gradients streaming the
+    store (:func:`~dynkit.theory.kernel_regress_store.stored_mean`, ``(N, N)`` kernels with the
+    outputs traced); covariances and the other predictors read a stored kernel into memory.
+
     Args:
       k_train_train: an array (used for whichever ``get`` is requested) or an object with
         ``.nngp`` / ``.ntk`` (the NTK covariance needs both).
@@ -318,6 +325,14 @@ def gp_inference(
                     cov = jnp.zeros_like(n_dd).reshape(_zip_shape(tgt.kernel_shape,
                                                                   tgt.kernel_shape))
                 out[g] = mean if cov is None else Gaussian(mean, cov)
+                continue
+            k_dd_raw = _get_kernel(k_train_train, g, "k_train_train")
+            if isinstance(k_dd_raw, StoredKernel) and k_test_test is None:
+                # out of core: conjugate gradients streaming the stored kernel
+                k_td_raw = _get_kernel(k_test_train, g, "k_test_train")
+                mean = stored_mean(k_dd_raw, tgt.flat, k_td_raw, diag_reg,
+                                   diag_reg_absolute_scale)
+                out[g] = tgt.unflatten(jnp.asarray(mean)[None], (k_td_raw.shape[0],))[0]
                 continue
             k_td_raw = jnp.asarray(_get_kernel(k_test_train, g, "k_test_train"))
             k_td = tgt.check_kernel(f"k_test_train.{g}", k_td_raw)

@@ -37,9 +37,18 @@ def _pad_rows(x, size: int, xp=np):
     return xp.concatenate([x, xp.repeat(x[-1:], size - x.shape[0], axis=0)])
 
 
-def batch(kernel_fn, batch_size: int, devices=None, progress: bool = True):
+def batch(kernel_fn, batch_size: int, devices=None, progress: bool = True, store=None,
+          client=None, scheduler=None, spec=None, verify: bool = True, timeout: float = 10.0):
     """Wrap ``kernel_fn`` so that ``batched(x1, x2=None, get=("nngp", "ntk"))`` computes the
     kernel in ``batch_size x batch_size`` tiles and returns host numpy arrays.
+
+    With ``store`` (a local path or fsspec URL) each tile is written as one chunk of a Zarr
+    store instead, resumably, and ``batched`` returns lazy
+    :class:`~dynkit.theory.kernel_store_read.StoredKernel` handles (a namedtuple of them, or
+    one for a single ``get`` name): the kernel is never held in memory
+    (:mod:`dynkit.theory.kernel_tiles`). ``client`` (a ``dask.distributed.Client``) or
+    ``scheduler`` (``"tcp://host:8786"``) runs the tiles as Dask tasks whose workers write the
+    chunks (:mod:`dynkit.theory.kernel_tiles_dask`); both need ``store``.
 
     ``get`` as for ``kernel_fn`` (a name -> one array; a tuple or ``None`` -> a namedtuple
     of arrays; ``None`` means ``("nngp", "ntk")``). ``devices`` defaults to
@@ -51,6 +60,12 @@ def batch(kernel_fn, batch_size: int, devices=None, progress: bool = True):
         batch_size: rows of x1 (and of x2) per tile, >= 1.
         devices: the devices the tiles go to, round-robin (default ``jax.local_devices()``).
         progress: show a ``tqdm`` progress bar.
+        store: a Zarr store path/URL to write the kernel into (resuming what it holds).
+        client: a ``dask.distributed.Client`` to run tiles on (needs ``store``).
+        scheduler: a Dask scheduler address to connect to instead of ``client``.
+        spec: the network's JSON spec, recorded in the store and checked on resume.
+        verify: on resume, re-read complete tiles and recompute any that fail their checksum.
+        timeout: seconds to wait for ``scheduler``.
 
     Returns:
         ``batched(x1, x2=None, get=None)``.
@@ -72,10 +87,21 @@ def batch(kernel_fn, batch_size: int, devices=None, progress: bool = True):
                                    f"{batch_size!r}")
     bs = int(batch_size)
     devices = list(devices) if devices is not None else jax.local_devices()
+    if store is None and (client is not None or scheduler is not None):
+        raise InvalidArgumentError("batch: client=/scheduler= need store=... (a path or URL "
+                                   "the workers can write the tiles to)")
 
     def batched(x1, x2=None, get=None):
         names = ("nngp", "ntk") if get is None else ((get,) if isinstance(get, str)
                                                       else tuple(get))
+        if store is not None:
+            from dynkit.theory.kernel_tiles import compute_to_store
+
+            ks = compute_to_store(functools.partial(_tile, kernel_fn, names), names, x1, x2,
+                                  store, bs, spec=spec, devices=devices, client=client,
+                                  scheduler=scheduler, progress=progress, verify=verify,
+                                  timeout=timeout)
+            return getattr(ks, names[0]) if isinstance(get, str) else ks
         x1 = np.asarray(x1)
         symmetric = x2 is None
         x2 = x1 if symmetric else np.asarray(x2)
@@ -88,8 +114,8 @@ def batch(kernel_fn, batch_size: int, devices=None, progress: bool = True):
         self_tile = jax.jit(lambda a: _tile(kernel_fn, names, a, None))
         n1, n2 = x1.shape[0], x2.shape[0]
         b1, b2 = min(bs, n1), min(bs, n2)
-        spec = jax.eval_shape(tile, x1[:b1], x2[:b2])
-        outs = [np.empty((n1, n2) + s.shape[2:], s.dtype) for s in spec]
+        shapes = jax.eval_shape(tile, x1[:b1], x2[:b2])
+        outs = [np.empty((n1, n2) + s.shape[2:], s.dtype) for s in shapes]
         jobs = [(i, j) for i in range(0, n1, b1) for j in range(0, n2, b2)
                 if not symmetric or j >= i]
         pending = collections.deque()
