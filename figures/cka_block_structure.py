@@ -17,10 +17,11 @@ import pandas as pd
 
 import dynkit as dk
 from dynkit.analyses.similarity_layers import layer_similarity
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
-__all__ = ["block_contrast", "data", "make", "plot"]
+__all__ = ["block_contrast", "claim", "data", "make", "plot"]
 
 
 def data(quick: bool = False) -> pd.DataFrame:
@@ -63,6 +64,14 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    contrast = block_contrast(df).sort_index()
+    return ({f"contrast width {w}": c for w, c in contrast.items()},
+            {"block contrast grows with width": bool(np.all(np.diff(contrast.to_numpy()) > 0))})
+
+
+claim = Claim('the mean off-diagonal layer x layer CKA (block structure) grows with width (Nguyen et al. 2021)', _claim_check)
+
 make = PaperFigure("cka-block-structure", "layer x layer CKA of ResNets of growing width: "
                                           "block structure (Nguyen et al. 2021)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

@@ -19,10 +19,11 @@ import pandas as pd
 import dynkit as dk
 from dynkit.analyses.collapse_series import collapse_series
 from dynkit.checkpoints import Checkpoint
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
-__all__ = ["PANELS", "data", "make", "network_series", "plot", "train_series", "zero_error_epoch"]
+__all__ = ["PANELS", "claim", "data", "make", "network_series", "plot", "train_series", "zero_error_epoch"]
 
 #: (panel title, metrics drawn in it: solid, dashed)
 PANELS = (
@@ -124,6 +125,30 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _collapse_check(df: pd.DataFrame):
+    measured, checks = {}, {}
+    for net in dict.fromkeys(df["network"]):
+        g = df[df["network"] == net]
+        err = g[g["metric"] == "train_error"].sort_values("epoch")["value"]
+        nc1 = g[g["metric"] == "nc1"].sort_values("epoch")
+        tpt = zero_error_epoch(df, net)
+        after = nc1[nc1["epoch"] >= tpt]["value"] if np.isfinite(tpt) else nc1["value"].iloc[-1:]
+        measured.update({f"{net} final train error": float(err.iloc[-1]),
+                         f"{net} NC1 first": float(nc1["value"].iloc[0]),
+                         f"{net} NC1 last": float(nc1["value"].iloc[-1]),
+                         f"{net} zero-error epoch": tpt})
+        checks[f"{net}: zero train error at the end"] = err.iloc[-1] == 0
+        checks[f"{net}: NC1 last < 0.2 x first"] = (nc1["value"].iloc[-1]
+                                                    < 0.2 * nc1["value"].iloc[0])
+        checks[f"{net}: NC1 falls by > 30% after zero train error"] = (
+            np.isfinite(tpt) and after.iloc[-1] < 0.7 * after.iloc[0])
+    return measured, checks
+
+
+#: Papyan et al. 2020: training error reaches 0 and NC1 keeps falling in the terminal phase
+claim = Claim("every network reaches zero train error, NC1 ends < 0.2 x its start and falls by "
+              "> 30% after zero error (Papyan et al. 2020)", _collapse_check)
+
 make = PaperFigure("neural-collapse", "NC1-NC4 vs epoch into the terminal phase for an MLP and "
                                       "ResNet-20 on digits (Papyan et al. 2020)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

@@ -18,10 +18,11 @@ import pandas as pd
 
 import dynkit as dk
 from dynkit.analyses.similarity_layers import similarity_series
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
-__all__ = ["THRESHOLD", "crossing_steps", "data", "make", "plot"]
+__all__ = ["THRESHOLD", "claim", "crossing_steps", "data", "make", "plot"]
 
 #: The SVCCA level whose first crossing marks a layer as converged.
 THRESHOLD = 0.9
@@ -71,6 +72,16 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    steps = crossing_steps(df).to_numpy()
+    return ({f"crossing step layer {k}": s for k, s in enumerate(steps)},
+            {"4 layers": len(steps) == 4,
+             "crossing step non-decreasing with depth, last > first":
+             bool(np.all(np.diff(steps) >= 0) and steps[-1] > steps[0])})
+
+
+claim = Claim("the step at which a layer's SVCCA to its final state passes 0.9 grows with depth (Raghu et al. 2017)", _claim_check)
+
 make = PaperFigure("svcca-convergence", "SVCCA of each layer to its final state vs step: "
                                         "lower layers converge first (Raghu et al. 2017)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

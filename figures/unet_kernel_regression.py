@@ -27,12 +27,13 @@ import numpy as np
 import pandas as pd
 
 from dynkit.data import load
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.figures.jacot_ntk_convergence import train
 from dynkit.theory.predict import gradient_descent_mse
 from dynkit.theory.stax_recipes import stax_unet
 
-__all__ = ["NAME", "data", "gap_by_width", "make", "network", "plot", "settings"]
+__all__ = ["NAME", "claim", "data", "gap_by_width", "make", "network", "plot", "settings"]
 
 NAME = "unet-kernel-regression"
 
@@ -135,6 +136,20 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    gap = gap_by_width(df)
+    loss = df.groupby("width")[["test_loss_net", "test_loss_ntk"]].mean()
+    rel = (loss["test_loss_net"] - loss["test_loss_ntk"]).abs() / loss["test_loss_ntk"]
+    return ({"gap smallest width": gap.iloc[0], "gap largest width": gap.iloc[-1],
+             "rel test-loss diff largest width": rel.iloc[-1]},
+            {"gap shrinks with width": bool(np.all(np.diff(gap.to_numpy()) < 0)),
+             "gap at largest width < 0.4 x smallest": gap.iloc[-1] < 0.4 * gap.iloc[0],
+             "net test loss within 25% of NTK's, 4x closer than at the smallest width":
+             rel.iloc[-1] < 0.25 and rel.iloc[-1] < 0.25 * rel.iloc[0]})
+
+
+claim = Claim('a trained finite U-Net approaches its NTK regression prediction as width grows (Lee et al. 2019)', _claim_check)
+
 make = PaperFigure(NAME, "a trained finite U-Net approaches its NTK regression prediction as "
                          "the width grows (Lee et al. 2019) on MNIST-1D denoising",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)
