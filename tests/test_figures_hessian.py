@@ -1,6 +1,5 @@
 """Curvature figures: quick mode writes PNG + CSV showing the paper's claim."""
 
-import numpy as np
 import pytest
 
 
@@ -10,12 +9,6 @@ def test_edge_of_stability(quick_figure):
 
     df = quick_figure(eos)
     assert sorted(df["lr"].unique()) == [0.2, 0.3, 0.4]
-    gap = eos.eos_gap(df)
-    assert (gap < 0.10).all(), gap            # λ_max within 10% of 2/η (Cohen et al. 2021)
-    for lr, d in df[df["metric"] == "loss"].groupby("lr"):
-        loss = d.sort_values("step")["value"].to_numpy()
-        assert loss[-1] < 0.2 * loss[100]     # the loss keeps falling ...
-        assert (np.diff(loss[10:]) > 0).sum() > 20           # ... non-monotonically
-    sharp = df[df["metric"] == "sharpness"]
-    early = sharp[(sharp["lr"] == 0.2) & (sharp["step"] <= 500)]["value"]
-    assert early.min() < 0.9 * 2 / 0.2        # it rises to 2/η from below
+    # λ_max within 10% of 2/η, reached from below; the loss keeps falling, non-monotonically
+    result = eos.claim(df)
+    assert result.passed, result
