@@ -62,7 +62,8 @@ def _claim_check(df):
             {"first-layer CKA > last-layer CKA + 0.1": med.iloc[0] > med.iloc[-1] + 0.1})
 
 
-claim = Claim('CKA between two seeds is higher in the first layer than the last, by > 0.1 (Kornblith et al. 2019)', _claim_check)
+claim = Claim("CKA between two seeds is higher in the first layer than the last, by > 0.1 "
+              "(Kornblith et al. 2019)", _claim_check)
 
 make = PaperFigure("cka-across-seeds", "CKA between two seeds, layer by layer: high early, "
                                        "lower at the top (Kornblith et al. 2019)",

@@ -70,7 +70,8 @@ def _claim_check(df):
             {"block contrast grows with width": bool(np.all(np.diff(contrast.to_numpy()) > 0))})
 
 
-claim = Claim('the mean off-diagonal layer x layer CKA (block structure) grows with width (Nguyen et al. 2021)', _claim_check)
+claim = Claim("the mean off-diagonal layer x layer CKA (block structure) grows with width "
+              "(Nguyen et al. 2021)", _claim_check)
 
 make = PaperFigure("cka-block-structure", "layer x layer CKA of ResNets of growing width: "
                                           "block structure (Nguyen et al. 2021)",

@@ -68,7 +68,7 @@ class Claim:
         >>> import pandas as pd
         >>> from dynkit.figures.claims import Claim
         >>> falls = Claim("y falls", lambda df: ({"last": float(df["y"].iloc[-1])},
-        ...                                      {"y falls": bool(df["y"].is_monotonic_decreasing)}))
+        ...               {"y falls": bool(df["y"].is_monotonic_decreasing)}))
         >>> falls(pd.DataFrame({"y": [3.0, 1.0]})).passed, falls(pd.DataFrame({"y": [1, 3]})).passed
         (True, False)
     """

@@ -126,7 +126,8 @@ def _claim_check(df):
     return measured, checks
 
 
-claim = Claim("with depth a plain ReLU net's input correlation goes to 1, dense and residual connectivity preserve it (Huang et al. 2017)", _claim_check)
+claim = Claim("with depth a plain ReLU net's input correlation goes to 1, dense and residual "
+              "connectivity preserve it (Huang et al. 2017)", _claim_check)
 
 make = PaperFigure("densenet-kernel-depth",
                    "NNGP correlation vs depth: plain, residual (1/sqrt(L)), dense connectivity "

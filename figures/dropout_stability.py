@@ -69,7 +69,8 @@ def _claim_check(df):
              "keeping a quarter costs less at larger N": quarter.iloc[-1] < quarter.iloc[0]})
 
 
-claim = Claim('the loss change of keeping k of N units falls with k and with width N (Shevchenko & Mondelli 2020)', _claim_check)
+claim = Claim("the loss change of keeping k of N units falls with k and with width N "
+              "(Shevchenko & Mondelli 2020)", _claim_check)
 
 make = PaperFigure("dropout-stability", "Δloss of keeping k of N units, and the dropout path "
                                         "(Shevchenko & Mondelli 2020)",

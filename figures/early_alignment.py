@@ -106,7 +106,8 @@ def _claim_check(df):
              "loss ~ 1/t late (slope in (-1.6, -0.7))": -1.6 < slope < -0.7})
 
 
-claim = Claim('small-init neurons align by output-weight sign, W becomes rank ~2 and the loss falls like 1/t (Boursier et al. 2022)', _claim_check)
+claim = Claim("small-init neurons align by output-weight sign, W becomes rank ~2 and the loss "
+              "falls like 1/t (Boursier et al. 2022)", _claim_check)
 
 make = PaperFigure(NAME, "small-init ReLU neurons align with positive/negative data by the sign "
                          "of their output weight, then loss ~ 1/t with low-rank W (Boursier et al. "

@@ -80,11 +80,13 @@ def _claim_check(df):
         measured[f"sb2={sb2:g} argmax sw2 - critical"] = best["sw2"] - best["sw2_critical"]
         measured[f"sb2={sb2:g} peak/far xi_c"] = best["xi_c"] / far["xi_c"].max()
         checks[f"sb2={sb2:g}: xi_c peaks on the critical line"] = (
-            abs(best["sw2"] - best["sw2_critical"]) <= step and best["xi_c"] > 3 * far["xi_c"].max())
+            abs(best["sw2"] - best["sw2_critical"]) <= step
+            and best["xi_c"] > 3 * far["xi_c"].max())
     return measured, checks
 
 
-claim = Claim('the depth scale xi_c peaks on the critical line chi_1 = 1, > 3x its value away from it (Schoenholz et al. 2017)', _claim_check)
+claim = Claim("the depth scale xi_c peaks on the critical line chi_1 = 1, > 3x its value away "
+              "from it (Schoenholz et al. 2017)", _claim_check)
 
 make = PaperFigure("edge-of-chaos", "tanh phase diagram: critical line and depth scale xi_c "
                                     "(Poole et al. 2016; Schoenholz et al. 2017)",

@@ -129,7 +129,8 @@ def _claim_check(df):
     return measured, checks
 
 
-claim = Claim('full-batch GD: sharpness rises to 2/lr and hovers within 10% while the loss keeps falling, non-monotonically (Cohen et al. 2021)', _claim_check)
+claim = Claim("full-batch GD: sharpness rises to 2/lr and hovers within 10% while the loss "
+              "keeps falling, non-monotonically (Cohen et al. 2021)", _claim_check)
 
 make = PaperFigure(NAME, "full-batch GD on digits: sharpness rises to 2/η and hovers there "
                          "while the loss keeps falling (Cohen et al. 2021)",

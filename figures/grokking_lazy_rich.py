@@ -199,7 +199,8 @@ def _claim_check(df):
              last["test_loss"].iloc[0] < 0.2 * first["test_loss"].iloc[0]})
 
 
-claim = Claim('the larger the output scale alpha, the longer test loss lags train loss; lazy nets memorize (Kumar et al. 2024)', _claim_check)
+claim = Claim("the larger the output scale alpha, the longer test loss lags train loss; lazy "
+              "nets memorize (Kumar et al. 2024)", _claim_check)
 
 make = PaperFigure(NAME, "grokking as the lazy-to-rich transition: with output scale alpha "
                          "the test loss lags the train loss longer (Kumar et al. 2024)",

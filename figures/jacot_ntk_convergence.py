@@ -173,7 +173,8 @@ def _claim_check(df):
     return measured, checks
 
 
-claim = Claim('the empirical NTK converges to the analytic NTK as width grows, at init and after training (Jacot et al. 2018)', _claim_check)
+claim = Claim("the empirical NTK converges to the analytic NTK as width grows, at init and "
+              "after training (Jacot et al. 2018)", _claim_check)
 
 make = PaperFigure("jacot-ntk-convergence", "empirical NTK -> analytic NTK on the unit circle, "
                                             "at init and after training (Jacot et al. 2018)",

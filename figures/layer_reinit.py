@@ -61,12 +61,14 @@ def _claim_check(df):
     base = df.loc[df["layer"] == "none", "value"].iloc[0]
     at_init = df[df["reinit_step"] == 0].set_index("layer")["value"] - base
     hidden = [name for name in at_init.index if name.startswith("fc") and name != "fc0"]
-    return ({"fc0 error increase": at_init["fc0"], "max later hidden increase": at_init[hidden].max()},
+    return ({"fc0 error increase": at_init["fc0"],
+             "max later hidden increase": at_init[hidden].max()},
             {"re-initializing fc0 costs more than any later hidden layer":
              at_init["fc0"] > at_init[hidden].max()})
 
 
-claim = Claim('re-initializing the first layer to init costs more test error than any later hidden layer (Zhang et al. 2019)', _claim_check)
+claim = Claim("re-initializing the first layer to init costs more test error than any later "
+              "hidden layer (Zhang et al. 2019)", _claim_check)
 
 make = PaperFigure("layer-reinit", "test error after re-initializing one layer to step τ: "
                                    "critical vs robust layers (Zhang et al. 2019)",

@@ -52,10 +52,12 @@ def _claim_check(df):
     worst = delta.groupby(df["alignment"]).max()
     return ({"worst layer barrier naive": worst["naive"],
              "worst layer barrier aligned": worst["weight matching"]},
-            {"alignment lowers the worst layer-wise barrier": worst["weight matching"] < worst["naive"]})
+            {"alignment lowers the worst layer-wise barrier":
+             worst["weight matching"] < worst["naive"]})
 
 
-claim = Claim('after weight matching the worst single-layer interpolation barrier is lower than naive (Adilova et al. 2024)', _claim_check)
+claim = Claim("after weight matching the worst single-layer interpolation barrier is lower than"
+              " naive (Adilova et al. 2024)", _claim_check)
 
 make = PaperFigure("layerwise-lmc", "layer × α loss heatmap, naive vs aligned "
                                     "(Adilova et al. 2024)",

@@ -90,10 +90,12 @@ def _claim_check(df):
             {"distance traveled falls with alpha": bool(np.all(np.diff(s["rel_dist"]) < 0)),
              "rich (> 1) at small alpha, lazy (< 0.3) at large alpha":
              s["rel_dist"].iloc[0] > 1 and s["rel_dist"].iloc[-1] < 0.3,
-             "every alpha fits (train loss < 5% of 0.47)": bool(np.all(s["train_loss"] < 0.05 * 0.47))})
+             "every alpha fits (train loss < 5% of 0.47)":
+             bool(np.all(s["train_loss"] < 0.05 * 0.47))})
 
 
-claim = Claim('neurons travel far for small output scale alpha and stay put for large alpha, every alpha fits (Chizat et al. 2019)', _claim_check)
+claim = Claim("neurons travel far for small output scale alpha and stay put for large alpha, "
+              "every alpha fits (Chizat et al. 2019)", _claim_check)
 
 make = PaperFigure(NAME, "2-D ReLU neurons move far for small alpha and stay put for large "
                          "alpha (Chizat, Oyallon & Bach 2019)",

@@ -29,7 +29,8 @@ from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.models import mlp
 
-__all__ = ["NAME", "claim", "data", "final_rmse", "make", "plot", "settings", "train_pair", "width_slope"]
+__all__ = ["NAME", "claim", "data", "final_rmse", "make", "plot", "settings", "train_pair",
+           "width_slope"]
 
 NAME = "lee-linearization"
 
@@ -156,11 +157,13 @@ def _claim_check(df):
     r = final_rmse(df)
     slope = width_slope(df)
     return ({f"final rmse width {w}": v for w, v in r.items()} | {"width slope": slope},
-            {"the net-linearization gap shrinks with width": bool(np.all(np.diff(r.to_numpy()) < 0)),
+            {"the net-linearization gap shrinks with width":
+             bool(np.all(np.diff(r.to_numpy()) < 0)),
              "slope about -1/2 (in (-0.9, -0.3))": -0.9 < slope < -0.3})
 
 
-claim = Claim('a wide net tracks its linearization at init; the gap shrinks like width^(-1/2) (Lee et al. 2019)', _claim_check)
+claim = Claim("a wide net tracks its linearization at init; the gap shrinks like width^(-1/2) "
+              "(Lee et al. 2019)", _claim_check)
 
 make = PaperFigure(NAME, "a wide net trained by GD tracks its linearization at init; the RMSE "
                          "gap shrinks like 1/sqrt(width) (Lee et al. 2019)",

@@ -61,7 +61,8 @@ def _claim_check(df):
              len(late) > 0 and bool(np.all(np.abs(late["barrier_loss"]) <= 1e-3))})
 
 
-claim = Claim('children spawned at init are separated by a barrier, those spawned after a few steps are linearly connected (Frankle et al. 2020)', _claim_check)
+claim = Claim("children spawned at init are separated by a barrier, those spawned after a few "
+              "steps are linearly connected (Frankle et al. 2020)", _claim_check)
 
 make = PaperFigure("lmc-instability", "barrier between children spawned at step k "
                                       "(Frankle et al. 2020)",

@@ -91,7 +91,8 @@ def _claim_check(df):
             {"gap to the mean-field limit falls with width": bool(np.all(np.diff(g["gap"]) < 0))})
 
 
-claim = Claim('risk curves approach the mean-field limit as width m grows (Mei, Montanari & Nguyen 2018)', _claim_check)
+claim = Claim("risk curves approach the mean-field limit as width m grows (Mei, Montanari & "
+              "Nguyen 2018)", _claim_check)
 
 make = PaperFigure(NAME, "risk curves of mean-field two-layer nets converge to the mean-field "
                          "limit as width grows (Mei, Montanari & Nguyen 2018)",

@@ -85,7 +85,8 @@ def _claim_check(df):
              "fits the data (train loss < 0.01)": loss < 0.01})
 
 
-claim = Claim('a wide mean-field ReLU net fitting 1-D data has at most 3 knots between consecutive inputs (Shevchenko et al. 2022)', _claim_check)
+claim = Claim("a wide mean-field ReLU net fitting 1-D data has at most 3 knots between "
+              "consecutive inputs (Shevchenko et al. 2022)", _claim_check)
 
 make = PaperFigure(NAME, "wide mean-field ReLU regression in 1-D has at most three knots between "
                          "consecutive training inputs (Shevchenko et al. 2022)",

@@ -155,7 +155,8 @@ def _claim_check(df):
              "dead classes measured < 0.01 x smallest alive": worst_dead < 0.01})
 
 
-claim = Claim('deep linear nets on imbalanced classes match the predicted class-mean/classifier norms and show minority collapse (Dang et al. 2023)', _claim_check)
+claim = Claim("deep linear nets on imbalanced classes match the predicted class-mean/classifier"
+              " norms and show minority collapse (Dang et al. 2023)", _claim_check)
 
 make = PaperFigure("nc-imbalanced", "deep linear nets on imbalanced classes vs the predicted "
                                     "orthogonal frame and minority collapse (Dang et al. 2023)",

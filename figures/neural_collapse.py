@@ -23,7 +23,8 @@ from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
-__all__ = ["PANELS", "claim", "data", "make", "network_series", "plot", "train_series", "zero_error_epoch"]
+__all__ = ["PANELS", "claim", "data", "make", "network_series", "plot", "train_series",
+           "zero_error_epoch"]
 
 #: (panel title, metrics drawn in it: solid, dashed)
 PANELS = (

@@ -178,7 +178,9 @@ def _claim_check(df):
             {"kurtosis slope -1 +- 0.1": abs(slope + 1.0) < 0.1})
 
 
-claim = Claim('the excess kurtosis of the output falls like 1/width: log-log slope -1 +- 0.1 (Antognini 2019)', _claim_check)
+claim = Claim("the excess kurtosis of the output falls like 1/width: log-log slope -1 +- 0.1 "
+              "(Antognini 2019)", _claim_check)
 
 make = PaperFigure("nngp-finite-width", "finite-width output distribution: 4th-Hermite "
-                                        "(kurtosis) correction ~ 1/width (Antognini 2019)", draw, claim)
+                                        "(kurtosis) correction ~ 1/width (Antognini 2019)", draw,
+                   claim)

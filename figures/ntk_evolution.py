@@ -133,7 +133,8 @@ def _claim_check(df):
              "the NTK aligns with the labels (+0.05)": align.iloc[-1] > align.iloc[0] + 0.05})
 
 
-claim = Claim('the empirical NTK moves fast early and slowly later, and aligns with the labels (Fort et al. 2020)', _claim_check)
+claim = Claim("the empirical NTK moves fast early and slowly later, and aligns with the labels "
+              "(Fort et al. 2020)", _claim_check)
 
 make = PaperFigure(NAME, "empirical NTK of an MLP on digits: distance to init, velocity and "
                          "label alignment; fast early, slow later (Fort et al. 2020)",

@@ -235,7 +235,8 @@ def _claim_check(df):
     return measured, checks
 
 
-claim = Claim('path-norms grow in training and are invariant to neuron rescaling, which changes the product of operator norms (Gonon et al. 2024)', _claim_check)
+claim = Claim("path-norms grow in training and are invariant to neuron rescaling, which changes"
+              " the product of operator norms (Gonon et al. 2024)", _claim_check)
 
 make = PaperFigure("pathnorm-training", "L1/L2/L4 path-norms, the path-norm bound and the "
                                         "product of operator norms across training, with a "

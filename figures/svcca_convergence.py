@@ -80,7 +80,8 @@ def _claim_check(df):
              bool(np.all(np.diff(steps) >= 0) and steps[-1] > steps[0])})
 
 
-claim = Claim("the step at which a layer's SVCCA to its final state passes 0.9 grows with depth (Raghu et al. 2017)", _claim_check)
+claim = Claim("the step at which a layer's SVCCA to its final state passes 0.9 grows with depth"
+              " (Raghu et al. 2017)", _claim_check)
 
 make = PaperFigure("svcca-convergence", "SVCCA of each layer to its final state vs step: "
                                         "lower layers converge first (Raghu et al. 2017)",

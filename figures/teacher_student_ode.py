@@ -63,7 +63,8 @@ def _claim_check(df):
              "and its escape (< 0.3 x plateau)": ode.iloc[-1] < 0.3 * plateau.min()})
 
 
-claim = Claim('online SGD at d=500 follows the order-parameter ODE through the plateau and its escape (Saad & Solla 1995)', _claim_check)
+claim = Claim("online SGD at d=500 follows the order-parameter ODE through the plateau and its "
+              "escape (Saad & Solla 1995)", _claim_check)
 
 make = PaperFigure(NAME, "teacher-student online SGD at d=500 follows the order-parameter ODE "
                          "through the plateau and its escape (Saad & Solla 1995; Goldt et al. "

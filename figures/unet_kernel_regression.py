@@ -148,7 +148,8 @@ def _claim_check(df):
              rel.iloc[-1] < 0.25 and rel.iloc[-1] < 0.25 * rel.iloc[0]})
 
 
-claim = Claim('a trained finite U-Net approaches its NTK regression prediction as width grows (Lee et al. 2019)', _claim_check)
+claim = Claim("a trained finite U-Net approaches its NTK regression prediction as width grows "
+              "(Lee et al. 2019)", _claim_check)
 
 make = PaperFigure(NAME, "a trained finite U-Net approaches its NTK regression prediction as "
                          "the width grows (Lee et al. 2019) on MNIST-1D denoising",

@@ -74,7 +74,8 @@ def _claim_check(df):
              rising["signal"].max() > 2 * df["signal"].iloc[0]})
 
 
-claim = Claim('SGD on XOR first concentrates weights on the signal coordinates, then the loss falls (Glasgow 2023)', _claim_check)
+claim = Claim("SGD on XOR first concentrates weights on the signal coordinates, then the loss "
+              "falls (Glasgow 2023)", _claim_check)
 
 make = PaperFigure(NAME, "XOR on the hypercube: SGD first finds the signal coordinates, then "
                          "the loss falls (Glasgow 2023)",
