@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 import dynkit as dk
 from dynkit.analyses.similarity_layers import layer_similarity
@@ -29,7 +30,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     images = dk.data.load("digits", seed=0, image=True)
     widths, epochs = ((2, 4, 8), 4) if quick else ((4, 8, 16, 32, 64), 20)
     rows = []
-    for width in widths:
+    for width in tqdm(widths, desc="cka-block-structure", unit="width"):
         model = dk.models.build({"arch": "cifar_resnet", "depth": 14, "width": width,
                                  "input_shape": [8, 8, 1], "num_classes": 10})
         res = fit(model, images, optimizer="momentum", lr=0.05, batch_size=64, epochs=epochs,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 import dynkit as dk
 from dynkit.analyses.lmc_stability import dropout_path, dropout_stability
@@ -23,7 +24,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     widths = (32, 256) if quick else (32, 64, 128, 256, 512, 1024, 2048)
     train = {"optimizer": "momentum", "lr": 0.05, "epochs": 4 if quick else 30, "batch_size": 64}
     frames = []
-    for n in widths:
+    for n in tqdm(widths, desc="dropout-stability", unit="width"):
         model = dk.models.mlp(64, [n], 10)
         pa, pb = (fit(model, digits, seed=s, progress=False, **train).params for s in (0, 1))
         ks = sorted({max(1, round(f * n)) for f in (0.125, 0.25, 0.5, 0.75, 1.0)})

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.analyses.ntk_dynamics import centered_alignment
 from dynkit.figures.claims import Claim
@@ -120,7 +121,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     unit = network(1.0, s["eps"], s["width"], s["dim"])
     kernel = ntk_fn(lambda p, x: unit(p, x)[:, None], method="jacobian")
     frames = []
-    for alpha in s["alphas"]:
+    for alpha in tqdm(s["alphas"], desc="grokking-lazy-rich", unit="alpha"):
         steps, stacked, apply = train(alpha, s, (xtr, ytr))
         p0 = jax.tree.map(lambda a: a[0], stacked)
 

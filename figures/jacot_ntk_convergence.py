@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
@@ -97,7 +98,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     lam = float(np.linalg.eigvalsh(np.asarray(kernel_fn(x_train, None, "ntk")))[-1])
     lr = len(TRAIN_Y) / lam
     rows = []
-    for n in widths:
+    for n in tqdm(widths, desc="jacot-ntk-convergence", unit="width"):
         init_fn, apply_fn, _ = network(n)
         row_fn = jax.jit(lambda p, apply_fn=apply_fn: ntk_row(apply_fn, p, x0, x))
         train_fn = jax.jit(lambda p, apply_fn=apply_fn: train(apply_fn, p, x_train, y_train, lr,

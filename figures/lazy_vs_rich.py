@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
@@ -34,7 +35,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     teacher = jnp.array([[np.cos(t), np.sin(t)] for t in TEACHER_ANGLES])
     y = jnp.sum(jax.nn.relu(x @ teacher.T), 1)
     frames = []
-    for alpha in alphas:
+    for alpha in tqdm(alphas, desc="lazy-vs-rich", unit="alpha"):
         net = tl.TwoLayer(width=width, gamma=1.0, alpha=alpha)
         p = tl.init(jax.random.PRNGKey(1), net, 2, symmetric=True, balanced=True)
         tr = tl.gd(p, net, x, y, lr=0.02 * min(1.0, alpha), steps=steps,

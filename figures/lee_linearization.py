@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.data import load
 from dynkit.errors import InvalidArgumentError
@@ -100,7 +101,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     y = jnp.asarray(np.eye(10)[ds.y_train[: s["n_train"]]], jnp.float32)
     x_test = jnp.asarray(ds.x_test[: s["n_test"]], jnp.float32)
     frames = []
-    for width in s["widths"]:
+    for width in tqdm(s["widths"], desc="lee-linearization", unit="width"):
         model = mlp(64, [width] * s["depth"], 10, parameterization="ntk")
         for seed in s["seeds"]:
             params0 = model.init(jax.random.PRNGKey(seed), jnp.float32)

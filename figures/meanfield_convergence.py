@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
@@ -41,7 +42,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     d = 10
     x, y, xt, yt = _task(d, 400, jax.random.PRNGKey(0))
     frames = []
-    for m in (*widths, ref):
+    for m in tqdm((*widths, ref), desc="meanfield-convergence", unit="width"):
         for seed in range(seeds if m != ref else 1):
             net = tl.TwoLayer(width=m, gamma=1.0)
             p = tl.init(jax.random.PRNGKey(100 + seed), net, d)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
@@ -34,7 +35,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     y = jnp.asarray(Y_TRAIN)
     grid = np.linspace(-1.0, 1.0, 2001)
     frames = [pd.DataFrame({"kind": "train", "x": X_TRAIN, "y": Y_TRAIN})]
-    for l2 in l2s:
+    for l2 in tqdm(l2s, desc="meanfield-knots", unit="l2"):
         net = tl.TwoLayer(width=width, gamma=1.0, bias=True)
         p = tl.init(jax.random.PRNGKey(0), net, 1)
         tr = tl.gd(p, net, x, y, lr=0.5, steps=steps, record_every=steps, weight_decay=l2)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.figures.claims import Claim
 from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
@@ -96,7 +97,7 @@ def simulate(quick: bool = False) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
     _, _, kernel_fn = network(1)
     k_nngp = float(kernel_fn(jnp.asarray(X), None, "nngp")[0, 0])
     rows, samples = [], {}
-    for i, n in enumerate(widths):
+    for i, n in enumerate(tqdm(widths, desc="nngp-finite-width", unit="width")):
         f = sample_outputs(n, draws, seed=i)
         if n in HIST_WIDTHS:
             samples[n] = f

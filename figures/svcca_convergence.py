@@ -15,6 +15,7 @@ import tempfile
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 import dynkit as dk
 from dynkit.analyses.similarity_layers import similarity_series
@@ -34,7 +35,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     width, seeds, steps = (64, 3, 300) if quick else (256, 5, 1500)
     model = dk.models.mlp(64, [width] * 4, 10)
     frames = []
-    for seed in range(seeds):
+    for seed in tqdm(range(seeds), desc="svcca-convergence", unit="seed"):
         with tempfile.TemporaryDirectory() as run:
             fit(model, digits, optimizer="sgd", lr=0.05, batch_size=32, steps=steps,
                 save_every=20 if quick else 50, seed=seed, out_dir=run, progress=False)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.data import load
 from dynkit.figures.claims import Claim
@@ -85,7 +86,7 @@ def data(quick: bool = False) -> pd.DataFrame:
                 apply_fn(trained, x_test))
 
     rows = []
-    for width in s["widths"]:
+    for width in tqdm(s["widths"], desc="unet-kernel-regression", unit="width"):
         init_fn, apply_fn, _ = network(width)
         for seed in s["seeds"]:
             # "rbg" keys: the init's samplers compile far faster than threefry's on CPU
