@@ -1,6 +1,6 @@
-"""The ``dynkit`` command line: ``train``, ``info``, ``metrics``, ``lmc``, ``figures``, ``demo``,
-``compare``, ``sweep`` (:mod:`dynkit.cli_sweep`), ``kernel``, ``kernel-regress``
-(:mod:`dynkit.cli_kernel`).
+"""The ``dynkit`` command line: ``train``, ``info``, ``metrics``, ``lmc``, ``figures``,
+``reproduce``, ``demo``, ``compare``, ``sweep`` (:mod:`dynkit.cli_sweep`), ``kernel``,
+``kernel-regress`` (:mod:`dynkit.cli_kernel`).
 
 Every user error is a ``DynkitError``; the CLI prints it on one line and exits with status 2.
 """
@@ -264,6 +264,33 @@ def cmd_figures(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from dynkit.figures.reproduce import reproduce
+
+    client = None
+    if args.scheduler:
+        try:
+            from dask.distributed import Client
+        except ImportError as exc:
+            raise InvalidArgumentError("--scheduler needs dask.distributed: pip install "
+                                       "'dask[distributed]' (or run without --scheduler)") from exc
+        client = Client(args.scheduler)
+    try:
+        report = reproduce(args.out, quick=args.quick, only=args.only, client=client)
+    finally:
+        if client is not None:
+            client.close()
+    for r in report.records:
+        print(f"{'PASS' if r['passed'] else 'FAIL'}  {r['name']:<28} {r['seconds']:>8.1f} s  "
+              f"{r['size']}")
+    print(f"ran {len(report.ran)}, skipped {len(report.skipped)} (finished earlier); "
+          f"report: {report.index}")
+    if report.failed:
+        print(f"dynkit: claims fail: {', '.join(report.failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_demo(args) -> int:
     from dynkit.figures.demo import run_demo
 
@@ -397,6 +424,17 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quick", action="store_true", help="small CPU-minute version")
     f.add_argument("--out", default="dynkit-figures")
     f.set_defaults(func=cmd_figures)
+
+    r = sub.add_parser("reproduce", help="draw every paper figure, check each one's claim, "
+                                         "write a PASS/FAIL report (resumable); exit 1 if a "
+                                         "claim fails")
+    r.add_argument("--quick", action="store_true", help="the CPU-minute sizes")
+    r.add_argument("--only", type=_names, default=None, help="comma-separated figure names")
+    r.add_argument("--out", default="dynkit-reproduce")
+    r.add_argument("--scheduler", default=None,
+                   help="address of a dask.distributed scheduler: each figure is one task "
+                        "(workers must share --out); default: run here, one after another")
+    r.set_defaults(func=cmd_reproduce)
 
     d = sub.add_parser("demo", help="train two seeds on digits and write a report of every metric")
     d.add_argument("--out", default="dynkit-report")

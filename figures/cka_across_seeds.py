@@ -17,10 +17,11 @@ import pandas as pd
 import dynkit as dk
 from dynkit.analyses.similarity import cka
 from dynkit.analyses.similarity_layers import layer_activations
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
-__all__ = ["data", "make", "plot"]
+__all__ = ["claim", "data", "make", "plot"]
 
 
 def data(quick: bool = False) -> pd.DataFrame:
@@ -55,6 +56,15 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    med = df.groupby("depth")["cka"].median()
+    return ({"median CKA first layer": med.iloc[0], "median CKA last layer": med.iloc[-1]},
+            {"first-layer CKA > last-layer CKA + 0.1": med.iloc[0] > med.iloc[-1] + 0.1})
+
+
+claim = Claim("CKA between two seeds is higher in the first layer than the last, by > 0.1 "
+              "(Kornblith et al. 2019)", _claim_check)
+
 make = PaperFigure("cka-across-seeds", "CKA between two seeds, layer by layer: high early, "
                                        "lower at the top (Kornblith et al. 2019)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

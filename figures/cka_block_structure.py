@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 import dynkit as dk
 from dynkit.analyses.similarity_layers import layer_similarity
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
-__all__ = ["block_contrast", "data", "make", "plot"]
+__all__ = ["block_contrast", "claim", "data", "make", "plot"]
 
 
 def data(quick: bool = False) -> pd.DataFrame:
@@ -28,7 +30,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     images = dk.data.load("digits", seed=0, image=True)
     widths, epochs = ((2, 4, 8), 4) if quick else ((4, 8, 16, 32, 64), 20)
     rows = []
-    for width in widths:
+    for width in tqdm(widths, desc="cka-block-structure", unit="width"):
         model = dk.models.build({"arch": "cifar_resnet", "depth": 14, "width": width,
                                  "input_shape": [8, 8, 1], "num_classes": 10})
         res = fit(model, images, optimizer="momentum", lr=0.05, batch_size=64, epochs=epochs,
@@ -63,6 +65,15 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    contrast = block_contrast(df).sort_index()
+    return ({f"contrast width {w}": c for w, c in contrast.items()},
+            {"block contrast grows with width": bool(np.all(np.diff(contrast.to_numpy()) > 0))})
+
+
+claim = Claim("the mean off-diagonal layer x layer CKA (block structure) grows with width "
+              "(Nguyen et al. 2021)", _claim_check)
+
 make = PaperFigure("cka-block-structure", "layer x layer CKA of ResNets of growing width: "
                                           "block structure (Nguyen et al. 2021)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from dynkit.errors import InvalidArgumentError
+from dynkit.figures.claims import Claim
 from dynkit.io import atomic_write
 
 __all__ = ["STYLE", "FigureResult", "PaperFigure", "draw_from", "new_figure", "plot_series",
@@ -79,6 +80,9 @@ class PaperFigure:
         name: the registered name, also the stem of the written files.
         help: one line for ``dynkit figures list``.
         draw: ``draw(quick: bool) -> FigureResult``.
+        claim: the paper's quantitative claim as a check on the figure's table
+            (``dynkit.figures.claims.Claim``), run by the quick-mode tests and
+            ``dynkit reproduce``; ``None`` for a figure that states none yet.
 
     Example:
         >>> import tempfile
@@ -97,6 +101,7 @@ class PaperFigure:
     name: str
     help: str
     draw: Callable[[bool], FigureResult]
+    claim: Claim | None = None
 
     def __call__(self, out_dir: str | Path, quick: bool = False) -> list[Path]:
         """Draw the figure and write ``[<name>.png, <name>.csv]`` under ``out_dir``."""

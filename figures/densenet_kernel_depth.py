@@ -22,11 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import dual_activations as duals
 from dynkit.theory import stax
 
-__all__ = ["data", "make", "plot"]
+__all__ = ["claim", "data", "make", "plot"]
 
 W_STD, B_STD = 2.0 ** 0.5, 0.1
 ARCHS = ("plain", "residual", "dense")
@@ -107,6 +108,27 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    nets = df[df["arch"] != "relu map"]
+    deepest = nets[nets["depth"] == nets["depth"].max()]
+    measured, checks = {}, {}
+    for c0, g in deepest.groupby("c0"):
+        c = g.set_index("arch")["correlation"]
+        measured.update({f"c0={c0:g} deepest {a}": c[a] for a in ("plain", "dense", "residual")})
+        checks[f"c0={c0:g}: plain > 0.9 at the deepest depth"] = c["plain"] > 0.9
+        checks[f"c0={c0:g}: dense and residual stay > 0.25 below plain"] = (
+            c["dense"] < c["plain"] - 0.25 and c["residual"] < c["plain"] - 0.25)
+    for c0, g in nets.groupby("c0"):
+        rise = g.groupby("arch")["correlation"].agg(lambda v: v.max() - v.min())
+        measured[f"c0={c0:g} rise dense/plain"] = rise["dense"] / rise["plain"]
+        checks[f"c0={c0:g}: dense correlation rises < 0.6 x plain's"] = (
+            rise["dense"] < 0.6 * rise["plain"])
+    return measured, checks
+
+
+claim = Claim("with depth a plain ReLU net's input correlation goes to 1, dense and residual "
+              "connectivity preserve it (Huang et al. 2017)", _claim_check)
+
 make = PaperFigure("densenet-kernel-depth",
                    "NNGP correlation vs depth: plain, residual (1/sqrt(L)), dense connectivity "
-                   "(Huang et al. 2017; Schoenholz et al. 2017)", draw_from(data, plot))
+                   "(Huang et al. 2017; Schoenholz et al. 2017)", draw_from(data, plot), claim)

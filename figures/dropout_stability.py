@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 import dynkit as dk
 from dynkit.analyses.lmc_stability import dropout_path, dropout_stability
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
-__all__ = ["data", "make", "plot"]
+__all__ = ["claim", "data", "make", "plot"]
 
 
 def data(quick: bool = False) -> pd.DataFrame:
@@ -22,7 +24,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     widths = (32, 256) if quick else (32, 64, 128, 256, 512, 1024, 2048)
     train = {"optimizer": "momentum", "lr": 0.05, "epochs": 4 if quick else 30, "batch_size": 64}
     frames = []
-    for n in widths:
+    for n in tqdm(widths, desc="dropout-stability", unit="width"):
         model = dk.models.mlp(64, [n], 10)
         pa, pb = (fit(model, digits, seed=s, progress=False, **train).params for s in (0, 1))
         ks = sorted({max(1, round(f * n)) for f in (0.125, 0.25, 0.5, 0.75, 1.0)})
@@ -55,6 +57,22 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    drop = df[df["kind"] == "dropout"]
+    path_ok = True
+    for _, g in drop.groupby("N"):
+        d = g.sort_values("k")["delta_loss"].to_numpy()
+        path_ok &= bool(np.all(np.diff(d) <= 1e-9) and abs(d[-1]) <= 1e-6)
+    quarter = drop[np.isclose(drop["keep_fraction"], 0.25)].sort_values("N")["delta_loss"]
+    return ({"delta loss at k=N/4, smallest N": quarter.iloc[0],
+             "delta loss at k=N/4, largest N": quarter.iloc[-1]},
+            {"delta loss falls with k to 0 at k=N": path_ok,
+             "keeping a quarter costs less at larger N": quarter.iloc[-1] < quarter.iloc[0]})
+
+
+claim = Claim("the loss change of keeping k of N units falls with k and with width N "
+              "(Shevchenko & Mondelli 2020)", _claim_check)
+
 make = PaperFigure("dropout-stability", "Δloss of keeping k of N units, and the dropout path "
                                         "(Shevchenko & Mondelli 2020)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

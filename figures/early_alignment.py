@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import two_layer as tl
 
-__all__ = ["NAME", "data", "late_slope", "make", "plot"]
+__all__ = ["NAME", "claim", "data", "late_slope", "make", "plot"]
 
 NAME = "early-neuron-alignment"
 
@@ -95,7 +96,20 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    h = df[df["kind"] == "history"]
+    slope = late_slope(df)
+    return ({"aligned fraction": h["aligned"].iloc[-1], "eff rank start": h["eff_rank"].iloc[0],
+             "eff rank end": h["eff_rank"].iloc[-1], "late loss slope": slope},
+            {"> 90% of neurons aligned": h["aligned"].iloc[-1] > 0.9,
+             "W falls to rank ~2": h["eff_rank"].iloc[-1] < 2.5 < h["eff_rank"].iloc[0],
+             "loss ~ 1/t late (slope in (-1.6, -0.7))": -1.6 < slope < -0.7})
+
+
+claim = Claim("small-init neurons align by output-weight sign, W becomes rank ~2 and the loss "
+              "falls like 1/t (Boursier et al. 2022)", _claim_check)
+
 make = PaperFigure(NAME, "small-init ReLU neurons align with positive/negative data by the sign "
                          "of their output weight, then loss ~ 1/t with low-rank W (Boursier et al. "
                          "2022; Min et al. 2023)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

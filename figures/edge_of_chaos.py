@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import signal_prop
 
-__all__ = ["data", "make", "plot"]
+__all__ = ["claim", "data", "make", "plot"]
 
 
 def data(quick: bool = False) -> pd.DataFrame:
@@ -70,6 +71,23 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    step = np.diff(np.sort(df["sw2"].unique())).max()
+    measured, checks = {}, {}
+    for sb2, g in df.groupby("sb2"):
+        best = g.loc[g["xi_c"].idxmax()]
+        far = g[np.abs(g["sw2"] - g["sw2_critical"]) > 3 * step]
+        measured[f"sb2={sb2:g} argmax sw2 - critical"] = best["sw2"] - best["sw2_critical"]
+        measured[f"sb2={sb2:g} peak/far xi_c"] = best["xi_c"] / far["xi_c"].max()
+        checks[f"sb2={sb2:g}: xi_c peaks on the critical line"] = (
+            abs(best["sw2"] - best["sw2_critical"]) <= step
+            and best["xi_c"] > 3 * far["xi_c"].max())
+    return measured, checks
+
+
+claim = Claim("the depth scale xi_c peaks on the critical line chi_1 = 1, > 3x its value away "
+              "from it (Schoenholz et al. 2017)", _claim_check)
+
 make = PaperFigure("edge-of-chaos", "tanh phase diagram: critical line and depth scale xi_c "
                                     "(Poole et al. 2016; Schoenholz et al. 2017)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

@@ -20,11 +20,12 @@ import pandas as pd
 
 from dynkit.analyses.hessian import top_eigenvalues
 from dynkit.data import load
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.losses import mse
 from dynkit.models import mlp
 
-__all__ = ["NAME", "data", "eos_gap", "make", "plot", "settings", "train"]
+__all__ = ["NAME", "claim", "data", "eos_gap", "make", "plot", "settings", "train"]
 
 NAME = "edge-of-stability"
 
@@ -111,6 +112,26 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    gap = eos_gap(df)
+    measured = {f"lr={lr:g} |lambda_max - 2/lr|/(2/lr)": v for lr, v in gap.items()}
+    checks = {"lambda_max within 10% of 2/lr at every lr": bool((gap < 0.10).all())}
+    for lr, d in df[df["metric"] == "loss"].groupby("lr"):
+        loss = d.sort_values("step")["value"].to_numpy()
+        measured[f"lr={lr:g} loss end / step 100"] = loss[-1] / loss[100]
+        checks[f"lr={lr:g}: loss keeps falling, non-monotonically"] = (
+            loss[-1] < 0.2 * loss[100] and (np.diff(loss[10:]) > 0).sum() > 20)
+    sharp = df[df["metric"] == "sharpness"]
+    lr0 = df["lr"].min()
+    early = sharp[(sharp["lr"] == lr0) & (sharp["step"] <= 500)]["value"]
+    measured[f"lr={lr0:g} min early sharpness x lr/2"] = early.min() * lr0 / 2
+    checks["sharpness rises to 2/lr from below"] = early.min() < 0.9 * 2 / lr0
+    return measured, checks
+
+
+claim = Claim("full-batch GD: sharpness rises to 2/lr and hovers within 10% while the loss "
+              "keeps falling, non-monotonically (Cohen et al. 2021)", _claim_check)
+
 make = PaperFigure(NAME, "full-batch GD on digits: sharpness rises to 2/η and hovers there "
                          "while the loss keeps falling (Cohen et al. 2021)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

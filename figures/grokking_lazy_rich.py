@@ -26,13 +26,26 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.analyses.ntk_dynamics import centered_alignment
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory.empirical import ntk_fn
 
-__all__ = ["NAME", "data", "first_time_below", "log_blocks", "make", "network", "plot", "settings",
-           "task", "train"]
+__all__ = [
+    "NAME",
+    "claim",
+    "data",
+    "first_time_below",
+    "log_blocks",
+    "make",
+    "network",
+    "plot",
+    "settings",
+    "task",
+    "train",
+]
 
 NAME = "grokking-lazy-rich"
 
@@ -108,7 +121,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     unit = network(1.0, s["eps"], s["width"], s["dim"])
     kernel = ntk_fn(lambda p, x: unit(p, x)[:, None], method="jacobian")
     frames = []
-    for alpha in s["alphas"]:
+    for alpha in tqdm(s["alphas"], desc="grokking-lazy-rich", unit="alpha"):
         steps, stacked, apply = train(alpha, s, (xtr, ytr))
         p0 = jax.tree.map(lambda a: a[0], stacked)
 
@@ -174,6 +187,22 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    t_test = first_time_below(df, "test_loss", 0.5)
+    finite = t_test[np.isfinite(t_test)]
+    g = df.sort_values("time").groupby("alpha")
+    first, last = g.first(), g.last()
+    return ({f"alpha={a:g} time test loss halves": t for a, t in t_test.items()},
+            {"generalization time grows with alpha": len(finite) >= 3
+             and bool(np.all(np.diff(finite.to_numpy()) > 0)),
+             "the two largest alphas never generalize": bool(np.all(np.isinf(t_test.iloc[-2:]))),
+             "the smallest alpha generalizes (test loss < 0.2 x start)":
+             last["test_loss"].iloc[0] < 0.2 * first["test_loss"].iloc[0]})
+
+
+claim = Claim("the larger the output scale alpha, the longer test loss lags train loss; lazy "
+              "nets memorize (Kumar et al. 2024)", _claim_check)
+
 make = PaperFigure(NAME, "grokking as the lazy-to-rich transition: with output scale alpha "
                          "the test loss lags the train loss longer (Kumar et al. 2024)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

@@ -22,11 +22,12 @@ import pandas as pd
 
 from dynkit.analyses.hessian import class_mean_eigenvalues, density
 from dynkit.data import load
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.models import mlp
 from dynkit.train import fit
 
-__all__ = ["NAME", "data", "make", "plot", "settings", "spectrum_claims"]
+__all__ = ["NAME", "claim", "data", "make", "plot", "settings", "spectrum_claims"]
 
 NAME = "hessian-spectrum"
 CLASSES = 10
@@ -102,6 +103,23 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    m = spectrum_claims(df)
+    dens = df[df.series == "density"]
+    m["density integral"] = float(np.trapezoid(dens["value"], dens["x"]))
+    checks = {f"{CLASSES - 1} <= outliers <= {CLASSES + 2}":
+              CLASSES - 1 <= m["num_outliers"] <= CLASSES + 2,
+              f"G_class has {CLASSES - 1} eigenvalues above the bulk edge":
+              m["class_mean_above_edge"] == CLASSES - 1,
+              "0.6 <= lambda_k(G_class) / lambda_k(H) <= 1.05":
+              0.6 <= m["min_ratio"] and m["max_ratio"] <= 1.05,
+              "density integrates to 1 (1e-3)": abs(m["density integral"] - 1) < 1e-3}
+    return m, checks
+
+
+claim = Claim("a trained classifier's Hessian is a bulk plus about C outliers, and the class-mean "
+              "GGN carries C - 1 of them (Sagun et al. 2017; Papyan 2019)", _claim_check)
+
 make = PaperFigure(NAME, "Hessian of a trained digits classifier: a bulk plus ~C outliers, "
                          "from the class-mean GGN (Sagun et al. 2017; Papyan 2019)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

@@ -23,12 +23,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import stax
 
-__all__ = ["TRAIN_GAMMA", "TRAIN_Y", "circle", "data", "make", "network", "ntk_row", "plot",
-           "relative_errors", "train"]
+__all__ = [
+    "TRAIN_GAMMA",
+    "TRAIN_Y",
+    "circle",
+    "claim",
+    "data",
+    "make",
+    "network",
+    "ntk_row",
+    "plot",
+    "relative_errors",
+    "train",
+]
 
 W_STD, B_STD, DEPTH = 1.0, 0.1, 3
 TRAIN_GAMMA = np.array([-2.2, -0.9, 0.6, 2.0])
@@ -85,7 +98,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     lam = float(np.linalg.eigvalsh(np.asarray(kernel_fn(x_train, None, "ntk")))[-1])
     lr = len(TRAIN_Y) / lam
     rows = []
-    for n in widths:
+    for n in tqdm(widths, desc="jacot-ntk-convergence", unit="width"):
         init_fn, apply_fn, _ = network(n)
         row_fn = jax.jit(lambda p, apply_fn=apply_fn: ntk_row(apply_fn, p, x0, x))
         train_fn = jax.jit(lambda p, apply_fn=apply_fn: train(apply_fn, p, x_train, y_train, lr,
@@ -150,6 +163,20 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    err = relative_errors(df).groupby(["phase", "width"])["rel_error"].mean().unstack("width")
+    measured, checks = {}, {}
+    for phase, row in err.iterrows():
+        measured[f"{phase} rel error smallest width"] = row.iloc[0]
+        measured[f"{phase} rel error largest width"] = row.iloc[-1]
+        checks[f"{phase}: error falls with width"] = bool(np.all(np.diff(row.to_numpy()) < 0))
+        checks[f"{phase}: largest width < 0.5 x smallest"] = row.iloc[-1] < 0.5 * row.iloc[0]
+    return measured, checks
+
+
+claim = Claim("the empirical NTK converges to the analytic NTK as width grows, at init and "
+              "after training (Jacot et al. 2018)", _claim_check)
+
 make = PaperFigure("jacot-ntk-convergence", "empirical NTK -> analytic NTK on the unit circle, "
                                             "at init and after training (Jacot et al. 2018)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

@@ -18,10 +18,11 @@ import pandas as pd
 
 import dynkit as dk
 from dynkit.analyses.reinit import reinit_robustness
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
-__all__ = ["data", "make", "plot"]
+__all__ = ["claim", "data", "make", "plot"]
 
 
 def data(quick: bool = False) -> pd.DataFrame:
@@ -56,6 +57,19 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    base = df.loc[df["layer"] == "none", "value"].iloc[0]
+    at_init = df[df["reinit_step"] == 0].set_index("layer")["value"] - base
+    hidden = [name for name in at_init.index if name.startswith("fc") and name != "fc0"]
+    return ({"fc0 error increase": at_init["fc0"],
+             "max later hidden increase": at_init[hidden].max()},
+            {"re-initializing fc0 costs more than any later hidden layer":
+             at_init["fc0"] > at_init[hidden].max()})
+
+
+claim = Claim("re-initializing the first layer to init costs more test error than any later "
+              "hidden layer (Zhang et al. 2019)", _claim_check)
+
 make = PaperFigure("layer-reinit", "test error after re-initializing one layer to step τ: "
                                    "critical vs robust layers (Zhang et al. 2019)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

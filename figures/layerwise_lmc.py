@@ -8,10 +8,11 @@ import pandas as pd
 
 import dynkit as dk
 from dynkit.analyses import lmc
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
-__all__ = ["data", "make", "plot"]
+__all__ = ["claim", "data", "make", "plot"]
 
 
 def data(quick: bool = False) -> pd.DataFrame:
@@ -46,6 +47,18 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    delta = df["loss"] - df.groupby(["alignment", "layer"])["loss"].transform("first")
+    worst = delta.groupby(df["alignment"]).max()
+    return ({"worst layer barrier naive": worst["naive"],
+             "worst layer barrier aligned": worst["weight matching"]},
+            {"alignment lowers the worst layer-wise barrier":
+             worst["weight matching"] < worst["naive"]})
+
+
+claim = Claim("after weight matching the worst single-layer interpolation barrier is lower than"
+              " naive (Adilova et al. 2024)", _claim_check)
+
 make = PaperFigure("layerwise-lmc", "layer × α loss heatmap, naive vs aligned "
                                     "(Adilova et al. 2024)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

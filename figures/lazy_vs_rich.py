@@ -8,11 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import two_layer as tl
 
-__all__ = ["NAME", "TEACHER_ANGLES", "data", "make", "plot"]
+__all__ = ["NAME", "TEACHER_ANGLES", "claim", "data", "make", "plot"]
 
 NAME = "lazy-vs-rich-particles"
 TEACHER_ANGLES = (0.3, 2.4, 4.3)
@@ -33,7 +35,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     teacher = jnp.array([[np.cos(t), np.sin(t)] for t in TEACHER_ANGLES])
     y = jnp.sum(jax.nn.relu(x @ teacher.T), 1)
     frames = []
-    for alpha in alphas:
+    for alpha in tqdm(alphas, desc="lazy-vs-rich", unit="alpha"):
         net = tl.TwoLayer(width=width, gamma=1.0, alpha=alpha)
         p = tl.init(jax.random.PRNGKey(1), net, 2, symmetric=True, balanced=True)
         tr = tl.gd(p, net, x, y, lr=0.02 * min(1.0, alpha), steps=steps,
@@ -81,6 +83,21 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    s = df[df["kind"] == "summary"].sort_values("alpha")
+    return ({"rel_dist smallest alpha": s["rel_dist"].iloc[0],
+             "rel_dist largest alpha": s["rel_dist"].iloc[-1],
+             "max train loss": s["train_loss"].max()},
+            {"distance traveled falls with alpha": bool(np.all(np.diff(s["rel_dist"]) < 0)),
+             "rich (> 1) at small alpha, lazy (< 0.3) at large alpha":
+             s["rel_dist"].iloc[0] > 1 and s["rel_dist"].iloc[-1] < 0.3,
+             "every alpha fits (train loss < 5% of 0.47)":
+             bool(np.all(s["train_loss"] < 0.05 * 0.47))})
+
+
+claim = Claim("neurons travel far for small output scale alpha and stay put for large alpha, "
+              "every alpha fits (Chizat et al. 2019)", _claim_check)
+
 make = PaperFigure(NAME, "2-D ReLU neurons move far for small alpha and stay put for large "
                          "alpha (Chizat, Oyallon & Bach 2019)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

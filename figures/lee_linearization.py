@@ -22,13 +22,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.data import load
 from dynkit.errors import InvalidArgumentError
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.models import mlp
 
-__all__ = ["NAME", "data", "final_rmse", "make", "plot", "settings", "train_pair", "width_slope"]
+__all__ = ["NAME", "claim", "data", "final_rmse", "make", "plot", "settings", "train_pair",
+           "width_slope"]
 
 NAME = "lee-linearization"
 
@@ -98,7 +101,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     y = jnp.asarray(np.eye(10)[ds.y_train[: s["n_train"]]], jnp.float32)
     x_test = jnp.asarray(ds.x_test[: s["n_test"]], jnp.float32)
     frames = []
-    for width in s["widths"]:
+    for width in tqdm(s["widths"], desc="lee-linearization", unit="width"):
         model = mlp(64, [width] * s["depth"], 10, parameterization="ntk")
         for seed in s["seeds"]:
             params0 = model.init(jax.random.PRNGKey(seed), jnp.float32)
@@ -151,6 +154,18 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    r = final_rmse(df)
+    slope = width_slope(df)
+    return ({f"final rmse width {w}": v for w, v in r.items()} | {"width slope": slope},
+            {"the net-linearization gap shrinks with width":
+             bool(np.all(np.diff(r.to_numpy()) < 0)),
+             "slope about -1/2 (in (-0.9, -0.3))": -0.9 < slope < -0.3})
+
+
+claim = Claim("a wide net tracks its linearization at init; the gap shrinks like width^(-1/2) "
+              "(Lee et al. 2019)", _claim_check)
+
 make = PaperFigure(NAME, "a wide net trained by GD tracks its linearization at init; the RMSE "
                          "gap shrinks like 1/sqrt(width) (Lee et al. 2019)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

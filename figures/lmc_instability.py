@@ -10,13 +10,15 @@ mode trains ResNet-20 on the same images at the paper's lr 0.1, batch 32."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 import dynkit as dk
 from dynkit.analyses.lmc_stability import instability
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 
-__all__ = ["data", "make", "plot"]
+__all__ = ["claim", "data", "make", "plot"]
 
 
 def data(quick: bool = False) -> pd.DataFrame:
@@ -47,6 +49,21 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    train = df[df["split"] == "train"].set_index("k")
+    late = train[train.index >= 30]
+    return ({"barrier loss k=0": train.loc[0, "barrier_loss"],
+             "barrier error k=0": train.loc[0, "barrier_error"],
+             "max barrier loss k>=30": late["barrier_loss"].abs().max()},
+            {"barrier at init (loss > 0.02, error > 0.005)":
+             train.loc[0, "barrier_loss"] > 0.02 and train.loc[0, "barrier_error"] > 0.005,
+             "no barrier from k = 30 on (|loss| <= 1e-3)":
+             len(late) > 0 and bool(np.all(np.abs(late["barrier_loss"]) <= 1e-3))})
+
+
+claim = Claim("children spawned at init are separated by a barrier, those spawned after a few "
+              "steps are linearly connected (Frankle et al. 2020)", _claim_check)
+
 make = PaperFigure("lmc-instability", "barrier between children spawned at step k "
                                       "(Frankle et al. 2020)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

@@ -11,11 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import two_layer as tl
 
-__all__ = ["NAME", "data", "gaps", "make", "plot"]
+__all__ = ["NAME", "claim", "data", "gaps", "make", "plot"]
 
 NAME = "meanfield-convergence"
 
@@ -40,7 +42,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     d = 10
     x, y, xt, yt = _task(d, 400, jax.random.PRNGKey(0))
     frames = []
-    for m in (*widths, ref):
+    for m in tqdm((*widths, ref), desc="meanfield-convergence", unit="width"):
         for seed in range(seeds if m != ref else 1):
             net = tl.TwoLayer(width=m, gamma=1.0)
             p = tl.init(jax.random.PRNGKey(100 + seed), net, d)
@@ -84,6 +86,15 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    g = gaps(df).sort_values("m")
+    return ({f"gap m={int(m)}": v for m, v in zip(g["m"], g["gap"])},
+            {"gap to the mean-field limit falls with width": bool(np.all(np.diff(g["gap"]) < 0))})
+
+
+claim = Claim("risk curves approach the mean-field limit as width m grows (Mei, Montanari & "
+              "Nguyen 2018)", _claim_check)
+
 make = PaperFigure(NAME, "risk curves of mean-field two-layer nets converge to the mean-field "
                          "limit as width grows (Mei, Montanari & Nguyen 2018)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

@@ -9,12 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import knots
 from dynkit.theory import two_layer as tl
 
-__all__ = ["NAME", "X_TRAIN", "Y_TRAIN", "data", "make", "plot"]
+__all__ = ["NAME", "X_TRAIN", "Y_TRAIN", "claim", "data", "make", "plot"]
 
 NAME = "meanfield-knots"
 X_TRAIN = (-1.0, -0.6, -0.1, 0.3, 0.7, 1.0)
@@ -33,7 +35,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     y = jnp.asarray(Y_TRAIN)
     grid = np.linspace(-1.0, 1.0, 2001)
     frames = [pd.DataFrame({"kind": "train", "x": X_TRAIN, "y": Y_TRAIN})]
-    for l2 in l2s:
+    for l2 in tqdm(l2s, desc="meanfield-knots", unit="l2"):
         net = tl.TwoLayer(width=width, gamma=1.0, bias=True)
         p = tl.init(jax.random.PRNGKey(0), net, 1)
         tr = tl.gd(p, net, x, y, lr=0.5, steps=steps, record_every=steps, weight_decay=l2)
@@ -76,6 +78,17 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    iv = df[df["kind"] == "interval"]
+    loss = df[df["kind"] == "summary"]["train_loss"].max()
+    return ({"intervals": len(iv), "max knots": iv["knots"].max(), "train loss": loss},
+            {"at most 3 knots between consecutive inputs": iv["knots"].max() <= 3,
+             "fits the data (train loss < 0.01)": loss < 0.01})
+
+
+claim = Claim("a wide mean-field ReLU net fitting 1-D data has at most 3 knots between "
+              "consecutive inputs (Shevchenko et al. 2022)", _claim_check)
+
 make = PaperFigure(NAME, "wide mean-field ReLU regression in 1-D has at most three knots between "
                          "consecutive training inputs (Shevchenko et al. 2022)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

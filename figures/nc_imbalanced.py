@@ -22,10 +22,11 @@ from matplotlib.ticker import NullFormatter
 import dynkit as dk
 from dynkit.analyses.collapse import neural_collapse, readout
 from dynkit.analyses.collapse_imbalanced import class_norms, deep_linear_norms, imbalanced_collapse
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
-__all__ = ["COUNTS", "QUICK_COUNTS", "data", "make", "plot", "run", "train_ufm"]
+__all__ = ["COUNTS", "QUICK_COUNTS", "claim", "data", "make", "plot", "run", "train_ufm"]
 
 COUNTS = (400, 400, 100, 100, 25)
 QUICK_COUNTS = (80, 80, 20, 20, 5)
@@ -141,6 +142,22 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    cls = df[df["kind"] == "class"]
+    alive, dead = cls[cls["predicted"] > 0], cls[cls["predicted"] == 0]
+    rel = ((alive["measured"] - alive["predicted"]).abs() / alive["predicted"].abs()).max()
+    worst_dead = max((g["measured"].max() / alive[alive["quantity"] == q]["measured"].min()
+                      for q, g in dead.groupby("quantity")), default=float("nan"))
+    return ({"max rel error of alive class norms": rel, "dead classes": len(dead),
+             "largest dead / smallest alive norm": worst_dead},
+            {"alive class norms match the prediction within 1%": rel < 1e-2,
+             "minority collapse: some class is predicted dead": len(dead) > 0,
+             "dead classes measured < 0.01 x smallest alive": worst_dead < 0.01})
+
+
+claim = Claim("deep linear nets on imbalanced classes match the predicted class-mean/classifier"
+              " norms and show minority collapse (Dang et al. 2023)", _claim_check)
+
 make = PaperFigure("nc-imbalanced", "deep linear nets on imbalanced classes vs the predicted "
                                     "orthogonal frame and minority collapse (Dang et al. 2023)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

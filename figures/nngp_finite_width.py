@@ -22,13 +22,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import FigureResult, PaperFigure, new_figure, style
 from dynkit.theory import stax
 from dynkit.theory.finite_width import output_excess_kurtosis
 
-__all__ = ["HIST_WIDTHS", "X", "data", "draw", "excess_kurtosis", "make", "network", "plot",
-           "sample_outputs", "simulate", "theory_kurtosis"]
+__all__ = [
+    "HIST_WIDTHS",
+    "X",
+    "claim",
+    "data",
+    "draw",
+    "excess_kurtosis",
+    "make",
+    "network",
+    "plot",
+    "sample_outputs",
+    "simulate",
+    "theory_kurtosis",
+]
 
 W_STD, B_STD = 1.5, 0.05
 X = np.array([[0.6, 0.8]])  # one input on the unit circle
@@ -83,7 +97,7 @@ def simulate(quick: bool = False) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
     _, _, kernel_fn = network(1)
     k_nngp = float(kernel_fn(jnp.asarray(X), None, "nngp")[0, 0])
     rows, samples = [], {}
-    for i, n in enumerate(widths):
+    for i, n in enumerate(tqdm(widths, desc="nngp-finite-width", unit="width")):
         f = sample_outputs(n, draws, seed=i)
         if n in HIST_WIDTHS:
             samples[n] = f
@@ -159,5 +173,15 @@ def draw(quick: bool = False) -> FigureResult:
     return FigureResult(plot(df, samples), df)
 
 
+def _claim_check(df):
+    slope, _ = np.polyfit(np.log(df["width"]), np.log(np.abs(df["excess_kurtosis"])), 1)
+    return ({"kurtosis slope": slope},
+            {"kurtosis slope -1 +- 0.1": abs(slope + 1.0) < 0.1})
+
+
+claim = Claim("the excess kurtosis of the output falls like 1/width: log-log slope -1 +- 0.1 "
+              "(Antognini 2019)", _claim_check)
+
 make = PaperFigure("nngp-finite-width", "finite-width output distribution: 4th-Hermite "
-                                        "(kurtosis) correction ~ 1/width (Antognini 2019)", draw)
+                                        "(kurtosis) correction ~ 1/width (Antognini 2019)", draw,
+                   claim)

@@ -24,13 +24,24 @@ import pandas as pd
 
 from dynkit.analyses.ntk_dynamics import ntk_series
 from dynkit.data import load
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.models import mlp
 from dynkit.schema import REQUIRED, tidy
 from dynkit.train import fit
 
-__all__ = ["METRICS", "NAME", "data", "make", "metric", "plot", "save_steps", "settings",
-           "train_run"]
+__all__ = [
+    "METRICS",
+    "NAME",
+    "claim",
+    "data",
+    "make",
+    "metric",
+    "plot",
+    "save_steps",
+    "settings",
+    "train_run",
+]
 
 NAME = "ntk-evolution"
 METRICS = ("kernel_distance_init", "kernel_velocity", "centered_alignment")
@@ -112,6 +123,19 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    vel = metric(df, "kernel_velocity")
+    align = metric(df, "centered_alignment")
+    early, late = vel.iloc[:3].mean(), vel.iloc[-3:].mean()
+    return ({"early/late velocity": early / late, "alignment start": align.iloc[0],
+             "alignment end": align.iloc[-1]},
+            {"kernel moves > 10x faster early than late": early > 10 * late,
+             "the NTK aligns with the labels (+0.05)": align.iloc[-1] > align.iloc[0] + 0.05})
+
+
+claim = Claim("the empirical NTK moves fast early and slowly later, and aligns with the labels "
+              "(Fort et al. 2020)", _claim_check)
+
 make = PaperFigure(NAME, "empirical NTK of an MLP on digits: distance to init, velocity and "
                          "label alignment; fast early, slow later (Fort et al. 2020)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

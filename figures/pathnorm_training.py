@@ -34,11 +34,23 @@ from dynkit.analyses.pathnorm import path_norm
 from dynkit.analyses.pathnorm_bound import operator_norm_product, pathnorm_bound
 from dynkit.checkpoints import iterate
 from dynkit.errors import InvalidArgumentError
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
-__all__ = ["COLUMNS", "QS", "Setup", "data", "make", "network_series", "norm_rows", "plot",
-           "rescale_unit", "setups"]
+__all__ = [
+    "COLUMNS",
+    "QS",
+    "Setup",
+    "claim",
+    "data",
+    "make",
+    "network_series",
+    "norm_rows",
+    "plot",
+    "rescale_unit",
+    "setups",
+]
 
 QS = (1.0, 2.0, 4.0)
 COLUMNS = ["network", "variant", "step", "quantity", "q", "value", "log_value"]
@@ -203,7 +215,30 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    trained, rescaled = df[df["variant"] == "trained"], df[df["variant"] == "rescaled"]
+    measured, checks = {}, {}
+    for q in QS:
+        pn = trained[(trained["quantity"] == "pathnorm") & (trained["q"] == q)]
+        pn = pn.sort_values("step")["value"].to_numpy()
+        r = rescaled[(rescaled["quantity"] == "pathnorm") & (rescaled["q"] == q)]["value"]
+        measured[f"L{q:g} growth"] = pn[-1] / pn[0]
+        measured[f"L{q:g} rescaled/trained - 1"] = float(r.iloc[0]) / pn[-1] - 1
+        checks[f"L{q:g} path-norm grows > 1.2x from init"] = pn[-1] > 1.2 * pn[0]
+        checks[f"L{q:g} path-norm rescaling-invariant (1e-9)"] = (
+            abs(float(r.iloc[0]) / pn[-1] - 1) <= 1e-9)
+    op = trained[trained["quantity"] == "operator_norm_product"].sort_values("step")["value"]
+    op_r = rescaled[rescaled["quantity"] == "operator_norm_product"]["value"].iloc[0]
+    measured["operator-norm product rescaled/trained - 1"] = op_r / op.iloc[-1] - 1
+    checks["the operator-norm product changes > 10% under the rescaling"] = (
+        abs(op_r / op.iloc[-1] - 1) > 0.1)
+    return measured, checks
+
+
+claim = Claim("path-norms grow in training and are invariant to neuron rescaling, which changes"
+              " the product of operator norms (Gonon et al. 2024)", _claim_check)
+
 make = PaperFigure("pathnorm-training", "L1/L2/L4 path-norms, the path-norm bound and the "
                                         "product of operator norms across training, with a "
                                         "rescaling-invariance check (Gonon et al. 2024)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

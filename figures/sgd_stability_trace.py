@@ -25,11 +25,12 @@ import pandas as pd
 
 from dynkit.analyses.hessian import hessian_operator, top_eigenvalues, trace
 from dynkit.data import load
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.models import mlp
 from dynkit.train import fit
 
-__all__ = ["NAME", "data", "make", "plot", "settings", "stability_claims"]
+__all__ = ["NAME", "claim", "data", "make", "plot", "settings", "stability_claims"]
 
 NAME = "sgd-stability-trace"
 
@@ -109,6 +110,18 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    ok = df.dropna(subset=["trace"])
+    measured = {f"lr={r.lr:g} B={r.batch_size} tr H x lr/2": r.trace * r.lr / 2
+                for r in ok.itertuples()}
+    checks = stability_claims(df)
+    checks["every run measured"] = bool(len(ok) == len(df) and len(df) > 0)
+    return measured, checks
+
+
+claim = Claim("SGD (B = 1) ends at tr H <= 2/lr (10%), tr H rises with B, and GD ends above 2/lr "
+              "with lambda_max <= 2/lr (Ma & Ying 2021; Wu & Su 2023)", _claim_check)
+
 make = PaperFigure(NAME, "tr H at the end of training vs 2/η, GD vs SGD over batch sizes: "
                          "SGD sits below the trace bound (Ma & Ying 2021; Wu & Su 2023)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

@@ -15,13 +15,15 @@ import tempfile
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 import dynkit as dk
 from dynkit.analyses.similarity_layers import similarity_series
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.train import fit
 
-__all__ = ["THRESHOLD", "crossing_steps", "data", "make", "plot"]
+__all__ = ["THRESHOLD", "claim", "crossing_steps", "data", "make", "plot"]
 
 #: The SVCCA level whose first crossing marks a layer as converged.
 THRESHOLD = 0.9
@@ -33,7 +35,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     width, seeds, steps = (64, 3, 300) if quick else (256, 5, 1500)
     model = dk.models.mlp(64, [width] * 4, 10)
     frames = []
-    for seed in range(seeds):
+    for seed in tqdm(range(seeds), desc="svcca-convergence", unit="seed"):
         with tempfile.TemporaryDirectory() as run:
             fit(model, digits, optimizer="sgd", lr=0.05, batch_size=32, steps=steps,
                 save_every=20 if quick else 50, seed=seed, out_dir=run, progress=False)
@@ -71,6 +73,17 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    steps = crossing_steps(df).to_numpy()
+    return ({f"crossing step layer {k}": s for k, s in enumerate(steps)},
+            {"4 layers": len(steps) == 4,
+             "crossing step non-decreasing with depth, last > first":
+             bool(np.all(np.diff(steps) >= 0) and steps[-1] > steps[0])})
+
+
+claim = Claim("the step at which a layer's SVCCA to its final state passes 0.9 grows with depth"
+              " (Raghu et al. 2017)", _claim_check)
+
 make = PaperFigure("svcca-convergence", "SVCCA of each layer to its final state vs step: "
                                         "lower layers converge first (Raghu et al. 2017)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

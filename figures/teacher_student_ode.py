@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pandas as pd
 
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import teacher_student as ts
 
@@ -47,7 +48,25 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    eg = df.pivot(index="time", columns=["source", "seed"], values="eg")
+    log_ratio = np.log(eg["sgd"] / eg["ode"])
+    ode = eg["ode"].mean(axis=1)
+    plateau = ode[(ode.index >= 10) & (ode.index <= 30)]
+    return ({"max |log(eps_sgd/eps_ode)|": np.abs(log_ratio).to_numpy().max(),
+             "plateau max/min": plateau.max() / plateau.min(),
+             "final / plateau": ode.iloc[-1] / plateau.min()},
+            {"every SGD run follows its ODE (|log ratio| <= 0.3)":
+             log_ratio.notna().all().all() and np.abs(log_ratio).to_numpy().max() <= 0.3,
+             "a plateau (flat within 10%, > 0.01)": plateau.max() / plateau.min() < 1.1
+             and plateau.min() > 0.01,
+             "and its escape (< 0.3 x plateau)": ode.iloc[-1] < 0.3 * plateau.min()})
+
+
+claim = Claim("online SGD at d=500 follows the order-parameter ODE through the plateau and its "
+              "escape (Saad & Solla 1995)", _claim_check)
+
 make = PaperFigure(NAME, "teacher-student online SGD at d=500 follows the order-parameter ODE "
                          "through the plateau and its escape (Saad & Solla 1995; Goldt et al. "
                          "2019)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

@@ -25,14 +25,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.data import load
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.figures.jacot_ntk_convergence import train
 from dynkit.theory.predict import gradient_descent_mse
 from dynkit.theory.stax_recipes import stax_unet
 
-__all__ = ["NAME", "data", "gap_by_width", "make", "network", "plot", "settings"]
+__all__ = ["NAME", "claim", "data", "gap_by_width", "make", "network", "plot", "settings"]
 
 NAME = "unet-kernel-regression"
 
@@ -84,7 +86,7 @@ def data(quick: bool = False) -> pd.DataFrame:
                 apply_fn(trained, x_test))
 
     rows = []
-    for width in s["widths"]:
+    for width in tqdm(s["widths"], desc="unet-kernel-regression", unit="width"):
         init_fn, apply_fn, _ = network(width)
         for seed in s["seeds"]:
             # "rbg" keys: the init's samplers compile far faster than threefry's on CPU
@@ -135,6 +137,21 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    gap = gap_by_width(df)
+    loss = df.groupby("width")[["test_loss_net", "test_loss_ntk"]].mean()
+    rel = (loss["test_loss_net"] - loss["test_loss_ntk"]).abs() / loss["test_loss_ntk"]
+    return ({"gap smallest width": gap.iloc[0], "gap largest width": gap.iloc[-1],
+             "rel test-loss diff largest width": rel.iloc[-1]},
+            {"gap shrinks with width": bool(np.all(np.diff(gap.to_numpy()) < 0)),
+             "gap at largest width < 0.4 x smallest": gap.iloc[-1] < 0.4 * gap.iloc[0],
+             "net test loss within 25% of NTK's, 4x closer than at the smallest width":
+             rel.iloc[-1] < 0.25 and rel.iloc[-1] < 0.25 * rel.iloc[0]})
+
+
+claim = Claim("a trained finite U-Net approaches its NTK regression prediction as width grows "
+              "(Lee et al. 2019)", _claim_check)
+
 make = PaperFigure(NAME, "a trained finite U-Net approaches its NTK regression prediction as "
                          "the width grows (Lee et al. 2019) on MNIST-1D denoising",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.theory import two_layer as tl
 
-__all__ = ["NAME", "data", "make", "plot"]
+__all__ = ["NAME", "claim", "data", "make", "plot"]
 
 NAME = "xor-feature-learning"
 
@@ -60,6 +61,22 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    d = df["d"].iloc[0]
+    rising = df[df["test_loss"] > 0.6]
+    return ({"signal start": df["signal"].iloc[0], "signal end": df["signal"].iloc[-1],
+             "test error end": df["test_error"].iloc[-1],
+             "signal max while loss > 0.6": rising["signal"].max()},
+            {"isotropic start (signal < 3/d)": df["signal"].iloc[0] < 3 / d,
+             "signal-heavy end (> 0.5)": df["signal"].iloc[-1] > 0.5,
+             "test error < 5%": df["test_error"].iloc[-1] < 0.05,
+             "signal doubles while the loss is near log 2":
+             rising["signal"].max() > 2 * df["signal"].iloc[0]})
+
+
+claim = Claim("SGD on XOR first concentrates weights on the signal coordinates, then the loss "
+              "falls (Glasgow 2023)", _claim_check)
+
 make = PaperFigure(NAME, "XOR on the hypercube: SGD first finds the signal coordinates, then "
                          "the loss falls (Glasgow 2023)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

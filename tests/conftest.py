@@ -10,25 +10,34 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 
 
+@pytest.fixture(scope="session")
+def quick_figures_dir(tmp_path_factory):
+    """One ``dynkit reproduce --quick`` output folder for the session: each figure is drawn
+    once, whichever tests read it (the resumable reproduce skips finished figures)."""
+    return tmp_path_factory.mktemp("reproduce-quick")
+
+
 @pytest.fixture
-def quick_figure(tmp_path):
-    """``make(figure)``: draw a figure (registered name or module) in quick mode under
-    ``tmp_path`` and return its CSV table. Checks the figure contract on the way: the figure
-    is the registered ``PaperFigure`` of its name, it writes exactly ``<name>.png`` (non-trivial)
-    and ``<name>.csv`` (a non-empty table)."""
+def quick_figure(quick_figures_dir):
+    """``make(figure)``: draw a figure (registered name or module) in quick mode through
+    ``dynkit.figures.reproduce`` (once per session) and return its CSV table. Checks the figure
+    contract on the way: the figure is the registered ``PaperFigure`` of its name, it writes
+    exactly ``<name>.png`` (non-trivial), ``<name>.csv`` (a non-empty table) and its claim
+    record."""
     import pandas as pd
 
-    from dynkit import figures
+    from dynkit.figures.reproduce import reproduce
     from dynkit.registry import FIGURES
 
     def make(figure):
         name = figure if isinstance(figure, str) else figure.make.name
         if not isinstance(figure, str):
             assert FIGURES.get(name).func is figure.make
-        paths = figures.make(name, tmp_path, quick=True)
-        assert paths == [tmp_path / f"{name}.png", tmp_path / f"{name}.csv"]
-        assert paths[0].stat().st_size > 5000
-        table = pd.read_csv(paths[1])
+        reproduce(quick_figures_dir, quick=True, only=[name], progress=False)
+        png, csv = (quick_figures_dir / f"{name}{ext}" for ext in (".png", ".csv"))
+        assert png.stat().st_size > 5000
+        assert (quick_figures_dir / f"{name}.claim.json").exists()
+        table = pd.read_csv(csv)
         assert len(table) > 0 and len(table.columns) > 0
         return table
 

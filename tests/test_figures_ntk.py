@@ -15,9 +15,9 @@ def test_lee_linearization(quick_figure):
     end = df[df["step"] == df["step"].max()]
     assert np.all(end["loss_net"] < 0.05 * start["loss_net"].to_numpy())   # both trained
     assert np.all(end["loss_lin"] < 0.05 * start["loss_lin"].to_numpy())
-    r = lee.final_rmse(df)
-    assert np.all(np.diff(r.to_numpy()) < 0)               # the gap shrinks with width
-    assert -0.9 < lee.width_slope(df) < -0.3               # about width^(-1/2) (Lee et al.)
+    # the gap shrinks with width, about width^(-1/2) (Lee et al.)
+    result = lee.claim(df)
+    assert result.passed, result
 
 
 @pytest.mark.slow
@@ -27,14 +27,13 @@ def test_ntk_evolution(quick_figure):
     df = quick_figure(evo)
     dist = evo.metric(df, "kernel_distance_init")
     vel = evo.metric(df, "kernel_velocity")
-    align = evo.metric(df, "centered_alignment")
     assert dist.iloc[0] == 0 and dist.iloc[-1] > 0
     # velocity = distance between consecutive checkpoints / steps between them
     prev = evo.metric(df, "kernel_distance_prev")
     assert np.allclose(vel.to_numpy(), prev.to_numpy() / np.diff(dist.index.to_numpy()))
-    early, late = vel.iloc[:3].mean(), vel.iloc[-3:].mean()
-    assert early > 10 * late                              # fast early, slow late (Fort et al.)
-    assert align.iloc[-1] > align.iloc[0] + 0.05          # the NTK aligns with the labels
+    # fast early, slow late (Fort et al.); the NTK aligns with the labels
+    result = evo.claim(df)
+    assert result.passed, result
     acc = evo.metric(df, "test_accuracy")
     assert acc.iloc[-1] > 0.9                             # and the net learned the digits
 
@@ -52,14 +51,11 @@ def test_grokking_lazy_rich(quick_figure):
 
     df = quick_figure(grok)
     t_train = grok.first_time_below(df, "train_loss", 0.1)
-    t_test = grok.first_time_below(df, "test_loss", 0.5)
     assert np.all(np.isfinite(t_train))
-    finite = t_test[np.isfinite(t_test)]
-    assert len(finite) >= 3 and np.all(np.diff(finite.to_numpy()) > 0)
-    assert np.all(np.isinf(t_test.iloc[-2:]))
+    result = grok.claim(df)
+    assert result.passed, result
     g = df.sort_values("time").groupby("alpha")
     first, last = g.first(), g.last()
-    assert last["test_loss"].iloc[0] < 0.2 * first["test_loss"].iloc[0]
     assert last["test_loss"].iloc[-1] > 0.5 * first["test_loss"].iloc[-1]
     assert np.allclose(first["alignment"], first["alignment"].iloc[0], rtol=1e-4)
     gain = (last["alignment"] - first["alignment"]).to_numpy()

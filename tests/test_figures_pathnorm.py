@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 import pytest
 
 import dynkit as dk
@@ -98,25 +97,20 @@ def test_rescale_unit_bad_input():
 
 
 @pytest.mark.slow
-def test_pathnorm_training_figure(tmp_path):
-    png, csv = fig.make(tmp_path, quick=True)
-    assert png.exists() and png.stat().st_size > 0
-    df = pd.read_csv(csv)
+def test_pathnorm_training_figure(quick_figure):
+    df = quick_figure(fig)
     assert list(df.columns) == fig.COLUMNS
     trained, rescaled = df[df["variant"] == "trained"], df[df["variant"] == "rescaled"]
     final = trained["step"].max()
     for q in fig.QS:
-        pn = trained[(trained["quantity"] == "pathnorm") & (trained["q"] == q)]
-        pn = pn.sort_values("step")["value"].to_numpy()
+        pn = trained[(trained["quantity"] == "pathnorm") & (trained["q"] == q)]["value"]
         assert len(pn) >= 5 and np.all(np.isfinite(pn))
-        assert pn[-1] > 1.2 * pn[0], q  # the path-norm grows from its value at init
-        r = rescaled[(rescaled["quantity"] == "pathnorm") & (rescaled["q"] == q)]["value"]
-        assert float(r.iloc[0]) == pytest.approx(pn[-1], rel=1e-9)  # rescaling-invariant
-    # the product of operator norms changes under the same rescaling (and grows in training)
+    # the path-norm grows from init and is rescaling-invariant; the product of operator norms
+    # changes under the same rescaling
+    result = fig.claim(df)
+    assert result.passed, result
     op = trained[trained["quantity"] == "operator_norm_product"].sort_values("step")["value"]
-    op_r = rescaled[rescaled["quantity"] == "operator_norm_product"]["value"].iloc[0]
-    assert abs(op_r / op.iloc[-1] - 1) > 0.1
-    assert op.iloc[-1] > op.iloc[0]
+    assert op.iloc[-1] > op.iloc[0]  # and grows in training
     # the rescaled copy computes the same function; the bound is unchanged with it
     assert rescaled[rescaled["quantity"] == "max_logit_change"]["value"].iloc[0] < 1e-3
     for kind in ("bound", "bound_sharpened"):

@@ -1,0 +1,199 @@
+"""``dynkit reproduce``: draw every registered figure, check its paper's claim on its data, and
+write a PASS/FAIL report (``index.html`` and ``README.md``) next to the PNGs and CSVs.
+
+Each finished figure leaves three files in the output folder: ``<name>.png``, ``<name>.csv`` and
+``<name>.claim.json`` (its claim record: dynkit version, size, seconds, verdict), the record
+written last. A later run skips a figure whose three files exist for the same dynkit version and
+size (it re-checks the claim on the stored CSV, which costs milliseconds), so an interrupted run
+resumes where it stopped. With a ``dask.distributed`` client the figures run as Dask tasks
+(the workers must see the output folder); without one they run here, one after another.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+import dynkit
+from dynkit.errors import InvalidArgumentError
+from dynkit.io import atomic_write
+from dynkit.registry import FIGURES
+
+__all__ = ["Report", "figure_record", "reproduce", "run_figure"]
+
+
+def _size(quick: bool) -> str:
+    return "quick" if quick else "full"
+
+
+def _paper(help_: str) -> str:
+    """The last parenthesized reference of a figure's help line (``"Papyan et al. 2020"``)."""
+    found = re.findall(r"\(([^()]*\d{4}[^()]*)\)", help_)
+    return found[-1] if found else ""
+
+
+def figure_record(name: str, out: Path, size: str, seconds: float) -> dict:
+    """The claim record of figure ``name`` from its CSV under ``out``: the claim checked on the
+    table as written (a figure without a claim fails, saying so)."""
+    fig = FIGURES.get(name).func
+    record = {"name": name, "version": dynkit.__version__, "size": size,
+              "seconds": round(float(seconds), 2), "paper": _paper(fig.help)}
+    claim = getattr(fig, "claim", None)
+    if claim is None:
+        return record | {"passed": False, "statement": "no claim registered",
+                         "claim_size": "", "measured": {}, "checks": {"has a claim": False}}
+    result = claim(pd.read_csv(out / f"{name}.csv"))
+    return record | {"passed": result.passed, "statement": result.statement,
+                     "claim_size": result.size, "measured": result.measured,
+                     "checks": result.checks}
+
+
+def _write_json(path: Path, obj) -> None:
+    with atomic_write(path) as fh:
+        fh.write(json.dumps(obj, indent=1, allow_nan=True).encode())
+
+
+def run_figure(name: str, out: str | Path, quick: bool = False) -> dict:
+    """Draw figure ``name`` (writing ``<name>.png`` and ``<name>.csv`` under ``out``), check its
+    claim and write ``<name>.claim.json``; returns the record. This is the Dask task."""
+    out = Path(out)
+    start = time.perf_counter()
+    written = FIGURES.get(name).func(out, quick)
+    expected = [out / f"{name}.png", out / f"{name}.csv"]
+    if [Path(p) for p in written] != expected:
+        raise InvalidArgumentError(f"figure {name!r} wrote {written}, expected {expected} "
+                                   "(a PaperFigure writes <name>.png and <name>.csv)")
+    record = figure_record(name, out, _size(quick), time.perf_counter() - start)
+    _write_json(out / f"{name}.claim.json", record)
+    return record
+
+
+def _finished(name: str, out: Path, size: str) -> dict | None:
+    """The stored record of ``name`` if its PNG, CSV and record exist for this version and size."""
+    paths = [out / f"{name}{ext}" for ext in (".png", ".csv", ".claim.json")]
+    if not all(p.exists() for p in paths):
+        return None
+    try:
+        record = json.loads(paths[2].read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("version") != dynkit.__version__ or record.get("size") != size:
+        return None
+    return record
+
+
+@dataclass
+class Report:
+    """What ``reproduce`` did.
+
+    Attributes:
+        records: one claim record per figure, in name order.
+        ran: names of the figures drawn in this run.
+        skipped: names of the figures found finished and not redrawn.
+        index: the path of ``index.html``.
+    """
+
+    records: list = field(default_factory=list)
+    ran: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    index: Path | None = None
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the figures whose claim fails."""
+        return [r["name"] for r in self.records if not r["passed"]]
+
+
+def reproduce(out: str | Path = "dynkit-reproduce", quick: bool = False,
+              only: list[str] | None = None, client=None, progress: bool = True) -> Report:
+    """Draw the registered figures, check each one's claim, write the report; resumable.
+
+    Args:
+        out: the output folder: ``<name>.png``, ``<name>.csv``, ``<name>.claim.json`` per
+            figure, ``index.html`` and ``README.md``.
+        quick: the CPU-minute sizes (else the full sizes).
+        only: figure names to run (default: every registered figure).
+        client: a ``dask.distributed.Client``; each figure becomes one task. ``None``: run
+            in this process, one after another.
+        progress: a tqdm bar over the figures.
+
+    Returns:
+        A ``Report``; ``report.failed`` lists the figures whose claim fails.
+    """
+    out = Path(out)
+    names = FIGURES.names() if only is None else list(dict.fromkeys(only))
+    if not names:
+        raise InvalidArgumentError("reproduce: no figures to run (--only is empty)")
+    for name in names:
+        FIGURES.get(name)  # an unknown name fails here, listing the known ones
+    out.mkdir(parents=True, exist_ok=True)
+    size = _size(quick)
+    report = Report()
+    records = {}
+    for name in names:
+        stored = _finished(name, out, size)
+        if stored is not None:  # re-check the claim on the stored table
+            records[name] = figure_record(name, out, size, stored["seconds"])
+            report.skipped.append(name)
+    todo = [n for n in names if n not in records]
+    if client is not None:
+        futures = [client.submit(run_figure, n, str(out), quick, key=f"dynkit-figure-{n}",
+                                 pure=False) for n in todo]
+        for name, record in zip(todo, client.gather(futures)):
+            records[name] = record
+            report.ran.append(name)
+    else:
+        for name in tqdm(todo, desc=f"figures ({size})", unit="figure", disable=not progress):
+            records[name] = run_figure(name, out, quick)
+            report.ran.append(name)
+    report.records = [records[n] for n in sorted(records)]
+    report.index = write_report(report.records, out)
+    return report
+
+
+def _table(records: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "figure": r["name"], "paper": r["paper"], "claim": r["statement"],
+        "measured": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                              for k, v in r["measured"].items()),
+        "result": "PASS" if r["passed"] else "FAIL: " + "; ".join(
+            k for k, ok in r["checks"].items() if not ok),
+        "time (s)": r["seconds"], "size": r["size"], "claim needs": r["claim_size"],
+    } for r in records])
+
+
+def write_report(records: list[dict], out: Path) -> Path:
+    """Write ``index.html`` and ``README.md`` (the table and each figure with its CSV) under
+    ``out``; returns the path of ``index.html``."""
+    table = _table(records)
+    passed = sum(r["passed"] for r in records)
+    head = (f"dynkit {dynkit.__version__} reproduction: {passed}/{len(records)} claims pass "
+            f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
+    md = [f"# {head}", "", "| " + " | ".join(table.columns) + " |",
+          "|" + "---|" * len(table.columns)]
+    md += ["| " + " | ".join(str(v).replace("|", "/") for v in row) + " |"
+           for row in table.itertuples(index=False)]
+    md += [""] + [f"## {r['name']}\n\n![{r['name']}]({r['name']}.png) "
+                  f"[{r['name']}.csv]({r['name']}.csv)\n" for r in records]
+    with atomic_write(out / "README.md") as fh:
+        fh.write("\n".join(md).encode())
+    body = [f"<h1>{html.escape(head)}</h1>", table.to_html(index=False, escape=True)]
+    for r in records:
+        n = html.escape(r["name"])
+        body.append(f'<h2 id="{n}">{n}</h2><p><a href="{n}.csv">{n}.csv</a></p>'
+                    f'<img src="{n}.png" alt="{n}" style="max-width:100%">')
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>dynkit reproduce</title>"
+            "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
+            "td,th{padding:2px 6px;font-size:small}</style></head><body>"
+            + "\n".join(body) + "</body></html>")
+    index = out / "index.html"
+    with atomic_write(index) as fh:
+        fh.write(page.encode())
+    return index

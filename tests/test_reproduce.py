@@ -1,0 +1,92 @@
+"""``dynkit reproduce``: resume after an interrupted run, the exit status of a failing claim,
+the report, Dask tasks."""
+
+import dataclasses
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from dynkit.cli import main
+from dynkit.figures import edge_of_chaos
+from dynkit.figures.claims import Claim
+from dynkit.figures.common import FigureResult, PaperFigure, new_figure
+from dynkit.figures.reproduce import reproduce
+from dynkit.registry import FIGURES, Entry
+
+
+def _swap(monkeypatch, name, **changes):
+    """Replace the registered figure ``name`` by a copy with ``changes`` for this test."""
+    FIGURES.names()
+    fig = dataclasses.replace(FIGURES.get(name).func, **changes)
+    monkeypatch.setitem(FIGURES._entries, name, Entry(name, fig, fig.help))
+
+
+def _interrupt(quick=False):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_reproduce_resumes_and_fails_on_a_failing_claim(quick_figure, quick_figures_dir,
+                                                        tmp_path, monkeypatch, capsys):
+    # a finished figure from an earlier run (the session's quick run) ...
+    quick_figure(edge_of_chaos)
+    for ext in (".png", ".csv", ".claim.json"):
+        shutil.copy(quick_figures_dir / f"edge-of-chaos{ext}", tmp_path)
+    only = ["reproduce", "--quick", "--only", "edge-of-chaos,meanfield-knots",
+            "--out", str(tmp_path)]
+    # ... and a run interrupted while drawing the second figure
+    with monkeypatch.context() as m:
+        _swap(m, "meanfield-knots", draw=_interrupt)
+        assert main(only) == 130
+    assert not (tmp_path / "meanfield-knots.claim.json").exists()
+    # resumed: the finished figure is skipped, the other one is drawn
+    report = reproduce(tmp_path, quick=True, only=["edge-of-chaos", "meanfield-knots"],
+                       progress=False)
+    assert report.skipped == ["edge-of-chaos"] and report.ran == ["meanfield-knots"]
+    assert report.failed == []
+    record = json.loads((tmp_path / "meanfield-knots.claim.json").read_text())
+    assert record["passed"] and record["size"] == "quick" and record["seconds"] > 0
+    # everything is finished now: nothing is drawn; the report lists both
+    capsys.readouterr()
+    assert main(only) == 0
+    assert "ran 0, skipped 2" in capsys.readouterr().out
+    readme = (tmp_path / "README.md").read_text()
+    for name in ("edge-of-chaos", "meanfield-knots"):
+        assert f"[{name}.csv]({name}.csv)" in readme and f"{name}.png" in readme
+    assert readme.count("| PASS |") == 2 and "Schoenholz et al. 2017" in readme
+    html = (tmp_path / "index.html").read_text()
+    assert 'href="meanfield-knots.csv"' in html and "2/2 claims pass" in html
+    # a failing claim (checked again on the stored table) makes the run fail
+    failing = Claim("more than 3 knots", lambda df: ({"n": len(df)}, {"> 3 knots": False}))
+    _swap(monkeypatch, "meanfield-knots", claim=failing)
+    assert main(only) == 1
+    assert "claims fail: meanfield-knots" in capsys.readouterr().err
+    assert "FAIL: &gt; 3 knots" in (tmp_path / "index.html").read_text()
+
+
+def _line(quick=False):
+    df = pd.DataFrame({"x": [0.0, 1.0], "y": [1.0, 3.0]})
+    fig, axes = new_figure()
+    axes[0, 0].plot(df["x"], df["y"])
+    return FigureResult(fig, df)
+
+
+def test_reproduce_on_a_dask_client_and_errors(tmp_path, monkeypatch):
+    distributed = pytest.importorskip("dask.distributed")
+    rises = Claim("y rises", lambda df: ({"dy": float(df["y"].diff().iloc[-1])},
+                                         {"y rises": bool(df["y"].diff().iloc[-1] > 0)}))
+    fig = PaperFigure("tiny-line", "a rising line (Nobody 2024)", _line, rises)
+    FIGURES.names()
+    monkeypatch.setitem(FIGURES._entries, "tiny-line", Entry("tiny-line", fig, fig.help))
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
+                            dashboard_address=None) as client:
+        report = reproduce(tmp_path, quick=True, only=["tiny-line"], client=client)
+    assert report.ran == ["tiny-line"] and report.failed == []
+    rec = report.records[0]
+    assert rec["measured"] == {"dy": 2.0} and rec["paper"] == "Nobody 2024"
+    # full size is another size: the quick record does not count as finished
+    assert reproduce(tmp_path, quick=False, only=["tiny-line"], progress=False).ran == [
+        "tiny-line"]
+    assert main(["reproduce", "--only", "no-such-figure", "--out", str(tmp_path)]) == 2
