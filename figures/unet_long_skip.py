@@ -1,0 +1,74 @@
+"""``unet-long-skip-scaling``: a small U-Net denoiser (digits, σ = 0.5) trained with long-skip
+coefficient κ = 1, 1/√2 and 0.5 (ScaleLong, Huang et al. 2023): training loss, and the
+oscillation over training of the per-stage feature norms
+(:func:`dynkit.analyses.scaling.skip_stability`). ScaleLong's claim: with κ < 1 the feature
+norms oscillate less and training is faster. The CSV holds per-κ rows of both (``kind`` =
+``loss`` / ``stage``); whether the claim shows at the quick size is read from it, not assumed.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+
+import numpy as np
+import pandas as pd
+
+from dynkit.analyses.scaling import skip_stability
+from dynkit.data import load
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
+from dynkit.models import unet
+from dynkit.train import fit
+
+__all__ = ["KAPPAS", "data", "make", "plot"]
+
+#: long-skip coefficients compared
+KAPPAS = (1.0, 1 / math.sqrt(2), 0.5)
+
+
+def data(quick: bool = False) -> pd.DataFrame:
+    """Rows ``kind="loss"``: ``kappa, step, loss`` (training loss); ``kind="stage"``:
+    ``kappa, stage, feature_oscillation, grad_oscillation``."""
+    steps, every, width = (60, 5, 8) if quick else (600, 20, 16)
+    ds = load("denoise", seed=0)
+    x, y = ds.x_train[:128], ds.y_train[:128]
+    frames = []
+    for kappa in KAPPAS:
+        model = unet(2, width, input_shape=(8, 8, 1), skip_scale=kappa)
+        with tempfile.TemporaryDirectory() as out:
+            res = fit(model, ds, optimizer="adam", lr=3e-3, steps=steps, batch_size=64,
+                      loss="mse", save_every=every, out_dir=out, progress=False)
+            _, summary = skip_stability(out, x, y)
+        hist = res.history[res.history["split"] == "train"]
+        frames.append(pd.DataFrame({"kind": "loss", "kappa": kappa, "step": hist["step"],
+                                    "loss": hist["loss"]}))
+        frames.append(summary.assign(kind="stage", kappa=kappa))
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot(df: pd.DataFrame):
+    """Left: training loss vs step per κ. Right: feature-norm oscillation per stage and κ."""
+    with style():
+        fig, axes = new_figure(1, 2, figsize=(9.0, 3.2))
+        loss, stage = df[df["kind"] == "loss"], df[df["kind"] == "stage"]
+        for i, (kappa, g) in enumerate(loss.groupby("kappa", sort=False)):
+            axes[0, 0].plot(g["step"], g["loss"], label=f"κ={kappa:.3g}", color=f"C{i}")
+        axes[0, 0].set_yscale("log")
+        axes[0, 0].set_xlabel("step")
+        axes[0, 0].set_ylabel("train loss")
+        axes[0, 0].legend()
+        stages = list(dict.fromkeys(stage["stage"]))
+        for i, (kappa, g) in enumerate(stage.groupby("kappa", sort=False)):
+            pos = np.arange(len(stages)) + 0.25 * (i - 1)
+            axes[0, 1].bar(pos, g.set_index("stage").loc[stages, "feature_oscillation"],
+                           width=0.25, label=f"κ={kappa:.3g}", color=f"C{i}")
+        axes[0, 1].set_xticks(np.arange(len(stages)), stages)
+        axes[0, 1].set_ylabel("std of Δ log feature norm")
+        axes[0, 1].set_title("feature-norm oscillation per stage")
+        fig.tight_layout()
+    return fig
+
+
+make = PaperFigure("unet-long-skip-scaling", "U-Net denoiser with long-skip coefficient kappa: "
+                   "loss and feature-norm oscillation (ScaleLong, Huang et al. 2023)",
+                   draw_from(data, plot))
