@@ -13,6 +13,7 @@ grow (like ``n`` for SGD). The trend is the least-squares slope of ``log u_t`` a
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -55,7 +56,7 @@ def check_widths(widths: Sequence[int]) -> list[int]:
         [64, 128]
     """
     ws = [int(w) for w in widths]
-    if len(ws) < 2 or ws[0] < 1 or any(b <= a for a, b in zip(ws, ws[1:])):
+    if len(ws) < 2 or ws[0] < 1 or any(b <= a for a, b in itertools.pairwise(ws)):
         raise InvalidArgumentError(f"widths must be >= 2 positive, strictly increasing values "
                                    f"(e.g. 64,128,256), got {list(widths)}")
     return ws
@@ -135,34 +136,41 @@ def coordinate_check(build: Callable[[int], Model], widths: Sequence[int], data,
     rows = []
     for n in ws:
         model = build(n)
-        layers = [*model.layer_names(), model.output]
         mults = lr_multipliers(model, optimizer, base_width) if lr_scaling else None
         opt = make_optimizer(optimizer, lr, multipliers=mults)
-
-        @jax.jit
-        def step(p, s):
-            g = jax.grad(lambda q: loss_f(model.apply(q, x), y))(p)
-            u, s = opt.update(g, s, p)
-            return optax.apply_updates(p, u), s
-
-        def acts(p):
-            out = model.forward(p, x, keep=layers)
-            return {k: np.asarray(v, np.float64) for k, v in out.items()}
-
-        for seed in seeds:
-            params = model.init(jax.random.PRNGKey(int(seed)))
-            state = opt.init(params)
-            h0 = acts(params)
-            rows.extend({"width": n, "step": 0, "layer": layer,
-                         "activation_size": float(np.sqrt(np.mean(h0[layer] ** 2))),
-                         "update_size": 0.0} for layer in layers)
-            for t in range(1, int(steps) + 1):
-                params, state = step(params, state)
-                ht = acts(params)
-                rows.extend({"width": n, "step": t, "layer": layer,
-                             "activation_size": float(np.sqrt(np.mean(ht[layer] ** 2))),
-                             "update_size": float(np.sqrt(np.mean((ht[layer] - h0[layer]) ** 2)))}
-                            for layer in layers)
+        rows.extend(_width_rows(model, opt, loss_f, x, y, seeds, int(steps), n))
     frame = (pd.DataFrame(rows).groupby(["width", "step", "layer"], sort=False).mean()
              .reset_index().sort_values(["width", "step"], kind="stable").reset_index(drop=True))
     return CoordinateCheck(frame, width_slopes(frame, tolerance=tolerance))
+
+
+def _width_rows(model, opt, loss_f, x, y, seeds, steps: int, n: int) -> list[dict]:
+    """Coordinate-check rows of one width: activation and update size per layer and step."""
+    layers = [*model.layer_names(), model.output]
+
+    @jax.jit
+    def step(p, s):
+        g = jax.grad(lambda q: loss_f(model.apply(q, x), y))(p)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    def acts(p):
+        out = model.forward(p, x, keep=layers)
+        return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+    rows = []
+    for seed in seeds:
+        params = model.init(jax.random.PRNGKey(int(seed)))
+        state = opt.init(params)
+        h0 = acts(params)
+        rows.extend({"width": n, "step": 0, "layer": layer,
+                     "activation_size": float(np.sqrt(np.mean(h0[layer] ** 2))),
+                     "update_size": 0.0} for layer in layers)
+        for t in range(1, steps + 1):
+            params, state = step(params, state)
+            ht = acts(params)
+            rows.extend({"width": n, "step": t, "layer": layer,
+                         "activation_size": float(np.sqrt(np.mean(ht[layer] ** 2))),
+                         "update_size": float(np.sqrt(np.mean((ht[layer] - h0[layer]) ** 2)))}
+                        for layer in layers)
+    return rows

@@ -13,12 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dynkit.analyses.scaling import coordinate_check
+from dynkit.analyses.scaling import coordinate_check, width_slopes
 from dynkit.data import load
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.models import mlp
 
-__all__ = ["LEARNING_RATES", "data", "make", "plot", "width_spread"]
+__all__ = ["LEARNING_RATES", "claim", "data", "make", "plot", "width_spread"]
 
 #: SGD rate per parameterization (each stable at the smallest width)
 LEARNING_RATES = {"standard": 0.005, "ntk": 0.3, "mup": 0.2}
@@ -71,5 +72,29 @@ def width_spread(df: pd.DataFrame) -> pd.Series:
         lambda v: float(np.max(v) / np.min(v)))
 
 
+def _claim_check(df):
+    spread = width_spread(df)
+    slopes = {p: width_slopes(g).set_index(["layer", "step"])["slope"]
+              for p, g in df.groupby("parameterization")}
+    sp, ntk, mup = slopes["standard"], slopes["ntk"], slopes["mup"]
+    measured = {"muP max update spread over widths": spread["mup"].max(),
+                "muP max |slope|": mup.abs().max(),
+                "SP min slope act1": sp["act1"].min(),
+                "SP slope head step 1": sp["head", 1],
+                "NTK max slope act0/act1": ntk[["act0", "act1"]].max()}
+    checks = {"muP: update sizes flat in width (spread < 1.3, |slope| < 0.1)":
+              (spread["mup"] < 1.3).all() and (mup.abs() < 0.1).all(),
+              "SP: hidden updates grow ~ sqrt(n) (slope > 0.25)": (sp["act1"] > 0.25).all(),
+              "SP: output update grows ~ n at step 1 (slope > 0.8)": sp["head", 1] > 0.8,
+              "NTK: hidden updates shrink ~ n^(-1/2) (slope < -0.4)":
+              (ntk[["act0", "act1"]] < -0.4).all()}
+    return measured, checks
+
+
+claim = Claim("muP update sizes are flat in width; under SP hidden updates grow like sqrt(n) and "
+              "the output's like n; under NTK they shrink like n^(-1/2) (Yang et al. 2022)",
+              _claim_check)
+
 make = PaperFigure("coordinate-check", "muP coordinate check: update sizes vs width under SP, "
-                                       "NTK and muP (Yang et al. 2022)", draw_from(data, plot))
+                                       "NTK and muP (Yang et al. 2022)", draw_from(data, plot),
+                   claim)

@@ -16,9 +16,9 @@ import pandas as pd
 import dynkit as dk
 from dynkit.analyses.scaling_transfer import lr_transfer
 from dynkit.figures.common import PaperFigure, draw_from
-from dynkit.figures.mup_transfer import plot_transfer
+from dynkit.figures.mup_transfer import plot_transfer, transfer_claim
 
-__all__ = ["data", "make", "plot"]
+__all__ = ["claim", "data", "make", "plot"]
 
 BRANCHES = {"muP, branch 1": "none", "muP, branch 1/sqrt(L)": "depth"}
 
@@ -44,5 +44,10 @@ def plot(df: pd.DataFrame):
     return plot_transfer(df, "depth", "branches")
 
 
+claim = transfer_claim("with 1/sqrt(L) branches the optimal lr moves by at most one octave across "
+                       "depth, with unscaled branches by more (Bordelon et al. 2023)", "depth",
+                       "branches", "muP, branch 1/sqrt(L)", "muP, branch 1")
+
 make = PaperFigure("depth-mup-transfer", "optimal lr vs depth of residual MLPs: stable only with "
-                                         "1/sqrt(L) branches (Depth-muP)", draw_from(data, plot))
+                                         "1/sqrt(L) branches (Depth-muP)", draw_from(data, plot),
+                   claim)

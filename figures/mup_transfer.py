@@ -14,10 +14,11 @@ from __future__ import annotations
 import pandas as pd
 
 import dynkit as dk
-from dynkit.analyses.scaling_transfer import lr_transfer, optimal_lr
+from dynkit.analyses.scaling_transfer import lr_transfer, optimal_lr, optimum_spread
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 
-__all__ = ["data", "make", "plot", "plot_transfer"]
+__all__ = ["claim", "data", "make", "plot", "plot_transfer", "transfer_claim"]
 
 PARAMETRIZATIONS = {"SP": "standard", "muP": "mup"}
 
@@ -65,5 +66,23 @@ def plot(df: pd.DataFrame):
     return plot_transfer(df, "width", "parametrization")
 
 
+def transfer_claim(statement: str, axis: str, by: str, stable: str, drifting: str) -> Claim:
+    """The claim of an lr-transfer figure: the optimal log2 lr of the ``stable`` group (a value
+    of ``by``) spreads by at most one octave over ``axis``, that of ``drifting`` by more."""
+    def check(df):
+        spread = {b: optimum_spread(g, axis) for b, g in df.groupby(by)}
+        measured = {f"{b}: optimal log2 lr spread over {axis}": spread[b]
+                    for b in (stable, drifting)}
+        checks = {f"{stable}: optimum moves <= 1 octave": spread[stable] <= 1.0,
+                  f"{drifting}: optimum moves > 1 octave": spread[drifting] > 1.0}
+        return measured, checks
+
+    return Claim(statement, check)
+
+
+claim = transfer_claim("the optimal lr moves by at most one octave across widths under muP and by "
+                       "more under SP (Tensor Programs V)", "width", "parametrization", "muP",
+                       "SP")
+
 make = PaperFigure("mup-transfer", "optimal lr vs width: drifts under SP, stable under muP "
-                                   "(Tensor Programs V)", draw_from(data, plot))
+                                   "(Tensor Programs V)", draw_from(data, plot), claim)

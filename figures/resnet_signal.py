@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from dynkit.analyses.scaling import signal_propagation
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.models import cifar_resnet
 
-__all__ = ["VARIANTS", "data", "make", "plot"]
+__all__ = ["VARIANTS", "claim", "data", "make", "plot"]
 
 #: name -> cifar_resnet keyword arguments
 VARIANTS = {
@@ -61,6 +62,33 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    v = {name: g.sort_values("index") for name, g in df.groupby("variant")}
+    plain = v["no norm"]["var"].to_numpy()
+    scaled = v["no norm, 1/sqrt(L)"]["var"].to_numpy()
+    bn = v["BatchNorm"]
+    bn_var = bn["var"].to_numpy()
+    measured = {"no norm: last / first variance": plain[-1] / plain[0],
+                "1/sqrt(L): max / min variance": scaled.max() / scaled.min(),
+                "ReZero: max residual variance": v["no norm, ReZero"]["residual_var"].max(),
+                "BN: max |residual variance - 1|": (bn["residual_var"] - 1).abs().max()}
+    checks = {"no norm: variance grows > 10x over the blocks (~2^L; less at 8x8, padding)":
+              plain[-1] > 10 * plain[0],
+              "1/sqrt(L) branches: variance stays within a factor e": scaled.max() / scaled.min()
+              < np.e,
+              "ReZero: residual branches are zero at init":
+              (v["no norm, ReZero"]["residual_var"] == 0).all(),
+              "BN: residual-branch variance 1 (1e-3)": measured["BN: max |residual variance - 1|"]
+              < 1e-3,
+              "BN: variance grows within each of the 3 stages":
+              all(np.all(np.diff(bn_var[3 * s:3 * s + 3]) > 0) for s in range(3))}
+    return measured, checks
+
+
+claim = Claim("ResNet-20 at init: variance explodes without normalization, stays bounded with "
+              "1/sqrt(L) branches or ReZero, grows linearly per stage with BN (Brock et al. 2021)",
+              _claim_check)
+
 make = PaperFigure("resnet-signal-propagation", "signal propagation plots of ResNet-20 at init: "
                    "BN vs no norm vs 1/sqrt(L) vs ReZero (Brock et al. 2021)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

@@ -16,11 +16,12 @@ import pandas as pd
 
 from dynkit.analyses.scaling import skip_stability
 from dynkit.data import load
+from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
 from dynkit.models import unet
 from dynkit.train import fit
 
-__all__ = ["KAPPAS", "data", "make", "plot"]
+__all__ = ["KAPPAS", "claim", "data", "make", "plot"]
 
 #: long-skip coefficients compared
 KAPPAS = (1.0, 1 / math.sqrt(2), 0.5)
@@ -69,6 +70,21 @@ def plot(df: pd.DataFrame):
     return fig
 
 
+def _claim_check(df):
+    loss, stage = df[df["kind"] == "loss"], df[df["kind"] == "stage"]
+    final = {k: g.sort_values("step")["loss"].iloc[-5:].mean() for k, g in loss.groupby("kappa")}
+    osc = stage.groupby("kappa")["feature_oscillation"].mean()
+    lo, hi = min(KAPPAS), max(KAPPAS)
+    measured = {f"kappa={k:.3g} final loss (last 5 records)": v for k, v in final.items()}
+    measured.update({f"kappa={k:.3g} mean feature oscillation": v for k, v in osc.items()})
+    checks = {f"kappa={lo:g} oscillates less than kappa={hi:g}": osc[lo] < osc[hi],
+              f"kappa={lo:g} trains at least as far as kappa={hi:g}": final[lo] <= final[hi]}
+    return measured, checks
+
+
+claim = Claim("long-skip coefficient kappa < 1 damps the feature-norm oscillation and trains no "
+              "slower than kappa = 1 (ScaleLong, Huang et al. 2023)", _claim_check, size="full")
+
 make = PaperFigure("unet-long-skip-scaling", "U-Net denoiser with long-skip coefficient kappa: "
                    "loss and feature-norm oscillation (ScaleLong, Huang et al. 2023)",
-                   draw_from(data, plot))
+                   draw_from(data, plot), claim)

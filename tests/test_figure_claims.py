@@ -9,12 +9,15 @@ from dynkit.errors import InvalidArgumentError
 from dynkit.figures import (
     cka_across_seeds,
     cka_block_structure,
+    coordinate_check,
     densenet_kernel_depth,
+    depth_mup_transfer,
     dropout_stability,
     early_alignment,
     edge_of_chaos,
     edge_of_stability,
     grokking_lazy_rich,
+    hessian_spectrum,
     jacot_ntk_convergence,
     layer_reinit,
     layerwise_lmc,
@@ -24,14 +27,18 @@ from dynkit.figures import (
     lmc_rebasin,
     meanfield_convergence,
     meanfield_knots,
+    mup_transfer,
     nc_imbalanced,
     neural_collapse,
     nngp_finite_width,
     ntk_evolution,
     pathnorm_training,
+    resnet_signal,
+    sgd_stability_trace,
     svcca_convergence,
     teacher_student_ode,
     unet_kernel_regression,
+    unet_long_skip,
     xor_feature_learning,
 )
 from dynkit.figures.claims import Claim
@@ -367,6 +374,76 @@ def pathnorm(rescaled_op):
     return pd.DataFrame(rows)
 
 
+def spectrum(class_mean_ratio):
+    """A 10-class spectrum: 10 outliers above the bulk edge 1, G_class at ``ratio`` of each."""
+    grid = np.linspace(0, 1, 101)
+    out = np.linspace(20, 5, 10)
+    cm = np.r_[class_mean_ratio * out[:9], 0.5, 0.1]
+    rows = [{"series": "density", "x": g, "value": 1.0} for g in grid]
+    rows += [{"series": "outlier", "x": i + 1, "value": v} for i, v in enumerate(out)]
+    rows += [{"series": "class_mean", "x": i + 1, "value": v} for i, v in enumerate(cm)]
+    rows += [{"series": "bulk_edge", "x": 0, "value": 1.0}]
+    return pd.DataFrame(rows)
+
+
+def stability(b1_trace_factor):
+    rows = []
+    for lr in (0.005, 0.01):
+        two = 2 / lr
+        for b, factor in ((1, b1_trace_factor), (4, 1.5), (256, 3.0)):
+            rows.append({"lr": lr, "batch_size": b, "gd": b == 256, "two_over_lr": two,
+                         "trace": factor * two, "trace_se": 1.0, "lambda_max": 0.5 * two,
+                         "loss": 1e-3})
+    return pd.DataFrame(rows)
+
+
+def coordinates(mup_slope):
+    """Update sizes ``width^slope`` per parameterization and layer, steps 1..2."""
+    slopes = {"standard": {"act0": 0.5, "act1": 0.5, "head": 1.0},
+              "ntk": {"act0": -0.5, "act1": -0.5, "head": 0.0},
+              "mup": {"act0": mup_slope, "act1": mup_slope, "head": mup_slope}}
+    return pd.DataFrame([{"parameterization": p, "width": w, "step": t, "layer": layer,
+                          "activation_size": 1.0, "update_size": float(w) ** a}
+                         for p, by_layer in slopes.items() for layer, a in by_layer.items()
+                         for w in (64, 256, 1024) for t in (0, 1, 2)])
+
+
+def signal(scaled_growth):
+    """Nine blocks in three stages; ``scaled_growth`` is the per-block growth of 1/sqrt(L)."""
+    rows = []
+    for i in range(9):
+        rows += [{"variant": "BatchNorm", "index": i, "var": 1.0 + i % 3, "residual_var": 1.0},
+                 {"variant": "no norm", "index": i, "var": 2.0 ** i, "residual_var": 2.0 ** i},
+                 {"variant": "no norm, 1/sqrt(L)", "index": i, "var": scaled_growth ** i,
+                  "residual_var": 0.1},
+                 {"variant": "no norm, ReZero", "index": i, "var": 1.0, "residual_var": 0.0}]
+    return pd.DataFrame(rows)
+
+
+def transfer(axis, by, stable, drifting, drift_octaves):
+    """Loss ``(log2 lr - optimum)^2``; the optimum of ``drifting`` moves by ``drift_octaves``
+    over the three sizes, that of ``stable`` by half an octave."""
+    rows = []
+    for name, total in ((stable, 0.5), (drifting, drift_octaves)):
+        for k, size in enumerate((2, 4, 8)):
+            opt = -3.0 - total * k / 2
+            rows += [{by: name, axis: size, "lr": 2.0 ** e, "log2_lr": e, "seed": seed,
+                      "loss": (e - opt) ** 2 + 0.1}
+                     for e in np.arange(-8.0, 0.5, 0.5) for seed in (0, 1)]
+    return pd.DataFrame(rows)
+
+
+def long_skip(small_kappa_oscillation):
+    rows = []
+    for kappa in unet_long_skip.KAPPAS:
+        osc = small_kappa_oscillation if kappa == min(unet_long_skip.KAPPAS) else 0.3
+        rows += [{"kind": "loss", "kappa": kappa, "step": s, "loss": 1 / (1 + s * kappa ** -0.1)}
+                 for s in range(0, 60, 5)]
+        rows += [{"kind": "stage", "kappa": kappa, "stage": st, "feature_oscillation": osc,
+                  "grad_oscillation": osc} for st in ("down0", "mid", "up0")]
+    return pd.DataFrame(rows)
+
+
 #: module -> (a table satisfying its claim, a table violating it)
 CASES = {
     lmc_rebasin: (rebasin(0.1), rebasin(0.6)),
@@ -395,6 +472,17 @@ CASES = {
     grokking_lazy_rich: (grokking(False), grokking(True)),
     nc_imbalanced: (imbalanced(1e-4), imbalanced(0.1)),
     pathnorm_training: (pathnorm(8.0), pathnorm(5.1)),
+    hessian_spectrum: (spectrum(0.9), spectrum(0.4)),
+    sgd_stability_trace: (stability(0.9), stability(1.3)),
+    coordinate_check: (coordinates(0.0), coordinates(0.3)),
+    resnet_signal: (signal(1.05), signal(1.5)),
+    mup_transfer: (transfer("width", "parametrization", "muP", "SP", 2.0),
+                   transfer("width", "parametrization", "muP", "SP", 1.0)),
+    depth_mup_transfer: (transfer("depth", "branches", "muP, branch 1/sqrt(L)", "muP, branch 1",
+                                  3.0),
+                         transfer("depth", "branches", "muP, branch 1/sqrt(L)", "muP, branch 1",
+                                  0.5)),
+    unet_long_skip: (long_skip(0.1), long_skip(0.5)),
 }
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dynkit.analyses.scaling_transfer import optimum_spread
+from dynkit.figures import depth_mup_transfer, mup_transfer
 
 
 @pytest.mark.slow
@@ -11,9 +11,8 @@ def test_mup_transfer_optimum_stays_under_mup_and_drifts_under_sp(quick_figure):
     muP, and by more under SP."""
     df = quick_figure("mup-transfer")
     assert sorted(set(df["width"])) == [64, 128, 256]
-    spread = {p: optimum_spread(g, "width") for p, g in df.groupby("parametrization")}
-    assert spread["muP"] <= 1.0
-    assert spread["SP"] > 1.0
+    result = mup_transfer.claim(df)
+    assert result.passed, result
 
 
 @pytest.mark.slow
@@ -22,6 +21,5 @@ def test_depth_mup_transfer_optimum_stable_only_with_branch_scaling(quick_figure
     stays within one octave across depth; with unscaled branches it drifts by more."""
     df = quick_figure("depth-mup-transfer")
     assert sorted(set(df["depth"])) == [2, 4, 8]
-    spread = {b: optimum_spread(g, "depth") for b, g in df.groupby("branches")}
-    assert spread["muP, branch 1/sqrt(L)"] <= 1.0
-    assert spread["muP, branch 1"] > 1.0
+    result = depth_mup_transfer.claim(df)
+    assert result.passed, result

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 import dynkit as dk
-from dynkit.analyses.scaling import coordinate_check, residual_forward_variance, \
-    signal_propagation
+from dynkit.analyses.scaling import coordinate_check, residual_forward_variance, signal_propagation
 from dynkit.errors import InvalidArgumentError
 from dynkit.models import mlp, residual_mlp
 
@@ -48,7 +47,7 @@ def test_coordinate_check_rejects_bad_widths(mixture):
 
 def numpy_signal(p, x, x2, depth, s):
     """Brock et al. statistics of a residual MLP (standard param, no bias), by hand."""
-    relu = lambda v: np.maximum(v, 0)  # noqa: E731
+    relu = lambda v: np.maximum(v, 0)
     w = {k: np.asarray(v["w"], np.float64) for k, v in p.items()}
 
     def stream(inp):
