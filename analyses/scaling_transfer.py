@@ -46,7 +46,7 @@ from dynkit.io import atomic_write
 from dynkit.losses import LOSSES, loss_fn
 from dynkit.models.graph import Model, merge_params, split_params
 from dynkit.models.lr_scaling import lr_multipliers as lr_multipliers_of
-from dynkit.train import COLUMNS, METRICS_FILE, OPTIMIZERS, make_optimizer
+from dynkit.train import COLUMNS, METRICS_FILE, OPTIMIZERS, make_optimizer, training_objective
 
 __all__ = ["CELL_FILE", "cell_dir", "lr_grid", "lr_transfer", "optimal_lr", "optimum_spread"]
 
@@ -294,16 +294,7 @@ def _vmapped_run(model, optimizer, momentum, weight_decay, loss, num_classes, ba
     # update(lr) = lr update(1)
     opt = make_optimizer(optimizer, 1.0, momentum, weight_decay, multipliers)
     loss_f = loss_fn(loss, num_classes)
-
-    def objective(trainable, stats, xb, yb):
-        p = merge_params(trainable, stats)
-        if model.has_batchnorm:
-            logits, new = model.apply_train(p, xb)
-            stats = jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype),
-                                           split_params(new)[1], stats)
-        else:
-            logits = model.apply(p, xb)
-        return loss_f(logits, yb), stats
+    objective = training_objective(model, loss_f)
 
     def score(params, splits):
         res = {}

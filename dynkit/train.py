@@ -45,7 +45,7 @@ from dynkit.models.lr_scaling import lr_multipliers
 
 __all__ = ["COLUMNS", "METRICS_FILE", "OPTIMIZERS", "RUN_DEFAULTS", "SCHEDULES", "STATE_FILE",
            "TrainConfig", "TrainResult", "fit", "make_optimizer", "make_schedule", "resolve_warmup",
-           "train_loop"]
+           "train_loop", "training_objective"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "linear")
@@ -427,6 +427,23 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
+def training_objective(model: Model, loss_f):
+    """``objective(trainable, stats, xb, yb) -> (loss, new_stats)``: the minibatch training
+    loss of ``model`` (BatchNorm in train mode, its running statistics updated and cast back to
+    their dtype); differentiate it with ``has_aux=True`` in ``trainable``."""
+    def objective(trainable, stats, xb, yb):
+        p = merge_params(trainable, stats)
+        if model.has_batchnorm:
+            logits, new = model.apply_train(p, xb)
+            stats = jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype),
+                                           split_params(new)[1], stats)
+        else:
+            logits = model.apply(p, xb)
+        return loss_f(logits, yb), stats
+
+    return objective
+
+
 def _make_step(model: Model, optimizer: str, lr: float, schedule: tuple[str, int, int],
                momentum: float, weight_decay: float, loss: str, num_classes: int | None,
                scaling: tuple[float] | None = None):
@@ -437,17 +454,7 @@ def _make_step(model: Model, optimizer: str, lr: float, schedule: tuple[str, int
     name, total, warmup = schedule
     opt = make_optimizer(optimizer, make_schedule(name, lr, total, warmup), momentum,
                          weight_decay, _multipliers(model, optimizer, scaling))
-    loss_f = loss_fn(loss, num_classes)
-
-    def objective(trainable, stats, xb, yb):
-        p = merge_params(trainable, stats)
-        if model.has_batchnorm:
-            logits, new = model.apply_train(p, xb)
-            stats = jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype),
-                                           split_params(new)[1], stats)
-        else:
-            logits = model.apply(p, xb)
-        return loss_f(logits, yb), stats
+    objective = training_objective(model, loss_fn(loss, num_classes))
 
     @jax.jit
     def step(trainable, stats, opt_state, x_all, y_all, idx):
