@@ -4,8 +4,10 @@ One namespace for the curvature tools (each lives in its own module):
 
 * ``hessian_ops``: ``hessian_operator`` — Hessian (or GGN) vector products of any model's
   loss, forward-over-reverse, jit-compiled, accumulated over minibatches, of all
-  parameters, one layer or a block;
-* ``hessian_spectrum``: ``top_eigenvalues`` (Lanczos), ``trace`` (Hutchinson), ``density``
+  parameters, one layer or a block; ``share_primal`` (one linearization per block of
+  probes) and ``quadratic_forms`` (``vᵀHv`` forward-over-forward, no backward pass);
+* ``hessian_spectrum``: ``top_eigenvalues`` (Lanczos), ``trace`` (Hutchinson, optionally
+  deflated by the top eigenvectors), ``density``
   (stochastic Lanczos quadrature), ``gradient_overlap`` (Gur-Ari et al. 2018),
   ``layer_spectra``;
 * ``hessian_classes``: ``class_mean_eigenvalues``, the class-mean part of the GGN (Papyan 2019);

@@ -19,6 +19,12 @@ nonzero eigenvalues of ``Θ / N``, ``Θ`` the full (un-traced) empirical NTK on 
 points. ``H − G`` is the term weighted by the residuals (``Σ_i ∂ℓ/∂f_i · ∇²f_i``), which
 vanishes for a linear model and at an interpolating MSE minimum.
 
+Two cheaper products for many probes: ``share_primal=True`` linearizes the gradient once per
+minibatch (``jax.linearize``) and applies the stored linear map to each row of a block, so the
+primal forward and backward passes run once per block instead of once per probe; and
+``quadratic_forms`` gives ``zᵀ H z = d²/dε² L(θ + ε z)|₀`` by forward-over-forward
+differentiation, with no backward pass at all (what Hutchinson's trace needs).
+
 BatchNorm layers use their running statistics (evaluation mode; the Hessian of the
 function the checkpoint computes, as PyHessian's ``model.eval()``); the statistics are held
 fixed and are never part of ``θ``.
@@ -30,6 +36,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +71,7 @@ class HessianOperator:
         spec: ``((node, key, shape), ...)`` of the blocks of ``θ``.
         dim: ``P``, the length of ``θ``.
         dtype: the floating dtype of every product.
+        share_primal: whether ``matmat`` linearizes once per minibatch and block (conv nets).
     """
 
     model: Model
@@ -77,6 +85,7 @@ class HessianOperator:
     spec: tuple
     dim: int
     dtype: np.dtype
+    share_primal: bool
     _fns: tuple
     _rest: dict
 
@@ -111,18 +120,39 @@ class HessianOperator:
         return self.matmat(jnp.asarray(v, self.dtype)[None])[0]
 
     def matmat(self, vs) -> jax.Array:
-        """``H vᵢ`` for each row of ``vs`` ``(b, dim)``, the rows vmapped together."""
+        """``H vᵢ`` for each row of ``vs`` ``(b, dim)``: the rows vmapped together (dense
+        nets), or one product per row (conv nets; with ``share_primal``, one linearization
+        per minibatch applied to every row)."""
         vs = jnp.asarray(vs, self.dtype)
-        theta, (_, hvp) = self.theta, self._fns
+        theta, fns = self.theta, self._fns
+        product = fns.block if self.share_primal and len(vs) > 1 else fns.many
         out = None
         for xb, yb, w in self._batches():
-            part = w * hvp(theta, self._rest, xb, yb, vs)
+            part = w * product(theta, self._rest, xb, yb, vs)
+            out = part if out is None else out + part
+        return out
+
+    def quadratic_forms(self, vs) -> jax.Array:
+        """``vᵢᵀ H vᵢ`` (or ``vᵢᵀ G vᵢ``) for each row of ``vs`` ``(b, dim)``.
+
+        Forward-over-forward: ``vᵀ H v = d²/dε² L(θ + ε v)|_{ε=0}``, a ``jax.jvp`` of a
+        ``jax.jvp``, accumulated over minibatches; for the GGN ``vᵀ G v = (J v)ᵀ H_out (J v)``,
+        one jvp of the outputs and the loss's second derivative along ``J v``. No backward
+        pass: on a ResNet-20 a form costs about a third of a Hessian-vector product
+        (``benchmarks/RESULTS.md``). Equal to ``np.sum(vs * matmat(vs), axis=1)`` up to
+        rounding (Griewank & Walther 2008, "Evaluating derivatives", ch. 13).
+        """
+        vs = jnp.asarray(vs, self.dtype)
+        theta, quad = self.theta, self._fns.quadratic
+        out = None
+        for xb, yb, w in self._batches():
+            part = w * quad(theta, self._rest, xb, yb, vs)
             out = part if out is None else out + part
         return out
 
     def value_and_gradient(self) -> tuple[float, jax.Array]:
         """``(L(θ), ∇_θ L)``, the gradient flat, accumulated over minibatches."""
-        theta, (value_grad, _) = self.theta, self._fns
+        theta, value_grad = self.theta, self._fns.value_grad
         value, grad = 0.0, jnp.zeros(self.dim, self.dtype)
         for xb, yb, w in self._batches():
             v, g = value_grad(theta, self._rest, xb, yb)
@@ -228,7 +258,8 @@ def select_layers(model: Model, params, layers) -> tuple[str, ...]:
 
 def hessian_operator(model: Model, params, x, y, *, loss=None, layers=None, ggn: bool = False,
                      batch_size: int | None = None, dtype=None,
-                     num_classes: int | None = None) -> HessianOperator:
+                     num_classes: int | None = None,
+                     share_primal: bool = False) -> HessianOperator:
     """The Hessian (or GGN) of the mean loss of ``model`` on ``(x, y)`` as an operator.
 
         H = ∇²_θ (1/N) Σ_i ℓ(f(x_i; θ), y_i),   H v = Σ_b (n_b/N) ∇²_θ L_b(θ) v,
@@ -253,9 +284,17 @@ def hessian_operator(model: Model, params, x, y, *, loss=None, layers=None, ggn:
         dtype: dtype of the products (default: the parameters'); float64 needs
             ``jax_enable_x64``.
         num_classes: classes of one-hot MSE targets (default: the output width).
+        share_primal: for conv nets, ``matmat`` of ``b > 1`` rows linearizes the product
+            once per minibatch (``jax.linearize``: the primal forward and backward passes and
+            their residuals) and applies the linear map to each row, so a block of ``b``
+            probes costs one primal pass plus ``b`` tangent passes instead of ``b`` full
+            products (equal to rounding). The residuals are held in memory while a minibatch
+            is processed: about 5 MB per point for a CIFAR ResNet-20 in float32, so choose
+            ``batch_size`` accordingly. Dense nets already share the primal (vmapped rows).
 
     Returns:
-        A ``HessianOperator`` (``matvec``, ``matmat``, ``value_and_gradient``, ``dense``).
+        A ``HessianOperator`` (``matvec``, ``matmat``, ``quadratic_forms``,
+        ``value_and_gradient``, ``dense``).
 
     Raises:
         InvalidArgumentError: non-finite params or inputs, an unknown layer, labels that do
@@ -311,7 +350,7 @@ def hessian_operator(model: Model, params, x, y, *, loss=None, layers=None, ggn:
     fns = _compiled(model, spec, ggn, loss_f if name == "custom" else (name, num_classes))
     dim = sum(math.prod(s) for _, _, s in spec)
     return HessianOperator(model, params, x, y, name, layers, bool(ggn), batch, spec, dim,
-                           dtype, fns, rest)
+                           dtype, bool(share_primal), fns, rest)
 
 
 def _unflatten(spec, flat) -> dict:
@@ -331,10 +370,19 @@ def _loss_callable(key) -> Callable:
         lambda out, y: mse(out, y, num_classes if num_classes is not None else out.shape[-1]))
 
 
+class _Products(NamedTuple):
+    """The compiled functions of one model, block and loss."""
+
+    value_grad: Callable   # (theta, rest, xb, yb) -> (L_b, ∇L_b)
+    many: Callable         # (theta, rest, xb, yb, vs) -> rows H_b vᵢ
+    block: Callable        # the same, one linearization per call (share_primal)
+    quadratic: Callable    # (theta, rest, xb, yb, vs) -> vᵢᵀ H_b vᵢ
+
+
 @functools.lru_cache(maxsize=32)
-def _compiled(model: Model, spec: tuple, ggn: bool, loss_key) -> tuple:
-    """``(value_and_grad, hvp_many)`` jit-compiled for one model, block and loss; cached so
-    the checkpoints of a run (equal models) compile once."""
+def _compiled(model: Model, spec: tuple, ggn: bool, loss_key) -> _Products:
+    """The products, jit-compiled for one model, block and loss; cached so the checkpoints
+    of a run (equal models) compile once."""
     loss_f = _loss_callable(loss_key)
 
     def outputs(theta, rest, xb):
@@ -356,17 +404,71 @@ def _compiled(model: Model, spec: tuple, ggn: bool, loss_key) -> tuple:
         _, pullback = jax.vjp(lambda t: outputs(t, rest, xb), theta)
         return pullback(hjv)[0]
 
+    def hessian_form(theta, rest, xb, yb, v):       # d²/dε² L(θ + εv)
+        def slope(t):
+            return jax.jvp(lambda s: objective(s, rest, xb, yb), (t,), (v,))[1]
+        return jax.jvp(slope, (theta,), (v,))[1]
+
+    def ggn_form(theta, rest, xb, yb, v):           # (Jv)ᵀ H_out (Jv)
+        out, jv = jax.jvp(lambda t: outputs(t, rest, xb), (theta,), (v,))
+
+        def slope(o):
+            return jax.jvp(lambda u: loss_f(u, yb), (o,), (jv,))[1]
+        return jax.jvp(slope, (out,), (jv,))[1]
+
     product = gvp if ggn else hvp
-    one = jax.jit(product)
+    form = ggn_form if ggn else hessian_form
+    one, one_form = jax.jit(product), jax.jit(form)
     if any(n.op in ("conv", "conv_transpose") for n in model.nodes):
-        # vmapped (or lax.map-ped) tangents make convolutions grouped and slow on XLA:CPU
+        # vmapped (or lax.map-ped) tangents make convolutions grouped (or looped) and slow on
+        # XLA:CPU: one compiled call per row
         def many(theta, rest, xb, yb, vs):
             return jnp.stack([one(theta, rest, xb, yb, v) for v in vs])
+
+        def quadratic(theta, rest, xb, yb, vs):
+            return jnp.stack([one_form(theta, rest, xb, yb, v) for v in vs])
+
+        block = _linearized(product)
     else:
         vmapped = jax.jit(jax.vmap(product, in_axes=(None, None, None, None, 0)))
+        quadratic = jax.jit(jax.vmap(form, in_axes=(None, None, None, None, 0)))
 
         def many(theta, rest, xb, yb, vs):
             return one(theta, rest, xb, yb, vs[0])[None] if len(vs) == 1 else \
                 vmapped(theta, rest, xb, yb, vs)
-    return jax.jit(jax.value_and_grad(objective)), many
+        block = many   # the vmapped rows already share the primal computation
+    return _Products(jax.jit(jax.value_and_grad(objective)), many, block, quadratic)
 
+
+def _linearized(product) -> Callable:
+    """``(theta, rest, xb, yb, vs) -> rows`` of the linear map ``v -> product(.., v)``, with
+    its non-linear part (primal passes) computed once per call.
+
+    ``jax.linearize`` runs in one compiled call that returns the linearization's residuals;
+    a second compiled call applies the linear map to one row at a time (vmapping it would
+    make XLA:CPU convolutions grouped). The linear map's structure is recorded when the
+    first call is traced, once per minibatch shape.
+    """
+    structure: dict = {}
+
+    def signature(*args):   # what the compiled call is specialized on
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        return tree, tuple((jnp.shape(a), str(jnp.result_type(a))) for a in leaves)
+
+    @jax.jit
+    def linearize(theta, rest, xb, yb):
+        zero = jnp.zeros_like(theta)
+        _, linear = jax.linearize(lambda v: product(theta, rest, xb, yb, v), zero)
+        leaves, tree = jax.tree_util.tree_flatten(linear)
+        structure[signature(theta, rest, xb, yb)] = tree
+        return leaves
+
+    @functools.lru_cache(maxsize=8)
+    def applier(tree):
+        return jax.jit(lambda residuals, v: jax.tree_util.tree_unflatten(tree, residuals)(v))
+
+    def rows(theta, rest, xb, yb, vs):
+        residuals = linearize(theta, rest, xb, yb)
+        apply = applier(structure[signature(theta, rest, xb, yb)])
+        return jnp.stack([apply(residuals, v) for v in vs])
+    return rows

@@ -221,11 +221,12 @@ class TraceEstimate:
     """Hutchinson estimate of ``tr H``.
 
     Attributes:
-        value: the mean of the probe values ``zᵀ H z``.
+        value: the estimate, ``deflated`` plus the mean of the probe values.
         std_error: its standard error ``s / √n`` (0 for exact basis probes).
         num_probes: probes used.
-        samples: the probe values.
+        samples: the probe values ``zᵀ H z`` (``zᵀ P H P z`` when deflated).
         converged: whether ``std_error <= rtol · |value|`` was reached.
+        deflated: the exact part ``tr(Qᵀ H Q)`` of a deflated estimate (0 otherwise).
     """
 
     value: float
@@ -233,20 +234,38 @@ class TraceEstimate:
     num_probes: int
     samples: np.ndarray
     converged: bool
+    deflated: float = 0.0
 
 
 def trace(model, params=None, x=None, y=None, *, rtol: float = 0.01, max_probes: int = 1000,
-          min_probes: int = 10, block: int = 10, probes: str = "rademacher", seed: int = 0,
-          **options) -> TraceEstimate:
+          min_probes: int = 10, block: int = 10, probes: str = "rademacher",
+          method: str = "hvp", deflate=None, seed: int = 0, **options) -> TraceEstimate:
     """Hutchinson's estimator of the Hessian trace:
 
         tr H = E_z[zᵀ H z],   z_i = ±1 (Rademacher),   SE = s / √n,
 
     ``s`` the sample standard deviation of the ``n`` probe values (Hutchinson 1989;
     Rademacher probes have the least variance, ``2 Σ_{i≠j} H_ij²``, among i.i.d. probes).
-    Probes are drawn ``block`` at a time (their products vmapped together) until the
-    standard error is at most ``rtol · |estimate|`` (after ``min_probes``) or ``max_probes``
-    are used. ``probes="basis"`` uses the ``P`` unit vectors: the exact trace, SE 0.
+    Probes are drawn ``block`` at a time until the standard error is at most
+    ``rtol · |estimate|`` (after ``min_probes``) or ``max_probes`` are used.
+    ``probes="basis"`` uses the ``P`` unit vectors: the exact trace, SE 0.
+
+    ``method`` says how a probe value ``zᵀ H z`` is computed (equal to rounding):
+    ``"hvp"`` as ``z · (H z)``, ``block`` products at a time (``HessianOperator.matmat``;
+    with ``share_primal=True`` one linearization per block); ``"forward"`` as the second
+    directional derivative ``d²/dε² L(θ + ε z)|₀`` (``HessianOperator.quadratic_forms``),
+    with no backward pass, about 3x cheaper per probe on a ResNet-20.
+
+    ``deflate`` (variance reduction; off by default) splits off the top eigenspace: for
+    ``Q`` (``P × k``) with orthonormal columns and ``Π = I − Q Qᵀ``,
+
+        tr H = tr(Qᵀ H Q) + tr(Π H Π),
+
+    exactly for any such ``Q`` (``Π Q = 0``). The first term is computed exactly (``k``
+    quadratic forms), the second by Hutchinson with probes ``Π z``, and the standard error
+    is that of the second alone. Its variance ``2 Σ_{i≠j} (Π H Π)_ij²`` no longer holds the
+    outliers, which dominate the Hessian of a trained classifier. ``Q`` are the top
+    eigenvectors (Gambhir, Stathopoulos & Orginos 2017); with ``k = P`` the estimate is exact.
 
     Args:
         model, params, x, y: as in ``hessian_operator`` (or a ``HessianOperator`` alone).
@@ -254,17 +273,29 @@ def trace(model, params=None, x=None, y=None, *, rtol: float = 0.01, max_probes:
         max_probes, min_probes: bounds on the number of probes.
         block: probes per batched product.
         probes: ``"rademacher"`` (default) or ``"basis"``.
+        method: ``"hvp"`` (default) or ``"forward"``.
+        deflate: ``None`` (default), the number ``k`` of top eigenvectors to deflate
+            (``top_eigenvalues(k=k, seed=seed)`` is run), or an ``Eigen`` of the same
+            operator.
         seed: seed of the probes.
         **options: options of ``hessian_operator``.
 
     Returns:
         A ``TraceEstimate`` (``value``, ``std_error``, ``num_probes``, ``samples``,
-        ``converged``).
+        ``converged``, ``deflated``).
+
+    Raises:
+        InvalidArgumentError: an unknown ``probes`` or ``method``, ``deflate`` with basis
+            probes, or eigenvectors of another size.
 
     References:
         Hutchinson 1989, "A stochastic estimator of the trace of the influence matrix for
         Laplacian smoothing splines"; Avron & Toledo 2011, "Randomized algorithms for
-        estimating the trace of an implicit symmetric positive semi-definite matrix" (JACM).
+        estimating the trace of an implicit symmetric positive semi-definite matrix" (JACM);
+        Gambhir, Stathopoulos & Orginos 2017, "Deflation as a method of variance reduction for
+        estimating the trace of a matrix inverse" (SIAM J. Sci. Comput.); Meyer, Musco,
+        Musco & Woodruff 2021, "Hutch++: optimal stochastic trace estimation" (SOSA), the
+        same split with a random sketch for ``Q``.
 
     Example:
         >>> import jax.numpy as jnp, dynkit as dk
@@ -280,25 +311,54 @@ def trace(model, params=None, x=None, y=None, *, rtol: float = 0.01, max_probes:
     max_probes = check_integer("max_probes", max_probes)
     min_probes = min(check_integer("min_probes", min_probes, 2), max_probes)
     block = check_integer("block", block)
+    if method == "hvp":
+        def values(z):
+            return np.einsum("ij,ij->i", z, np.asarray(op.matmat(z), op.dtype))
+    elif method == "forward":
+        def values(z):
+            return np.asarray(op.quadratic_forms(z), op.dtype)
+    else:
+        raise InvalidArgumentError(f"method must be 'hvp' or 'forward', got {method!r}")
     if probes == "basis":
+        if deflate is not None:
+            raise InvalidArgumentError("basis probes give the exact trace; drop deflate")
         eye = np.eye(op.dim, dtype=op.dtype)
-        diag = np.concatenate([np.einsum("ij,ij->i", eye[i:i + block],
-                                         np.asarray(op.matmat(eye[i:i + block])))
-                               for i in range(0, op.dim, block)])
+        diag = np.concatenate([values(eye[i:i + block]) for i in range(0, op.dim, block)])
         return TraceEstimate(float(diag.sum()), 0.0, op.dim, diag, True)
     if probes != "rademacher":
         raise InvalidArgumentError(f"probes must be 'rademacher' or 'basis', got {probes!r}")
+    Q, exact = _deflation(op, deflate, seed, values, block)
     rng = np.random.default_rng(seed)
     samples: list[float] = []
     while len(samples) < max_probes:
         b = min(block, max_probes - len(samples))
         z = rng.choice(np.array([-1.0, 1.0], op.dtype), size=(b, op.dim))
-        samples.extend(np.einsum("ij,ij->i", z, np.asarray(op.matmat(z), op.dtype)).tolist())
+        if Q is not None:
+            z = (z - (z @ Q.T) @ Q).astype(op.dtype)
+        samples.extend(values(z).tolist())
         mean, se = _mean_se(samples)
-        if len(samples) >= min_probes and se <= rtol * abs(mean):
+        if len(samples) >= min_probes and se <= rtol * abs(exact + mean):
             break
     mean, se = _mean_se(samples)
-    return TraceEstimate(mean, se, len(samples), np.array(samples), se <= rtol * abs(mean))
+    return TraceEstimate(exact + mean, se, len(samples), np.array(samples),
+                         se <= rtol * abs(exact + mean), exact)
+
+
+def _deflation(op: HessianOperator, deflate, seed: int, values, block: int):
+    """``(Q, tr(Qᵀ H Q))`` of ``trace(deflate=...)``; ``(None, 0.0)`` without deflation."""
+    if deflate is None:
+        return None, 0.0
+    if isinstance(deflate, Eigen):
+        vectors = np.asarray(deflate.vectors)
+        if vectors.ndim != 2 or vectors.shape[1] != op.dim:
+            raise InvalidArgumentError(f"deflate: eigenvectors of shape {vectors.shape} do not "
+                                       f"fit the operator's {op.dim} parameters")
+    else:
+        vectors = top_eigenvalues(op, k=check_integer("deflate", deflate), seed=seed).vectors
+    Q = np.linalg.qr(np.asarray(vectors, np.float64).T)[0].T.astype(op.dtype)  # orthonormal
+    exact = float(sum(np.sum(values(Q[i:i + block]), dtype=np.float64)
+                      for i in range(0, len(Q), block)))
+    return Q, exact
 
 
 def _mean_se(samples) -> tuple[float, float]:

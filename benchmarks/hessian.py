@@ -22,7 +22,19 @@ runs a warm-up pass (compilation, the first graph build) that is reported separa
 computations; the full comparison at ``n = 1000`` takes hours on a 2-core CPU), and checks
 the two sides agree on the gradient's Rayleigh quotient ``gᵀHg / gᵀg``.
 
-Run: ``python benchmarks/hessian.py [--n 1000] [--k 5] [--rtol 0.01] [--products 3]``.
+``--per-probe B`` times the cost of one Hutchinson probe on each side: PyHessian's product
+(``--products`` of them), and dynkit's three ways, a plain product ``H z``, a block of ``B``
+probes with ``share_primal=True`` (one linearization per minibatch and block), and ``B``
+forward-over-forward quadratic forms ``zᵀ H z`` (``trace(method="forward")``); compile (the
+first call) and warm runs are timed separately, and each way is checked on ``gᵀHg / gᵀg``.
+
+In the full comparison dynkit's trace uses ``--method`` (default ``forward``), and a second
+dynkit trace deflated by the top-``k`` eigenvectors just computed (``deflate=eig``; not part of
+the head-to-head, which uses the plain estimator and the same probe count on both sides) is
+reported alongside.
+
+Run: ``python benchmarks/hessian.py [--n 1000] [--k 5] [--rtol 0.01] [--products 3]
+[--per-probe 8]``.
 """
 
 from __future__ import annotations
@@ -106,7 +118,8 @@ def make_problem(n: int, path: Path):
     return net, x, y
 
 
-def run_dynkit(net, x, y, k: int, lanczos_tol: float, rtol: float, batch: int) -> dict:
+def run_dynkit(net, x, y, k: int, lanczos_tol: float, rtol: float, batch: int,
+               method: str) -> dict:
     import jax
 
     import dynkit as dk
@@ -120,17 +133,22 @@ def run_dynkit(net, x, y, k: int, lanczos_tol: float, rtol: float, batch: int) -
     op = hessian.hessian_operator(model, params, xj, yj, **opts)
     jax.block_until_ready(op.matvec(np.ones(op.dim, np.float32)))
     jax.block_until_ready(op.matmat(np.ones((4, op.dim), np.float32)))
+    jax.block_until_ready(op.quadratic_forms(np.ones((1, op.dim), np.float32)))
     warm = time.perf_counter() - t
     t = time.perf_counter()
     eig = hessian.top_eigenvalues(op, k=k, tol=lanczos_tol)
     t_eig = time.perf_counter() - t
     t = time.perf_counter()
-    tr = hessian.trace(op, rtol=rtol, block=4, max_probes=2000)
+    tr = hessian.trace(op, rtol=rtol, block=4, max_probes=5000, method=method)
     t_tr = time.perf_counter() - t
+    t = time.perf_counter()
+    dtr = hessian.trace(op, rtol=rtol, block=4, max_probes=5000, method=method, deflate=eig)
+    t_dtr = time.perf_counter() - t
     return {"warmup": warm, "eig_s": t_eig, "eigenvalues": eig.eigenvalues.tolist(),
             "lanczos_steps": eig.num_iter, "converged": eig.converged, "trace_s": t_tr,
             "trace": tr.value, "trace_se": tr.std_error, "probes": tr.num_probes,
-            "params": op.dim}
+            "deflated_s": t_dtr, "deflated_trace": dtr.value, "deflated_se": dtr.std_error,
+            "deflated_probes": dtr.num_probes, "params": op.dim}
 
 
 def run_dynkit_products(net, x, y, products: int, batch: int) -> dict:
@@ -159,6 +177,46 @@ def run_dynkit_products(net, x, y, products: int, batch: int) -> dict:
             "params": op.dim}
 
 
+def run_dynkit_per_probe(net, x, y, block: int, batch: int) -> dict:
+    """Seconds per Hutchinson probe, three ways, each compiled by a first call that is timed
+    apart; the probes are the gradient ``g`` and Rademacher vectors, and each way's
+    ``gᵀHg / gᵀg`` is reported for the check against PyHessian."""
+    import jax
+
+    import dynkit as dk
+    from dynkit.analyses import hessian
+
+    model, params = dk.models.from_torch(net, x[:1])
+    xj, yj = x.permute(0, 2, 3, 1).numpy(), y.numpy()
+    opts = {"loss": "cross_entropy", "batch_size": batch}
+    op = hessian.hessian_operator(model, params, xj, yj, **opts)
+    shared = hessian.hessian_operator(model, params, xj, yj, share_primal=True, **opts)
+    _, g = op.value_and_gradient()
+    g = np.asarray(g, np.float32)
+    z = np.random.default_rng(0).choice(np.array([-1.0, 1.0], np.float32), (block, op.dim))
+    z[0] = g
+    gg = float(np.float64(g) @ g)
+    out = {"params": op.dim, "block": block}
+
+    def timed(fn, arg):
+        t = time.perf_counter()
+        res = np.asarray(jax.block_until_ready(fn(arg)), np.float64)
+        return res, time.perf_counter() - t
+
+    _, out["hvp_compile_s"] = timed(op.matvec, g)
+    hg, t = timed(op.matvec, g)
+    out["hvp_s"], out["hvp_rayleigh"] = t, float(g @ hg / gg)
+    _, out["block_compile_s"] = timed(shared.matmat, z[:2])
+    hz, t = timed(shared.matmat, z)
+    out["block_s"], out["block_rayleigh"] = t / block, float(g @ hz[0] / gg)
+    _, out["forward_compile_s"] = timed(op.quadratic_forms, z[:1])
+    forms, t = timed(op.quadratic_forms, z)
+    out["forward_s"], out["forward_rayleigh"] = t / block, float(forms[0] / gg)
+    out["block_vs_forward_max_rel"] = float(np.max(np.abs(np.sum(z * hz, 1) - forms))
+                                            / np.max(np.abs(forms)))
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="inputs (CIFAR-sized)")
@@ -167,6 +225,11 @@ def main(argv=None) -> None:
     ap.add_argument("--lanczos-tol", type=float, default=1e-3, help="dynkit relative residual")
     ap.add_argument("--rtol", type=float, default=0.01, help="trace relative standard error")
     ap.add_argument("--batch", type=int, default=1000, help="dynkit minibatch of a product")
+    ap.add_argument("--method", default="forward", choices=["forward", "hvp"],
+                    help="dynkit trace: quadratic forms forward-over-forward or z·Hz")
+    ap.add_argument("--per-probe", type=int, default=0, metavar="B",
+                    help="only time one probe per side (dynkit: plain, a block of B with "
+                         "share_primal, B forward quadratic forms; PyHessian: --products)")
     ap.add_argument("--products", type=int, default=0,
                     help="only time this many Hessian-vector products per side (0: the full "
                          "top-k + trace comparison)")
@@ -175,10 +238,14 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         blob = Path(tmp) / "problem.pt"
         net, x, y = make_problem(args.n, blob)
-        if args.products:
+        if args.per_probe:
+            args.products = args.products or 2
+            ours = run_dynkit_per_probe(net, x, y, args.per_probe, args.batch)
+        elif args.products:
             ours = run_dynkit_products(net, x, y, args.products, args.batch)
         else:
-            ours = run_dynkit(net, x, y, args.k, args.lanczos_tol, args.rtol, args.batch)
+            ours = run_dynkit(net, x, y, args.k, args.lanczos_tol, args.rtol, args.batch,
+                              args.method)
         print("dynkit", json.dumps(ours), flush=True)
         env = dict(os.environ, PYTHONPATH=str(target))
         out = subprocess.run([sys.executable, "-c", PEER, str(blob), str(HERE.parent / "tests"),
@@ -190,6 +257,25 @@ def main(argv=None) -> None:
         peer = json.loads(out.stdout.strip().splitlines()[-1])
     print("pyhessian", json.dumps(peer), flush=True)
     load = os.getloadavg()[0]
+    if args.per_probe:
+        print(f"\nResNet-20 ({ours['params']} params), n={args.n}, batch {args.batch}, "
+              f"load {load:.1f}")
+        print("| seconds per probe | warm | compile (first call) | / PyHessian | gᵀHg/gᵀg |")
+        print("|---|---:|---:|---:|---|")
+        p = peer["hvp_s"]
+        print(f"| PyHessian HVP (mean of {args.products}) | {p:.2f} | graph {peer['setup']:.1f} "
+              f"| 1.00 | {peer['rayleigh']:.5f} |")
+        ways = (("dynkit HVP", "hvp"),
+                (f"dynkit share_primal, block of {args.per_probe}", "block"),
+                (f"dynkit forward quadratic form (x{args.per_probe})", "forward"))
+        for name, key in ways:
+            rel = abs(ours[f"{key}_rayleigh"] - peer["rayleigh"]) / abs(peer["rayleigh"])
+            print(f"| {name} | {ours[f'{key}_s']:.2f} | {ours[f'{key}_compile_s']:.1f} | "
+                  f"**{ours[f'{key}_s'] / p:.2f}** | {ours[f'{key}_rayleigh']:.5f} "
+                  f"(rel. diff {rel:.1e}) |")
+        print(f"block vs forward probe values: max rel. diff "
+              f"{ours['block_vs_forward_max_rel']:.1e}")
+        return
     if args.products:
         rel = abs(ours["rayleigh"] - peer["rayleigh"]) / abs(peer["rayleigh"])
         print(f"\nResNet-20 ({ours['params']} params), n={args.n}, load {load:.1f}")
@@ -209,10 +295,13 @@ def main(argv=None) -> None:
           f"{ours['eig_s'] / peer['eig_s']:.2f} | dynkit {np.round(a, 4).tolist()} "
           f"({ours['lanczos_steps']} HVPs); PyHessian {np.round(b, 4).tolist()}; "
           f"max rel. diff {rel.max():.1e} |")
-    print(f"| trace ({ours['probes']} probes) | {ours['trace_s']:.1f} | {peer['trace_s']:.1f} | "
+    print(f"| trace ({ours['probes']} probes; dynkit {args.method}) | {ours['trace_s']:.1f} | {peer['trace_s']:.1f} | "
           f"{ours['trace_s'] / peer['trace_s']:.2f} | dynkit {ours['trace']:.3f} ± "
           f"{ours['trace_se']:.3f}; PyHessian {peer['trace']:.3f} ± {peer['trace_se']:.3f} |")
     total = (ours["eig_s"] + ours["trace_s"]) / (peer["eig_s"] + peer["trace_s"])
+    print(f"| dynkit trace deflated by the top {args.k} (not head-to-head) | "
+          f"{ours['deflated_s']:.1f} | | | {ours['deflated_trace']:.3f} ± "
+          f"{ours['deflated_se']:.3f}, {ours['deflated_probes']} probes |")
     print(f"| total | {ours['eig_s'] + ours['trace_s']:.1f} | "
           f"{peer['eig_s'] + peer['trace_s']:.1f} | {total:.2f} | warm-up: dynkit compile "
           f"{ours['warmup']:.1f} s, PyHessian graph {peer['setup']:.1f} s |")
