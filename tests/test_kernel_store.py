@@ -247,6 +247,60 @@ def test_local_cluster_equals_in_process(tmp_path):
                                    rtol=1e-5, atol=1e-6)
 
 
+# Run on each worker (client.run(exec, ...)): the first worker to finish writing tile (1, 2)'s
+# chunks kills its own process with SIGKILL before the completion mark, once (a marker file).
+_KILL_WORKER = """
+import os, signal
+from dynkit.theory import kernel_store
+mark = kernel_store.mark_done
+def mark_or_die(layout, bi, bj):
+    if (bi, bj) == (1, 2):
+        try:
+            os.close(os.open(MARKER, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            pass
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
+    mark(layout, bi, bj)
+kernel_store.mark_done = mark_or_die
+"""
+
+
+@pytest.mark.slow
+def test_killed_worker_run_completes(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    kfn, x = _kernel_fn(), _data(16)
+    marker = str(tmp_path / "killed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        pids = client.run(os.getpid)
+        client.run(exec, _KILL_WORKER.replace("MARKER", repr(marker)), {})
+        ks = stax.batch(kfn, 4, store=str(tmp_path / "k.zarr"), client=client,
+                        progress=False)(x, None)
+        assert os.path.exists(marker)                  # a worker did die mid-tile ...
+        dead = [pid for pid in pids.values() if not _alive(pid)]
+        assert len(dead) == 1
+    from dynkit.theory import kernel_store
+
+    # ... before marking tile (1, 2) done, so Dask reran it elsewhere: every tile is marked
+    assert ks.ntk.tiles_computed == 10
+    assert kernel_store.verified_done(ks.ntk.layout) == set(ks.ntk.layout.tiles())
+    local = stax.batch(kfn, 4, progress=False)(x, None)
+    for name in ("nngp", "ntk"):
+        np.testing.assert_allclose(np.asarray(getattr(ks, name)), getattr(local, name),
+                                   rtol=1e-6, atol=0)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:   # a killed child not yet reaped is a zombie
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
 _DEVICES_SCRIPT = """
 import collections, sys
 import jax, numpy as np
