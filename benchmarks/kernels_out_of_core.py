@@ -8,7 +8,8 @@ Each measurement runs in its own process (``--child``) so that its peak RSS
   (a fresh store), wall time including compile, peak RSS, store size on disk;
 * ``memory``: ``stax.batch(kernel_fn, B)(x, None, ...)`` in memory at ``--n-mem``;
 * ``regress``: NTK regression (Nyström-preconditioned conjugate gradients streaming the
-  store) on the store's first ``--n-regress`` inputs, 80 % train / 20 % test: test accuracy, passes, peak RSS;
+  store) on the store's first ``--n-regress`` inputs, 80 % train / 20 % test: test
+  accuracy, passes, peak RSS;
 * with ``--rss-n``, a second ``store`` run at that size: the driver's peak RSS must not grow
   with N (the issue: N = 5,000 vs 20,000 within 20 %).
 
