@@ -148,6 +148,10 @@ def test_half_written_tile_is_not_done(tmp_path, monkeypatch):
 
 
 def test_missing_extra_names_pip_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)   # the cluster half of the extra
+    with pytest.raises(MissingDependencyError, match=r"pip install 'dynkit\[scale\]'"):
+        stax.batch(_kernel_fn(), 4, store=str(tmp_path / "d.zarr"), scheduler="tcp://h:8786",
+                   progress=False)(_data(6))
     monkeypatch.setitem(sys.modules, "zarr", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'dynkit\[scale\]'"):
         stax.batch(_kernel_fn(), 4, store=str(tmp_path / "k.zarr"), progress=False)(_data(6))
