@@ -106,7 +106,7 @@ def lr_transfer(build: Callable[[int], Model], sizes: Sequence[int], lrs: Sequen
                 optimizer: str = "sgd", batch_size: int = 64, loss: str = "cross_entropy",
                 momentum: float = 0.9, weight_decay: float = 0.0,
                 lr_multipliers: bool = False, base_width: float = 1.0,
-                progress: bool = True) -> pd.DataFrame:
+                progress: bool = True, client=None) -> pd.DataFrame:
     """Train ``build(size)`` at every learning rate and seed for ``steps`` steps; the final loss
     per cell.
 
@@ -130,6 +130,10 @@ def lr_transfer(build: Callable[[int], Model], sizes: Sequence[int], lrs: Sequen
         lr_multipliers, base_width: the per-layer rates of μP / Depth-μP, as in ``fit``
             (``dynkit.models.lr_multipliers``).
         progress: a progress bar over the cells.
+        client: a ``dask.distributed.Client``: each size (its vmapped group of cells) is one
+            Dask task, whose worker reads and writes its cells under ``out`` (which the
+            workers must see) and returns their metrics; ``build`` must be picklable
+            (cloudpickle: lambdas are). ``None``: one size after another, here.
 
     Returns:
         Tidy DataFrame, one row per cell: ``<axis>, lr, log2_lr, seed, loss, test_loss,
@@ -167,39 +171,55 @@ def lr_transfer(build: Callable[[int], Model], sizes: Sequence[int], lrs: Sequen
                 "loss": loss, "momentum": float(momentum), "weight_decay": float(weight_decay),
                 "steps": steps, "data": data.name,
                 "lr_multipliers": float(base_width) if lr_multipliers else None}
+    cells = [(lr, s) for lr in lrs for s in seeds]
     rows = []
-    with tqdm(total=len(sizes) * len(lrs) * len(seeds), disable=not progress,
-              desc=f"lr transfer over {axis}", unit="cell") as bar:
-        for size in sizes:
-            model = build(size)
-            cells = [(lr, s) for lr in lrs for s in seeds]
-            info = {c: dict(settings, axis=axis, size=size, lr=c[0], seed=c[1],
-                            model=json.loads(json.dumps(dict(model.config)))) for c in cells}
-            done = {c: _read_cell(cell_dir(out, axis, size, *c), info[c]) for c in cells} \
-                if out is not None else {}
-            todo = [c for c in cells if done.get(c) is None]
-            bar.update(len(cells) - len(todo))
-            if todo:
-                new = _train_cells(model, data, todo, **{k: v for k, v in settings.items()
-                                                         if k != "data"})
-                for c, (params, metrics) in zip(todo, new):
-                    if out is not None:
-                        _write_cell(cell_dir(out, axis, size, *c), model, params, metrics,
-                                    info[c])
-                    done[c] = metrics
-                bar.update(len(todo))
-            for (lr, s) in cells:
-                final = done[(lr, s)].set_index(["step", "split"]).loc[steps]
-                rows.append({axis: size, "lr": lr, "log2_lr": math.log2(lr), "seed": s,
-                             "loss": final.loc["train", "loss"],
-                             "test_loss": final.loc["test", "loss"] if "test" in final.index
-                             else math.nan,
-                             "accuracy": final.loc["train", "accuracy"],
-                             "test_accuracy": final.loc["test", "accuracy"]
-                             if "test" in final.index else math.nan})
+    if client is None:
+        with tqdm(total=len(sizes) * len(cells), disable=not progress,
+                  desc=f"lr transfer over {axis}", unit="cell") as bar:
+            results = []
+            for size in sizes:
+                results.append(_size_cells(size, build, data, cells, settings, out, axis))
+                bar.update(len(cells))
+    else:
+        from dynkit.cluster import map_ordered
+
+        with tqdm(total=len(sizes), disable=not progress, desc=f"lr transfer over {axis}",
+                  unit=axis) as bar:
+            results = map_ordered(client, _size_cells, sizes, build, data, cells, settings,
+                                  None if out is None else str(out), axis, bar=bar)
+    for size, done in zip(sizes, results):
+        for (lr, s) in cells:
+            final = done[(lr, s)].set_index(["step", "split"]).loc[steps]
+            rows.append({axis: size, "lr": lr, "log2_lr": math.log2(lr), "seed": s,
+                         "loss": final.loc["train", "loss"],
+                         "test_loss": final.loc["test", "loss"] if "test" in final.index
+                         else math.nan,
+                         "accuracy": final.loc["train", "accuracy"],
+                         "test_accuracy": final.loc["test", "accuracy"]
+                         if "test" in final.index else math.nan})
     df = pd.DataFrame(rows)
     df["diverged"] = ~np.isfinite(df["loss"].to_numpy(float))
     return df.sort_values([axis, "lr", "seed"], ignore_index=True)
+
+
+def _size_cells(size: int, build, data: Dataset, cells, settings: dict, out, axis: str) -> dict:
+    """The ``(lr, seed) -> metrics`` of every cell of one size: the finished cells read from
+    ``out``, the missing ones trained together (one vmapped program) and written there. One
+    Dask task of ``lr_transfer(client=...)``."""
+    model = build(size)
+    info = {c: dict(settings, axis=axis, size=size, lr=c[0], seed=c[1],
+                    model=json.loads(json.dumps(dict(model.config)))) for c in cells}
+    done = {c: _read_cell(cell_dir(out, axis, size, *c), info[c]) for c in cells} \
+        if out is not None else {}
+    todo = [c for c in cells if done.get(c) is None]
+    if todo:
+        new = _train_cells(model, data, todo, **{k: v for k, v in settings.items()
+                                                 if k != "data"})
+        for c, (params, metrics) in zip(todo, new):
+            if out is not None:
+                _write_cell(cell_dir(out, axis, size, *c), model, params, metrics, info[c])
+            done[c] = metrics
+    return done
 
 
 def optimal_lr(df: pd.DataFrame, axis: str = "width", metric: str = "loss") -> pd.DataFrame:

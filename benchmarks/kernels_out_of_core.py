@@ -7,8 +7,11 @@ Each measurement runs in its own process (``--child``) so that its peak RSS
 * ``store``: ``stax.batch(kernel_fn, B, store=...)(x, None, ("nngp", "ntk"))`` at ``--n``
   (a fresh store), wall time including compile, peak RSS, store size on disk;
 * ``memory``: ``stax.batch(kernel_fn, B)(x, None, ...)`` in memory at ``--n-mem``;
-* ``regress``: NTK regression (conjugate gradients streaming the store) on the store's first
-  ``--n-regress`` inputs, 80 % train / 20 % test: test accuracy, passes, peak RSS.
+* ``regress``: NTK regression (Nyström-preconditioned conjugate gradients streaming the
+  store) on the store's first ``--n-regress`` inputs, 80 % train / 20 % test: test
+  accuracy, passes, peak RSS;
+* with ``--rss-n``, a second ``store`` run at that size: the driver's peak RSS must not grow
+  with N (the issue: N = 5,000 vs 20,000 within 20 %).
 
 Throughput is kernel entries per second, ``2 N² / wall`` (two kernels); the ratio
 store/memory is the target (>= 0.7). The full-size run of the issue is
@@ -89,6 +92,9 @@ def main(argv=None) -> str:
     ap.add_argument("--n-mem", type=int, default=10_000, help="inputs of the in-memory run")
     ap.add_argument("--n-regress", type=int, default=5_000)
     ap.add_argument("--batch-size", type=int, default=2000)
+    ap.add_argument("--rss-n", type=int, default=None,
+                    help="also store the kernel of this many inputs (a fresh store, its own "
+                         "process): the driver's peak RSS there vs at --n (target: < 20 %% apart)")
     ap.add_argument("--dir", default=None, help="where the store goes (default: a temp dir)")
     ap.add_argument("--results", default=None, help="append the table to this markdown file")
     ap.add_argument("--child", nargs=4, metavar=("MODE", "N", "B", "STORE"), default=None)
@@ -104,6 +110,11 @@ def main(argv=None) -> str:
     mem = _run_child("memory", args.n_mem, args.batch_size, "-")
     st = _run_child("store", args.n, args.batch_size, store)
     reg = _run_child("regress", min(args.n_regress, args.n), args.batch_size, store)
+    small = None
+    if args.rss_n:
+        small_store = os.path.join(work, f"k{args.rss_n}.zarr")
+        shutil.rmtree(small_store, ignore_errors=True)
+        small = _run_child("store", args.rss_n, args.batch_size, small_store)
     tp_st, tp_mem = 2 * args.n**2 / st["wall"], 2 * args.n_mem**2 / mem["wall"]
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rows = [
@@ -117,13 +128,19 @@ def main(argv=None) -> str:
          f"{mem['rss']:.2f} | - | |"),
         (f"| Zarr store (`store=`) | {args.n} | {st['wall']:.1f} | {tp_st:.3g} | "
          f"{st['rss']:.2f} | {st['size'] / 2**30:.2f} | |"),
-        (f"| NTK regression from the store (CG) | {min(args.n_regress, args.n)} | "
+        *([(f"| Zarr store (`store=`) | {args.rss_n} | {small['wall']:.1f} | "
+            f"{2 * args.rss_n**2 / small['wall']:.3g} | {small['rss']:.2f} | "
+            f"{small['size'] / 2**30:.2f} | |")] if small else []),
+        (f"| NTK regression from the store (Nyström-PCG) | {min(args.n_regress, args.n)} | "
          f"{reg['wall']:.1f} | - | {reg['rss']:.2f} | - | test accuracy {reg['acc']:.3f}, "
          f"{reg['passes']} passes, diag_reg 1e-3 |"),
         "",
         (f"Throughput ratio store/memory: **{tp_st / tp_mem:.2f}** (target >= 0.7); driver "
          f"peak RSS max {max(st['rss'], reg['rss']):.2f} GiB (target <= 2)."),
     ]
+    if small:
+        rows.append(f"Driver peak RSS of the store run, N = {args.n} / N = {args.rss_n}: "
+                    f"**{st['rss'] / small['rss']:.2f}** (target < 1.2).")
     table = "\n".join(rows)
     print(table)
     if args.results:

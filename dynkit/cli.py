@@ -165,12 +165,23 @@ def cmd_metrics(args) -> int:
     data = _load_data(args)
     template = _torch_template(args, data)
     path = Path(args.path)
-    if path.is_dir():
-        module, model = template or (None, None)
-        run = replace(load_run(path, model=model), module=module)
-        table = metrics_over_run(run, data, names, every=args.every)
-    else:
-        table = checkpoint_metrics(_load(path, template), data, names)
+    client = None
+    if args.scheduler:
+        from dynkit.cluster import connect
+
+        client = connect(args.scheduler, args.timeout)
+    try:
+        if path.is_dir():
+            module, model = template or (None, None)
+            run = replace(load_run(path, model=model), module=module)
+            table = metrics_over_run(run, data, names, every=args.every, client=client)
+        elif client is not None:
+            table = metrics_over_run([_load(path, template)], data, names, client=client)
+        else:
+            table = checkpoint_metrics(_load(path, template), data, names)
+    finally:
+        if client is not None:
+            client.close()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "metrics.csv") as fh:
@@ -384,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--metrics", type=_names, default=None, help="comma-separated; default all")
     m.add_argument("--every", type=int, default=1, help="every k-th checkpoint of a run")
     m.add_argument("--out", default="dynkit-metrics")
+    m.add_argument("--scheduler", default=None,
+                   help="address of a dask.distributed scheduler (tcp://host:8786): each "
+                        "checkpoint is one task (workers must see the run folder); default: "
+                        "here, one after another")
+    m.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for --scheduler")
     m.set_defaults(func=cmd_metrics)
 
     lm = sub.add_parser("lmc", help="linear mode connectivity of two checkpoints")

@@ -49,7 +49,8 @@ def cmd_kernel(args) -> int:
     kernel_fn = stax.from_spec(spec)[2]
     x, _, n_train = load_data_spec(args.data)
     ks = stax.batch(kernel_fn, args.batch_size, store=args.out, scheduler=args.scheduler,
-                    spec=spec, progress=not args.quiet)(x, None, tuple(args.get))
+                    spec=spec, progress=not args.quiet, timeout=args.timeout)(
+        x, None, tuple(args.get))
     k = getattr(ks, args.get[0])
     print(f"{args.out}: {'/'.join(args.get)} {k.shape[0]}x{k.shape[1]} "
           f"({n_train} train + {k.shape[0] - n_train} test inputs), tile {args.batch_size}, "
@@ -75,7 +76,8 @@ def cmd_kernel_regress(args) -> int:
                                    f"{k.shape[0]} rows")
     classes = labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer)
     y = np.eye(int(labels.max()) + 1)[labels] - 0.1 if classes else labels.astype(np.float64)
-    sol = solve(k.window(0, n_train, 0, n_train), y[:n_train], args.diag_reg)
+    sol = solve(k.window(0, n_train, 0, n_train), y[:n_train], args.diag_reg, tol=args.tol,
+                rank=args.rank)
     pred = matmul(k.window(n_train, k.shape[0], 0, n_train), sol.alpha)
     mse = float(np.mean((pred - y[n_train:]) ** 2))
     line = (f"kernel regression ({args.get}, diag_reg={args.diag_reg:g}): {n_train} train, "
@@ -98,6 +100,8 @@ def add_parsers(sub) -> None:
     k.add_argument("--out", required=True, help="the store: a directory or fsspec URL")
     k.add_argument("--scheduler", default=None,
                    help="a Dask scheduler address (tcp://host:8786); default in-process")
+    k.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for --scheduler")
     k.add_argument("--batch-size", type=int, default=1000, help="rows per tile (chunk)")
     k.add_argument("--get", type=lambda t: [s for s in t.split(",") if s],
                    default=["nngp", "ntk"], help="comma-separated kernels (nngp,ntk)")
@@ -115,5 +119,9 @@ def add_parsers(sub) -> None:
     r.add_argument("--get", default="ntk", choices=["nngp", "ntk"])
     r.add_argument("--diag-reg", type=float, default=1e-4,
                    help="relative ridge: lambda = diag_reg * tr(K)/N")
+    r.add_argument("--tol", type=float, default=1e-10,
+                   help="stop CG when each residual is below TOL times its target's norm")
+    r.add_argument("--rank", type=int, default=100,
+                   help="rank of the Nystrom preconditioner (one extra pass, N x RANK held)")
     r.add_argument("--out", default=None, help="save test predictions to this .npy file")
     r.set_defaults(func=cmd_kernel_regress)

@@ -4,7 +4,8 @@
 Example: ``dynkit sweep lr-transfer --model mlp --widths 64,128,256 --lrs 2^-8:2^0
 --parametrization mup --out sweeps/mup`` writes one run folder per (width, lr, seed) cell,
 ``lr_transfer.csv`` (one row per cell) and ``optimum.csv`` (optimal log2 lr per width) under
-``--out``; re-running the same command trains only the cells that are missing.
+``--out``; re-running the same command trains only the cells that are missing. ``--scheduler ADDR``
+runs each width (or depth) as one task on a Dask cluster.
 """
 
 from __future__ import annotations
@@ -70,10 +71,19 @@ def cmd_sweep(args) -> int:
     data = dkdata.load(args.data, seed=args.data_seed)
     axis, sizes, build = builder(args, data)
     seeds = list(range(args.seeds))
-    df = lr_transfer(build, sizes, lrs, data, args.steps, seeds, out=args.out, axis=axis,
-                     optimizer=args.optimizer, batch_size=args.batch_size,
-                     lr_multipliers=args.lr_multipliers, base_width=args.base_width,
-                     progress=not args.quiet)
+    client = None
+    if args.scheduler:
+        from dynkit.cluster import connect
+
+        client = connect(args.scheduler, args.timeout)
+    try:
+        df = lr_transfer(build, sizes, lrs, data, args.steps, seeds, out=args.out, axis=axis,
+                         optimizer=args.optimizer, batch_size=args.batch_size,
+                         lr_multipliers=args.lr_multipliers, base_width=args.base_width,
+                         progress=not args.quiet, client=client)
+    finally:
+        if client is not None:
+            client.close()
     opt = optimal_lr(df, axis)
     out = Path(args.out)
     save_table(df, out / "lr_transfer.csv")
@@ -113,5 +123,11 @@ def add_parser(sub) -> None:
     t.add_argument("--data", default="digits", help="data source (see dynkit.data.names())")
     t.add_argument("--data-seed", type=int, default=0)
     t.add_argument("--out", default="sweeps/lr-transfer")
+    t.add_argument("--scheduler", default=None,
+                   help="address of a dask.distributed scheduler (tcp://host:8786): each "
+                        "width/depth (its cells, trained together) is one task; workers must "
+                        "see --out. Default: here, one size after another")
+    t.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for --scheduler")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_sweep)

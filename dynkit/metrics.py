@@ -10,11 +10,13 @@ metric names each registered entry produced is recorded in the table's ``attrs["
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dynkit.checkpoints.run import iterate
+from dynkit.checkpoints.run import Run, iterate, load_run
 from dynkit.errors import InvalidArgumentError
 from dynkit.evaluate import evaluate
 from dynkit.models.graph import LINEAR_OPS, split_params
@@ -117,20 +119,50 @@ def checkpoint_metrics(ckpt, data, names, index: int = 0) -> pd.DataFrame:
     return out
 
 
-def metrics_over_run(run, data, names, every: int = 1, progress: bool = True) -> pd.DataFrame:
+def metrics_over_run(run, data, names, every: int = 1, progress: bool = True,
+                     client=None) -> pd.DataFrame:
     """Evaluate the named metrics on every ``every``-th checkpoint of a run (plus the last).
 
     ``run``: a run folder, a ``Run`` or an iterable of checkpoints
     (``dynkit.checkpoints.iterate``). Returns the tidy series (``dynkit.schema``): one row per
     (step, metric, split/layer/q); ``attrs["entries"]`` maps each entry name to its metric
-    names."""
-    frames = [checkpoint_metrics(ckpt, data, names, i) for i, ckpt in
-              tqdm(iterate(run, every, indexed=True), desc="checkpoints", disable=not progress)]
+    names.
+
+    With ``client`` (a ``dask.distributed.Client``) each checkpoint is one Dask task: ``data``
+    is scattered once, a folder's or ``Run``'s checkpoint is loaded on its worker (which must
+    see the run folder), and the table is the in-process one, row for row. The metrics must
+    be registered on the workers too (built in, or installed through the entry points)."""
+    if client is None:
+        frames = [checkpoint_metrics(ckpt, data, names, i) for i, ckpt in
+                  tqdm(iterate(run, every, indexed=True), desc="checkpoints",
+                       disable=not progress)]
+    else:
+        from dynkit.cluster import map_ordered
+
+        picked = _picked(run, every)
+        with tqdm(total=len(picked), desc="checkpoints", disable=not progress) as bar:
+            frames = map_ordered(client, _task_metrics, picked, data, list(names), bar=bar)
     if not frames:
         raise InvalidArgumentError("metrics_over_run: the run holds no checkpoints")
     table = tidy(pd.concat(frames, ignore_index=True))
     table.attrs["entries"] = frames[0].attrs["entries"]
     return table
+
+
+def _picked(run, every: int) -> list:
+    """``(index, item)`` for the checkpoints ``iterate`` picks: for a folder or ``Run`` the item
+    is a one-checkpoint ``Run``, loaded by the task that uses it; else the checkpoint."""
+    if isinstance(run, (str, os.PathLike)):
+        run = load_run(run)
+    if isinstance(run, Run):
+        return [(i, run[i:i + 1]) for i in iterate(range(len(run)), every)]
+    return list(iterate(run, every, indexed=True))
+
+
+def _task_metrics(item, data, names) -> pd.DataFrame:
+    """One Dask task of ``metrics_over_run``: ``checkpoint_metrics`` of one checkpoint."""
+    index, ckpt = item
+    return checkpoint_metrics(ckpt[0] if isinstance(ckpt, Run) else ckpt, data, names, index)
 
 
 def _check_entry(name: str, df) -> None:

@@ -88,7 +88,70 @@ def test_truncated_chunk_is_detected_and_recomputed(tmp_path):
     assert np.array_equal(np.asarray(ks.ntk), full)
 
 
+def _sqrt_tile(a, b):
+    """A kernel that is NaN wherever the first coordinates differ in sign."""
+    import jax.numpy as jnp
+
+    b = a if b is None else b
+    return (jnp.sqrt(a[:, :1] * b[:, :1].T),)
+
+
+def test_nan_tiles_count_as_done(tmp_path):
+    # completion is the record, not the values: a tile that is NaN (here tile (0, 1) entirely,
+    # tiles (0, 2) and (1, 2) in part) is done once marked and is not recomputed on resume
+    from dynkit.theory.kernel_tiles import compute_to_store
+
+    x = _data(12)
+    x[:, 0] = np.abs(x[:, 0]) * np.repeat([1, -1, 1], 4)
+    x[9, 0] = -x[9, 0]
+    with np.errstate(invalid="ignore"):   # numpy: NaN where the signs differ
+        ref = np.sqrt(np.outer(x[:, 0], x[:, 0]))
+    assert np.isnan(ref[:4, 4:8]).all() and np.isnan(ref[8:, 8:]).any()
+    path = str(tmp_path / "k.zarr")
+    k = compute_to_store(_sqrt_tile, ("k",), x, None, path, 4, progress=False).k
+    assert k.tiles_computed == 6
+    np.testing.assert_allclose(np.asarray(k), ref, rtol=1e-6)   # NaN positions must match
+    again = compute_to_store(_sqrt_tile, ("k",), x, None, path, 4, progress=False).k
+    assert again.tiles_computed == 0
+    np.testing.assert_allclose(np.asarray(again), ref, rtol=1e-6)
+
+
+def test_half_written_tile_is_not_done(tmp_path, monkeypatch):
+    # a crash after tile (0, 1)'s chunk write began and before its completion mark: the chunk
+    # is half there (truncated), the mark is not; the resume recomputes it and every tile
+    # that was never marked, and nothing else
+    from dynkit.theory import kernel_store
+
+    path = str(tmp_path / "k.zarr")
+    kfn, x = _kernel_fn(), _data(12)
+    mark = kernel_store.mark_done
+
+    def crash_at_01(layout, bi, bj):
+        if (bi, bj) == (0, 1):
+            raise KeyboardInterrupt
+        mark(layout, bi, bj)
+
+    monkeypatch.setattr(kernel_store, "mark_done", crash_at_01)
+    with pytest.raises(KeyboardInterrupt):
+        stax.batch(kfn, 4, store=path, progress=False)(x, None)
+    monkeypatch.setattr(kernel_store, "mark_done", mark)
+    chunk = os.path.join(path, "ntk", "c", "0", "1")
+    with open(chunk, "r+b") as f:
+        f.truncate(os.path.getsize(chunk) // 2)
+    layout = kernel_store.open_layout(path)
+    assert kernel_store.verified_done(layout) == {(0, 0)}
+    ks = stax.batch(kfn, 4, store=path, progress=False)(x, None)
+    assert ks.ntk.tiles_computed == 5
+    fresh = stax.batch(kfn, 4, store=str(tmp_path / "fresh.zarr"), progress=False)(x, None)
+    for name in ("nngp", "ntk"):
+        assert np.array_equal(np.asarray(getattr(ks, name)), np.asarray(getattr(fresh, name)))
+
+
 def test_missing_extra_names_pip_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)   # the cluster half of the extra
+    with pytest.raises(MissingDependencyError, match=r"pip install 'dynkit\[scale\]'"):
+        stax.batch(_kernel_fn(), 4, store=str(tmp_path / "d.zarr"), scheduler="tcp://h:8786",
+                   progress=False)(_data(6))
     monkeypatch.setitem(sys.modules, "zarr", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'dynkit\[scale\]'"):
         stax.batch(_kernel_fn(), 4, store=str(tmp_path / "k.zarr"), progress=False)(_data(6))
@@ -186,6 +249,60 @@ def test_local_cluster_equals_in_process(tmp_path):
         np.testing.assert_allclose(np.asarray(e),
                                    empirical.ntk_fn(model, method="jacobian")(x, None, params),
                                    rtol=1e-5, atol=1e-6)
+
+
+# Run on each worker (client.run(exec, ...)): the first worker to finish writing tile (1, 2)'s
+# chunks kills its own process with SIGKILL before the completion mark, once (a marker file).
+_KILL_WORKER = """
+import os, signal
+from dynkit.theory import kernel_store
+mark = kernel_store.mark_done
+def mark_or_die(layout, bi, bj):
+    if (bi, bj) == (1, 2):
+        try:
+            os.close(os.open(MARKER, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            pass
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
+    mark(layout, bi, bj)
+kernel_store.mark_done = mark_or_die
+"""
+
+
+@pytest.mark.slow
+def test_killed_worker_run_completes(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    kfn, x = _kernel_fn(), _data(16)
+    marker = str(tmp_path / "killed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        pids = client.run(os.getpid)
+        client.run(exec, _KILL_WORKER.replace("MARKER", repr(marker)), {})
+        ks = stax.batch(kfn, 4, store=str(tmp_path / "k.zarr"), client=client,
+                        progress=False)(x, None)
+        assert os.path.exists(marker)                  # a worker did die mid-tile ...
+        dead = [pid for pid in pids.values() if not _alive(pid)]
+        assert len(dead) == 1
+    from dynkit.theory import kernel_store
+
+    # ... before marking tile (1, 2) done, so Dask reran it elsewhere: every tile is marked
+    assert ks.ntk.tiles_computed == 10
+    assert kernel_store.verified_done(ks.ntk.layout) == set(ks.ntk.layout.tiles())
+    local = stax.batch(kfn, 4, progress=False)(x, None)
+    for name in ("nngp", "ntk"):
+        np.testing.assert_allclose(np.asarray(getattr(ks, name)), getattr(local, name),
+                                   rtol=1e-6, atol=0)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:   # a killed child not yet reaped is a zombie
+        return f.read().split(")")[-1].split()[0] != "Z"
 
 
 _DEVICES_SCRIPT = """

@@ -14,7 +14,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from dynkit.errors import DynkitError, require
+from dynkit.cluster import SchedulerUnreachableError, connect
+from dynkit.errors import require
 from dynkit.theory import kernel_store
 from dynkit.theory.kernel_tiles import compiled, tile_inputs
 
@@ -22,34 +23,6 @@ __all__ = ["SchedulerUnreachableError", "connect", "run"]
 
 #: Compiled tile functions on this worker, by the scattered tile function's id.
 _COMPILED: dict = {}
-
-
-class SchedulerUnreachableError(DynkitError, ConnectionError):
-    """No Dask scheduler answered at the given address within the timeout."""
-
-
-def connect(address: str, timeout: float = 10.0):
-    """A ``dask.distributed.Client`` of the scheduler at ``address``, or a clear error.
-
-    Args:
-        address: e.g. ``"tcp://host:8786"`` (what ``dask scheduler`` prints).
-        timeout: seconds to wait.
-
-    Returns:
-        The client.
-
-    Raises:
-        SchedulerUnreachableError: nothing answered within ``timeout``.
-        MissingDependencyError: ``dask[distributed]`` is not installed.
-    """
-    distributed = require("distributed", "scale", "a Dask scheduler (client=/scheduler=)")
-    try:
-        return distributed.Client(address, timeout=timeout)
-    except (OSError, TimeoutError) as exc:
-        raise SchedulerUnreachableError(
-            f"no Dask scheduler answered at {address!r} within {timeout:g} s. Start one with "
-            f"`dask scheduler` and workers with `dask worker {address}`, or pass client=None "
-            f"to compute in-process") from exc
 
 
 def run(tile_fn, layout, x1, x2, todo, sizes, bar, *, client=None, scheduler=None,
