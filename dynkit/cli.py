@@ -151,11 +151,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_metrics(args) -> int:
-    import pandas as pd
-
-    from dynkit.checkpoints import load_run
-    from dynkit.io import atomic_write
-    from dynkit.metrics import checkpoint_metrics, load_metrics, metrics_over_run
+    from dynkit.metrics import checkpoint_metrics, load_metrics, metrics_over_runs
 
     available = load_metrics()
     names = args.metrics or available
@@ -164,25 +160,52 @@ def cmd_metrics(args) -> int:
         raise InvalidArgumentError(f"unknown metric(s) {unknown}; available: {available}")
     data = _load_data(args)
     template = _torch_template(args, data)
-    path = Path(args.path)
+    paths = [Path(p) for p in args.path]
     client = None
     if args.scheduler:
         from dynkit.cluster import connect
 
         client = connect(args.scheduler, args.timeout)
     try:
-        if path.is_dir():
-            module, model = template or (None, None)
-            run = replace(load_run(path, model=model), module=module)
-            table = metrics_over_run(run, data, names, every=args.every, client=client)
-        elif client is not None:
-            table = metrics_over_run([_load(path, template)], data, names, client=client)
+        if len(paths) == 1 and not paths[0].is_dir() and client is None:
+            tables = {None: checkpoint_metrics(_load(paths[0], template), data, names)}
         else:
-            table = checkpoint_metrics(_load(path, template), data, names)
+            runs = {None if len(paths) == 1 else label: _run_or_checkpoint(path, template)
+                    for label, path in _labels(paths).items()}
+            tables = metrics_over_runs(runs, data, names, every=args.every, client=client)
     finally:
         if client is not None:
             client.close()
-    out = Path(args.out)
+    for (label, table), path in zip(tables.items(), paths):
+        _write_metrics(table, Path(args.out) if label is None else Path(args.out) / label,
+                       plot=path.is_dir())
+    return 0
+
+
+def _labels(paths: list) -> dict:
+    """``{label: path}``: each run folder's or checkpoint's name, numbered where names repeat."""
+    names = [p.name if p.is_dir() else p.stem for p in paths]
+    return {(n if names.count(n) == 1 else f"{i}_{n}"): p
+            for i, (n, p) in enumerate(zip(names, paths))}
+
+
+def _run_or_checkpoint(path: Path, template):
+    """A run folder as a ``Run`` (with the ``--torch-model`` module), a file as one checkpoint."""
+    from dynkit.checkpoints import load_run
+
+    if not path.is_dir():
+        return [_load(path, template)]
+    module, model = template or (None, None)
+    return replace(load_run(path, model=model), module=module)
+
+
+def _write_metrics(table, out: Path, plot: bool) -> None:
+    """``metrics.csv``/``metrics.json`` in ``out``, the table printed, and for a run one series
+    plot per metric entry."""
+    import pandas as pd
+
+    from dynkit.io import atomic_write
+
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "metrics.csv") as fh:
         fh.write(table.to_csv(index=False).encode())
@@ -190,7 +213,7 @@ def cmd_metrics(args) -> int:
         fh.write(table.to_json(orient="records", indent=1).encode())
     with pd.option_context("display.max_rows", 200, "display.width", 120):
         print(table.to_string(index=False))
-    if path.is_dir():
+    if plot:
         from dynkit.figures.common import plot_series, save_figure
 
         for entry, metrics in table.attrs["entries"].items():
@@ -198,7 +221,6 @@ def cmd_metrics(args) -> int:
             save_figure(plot_series(sub, metrics[:4], ["split", "layer", "q"]),
                         out / f"{entry}.png")
     print(f"wrote {out / 'metrics.csv'} and {out / 'metrics.json'}")
-    return 0
 
 
 def cmd_lmc(args) -> int:
@@ -386,10 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     torch_args(i)
     i.set_defaults(func=cmd_info)
 
-    m = sub.add_parser("metrics", help="metrics of a checkpoint or a run folder",
+    m = sub.add_parser("metrics", help="metrics of checkpoints or run folders",
                        epilog=_metrics_epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    m.add_argument("path", help="a checkpoint file or a folder of checkpoints")
+    m.add_argument("path", nargs="+",
+                   help="checkpoint files or run folders; with several, each one's tables go "
+                        "to OUT/<its name>/")
     data_args(m)
     torch_args(m)
     m.add_argument("--metrics", type=_names, default=None, help="comma-separated; default all")
@@ -397,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", default="dynkit-metrics")
     m.add_argument("--scheduler", default=None,
                    help="address of a dask.distributed scheduler (tcp://host:8786): each "
-                        "checkpoint is one task (workers must see the run folder); default: "
+                        "checkpoint of every run is one task (workers must see the run "
+                        "folders); default: "
                         "here, one after another")
     m.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for --scheduler")

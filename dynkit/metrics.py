@@ -24,7 +24,7 @@ from dynkit.registry import METRICS
 from dynkit.schema import COLUMNS, REQUIRED, check_tidy, step_epoch, tidy
 
 __all__ = ["check_tidy", "checkpoint_metrics", "compute_metrics", "load_metrics",
-           "metrics_over_run", "performance", "weight_norms"]
+           "metrics_over_run", "metrics_over_runs", "performance", "weight_norms"]
 
 
 def load_metrics() -> list[str]:
@@ -132,18 +132,45 @@ def metrics_over_run(run, data, names, every: int = 1, progress: bool = True,
     is scattered once, a folder's or ``Run``'s checkpoint is loaded on its worker (which must
     see the run folder), and the table is the in-process one, row for row. The metrics must
     be registered on the workers too (built in, or installed through the entry points)."""
-    if client is None:
-        frames = [checkpoint_metrics(ckpt, data, names, i) for i, ckpt in
-                  tqdm(iterate(run, every, indexed=True), desc="checkpoints",
-                       disable=not progress)]
-    else:
-        from dynkit.cluster import map_ordered
+    return metrics_over_runs({None: run}, data, names, every, progress, client)[None]
 
-        picked = _picked(run, every)
-        with tqdm(total=len(picked), desc="checkpoints", disable=not progress) as bar:
-            frames = map_ordered(client, _task_metrics, picked, data, list(names), bar=bar)
+
+def metrics_over_runs(runs, data, names, every: int = 1, progress: bool = True,
+                      client=None) -> dict[str, pd.DataFrame]:
+    """``metrics_over_run`` of several runs: ``{name: table}``, each table that of its run alone.
+
+    ``runs``: a mapping ``{name: run}`` (each run as ``metrics_over_run`` takes it). With
+    ``client`` every picked checkpoint of every run is one Dask task and all are submitted at
+    once, so a cluster works on all the runs together; the tables are the in-process ones, row
+    for row. Without it the runs are evaluated here, one after another."""
+    runs = dict(runs)
+    if client is None:
+        tables = {}
+        for key, run in runs.items():
+            frames = [checkpoint_metrics(ckpt, data, names, i) for i, ckpt in
+                      tqdm(iterate(run, every, indexed=True),
+                           desc="checkpoints" if key is None else f"checkpoints of {key}",
+                           disable=not progress)]
+            tables[key] = _series(frames, key)
+        return tables
+    from dynkit.cluster import map_ordered
+
+    picked = {key: _picked(run, every) for key, run in runs.items()}
+    items = [item for items in picked.values() for item in items]
+    with tqdm(total=len(items), desc="checkpoints", disable=not progress) as bar:
+        frames = map_ordered(client, _task_metrics, items, data, list(names), bar=bar)
+    tables, start = {}, 0
+    for key, items in picked.items():
+        tables[key] = _series(frames[start:start + len(items)], key)
+        start += len(items)
+    return tables
+
+
+def _series(frames: list, key) -> pd.DataFrame:
+    """One run's per-checkpoint frames as its tidy series, with ``attrs["entries"]``."""
     if not frames:
-        raise InvalidArgumentError("metrics_over_run: the run holds no checkpoints")
+        which = "the run" if key is None else f"the run {key!r}"
+        raise InvalidArgumentError(f"metrics_over_run: {which} holds no checkpoints")
     table = tidy(pd.concat(frames, ignore_index=True))
     table.attrs["entries"] = frames[0].attrs["entries"]
     return table

@@ -11,7 +11,7 @@ import pytest
 import dynkit as dk
 from dynkit.analyses import scaling_transfer as st
 from dynkit.cli import main
-from dynkit.metrics import metrics_over_run
+from dynkit.metrics import metrics_over_run, metrics_over_runs
 
 distributed = pytest.importorskip("distributed")
 
@@ -26,6 +26,17 @@ def run_dir(tmp_path_factory):
     for s in range(0, 50, 10):
         dk.save_checkpoint(str(folder / f"step_{s}.safetensors"), model,
                            model.init(jax.random.PRNGKey(s)), step=s)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir2(tmp_path_factory):
+    """A second run: three checkpoints (steps 0, 5, 10) of a wider MLP."""
+    folder = tmp_path_factory.mktemp("run2")
+    model = dk.models.mlp(64, [12], 10)
+    for s in range(0, 15, 5):
+        dk.save_checkpoint(str(folder / f"step_{s}.safetensors"), model,
+                           model.init(jax.random.PRNGKey(100 + s)), step=s)
     return folder
 
 
@@ -56,6 +67,37 @@ def test_metrics_one_task_per_checkpoint_equal_in_process(run_dir, cluster, tmp_
     expected = metrics_over_run(run_dir, data, NAMES, progress=False)
     pd.testing.assert_frame_equal(pd.read_csv(out / "metrics.csv"),
                                   pd.read_csv(io.StringIO(expected.to_csv(index=False))))
+
+
+@pytest.mark.slow
+def test_metrics_of_many_runs_one_task_per_checkpoint_of_each(run_dir, run_dir2, cluster):
+    # every checkpoint of both runs is submitted at once (5 + 3 tasks); each run's table is
+    # its own metrics_over_run, row for row
+    data = dk.data.load("digits", seed=0)
+    with distributed.Client(cluster.scheduler_address) as client:
+        with distributed.get_task_stream(client) as stream:
+            tables = metrics_over_runs({"a": run_dir, "b": run_dir2}, data, NAMES,
+                                       progress=False, client=client)
+        keys = [t["key"] for t in stream.data if "_task_metrics" in str(t["key"])]
+    assert len(set(keys)) == 8 and list(tables) == ["a", "b"]
+    for key, folder in (("a", run_dir), ("b", run_dir2)):
+        pd.testing.assert_frame_equal(tables[key],
+                                      metrics_over_run(folder, data, NAMES, progress=False))
+
+
+def test_metrics_cli_many_runs_writes_each_to_its_folder(run_dir, run_dir2, tmp_path, capsys):
+    data = dk.data.load("digits", seed=0)
+    out = tmp_path / "m"
+    assert main(["metrics", str(run_dir), str(run_dir2), "--metrics", "weights",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    for folder in (run_dir, run_dir2):
+        expected = metrics_over_run(folder, data, ["weights"], progress=False)
+        pd.testing.assert_frame_equal(
+            pd.read_csv(out / folder.name / "metrics.csv"),
+            pd.read_csv(io.StringIO(expected.to_csv(index=False))))
+        assert (out / folder.name / "weights.png").exists()
+    assert not (out / "metrics.csv").exists()
 
 
 def test_metrics_unreachable_scheduler_is_a_clear_error(run_dir, tmp_path, capsys):
