@@ -34,7 +34,7 @@ METRIC_POINTS = 128
 
 def hessian_metrics(model, params, x, y, *, k: int = 1, overlap_k: int | None = None,
                     rtol: float = 0.05, max_probes: int = 200, seed: int = 0,
-                    **options) -> dict[str, float]:
+                    trace_method: str = "hvp", **options) -> dict[str, float]:
     """Sharpness, top eigenvalues, trace (with standard error) and gradient overlap of one
     checkpoint.
 
@@ -46,6 +46,9 @@ def hessian_metrics(model, params, x, y, *, k: int = 1, overlap_k: int | None = 
         rtol: relative standard error of the Hutchinson trace.
         max_probes: most Hutchinson probes (the trace may stop short of ``rtol``).
         seed: seed of the Lanczos start and the probes.
+        trace_method: how each probe value ``zᵀHz`` is computed, ``"hvp"`` (default) or
+            ``"forward"`` (second directional derivatives, no backward pass; equal to
+            rounding): ``trace(method=)``.
         **options: ``loss``, ``layers``, ``ggn``, ``batch_size``, ``dtype`` of
             ``hessian_operator``.
 
@@ -68,7 +71,7 @@ def hessian_metrics(model, params, x, y, *, k: int = 1, overlap_k: int | None = 
     out = {"sharpness": float(eig.eigenvalues[0])}
     out.update({f"hessian_lambda_{i + 1}": float(v) for i, v in enumerate(eig.eigenvalues[1:k],
                                                                              start=1)})
-    est = trace(op, rtol=rtol, max_probes=max_probes, seed=seed)
+    est = trace(op, rtol=rtol, max_probes=max_probes, seed=seed, method=trace_method)
     out.update(hessian_trace=est.value, hessian_trace_se=est.std_error)
     if overlap_k:
         try:
@@ -94,8 +97,8 @@ def _data(data, points: int | None):
 
 def hessian_series(run, data, *, every: int = 1, include_last: bool = True,
                    points: int | None = None, k: int = 1, overlap_k: int | None = None,
-                   rtol: float = 0.05, loss=None, progress: bool = True,
-                   **options) -> pd.DataFrame:
+                   rtol: float = 0.05, trace_method: str = "hvp", loss=None,
+                   progress: bool = True, **options) -> pd.DataFrame:
     """``hessian_metrics`` at every ``every``-th checkpoint of a run, as the tidy series.
 
     The loss is each checkpoint's training loss (``meta["loss"]``, written by
@@ -108,7 +111,7 @@ def hessian_series(run, data, *, every: int = 1, include_last: bool = True,
         data: a ``Dataset`` (its training split) or a pair ``(x, y)``.
         every, include_last: which checkpoints (``iterate``).
         points: use the first ``points`` points only (default all).
-        k, overlap_k, rtol: as in ``hessian_metrics``.
+        k, overlap_k, rtol, trace_method: as in ``hessian_metrics``.
         loss: the loss (overrides the checkpoints').
         progress: show a progress bar.
         **options: ``layers``, ``ggn``, ``batch_size``, ``dtype`` of ``hessian_operator``.
@@ -140,7 +143,8 @@ def hessian_series(run, data, *, every: int = 1, include_last: bool = True,
                         desc="hessian", leave=False):
         meta = ckpt.meta if isinstance(getattr(ckpt, "meta", None), dict) else {}
         values = hessian_metrics(ckpt.model, ckpt.params, x, y, k=k, overlap_k=overlap_k,
-                                 rtol=rtol, loss=loss if loss is not None else meta.get("loss"),
+                                 rtol=rtol, trace_method=trace_method,
+                                 loss=loss if loss is not None else meta.get("loss"),
                                  **options)
         keys = step_epoch(ckpt, i)
         rows += [{**keys, "metric": m, "value": v} for m, v in values.items()]

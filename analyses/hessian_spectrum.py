@@ -590,7 +590,8 @@ def gradient_overlap(model, params=None, x=None, y=None, *, k: int = 10, eigen: 
 
 # ============================================================================ per layer
 def layer_spectra(model, params, x, y, *, k: int = 1, with_trace: bool = True,
-                  rtol: float = 0.05, layers=None, seed: int = 0, **options) -> pd.DataFrame:
+                  rtol: float = 0.05, layers=None, seed: int = 0, trace_method: str = "hvp",
+                  **options) -> pd.DataFrame:
     """Top eigenvalues and trace of each layer's diagonal Hessian block ``∇²_{θ_l} L``.
 
     Args:
@@ -600,6 +601,7 @@ def layer_spectra(model, params, x, y, *, k: int = 1, with_trace: bool = True,
         rtol: target relative standard error of the traces.
         layers: the layers (default every layer with trainable parameters).
         seed: seed of the Lanczos start and the probes.
+        trace_method: ``"hvp"`` (default) or ``"forward"``, as in ``trace(method=)``.
         **options: ``loss``, ``ggn``, ``batch_size``, ``dtype`` of ``hessian_operator``.
 
     Returns:
@@ -622,7 +624,7 @@ def layer_spectra(model, params, x, y, *, k: int = 1, with_trace: bool = True,
         rows += [{"layer": layer, "metric": f"lambda_{i + 1}", "value": float(v)}
                  for i, v in enumerate(eig.eigenvalues)]
         if with_trace:
-            est = trace(op, rtol=rtol, seed=seed)
+            est = trace(op, rtol=rtol, seed=seed, method=trace_method)
             rows += [{"layer": layer, "metric": "trace", "value": est.value},
                      {"layer": layer, "metric": "trace_se", "value": est.std_error}]
     return pd.DataFrame(rows, columns=["layer", "metric", "value"])

@@ -121,3 +121,19 @@ def test_bad_trace_options(mlp):
     small = hessian.hessian_operator(op.model, op.params, op.x, op.y, layers="head")
     with pytest.raises(InvalidArgumentError, match="do not fit"):
         hessian.trace(small, deflate=eig)
+
+
+def test_trace_method_reaches_series_metrics_and_layer_spectra(mlp):
+    # the same Rademacher probes either way: the traces agree to rounding, per layer too
+    model, params, x, y, _, _ = mlp
+    kw = {"loss": "cross_entropy", "rtol": 0.2, "max_probes": 20}
+    a = hessian.hessian_metrics(model, params, x, y, **kw)
+    b = hessian.hessian_metrics(model, params, x, y, trace_method="forward", **kw)
+    for key in ("hessian_trace", "hessian_trace_se", "sharpness"):
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-10)
+    la = hessian.layer_spectra(model, params, x, y, loss="cross_entropy", rtol=0.2)
+    lb = hessian.layer_spectra(model, params, x, y, loss="cross_entropy", rtol=0.2,
+                               trace_method="forward")
+    np.testing.assert_allclose(lb.value, la.value, rtol=1e-10)
+    with pytest.raises(InvalidArgumentError, match="method"):
+        hessian.hessian_metrics(model, params, x, y, trace_method="backward", **kw)
