@@ -62,7 +62,7 @@ from pyhessian import hessian
 blob = torch.load(sys.argv[1], weights_only=True)
 net = CifarResNet(20); net.load_state_dict(blob["state"]); net.eval()
 x, y, k, tol, probes = blob["x"], blob["y"], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-products = int(sys.argv[6])
+products, max_iter = int(sys.argv[6]), int(sys.argv[7])
 crit = torch.nn.CrossEntropyLoss()
 torch.manual_seed(0)
 t = time.perf_counter(); h = hessian(net, crit, data=(x, y), cuda=False)
@@ -78,8 +78,11 @@ if products:   # the gradient's Rayleigh quotient g'Hg/g'g, `products` times
     q = sum(float((a * b).sum()) for a, b in zip(g, hv)) / sum(float((a * a).sum()) for a in g)
     print(json.dumps({"setup": setup, "hvp_s": float(np.mean(times)), "rayleigh": q}))
     sys.exit(0)
-t = time.perf_counter(); vals, _ = h.eigenvalues(top_n=k, tol=tol, maxIter=100)
+t = time.perf_counter(); vals, _ = h.eigenvalues(top_n=k, tol=tol, maxIter=max_iter)
 t_eig = time.perf_counter() - t
+if not probes:   # --eig-only
+    print(json.dumps({"setup": setup, "eig_s": t_eig, "eigenvalues": vals}))
+    sys.exit(0)
 t = time.perf_counter(); tr = h.trace(maxIter=probes, tol=0.0)
 t_tr = time.perf_counter() - t
 print(json.dumps({"setup": setup, "eig_s": t_eig, "eigenvalues": vals, "trace_s": t_tr,
@@ -119,7 +122,7 @@ def make_problem(n: int, path: Path):
 
 
 def run_dynkit(net, x, y, k: int, lanczos_tol: float, rtol: float, batch: int,
-               method: str) -> dict:
+               method: str, with_trace: bool = True) -> dict:
     import jax
 
     import dynkit as dk
@@ -138,17 +141,19 @@ def run_dynkit(net, x, y, k: int, lanczos_tol: float, rtol: float, batch: int,
     t = time.perf_counter()
     eig = hessian.top_eigenvalues(op, k=k, tol=lanczos_tol)
     t_eig = time.perf_counter() - t
+    ours = {"warmup": warm, "eig_s": t_eig, "eigenvalues": eig.eigenvalues.tolist(),
+            "lanczos_steps": eig.num_iter, "converged": eig.converged, "params": op.dim}
+    if not with_trace:
+        return ours
     t = time.perf_counter()
     tr = hessian.trace(op, rtol=rtol, block=4, max_probes=5000, method=method)
     t_tr = time.perf_counter() - t
     t = time.perf_counter()
     dtr = hessian.trace(op, rtol=rtol, block=4, max_probes=5000, method=method, deflate=eig)
     t_dtr = time.perf_counter() - t
-    return {"warmup": warm, "eig_s": t_eig, "eigenvalues": eig.eigenvalues.tolist(),
-            "lanczos_steps": eig.num_iter, "converged": eig.converged, "trace_s": t_tr,
-            "trace": tr.value, "trace_se": tr.std_error, "probes": tr.num_probes,
+    return {**ours, "trace_s": t_tr, "trace": tr.value, "trace_se": tr.std_error, "probes": tr.num_probes,
             "deflated_s": t_dtr, "deflated_trace": dtr.value, "deflated_se": dtr.std_error,
-            "deflated_probes": dtr.num_probes, "params": op.dim}
+            "deflated_probes": dtr.num_probes}
 
 
 def run_dynkit_products(net, x, y, products: int, batch: int) -> dict:
@@ -222,6 +227,10 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=1000, help="inputs (CIFAR-sized)")
     ap.add_argument("--k", type=int, default=5, help="top eigenvalues")
     ap.add_argument("--tol", type=float, default=1e-3, help="PyHessian power-iteration tol")
+    ap.add_argument("--maxiter", type=int, default=100,
+                    help="PyHessian power iterations per eigenvalue (its default 100)")
+    ap.add_argument("--eig-only", action="store_true",
+                    help="top-k eigenvalues only, no trace (for an accuracy run at tight --tol)")
     ap.add_argument("--lanczos-tol", type=float, default=1e-3, help="dynkit relative residual")
     ap.add_argument("--rtol", type=float, default=0.01, help="trace relative standard error")
     ap.add_argument("--batch", type=int, default=1000, help="dynkit minibatch of a product")
@@ -245,12 +254,12 @@ def main(argv=None) -> None:
             ours = run_dynkit_products(net, x, y, args.products, args.batch)
         else:
             ours = run_dynkit(net, x, y, args.k, args.lanczos_tol, args.rtol, args.batch,
-                              args.method)
+                              args.method, with_trace=not args.eig_only)
         print("dynkit", json.dumps(ours), flush=True)
         env = dict(os.environ, PYTHONPATH=str(target))
         out = subprocess.run([sys.executable, "-c", PEER, str(blob), str(HERE.parent / "tests"),
                               str(args.k), str(args.tol), str(ours.get("probes", 0)),
-                              str(args.products)],
+                              str(args.products), str(args.maxiter)],
                              capture_output=True, text=True, env=env, check=False)
         if out.returncode:
             raise SystemExit(f"PyHessian run failed:\n{out.stderr[-3000:]}")
@@ -295,6 +304,8 @@ def main(argv=None) -> None:
           f"{ours['eig_s'] / peer['eig_s']:.2f} | dynkit {np.round(a, 4).tolist()} "
           f"({ours['lanczos_steps']} HVPs); PyHessian {np.round(b, 4).tolist()}; "
           f"max rel. diff {rel.max():.1e} |")
+    if args.eig_only:
+        return
     print(f"| trace ({ours['probes']} probes; dynkit {args.method}) | {ours['trace_s']:.1f} | {peer['trace_s']:.1f} | "
           f"{ours['trace_s'] / peer['trace_s']:.2f} | dynkit {ours['trace']:.3f} ± "
           f"{ours['trace_se']:.3f}; PyHessian {peer['trace']:.3f} ± {peer['trace_se']:.3f} |")

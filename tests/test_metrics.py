@@ -87,7 +87,7 @@ class _CompileLog(logging.Handler):
 
 def test_metrics_over_run_compiles_only_at_the_first_checkpoint(tiny_run):
     """Issue #12: a Model hashes by its graph, so every compiled program of ``ntk``,
-    ``collapse`` and ``pathnorm`` is reused: each checkpoint is loaded on its own (a fresh
+    ``collapse``, ``pathnorm``, ``hessian`` and ``signal`` is reused: each checkpoint is loaded on its own (a fresh
     Model each time) and nothing compiles after the first one."""
     out, data = tiny_run
     load_metrics()
@@ -104,7 +104,8 @@ def test_metrics_over_run_compiles_only_at_the_first_checkpoint(tiny_run):
     logger.addHandler(log)
     try:
         with jax.log_compiles(True):
-            table = metrics_over_run(checkpoints(), data, ["ntk", "collapse", "pathnorm"],
+            table = metrics_over_run(checkpoints(), data,
+                                     ["ntk", "collapse", "pathnorm", "hessian", "signal"],
                                      progress=False)
     finally:
         logger.removeHandler(log)
