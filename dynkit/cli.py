@@ -302,22 +302,23 @@ def cmd_reproduce(args) -> int:
 
     client = None
     if args.scheduler:
-        try:
-            from dask.distributed import Client
-        except ImportError as exc:
-            raise InvalidArgumentError("--scheduler needs dask.distributed: pip install "
-                                       "'dask[distributed]' (or run without --scheduler)") from exc
-        client = Client(args.scheduler)
+        from dynkit.cluster import connect
+
+        client = connect(args.scheduler, args.timeout)
     try:
         report = reproduce(args.out, quick=args.quick, only=args.only, client=client)
     finally:
         if client is not None:
             client.close()
     for r in report.records:
-        print(f"{'PASS' if r['passed'] else 'FAIL'}  {r['name']:<28} {r['seconds']:>8.1f} s  "
-              f"{r['size']}")
+        verdict = "ERROR" if "error" in r else "PASS" if r["passed"] else "FAIL"
+        print(f"{verdict:<5}  {r['name']:<28} {r['seconds']:>8.1f} s  {r['size']}")
     print(f"ran {len(report.ran)}, skipped {len(report.skipped)} (finished earlier); "
           f"report: {report.index}")
+    for name in report.errors:
+        error = next(r["error"] for r in report.records if r["name"] == name)
+        print(f"dynkit: figure {name} raised {error}; traceback in "
+              f"{Path(args.out) / (name + '.error.txt')}", file=sys.stderr)
     if report.failed:
         print(f"dynkit: claims fail: {', '.join(report.failed)}", file=sys.stderr)
         return 1
@@ -469,13 +470,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="draw every paper figure, check each one's claim, "
                                          "write a PASS/FAIL report (resumable); exit 1 if a "
-                                         "claim fails")
+                                         "claim fails or a figure raises")
     r.add_argument("--quick", action="store_true", help="the CPU-minute sizes")
     r.add_argument("--only", type=_names, default=None, help="comma-separated figure names")
     r.add_argument("--out", default="dynkit-reproduce")
     r.add_argument("--scheduler", default=None,
                    help="address of a dask.distributed scheduler: each figure is one task "
                         "(workers must share --out); default: run here, one after another")
+    r.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for --scheduler")
     r.set_defaults(func=cmd_reproduce)
 
     d = sub.add_parser("demo", help="train two seeds on digits and write a report of every metric")

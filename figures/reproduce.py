@@ -5,7 +5,9 @@ Each finished figure leaves three files in the output folder: ``<name>.png``, ``
 ``<name>.claim.json`` (its claim record: dynkit version, size, seconds, verdict), the record
 written last. A later run skips a figure whose three files exist for the same dynkit version and
 size (it re-checks the claim on the stored CSV, which costs milliseconds), so an interrupted run
-resumes where it stopped. With a ``dask.distributed`` client the figures run as Dask tasks
+resumes where it stopped. A figure that raises does not stop the run: its row says ERROR with
+the exception, its traceback goes to ``<name>.error.txt``, no record is written (the next run
+draws it again) and the run fails. With a ``dask.distributed`` client the figures run as Dask tasks
 (the workers must see the output folder); without one they run here, one after another.
 """
 
@@ -15,6 +17,7 @@ import html
 import json
 import re
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from dynkit.errors import InvalidArgumentError
 from dynkit.io import atomic_write
 from dynkit.registry import FIGURES
 
-__all__ = ["Report", "figure_record", "reproduce", "run_figure"]
+__all__ = ["Report", "figure_record", "reproduce", "run_figure", "try_figure"]
 
 
 def _size(quick: bool) -> str:
@@ -72,7 +75,28 @@ def run_figure(name: str, out: str | Path, quick: bool = False) -> dict:
                                    "(a PaperFigure writes <name>.png and <name>.csv)")
     record = figure_record(name, out, _size(quick), time.perf_counter() - start)
     _write_json(out / f"{name}.claim.json", record)
+    (out / f"{name}.error.txt").unlink(missing_ok=True)
     return record
+
+
+def try_figure(name: str, out: str | Path, quick: bool = False) -> dict:
+    """``run_figure``, or, if the figure raises, an error record (``passed`` false, ``error``
+    the exception) with the traceback in ``<name>.error.txt`` and no ``<name>.claim.json``.
+    This is the Dask task: one figure's exception does not stop the others."""
+    start = time.perf_counter()
+    try:
+        return run_figure(name, out, quick)
+    except Exception as exc:  # noqa: BLE001 - any figure failure becomes its report row
+        out = Path(out)
+        with atomic_write(out / f"{name}.error.txt") as fh:
+            fh.write(traceback.format_exc().encode())
+        fig = FIGURES.get(name).func
+        claim = getattr(fig, "claim", None)
+        return {"name": name, "version": dynkit.__version__, "size": _size(quick),
+                "seconds": round(time.perf_counter() - start, 2), "paper": _paper(fig.help),
+                "passed": False, "statement": claim.statement if claim else "",
+                "claim_size": claim.size if claim else "", "measured": {},
+                "checks": {"figure ran": False}, "error": f"{type(exc).__name__}: {exc}"}
 
 
 def _finished(name: str, out: Path, size: str) -> dict | None:
@@ -107,8 +131,13 @@ class Report:
 
     @property
     def failed(self) -> list[str]:
-        """Names of the figures whose claim fails."""
+        """Names of the figures whose claim fails (or that raised: ``errors``)."""
         return [r["name"] for r in self.records if not r["passed"]]
+
+    @property
+    def errors(self) -> list[str]:
+        """Names of the figures that raised instead of drawing."""
+        return [r["name"] for r in self.records if "error" in r]
 
 
 def reproduce(out: str | Path = "dynkit-reproduce", quick: bool = False,
@@ -144,14 +173,14 @@ def reproduce(out: str | Path = "dynkit-reproduce", quick: bool = False,
             report.skipped.append(name)
     todo = [n for n in names if n not in records]
     if client is not None:
-        futures = [client.submit(run_figure, n, str(out), quick, key=f"dynkit-figure-{n}",
+        futures = [client.submit(try_figure, n, str(out), quick, key=f"dynkit-figure-{n}",
                                  pure=False) for n in todo]
         for name, record in zip(todo, client.gather(futures)):
             records[name] = record
             report.ran.append(name)
     else:
         for name in tqdm(todo, desc=f"figures ({size})", unit="figure", disable=not progress):
-            records[name] = run_figure(name, out, quick)
+            records[name] = try_figure(name, out, quick)
             report.ran.append(name)
     report.records = [records[n] for n in sorted(records)]
     report.index = write_report(report.records, out)
@@ -163,8 +192,9 @@ def _table(records: list[dict]) -> pd.DataFrame:
         "figure": r["name"], "paper": r["paper"], "claim": r["statement"],
         "measured": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                               for k, v in r["measured"].items()),
-        "result": "PASS" if r["passed"] else "FAIL: " + "; ".join(
-            k for k, ok in r["checks"].items() if not ok),
+        "result": ("PASS" if r["passed"] else f"ERROR: {r['error']} (see {r['name']}.error.txt)"
+                   if "error" in r else "FAIL: " + "; ".join(
+                       k for k, ok in r["checks"].items() if not ok)),
         "time (s)": r["seconds"], "size": r["size"], "claim needs": r["claim_size"],
     } for r in records])
 

@@ -90,3 +90,32 @@ def test_reproduce_on_a_dask_client_and_errors(tmp_path, monkeypatch):
     assert reproduce(tmp_path, quick=False, only=["tiny-line"], progress=False).ran == [
         "tiny-line"]
     assert main(["reproduce", "--only", "no-such-figure", "--out", str(tmp_path)]) == 2
+
+
+def _broken(quick=False):
+    raise FloatingPointError("no fixed point")
+
+
+def test_a_figure_that_raises_is_reported_and_the_others_still_run(tmp_path, monkeypatch,
+                                                                     capsys):
+    rises = Claim("y rises", lambda df: ({"dy": float(df["y"].diff().iloc[-1])},
+                                         {"y rises": bool(df["y"].diff().iloc[-1] > 0)}))
+    FIGURES.names()
+    for name, draw in (("a-broken", _broken), ("b-line", _line)):
+        fig = PaperFigure(name, f"{name} (Nobody 2024)", draw, rises)
+        monkeypatch.setitem(FIGURES._entries, name, Entry(name, fig, fig.help))
+    args = ["reproduce", "--quick", "--only", "a-broken,b-line", "--out", str(tmp_path)]
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert "ERROR  a-broken" in out and "PASS   b-line" in out
+    assert "figure a-broken raised FloatingPointError: no fixed point" in err
+    assert "FloatingPointError" in (tmp_path / "a-broken.error.txt").read_text()
+    assert not (tmp_path / "a-broken.claim.json").exists()
+    assert (tmp_path / "b-line.claim.json").exists()
+    assert "ERROR: FloatingPointError: no fixed point" in (tmp_path / "README.md").read_text()
+    # fixed: the next run draws only the broken figure, and the error file goes
+    _swap(monkeypatch, "a-broken", draw=_line)
+    report = reproduce(tmp_path, quick=True, only=["a-broken", "b-line"], progress=False)
+    assert report.ran == ["a-broken"] and report.skipped == ["b-line"]
+    assert report.failed == [] and report.errors == []
+    assert not (tmp_path / "a-broken.error.txt").exists()

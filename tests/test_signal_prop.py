@@ -151,3 +151,25 @@ def test_bad_inputs():
         sp.length_map(np.nan, 1.0, 0.0, jnp.tanh)
     with pytest.raises(InvalidArgumentError, match="sw2_range"):
         sp.critical_line(jnp.tanh, [0.0], sw2_range=(2.0, 1.0))
+
+
+def test_fixed_point_near_the_critical_line_without_x64():
+    """The quadrature runs in float64 even where JAX's default is float32 (as in the CLI: the
+    test session enables x64). Just inside the chaotic phase (chi1 - 1 = 4e-4) c* - 1 is
+    about 2e-3 and float32 rounding of the correlation map used to hide it (the full-size
+    edge-of-chaos figure stopped with 'no stable correlation fixed point')."""
+    import subprocess
+    import sys
+
+    point = (1.864406779661017, 0.07)
+    code = ("import jax, jax.numpy as jnp\n"
+            "from dynkit.theory import signal_prop as sp\n"
+            "assert not jax.config.jax_enable_x64\n"
+            f"print(repr(sp.c_star({point[0]!r}, {point[1]!r}, jnp.tanh, 200)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    here = sp.c_star(*point, jnp.tanh, 200)
+    assert 0.99 < here < 1.0
+    assert float(out.stdout.strip()) == pytest.approx(here, rel=1e-12)
+    q = sp.q_star(*point, jnp.tanh, 200)
+    assert sp.correlation_map(here, q, *point, jnp.tanh, 200) == pytest.approx(here, abs=1e-12)

@@ -144,7 +144,8 @@ def _clip_q(q):
 def _compiled(activation, degree):
     """Jitted Gaussian averages for one activation: ``moments(q)`` gives
     ``(E phi^2, E phi'^2, E phi'' phi)`` at ``sqrt(q) z``; ``pair(q, c, k)`` gives
-    ``E phi^(k)(u1) phi^(k)(u2)`` (k = 0, 1) for unit-correlation ``c`` pairs of variance ``q``."""
+    ``E phi^(k)(u1) phi^(k)(u2)`` (k = 0, 1) for unit-correlation ``c`` pairs of variance ``q``.
+    Built and called under ``jax.enable_x64`` (``_moments``, ``_pair``): float64."""
     z, w = (jnp.asarray(a) for a in gauss_hermite(degree))
     d1 = jax.vmap(jax.grad(lambda x: activation(x)))
     d2 = jax.vmap(jax.grad(jax.grad(lambda x: activation(x))))
@@ -168,11 +169,15 @@ def _compiled(activation, degree):
 
 
 def _moments(activation, q, degree):
-    return np.asarray(_compiled(activation, int(degree))[0](float(q)))
+    # float64 whatever JAX's default: float32 rounding (~1e-7) of the correlation map hides the
+    # fixed point c* just inside the chaotic phase, where c* - 1 is of that size
+    with jax.enable_x64(True):
+        return np.asarray(_compiled(activation, int(degree))[0](float(q)))
 
 
 def _pair(activation, q, c, degree):
-    return np.asarray(_compiled(activation, int(degree))[1](float(q), float(c)))
+    with jax.enable_x64(True):
+        return np.asarray(_compiled(activation, int(degree))[1](float(q), float(c)))
 
 
 def length_map(q, sw2: float, sb2: float, activation: Callable,
