@@ -41,7 +41,7 @@ from dynkit.figures import (
     unet_long_skip,
     xor_feature_learning,
 )
-from dynkit.figures.claims import Claim
+from dynkit.figures.claims import SIZES, Claim
 from dynkit.registry import FIGURES
 
 
@@ -493,7 +493,7 @@ def test_claim_passes_on_a_table_that_shows_it_and_fails_on_one_that_does_not(mo
     ok = module.claim(good)
     assert ok.passed, ok
     assert ok.measured and all(isinstance(k, str) for k in ok.measured)
-    assert ok.statement and ok.size in ("quick", "full")
+    assert ok.statement and ok.size in SIZES
     ko = module.claim(bad)
     assert not ko.passed, ko
     assert str(ko).startswith("FAIL (")
@@ -512,5 +512,6 @@ def test_claim_contract():
         never(pd.DataFrame({"x": [1]}))
     with pytest.raises(InvalidArgumentError, match="size"):
         Claim("x", lambda df: ({}, {"x": True}), size="huge")
+    assert Claim("x", lambda df: ({}, {"x": True}), size="paper").size == "paper"
     half = Claim("both", lambda df: ({"a": 1.0}, {"first": True, "second": False}))(None)
     assert not half.passed and "second" in str(half) and "first" not in str(half).split("[")[0]
