@@ -42,13 +42,18 @@ def _paper(help_: str) -> str:
     return found[-1] if found else ""
 
 
+def _record_head(name: str, size: str, seconds: float) -> tuple[dict, object]:
+    """The fields every record of figure ``name`` has, and the figure's claim (or ``None``)."""
+    fig = FIGURES.get(name).func
+    return ({"name": name, "version": dynkit.__version__, "size": size,
+             "seconds": round(float(seconds), 2), "paper": _paper(fig.help)},
+            getattr(fig, "claim", None))
+
+
 def figure_record(name: str, out: Path, size: str, seconds: float) -> dict:
     """The claim record of figure ``name`` from its CSV under ``out``: the claim checked on the
     table as written (a figure without a claim fails, saying so)."""
-    fig = FIGURES.get(name).func
-    record = {"name": name, "version": dynkit.__version__, "size": size,
-              "seconds": round(float(seconds), 2), "paper": _paper(fig.help)}
-    claim = getattr(fig, "claim", None)
+    record, claim = _record_head(name, size, seconds)
     if claim is None:
         return record | {"passed": False, "statement": "no claim registered",
                          "claim_size": "", "measured": {}, "checks": {"has a claim": False}}
@@ -90,13 +95,11 @@ def try_figure(name: str, out: str | Path, quick: bool = False) -> dict:
         out = Path(out)
         with atomic_write(out / f"{name}.error.txt") as fh:
             fh.write(traceback.format_exc().encode())
-        fig = FIGURES.get(name).func
-        claim = getattr(fig, "claim", None)
-        return {"name": name, "version": dynkit.__version__, "size": _size(quick),
-                "seconds": round(time.perf_counter() - start, 2), "paper": _paper(fig.help),
-                "passed": False, "statement": claim.statement if claim else "",
-                "claim_size": claim.size if claim else "", "measured": {},
-                "checks": {"figure ran": False}, "error": f"{type(exc).__name__}: {exc}"}
+        record, claim = _record_head(name, _size(quick), time.perf_counter() - start)
+        return record | {"passed": False, "statement": claim.statement if claim else "",
+                         "claim_size": claim.size if claim else "", "measured": {},
+                         "checks": {"figure ran": False},
+                         "error": f"{type(exc).__name__}: {exc}"}
 
 
 def _finished(name: str, out: Path, size: str) -> dict | None:

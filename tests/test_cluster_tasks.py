@@ -18,26 +18,25 @@ distributed = pytest.importorskip("distributed")
 NAMES = ["weights", "performance"]
 
 
+def _save_run(folder, width: int, steps, seed0: int = 0):
+    """A run folder: one checkpoint of an MLP 64 -> width -> 10 per step, each its own init."""
+    model = dk.models.mlp(64, [width], 10)
+    for s in steps:
+        dk.save_checkpoint(str(folder / f"step_{s}.safetensors"), model,
+                           model.init(jax.random.PRNGKey(seed0 + s)), step=s)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """Five checkpoints (steps 0, 10, ..., 40) of a small MLP on digits, each its own init."""
-    folder = tmp_path_factory.mktemp("run")
-    model = dk.models.mlp(64, [8], 10)
-    for s in range(0, 50, 10):
-        dk.save_checkpoint(str(folder / f"step_{s}.safetensors"), model,
-                           model.init(jax.random.PRNGKey(s)), step=s)
-    return folder
+    """Five checkpoints (steps 0, 10, ..., 40) of a small MLP on digits."""
+    return _save_run(tmp_path_factory.mktemp("run"), 8, range(0, 50, 10))
 
 
 @pytest.fixture(scope="module")
 def run_dir2(tmp_path_factory):
     """A second run: three checkpoints (steps 0, 5, 10) of a wider MLP."""
-    folder = tmp_path_factory.mktemp("run2")
-    model = dk.models.mlp(64, [12], 10)
-    for s in range(0, 15, 5):
-        dk.save_checkpoint(str(folder / f"step_{s}.safetensors"), model,
-                           model.init(jax.random.PRNGKey(100 + s)), step=s)
-    return folder
+    return _save_run(tmp_path_factory.mktemp("run2"), 12, range(0, 15, 5), seed0=100)
 
 
 @pytest.fixture(scope="module")

@@ -169,8 +169,8 @@ def _compiled(activation, degree):
 
 
 def _moments(activation, q, degree):
-    # float64 whatever JAX's default: float32 rounding (~1e-7) of the correlation map hides the
-    # fixed point c* just inside the chaotic phase, where c* - 1 is of that size
+    # float64 whatever JAX's default: just inside the chaotic phase the correlation map stays
+    # within ~1e-7 of the identity between c* and 1, so float32 rounding hides where it crosses
     with jax.enable_x64(True):
         return np.asarray(_compiled(activation, int(degree))[0](float(q)))
 
