@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dynkit.errors import DynkitError, InvalidArgumentError
+from dynkit.figures.claims import SIZES
 from dynkit.registry import PluginWarning
 
 __all__ = ["build_parser", "main", "model_for_data"]
@@ -292,9 +293,16 @@ def cmd_figures(args) -> int:
         return 0
     if not args.name:
         raise InvalidArgumentError("figures make needs a figure name; see `dynkit figures list`")
-    for path in figures.make(args.name, args.out, quick=args.quick):
+    for path in figures.make(args.name, args.out, size=_size(args)):
         print(path)
     return 0
+
+
+def _size(args) -> str:
+    """``--size``, or ``quick`` for ``--quick``; the two together must agree."""
+    if args.quick and args.size not in (None, "quick"):
+        raise InvalidArgumentError(f"--quick and --size {args.size} disagree; give one")
+    return "quick" if args.quick else args.size or "full"
 
 
 def cmd_reproduce(args) -> int:
@@ -306,7 +314,7 @@ def cmd_reproduce(args) -> int:
 
         client = connect(args.scheduler, args.timeout)
     try:
-        report = reproduce(args.out, quick=args.quick, only=args.only, client=client)
+        report = reproduce(args.out, only=args.only, client=client, size=_size(args))
     finally:
         if client is not None:
             client.close()
@@ -465,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("action", choices=["list", "make"])
     f.add_argument("name", nargs="?")
     f.add_argument("--quick", action="store_true", help="small CPU-minute version")
+    f.add_argument("--size", choices=SIZES, default=None,
+                   help="quick | full (default; <= 30 min on 2 CPU cores) | paper (the "
+                        "paper's scale, for a GPU; figures that have one)")
     f.add_argument("--out", default="dynkit-figures")
     f.set_defaults(func=cmd_figures)
 
@@ -472,6 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "write a PASS/FAIL report (resumable); exit 1 if a "
                                          "claim fails or a figure raises")
     r.add_argument("--quick", action="store_true", help="the CPU-minute sizes")
+    r.add_argument("--size", choices=SIZES, default=None,
+                   help="quick | full (default) | paper (figures without a paper-scale "
+                        "configuration run at full)")
     r.add_argument("--only", type=_names, default=None, help="comma-separated figure names")
     r.add_argument("--out", default="dynkit-reproduce")
     r.add_argument("--scheduler", default=None,

@@ -26,15 +26,20 @@ def load_figures() -> list[str]:
     return FIGURES.names()
 
 
-def make(name: str, out_dir: str | Path = "figures-out", quick: bool = False) -> list[Path]:
+def make(name: str, out_dir: str | Path = "figures-out", quick: bool = False,
+         size: str | None = None) -> list[Path]:
     """Draw the named figure and write ``<name>.png`` and ``<name>.csv`` under ``out_dir``.
 
     Args:
         name: a registered figure (``load_figures()``).
         out_dir: the output folder (created if needed).
         quick: the CPU-minute version of the experiment.
+        size: ``"quick"``, ``"full"`` (<= 30 min on 2 CPU cores) or ``"paper"`` (the paper's
+            scale, for a GPU; only figures that have one); overrides ``quick``.
 
     Returns:
         The written paths, PNG first, then CSV.
     """
-    return FIGURES.get(name).func(Path(out_dir), quick)
+    if size is None:
+        return FIGURES.get(name).func(Path(out_dir), quick)
+    return FIGURES.get(name).func(Path(out_dir), size=size)

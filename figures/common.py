@@ -17,8 +17,8 @@ from dynkit.errors import InvalidArgumentError
 from dynkit.figures.claims import Claim
 from dynkit.io import atomic_write
 
-__all__ = ["STYLE", "FigureResult", "PaperFigure", "draw_from", "new_figure", "plot_series",
-           "save_figure", "save_table", "style"]
+__all__ = ["STYLE", "FigureResult", "PaperFigure", "draw_from", "new_figure", "paper_from",
+           "plot_series", "save_figure", "save_table", "style"]
 
 STYLE = Path(__file__).with_name("dynkit.mplstyle")
 
@@ -72,9 +72,11 @@ class FigureResult:
 class PaperFigure:
     """A named paper figure; registered through the ``dynkit.figures`` entry-point group.
 
-    ``draw(quick)`` runs the experiment (``quick``: the CPU-minute sizes) and returns a
-    ``FigureResult``; calling the figure, ``fig(out_dir, quick)``, draws it and writes
-    ``<name>.png`` and ``<name>.csv`` under ``out_dir``, each atomically.
+    ``draw(quick)`` runs the experiment (``quick``: the CPU-minute sizes, else the full sizes,
+    <= 30 minutes on 2 CPU cores) and returns a ``FigureResult``; ``paper()``, where a figure
+    has one, runs it at the paper's own scale (a GPU's hours). Calling the figure,
+    ``fig(out_dir, size=...)``, draws it and writes ``<name>.png`` and ``<name>.csv`` under
+    ``out_dir``, each atomically.
 
     Args:
         name: the registered name, also the stem of the written files.
@@ -83,6 +85,8 @@ class PaperFigure:
         claim: the paper's quantitative claim as a check on the figure's table
             (``dynkit.figures.claims.Claim``), run by the quick-mode tests and
             ``dynkit reproduce``; ``None`` for a figure that states none yet.
+        paper: ``paper() -> FigureResult`` at the paper's scale; ``None`` where the full size
+            is the largest this figure has.
 
     Example:
         >>> import tempfile
@@ -96,16 +100,30 @@ class PaperFigure:
         >>> line = PaperFigure("line", "a straight line", draw)
         >>> [p.name for p in line(tempfile.mkdtemp(), quick=True)]
         ['line.png', 'line.csv']
+        >>> line.sizes
+        ('quick', 'full')
     """
 
     name: str
     help: str
     draw: Callable[[bool], FigureResult]
     claim: Claim | None = None
+    paper: Callable[[], FigureResult] | None = None
 
-    def __call__(self, out_dir: str | Path, quick: bool = False) -> list[Path]:
-        """Draw the figure and write ``[<name>.png, <name>.csv]`` under ``out_dir``."""
-        result = self.draw(quick)
+    @property
+    def sizes(self) -> tuple[str, ...]:
+        """The sizes this figure runs at, smallest first (``claims.SIZES``)."""
+        return ("quick", "full") + (("paper",) if self.paper is not None else ())
+
+    def __call__(self, out_dir: str | Path, quick: bool = False,
+                 size: str | None = None) -> list[Path]:
+        """Draw the figure at ``size`` (default ``"quick"`` if ``quick`` else ``"full"``) and
+        write ``[<name>.png, <name>.csv]`` under ``out_dir``."""
+        size = size or ("quick" if quick else "full")
+        if size not in self.sizes:
+            raise InvalidArgumentError(
+                f"figure {self.name!r} has no size {size!r}; it runs at {', '.join(self.sizes)}")
+        result = self.paper() if size == "paper" else self.draw(size == "quick")
         if not (isinstance(result, FigureResult) and isinstance(result.data, pd.DataFrame)):
             raise InvalidArgumentError(f"figure {self.name!r}: draw(quick) must return a "
                                        f"FigureResult(figure, data: DataFrame), got {result!r}")
@@ -141,6 +159,27 @@ def draw_from(data: Callable[[bool], pd.DataFrame],
         return FigureResult(plot(df), df)
 
     return draw
+
+
+def paper_from(data: Callable[..., pd.DataFrame],
+               plot: Callable[[pd.DataFrame], matplotlib.figure.Figure]
+               ) -> Callable[[], FigureResult]:
+    """The ``paper`` draw (``PaperFigure(..., paper=...)``) of a figure whose experiment
+    ``data(size="paper")`` has a paper-scale configuration.
+
+    Example:
+        >>> import pandas as pd
+        >>> from dynkit.figures.common import new_figure, paper_from
+        >>> def data(quick=False, size=None):
+        ...     return pd.DataFrame({"n": [1000 if size == "paper" else 10]})
+        >>> paper_from(data, lambda df: new_figure()[0])().data["n"].tolist()
+        [1000]
+    """
+    def paper() -> FigureResult:
+        df = data(size="paper")
+        return FigureResult(plot(df), df)
+
+    return paper
 
 
 def _series_label(row_keys: dict) -> str:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from dynkit.data import load
 from dynkit.errors import InvalidArgumentError
 from dynkit.figures.claims import Claim
-from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, paper_from, style
 from dynkit.models import mlp
 
 __all__ = ["NAME", "claim", "data", "final_rmse", "make", "plot", "settings", "train_pair",
@@ -36,14 +36,18 @@ __all__ = ["NAME", "claim", "data", "final_rmse", "make", "plot", "settings", "t
 NAME = "lee-linearization"
 
 
-def settings(quick: bool) -> dict:
-    """Sizes of the experiment: quick = one hidden layer, 3 widths, 2 seeds, 300 steps."""
-    if quick:
+def settings(quick: bool = False, size: str | None = None) -> dict:
+    """Sizes of the experiment (``size`` overrides ``quick``): quick = one hidden layer, 3
+    widths, 2 seeds, 300 steps; full = two hidden layers, widths 64-2048, 5 seeds, 2000 steps
+    (width 4096 alone took over 30 minutes on 2 CPU cores); paper = widths up to 8192, as in
+    Lee et al.'s Fig. 1 (a GPU)."""
+    size = size or ("quick" if quick else "full")
+    if size == "quick":
         return {"widths": (64, 256, 1024), "depth": 1, "seeds": (0, 1), "steps": 300,
                 "records": 10, "n_train": 128, "n_test": 128, "lr": 0.5}
-    return {"widths": (64, 128, 256, 512, 1024, 2048, 4096), "depth": 2,
-            "seeds": (0, 1, 2, 3, 4), "steps": 2000, "records": 40, "n_train": 256,
-            "n_test": 256, "lr": 0.5}
+    widths = (64, 128, 256, 512, 1024, 2048) + ((4096, 8192) if size == "paper" else ())
+    return {"widths": widths, "depth": 2, "seeds": (0, 1, 2, 3, 4), "steps": 2000,
+            "records": 40, "n_train": 256, "n_test": 256, "lr": 0.5}
 
 
 def train_pair(model, params0, x, y, x_test, *, lr: float, steps: int, records: int):
@@ -92,10 +96,10 @@ def train_pair(model, params0, x, y, x_test, *, lr: float, steps: int, records: 
     return np.arange(records + 1) * every, rmse, loss_net, loss_lin
 
 
-def data(quick: bool = False) -> pd.DataFrame:
+def data(quick: bool = False, size: str | None = None) -> pd.DataFrame:
     """One row per ``(width, seed, step)``: ``rmse`` (network vs linearized network on test
-    inputs), ``loss_net`` and ``loss_lin`` (training MSE of each)."""
-    s = settings(quick)
+    inputs), ``loss_net`` and ``loss_lin`` (training MSE of each); sizes as in ``settings``."""
+    s = settings(quick, size)
     ds = load("digits", seed=0)
     x = jnp.asarray(ds.x_train[: s["n_train"]], jnp.float32)
     y = jnp.asarray(np.eye(10)[ds.y_train[: s["n_train"]]], jnp.float32)
@@ -168,4 +172,5 @@ claim = Claim("a wide net tracks its linearization at init; the gap shrinks like
 
 make = PaperFigure(NAME, "a wide net trained by GD tracks its linearization at init; the RMSE "
                          "gap shrinks like 1/sqrt(width) (Lee et al. 2019)",
-                   draw_from(data, plot), claim)
+                   draw_from(data, plot), claim,
+                   paper=paper_from(data, plot))

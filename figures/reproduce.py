@@ -26,14 +26,20 @@ from tqdm.auto import tqdm
 
 import dynkit
 from dynkit.errors import InvalidArgumentError
+from dynkit.figures.claims import SIZES
 from dynkit.io import atomic_write
 from dynkit.registry import FIGURES
 
-__all__ = ["Report", "figure_record", "reproduce", "run_figure", "try_figure"]
+__all__ = ["Report", "figure_record", "figure_size", "reproduce", "run_figure", "try_figure"]
 
 
-def _size(quick: bool) -> str:
-    return "quick" if quick else "full"
+def figure_size(name: str, size: str) -> str:
+    """The size figure ``name`` runs at when ``size`` is asked: ``size`` itself, except that a
+    figure with no paper-scale configuration runs ``"paper"`` at ``"full"``."""
+    if size not in SIZES:
+        raise InvalidArgumentError(f"size must be one of {SIZES}, got {size!r}")
+    sizes = getattr(FIGURES.get(name).func, "sizes", ("quick", "full"))
+    return size if size in sizes else "full"
 
 
 def _paper(help_: str) -> str:
@@ -68,34 +74,36 @@ def _write_json(path: Path, obj) -> None:
         fh.write(json.dumps(obj, indent=1, allow_nan=True).encode())
 
 
-def run_figure(name: str, out: str | Path, quick: bool = False) -> dict:
-    """Draw figure ``name`` (writing ``<name>.png`` and ``<name>.csv`` under ``out``), check its
-    claim and write ``<name>.claim.json``; returns the record. This is the Dask task."""
+def run_figure(name: str, out: str | Path, size: str = "full") -> dict:
+    """Draw figure ``name`` at ``size`` (writing ``<name>.png`` and ``<name>.csv`` under
+    ``out``), check its claim and write ``<name>.claim.json``; returns the record. This is the
+    Dask task."""
     out = Path(out)
     start = time.perf_counter()
-    written = FIGURES.get(name).func(out, quick)
+    figure = FIGURES.get(name).func
+    written = figure(out, size=size) if size == "paper" else figure(out, size == "quick")
     expected = [out / f"{name}.png", out / f"{name}.csv"]
     if [Path(p) for p in written] != expected:
         raise InvalidArgumentError(f"figure {name!r} wrote {written}, expected {expected} "
                                    "(a PaperFigure writes <name>.png and <name>.csv)")
-    record = figure_record(name, out, _size(quick), time.perf_counter() - start)
+    record = figure_record(name, out, size, time.perf_counter() - start)
     _write_json(out / f"{name}.claim.json", record)
     (out / f"{name}.error.txt").unlink(missing_ok=True)
     return record
 
 
-def try_figure(name: str, out: str | Path, quick: bool = False) -> dict:
+def try_figure(name: str, out: str | Path, size: str = "full") -> dict:
     """``run_figure``, or, if the figure raises, an error record (``passed`` false, ``error``
     the exception) with the traceback in ``<name>.error.txt`` and no ``<name>.claim.json``.
     This is the Dask task: one figure's exception does not stop the others."""
     start = time.perf_counter()
     try:
-        return run_figure(name, out, quick)
+        return run_figure(name, out, size)
     except Exception as exc:  # noqa: BLE001 - any figure failure becomes its report row
         out = Path(out)
         with atomic_write(out / f"{name}.error.txt") as fh:
             fh.write(traceback.format_exc().encode())
-        record, claim = _record_head(name, _size(quick), time.perf_counter() - start)
+        record, claim = _record_head(name, size, time.perf_counter() - start)
         return record | {"passed": False, "statement": claim.statement if claim else "",
                          "claim_size": claim.size if claim else "", "measured": {},
                          "checks": {"figure ran": False},
@@ -144,17 +152,20 @@ class Report:
 
 
 def reproduce(out: str | Path = "dynkit-reproduce", quick: bool = False,
-              only: list[str] | None = None, client=None, progress: bool = True) -> Report:
+              only: list[str] | None = None, client=None, progress: bool = True,
+              size: str | None = None) -> Report:
     """Draw the registered figures, check each one's claim, write the report; resumable.
 
     Args:
         out: the output folder: ``<name>.png``, ``<name>.csv``, ``<name>.claim.json`` per
             figure, ``index.html`` and ``README.md``.
-        quick: the CPU-minute sizes (else the full sizes).
+        quick: the CPU-minute sizes (else the full sizes); ``size`` overrides it.
         only: figure names to run (default: every registered figure).
         client: a ``dask.distributed.Client``; each figure becomes one task. ``None``: run
             in this process, one after another.
         progress: a tqdm bar over the figures.
+        size: ``"quick"``, ``"full"`` or ``"paper"`` (the paper's scale, for a GPU; a figure
+            without a paper-scale configuration runs at ``"full"``, and its record says so).
 
     Returns:
         A ``Report``; ``report.failed`` lists the figures whose claim fails.
@@ -166,24 +177,25 @@ def reproduce(out: str | Path = "dynkit-reproduce", quick: bool = False,
     for name in names:
         FIGURES.get(name)  # an unknown name fails here, listing the known ones
     out.mkdir(parents=True, exist_ok=True)
-    size = _size(quick)
+    size = size or ("quick" if quick else "full")
+    sizes = {name: figure_size(name, size) for name in names}
     report = Report()
     records = {}
     for name in names:
-        stored = _finished(name, out, size)
+        stored = _finished(name, out, sizes[name])
         if stored is not None:  # re-check the claim on the stored table
-            records[name] = figure_record(name, out, size, stored["seconds"])
+            records[name] = figure_record(name, out, sizes[name], stored["seconds"])
             report.skipped.append(name)
     todo = [n for n in names if n not in records]
     if client is not None:
-        futures = [client.submit(try_figure, n, str(out), quick, key=f"dynkit-figure-{n}",
+        futures = [client.submit(try_figure, n, str(out), sizes[n], key=f"dynkit-figure-{n}",
                                  pure=False) for n in todo]
         for name, record in zip(todo, client.gather(futures)):
             records[name] = record
             report.ran.append(name)
     else:
         for name in tqdm(todo, desc=f"figures ({size})", unit="figure", disable=not progress):
-            records[name] = try_figure(name, out, quick)
+            records[name] = try_figure(name, out, sizes[name])
             report.ran.append(name)
     report.records = [records[n] for n in sorted(records)]
     report.index = write_report(report.records, out)

@@ -17,25 +17,31 @@ import pandas as pd
 from dynkit.analyses.scaling import skip_stability
 from dynkit.data import load
 from dynkit.figures.claims import Claim
-from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
+from dynkit.figures.common import PaperFigure, draw_from, new_figure, paper_from, style
 from dynkit.models import unet
 from dynkit.train import fit
 
-__all__ = ["KAPPAS", "claim", "data", "make", "plot"]
+__all__ = ["CONFIGS", "KAPPAS", "claim", "data", "make", "plot"]
 
 #: long-skip coefficients compared
 KAPPAS = (1.0, 1 / math.sqrt(2), 0.5)
 
 
-def data(quick: bool = False) -> pd.DataFrame:
+#: (stages, width, steps, checkpoint every) per size; paper: the most stages 8x8 inputs allow
+#: and ScaleLong's ~1e5 steps (a GPU)
+CONFIGS = {"quick": (2, 8, 60, 5), "full": (2, 16, 600, 20), "paper": (3, 64, 100_000, 2_000)}
+
+
+def data(quick: bool = False, size: str | None = None) -> pd.DataFrame:
     """Rows ``kind="loss"``: ``kappa, step, loss`` (training loss); ``kind="stage"``:
-    ``kappa, stage, feature_oscillation, grad_oscillation``."""
-    steps, every, width = (60, 5, 8) if quick else (600, 20, 16)
+    ``kappa, stage, feature_oscillation, grad_oscillation``. Sizes: ``CONFIGS`` (``size``
+    overrides ``quick``)."""
+    stages, width, steps, every = CONFIGS[size or ("quick" if quick else "full")]
     ds = load("denoise", seed=0)
     x, y = ds.x_train[:128], ds.y_train[:128]
     frames = []
     for kappa in KAPPAS:
-        model = unet(2, width, input_shape=(8, 8, 1), skip_scale=kappa)
+        model = unet(stages, width, input_shape=(8, 8, 1), skip_scale=kappa)
         with tempfile.TemporaryDirectory() as out:
             res = fit(model, ds, optimizer="adam", lr=3e-3, steps=steps, batch_size=64,
                       loss="mse", save_every=every, out_dir=out, progress=False)
@@ -91,4 +97,4 @@ claim = Claim("long-skip coefficient kappa < 1 damps the feature-norm oscillatio
 
 make = PaperFigure("unet-long-skip-scaling", "U-Net denoiser with long-skip coefficient kappa: "
                    "loss and feature-norm oscillation (ScaleLong, Huang et al. 2023)",
-                   draw_from(data, plot), claim)
+                   draw_from(data, plot), claim, paper=paper_from(data, plot))

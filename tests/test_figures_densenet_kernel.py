@@ -10,7 +10,7 @@ from dynkit.figures import densenet_kernel_depth
 def test_concatenation_preserves_correlation(quick_figure):
     df = quick_figure(densenet_kernel_depth)
     # the plain ReLU net approaches the fixed point c* = 1; dense and residual stay below it,
-    # and the dense net's correlation grows far less with depth than the plain net's
+    # dense at every depth, and the residual net's correlation grows far less than plain's
     result = densenet_kernel_depth.claim(df)
     assert result.passed, result
     # the ReLU map: f(1) = 1 (the fixed point) and f(c) > c below it

@@ -119,3 +119,34 @@ def test_a_figure_that_raises_is_reported_and_the_others_still_run(tmp_path, mon
     assert report.ran == ["a-broken"] and report.skipped == ["b-line"]
     assert report.failed == [] and report.errors == []
     assert not (tmp_path / "a-broken.error.txt").exists()
+
+
+def _paper_line():
+    return FigureResult(new_figure()[0], pd.DataFrame({"x": [0, 1], "y": [1, 100]}))
+
+
+def test_paper_size_runs_the_paper_draw_and_others_at_full(tmp_path, monkeypatch, capsys):
+    rises = Claim("y rises", lambda df: ({"dy": float(df["y"].diff().iloc[-1])},
+                                         {"y rises": bool(df["y"].diff().iloc[-1] > 0)}))
+    FIGURES.names()
+    big = PaperFigure("big-line", "a line at paper scale (Nobody 2024)", _line, rises,
+                      paper=_paper_line)
+    small = PaperFigure("small-line", "a line (Nobody 2024)", _line, rises)
+    for fig in (big, small):
+        monkeypatch.setitem(FIGURES._entries, fig.name, Entry(fig.name, fig, fig.help))
+    assert big.sizes == ("quick", "full", "paper") and small.sizes == ("quick", "full")
+    report = reproduce(tmp_path, only=["big-line", "small-line"], size="paper", progress=False)
+    sizes = {r["name"]: r["size"] for r in report.records}
+    assert sizes == {"big-line": "paper", "small-line": "full"}
+    assert report.records[0]["measured"] == {"dy": 99.0}  # the paper draw's table
+    assert reproduce(tmp_path, only=["big-line"], size="paper", progress=False).skipped == [
+        "big-line"]
+    # figures make: a figure without a paper size says which sizes it has; --quick and --size
+    # must agree
+    assert main(["figures", "make", "small-line", "--size", "paper", "--out",
+                 str(tmp_path / "m")]) == 2
+    assert "has no size 'paper'; it runs at quick, full" in capsys.readouterr().err
+    assert main(["figures", "make", "big-line", "--quick", "--size", "full"]) == 2
+    assert main(["figures", "make", "big-line", "--size", "paper", "--out",
+                 str(tmp_path / "m")]) == 0
+    assert pd.read_csv(tmp_path / "m" / "big-line.csv")["y"].tolist() == [1, 100]
