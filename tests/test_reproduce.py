@@ -150,3 +150,18 @@ def test_paper_size_runs_the_paper_draw_and_others_at_full(tmp_path, monkeypatch
     assert main(["figures", "make", "big-line", "--size", "paper", "--out",
                  str(tmp_path / "m")]) == 0
     assert pd.read_csv(tmp_path / "m" / "big-line.csv")["y"].tolist() == [1, 100]
+
+
+def test_paper_sizes_extend_the_full_ones():
+    from dynkit.figures import lee_linearization, lmc_rebasin, unet_long_skip
+
+    for module in (lee_linearization, lmc_rebasin, unet_long_skip):
+        assert module.make.sizes == ("quick", "full", "paper")
+    full, paper = (lee_linearization.settings(size=s) for s in ("full", "paper"))
+    assert set(full["widths"]) < set(paper["widths"]) and max(paper["widths"]) == 8192
+    assert lee_linearization.settings(True) == lee_linearization.settings(size="quick")
+    ks = lmc_rebasin.RESNET_MULTIPLIERS
+    assert set(ks["full"]) < set(ks["paper"]) and max(ks["paper"]) == 16
+    (s_full, w_full, n_full, _), (s_paper, w_paper, n_paper, _) = (
+        unet_long_skip.CONFIGS[s] for s in ("full", "paper"))
+    assert s_paper > s_full and w_paper > w_full and n_paper == 100_000
