@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.analyses.lmc import barrier_table, interpolate, lerp
 from dynkit.analyses.permutation import permutation_spec
@@ -48,7 +49,7 @@ def instability(model: Model, data, spawn_steps: Sequence[int], total_steps: int
         seed: initialization and parent data-order seed.
         child_seeds: data-order seeds of the two children.
         alphas: interpolation grid size.
-        progress: show training progress bars.
+        progress: a progress bar over the spawn steps.
         **fit_kwargs: keyword arguments of ``dynkit.train.fit`` (``optimizer="sgd"`` by default).
 
     Returns:
@@ -73,13 +74,13 @@ def instability(model: Model, data, spawn_steps: Sequence[int], total_steps: int
                                    f"got {ks}")
     fit_kwargs.setdefault("optimizer", "sgd")
     params, done, rows = model.init(jax.random.PRNGKey(seed)), 0, []
-    for k in ks:
+    for k in tqdm(ks, desc="instability", unit="spawn step", disable=not progress):
         if k > done:
             params = fit(model, data, params=params, steps=k - done, seed=seed + done,
-                         progress=progress, **fit_kwargs).params
+                         progress=False, **fit_kwargs).params
             done = k
         children = [fit(model, data, params=params, steps=total_steps - k, seed=s,
-                        progress=progress, **fit_kwargs).params for s in child_seeds]
+                        progress=False, **fit_kwargs).params for s in child_seeds]
         curve = interpolate(model, *children, data.x_train, data.y_train, alphas,
                             x_test=data.x_test, y_test=data.y_test)
         table = barrier_table(curve).rename(columns={"loss_barrier": "barrier_loss",

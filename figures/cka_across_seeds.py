@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 import dynkit as dk
 from dynkit.analyses.similarity import cka
@@ -33,7 +34,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     acts = [layer_activations(model, fit(model, digits, optimizer="sgd", lr=0.05,
                                          batch_size=32, epochs=epochs, seed=s,
                                          progress=False).params, digits.x_test)
-            for s in range(seeds)]
+            for s in tqdm(range(seeds), desc="cka-across-seeds", unit="seed")]
     rows = [{"seed_a": a, "seed_b": b, "layer": name, "depth": i + 1,
              "cka": cka(acts[a][name], acts[b][name])}
             for a, b in itertools.combinations(range(seeds), 2)

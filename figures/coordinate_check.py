@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.analyses.scaling import coordinate_check, width_slopes
 from dynkit.data import load
@@ -31,7 +32,8 @@ def data(quick: bool = False) -> pd.DataFrame:
     seeds = range(2 if quick else 5)
     ds = load("gaussian_mixture", n_train=64, n_test=8, num_classes=4, dim=8)
     frames = []
-    for par, lr in LEARNING_RATES.items():
+    for par, lr in tqdm(LEARNING_RATES.items(), desc="coordinate-check",
+                        unit="parameterization"):
         check = coordinate_check(
             lambda n, par=par: mlp(8, [n, n], 4, parameterization=par, bias=False),
             widths, ds, steps=5, lr=lr, batch_size=8, loss="mse", seeds=seeds)

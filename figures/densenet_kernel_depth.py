@@ -24,6 +24,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
@@ -61,12 +62,12 @@ def data(quick: bool = False) -> pd.DataFrame:
     c0s = [0.0, 0.5]
     x = _inputs(c0s)
     rows = []
-    for arch in ARCHS:
-        for depth in depths:
-            k = np.asarray(_network(arch, depth)[2](x, None, "nngp"), np.float64)
-            for i, c0 in enumerate(c0s, start=1):
-                rows.append({"arch": arch, "depth": depth, "c0": c0,
-                             "correlation": k[0, i] / np.sqrt(k[0, 0] * k[i, i])})
+    for arch, depth in tqdm([(a, d) for a in ARCHS for d in depths],
+                            desc="densenet-kernel-depth", unit="network"):
+        k = np.asarray(_network(arch, depth)[2](x, None, "nngp"), np.float64)
+        for i, c0 in enumerate(c0s, start=1):
+            rows.append({"arch": arch, "depth": depth, "c0": c0,
+                         "correlation": k[0, i] / np.sqrt(k[0, 0] * k[i, i])})
     grid = np.linspace(-1.0, 1.0, 41 if quick else 201)
     mapped = np.asarray(duals.relu_dual(1.0, grid, 1.0)[0]) * 2.0  # q = 1 -> q' = 1 (W² = 2)
     rows += [{"arch": "relu map", "depth": np.nan, "c0": c, "correlation": m}

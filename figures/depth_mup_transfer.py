@@ -35,7 +35,7 @@ def data(quick: bool = False) -> pd.DataFrame:
         df = lr_transfer(lambda L, s=scale: dk.models.residual_mlp(
                              64, 64, L, 10, parameterization="mup", branch_scale=s),
                          depths, lrs, digits, 50, seeds, axis="depth", optimizer="sgd",
-                         batch_size=64, lr_multipliers=True, base_width=64.0, progress=False)
+                         batch_size=64, lr_multipliers=True, base_width=64.0)
         frames.append(df.assign(branches=label))
     return pd.concat(frames, ignore_index=True)
 

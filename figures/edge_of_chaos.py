@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
+from tqdm.auto import tqdm
 
 from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
@@ -30,7 +31,9 @@ def data(quick: bool = False) -> pd.DataFrame:
     n_w, n_b, degree = (15, 7, 60) if quick else (60, 31, 200)
     sw2 = np.linspace(0.5, 4.0, n_w)
     sb2 = np.linspace(0.0, 0.3, n_b)
-    df = signal_prop.depth_scales_table(jnp.tanh, sw2, sb2, degree=degree)
+    df = pd.concat([signal_prop.depth_scales_table(jnp.tanh, sw2, [b], degree=degree)
+                    for b in tqdm(sb2, desc="edge-of-chaos", unit="sigma_b^2")],
+                   ignore_index=True)
     crit = signal_prop.critical_line(jnp.tanh, sb2, sw2_range=(0.3, 8.0), degree=degree)
     return df.merge(crit[["sb2", "sw2"]].rename(columns={"sw2": "sw2_critical"}), on="sb2")
 

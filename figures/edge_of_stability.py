@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.analyses.hessian import top_eigenvalues
 from dynkit.data import load
@@ -78,7 +79,8 @@ def data(quick: bool = False) -> pd.DataFrame:
     model = mlp(64, [s["width"]] * s["depth"], 10, activation="tanh", W_std=1.0)
     params = model.init(jax.random.PRNGKey(0))
     frames = [pd.DataFrame(train(model, params, x, y, lr, s["steps"], s["every"]))
-              .assign(lr=lr, two_over_lr=2.0 / lr) for lr in s["lrs"]]
+              .assign(lr=lr, two_over_lr=2.0 / lr)
+              for lr in tqdm(s["lrs"], desc=NAME, unit="lr")]
     df = pd.concat(frames, ignore_index=True)
     return df[["lr", "two_over_lr", "step", "metric", "value"]]
 

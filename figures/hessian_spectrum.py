@@ -48,7 +48,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     s = settings(quick)
     ds = load("digits", seed=0)
     model = mlp(64, [s["width"]] * 2, CLASSES)
-    params = fit(model, ds, lr=0.05, batch_size=64, epochs=s["epochs"], progress=False).params
+    params = fit(model, ds, lr=0.05, batch_size=64, epochs=s["epochs"]).params
     x = jnp.asarray(ds.x_train, jnp.float32)
     y = np.asarray(ds.y_train)
     d = density(model, params, x, y, loss="cross_entropy", num_iter=s["num_iter"],

@@ -36,7 +36,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     model = dk.models.mlp(64, [width] * 4, 10)
     with tempfile.TemporaryDirectory() as run:
         fit(model, digits, optimizer="sgd", lr=0.05, batch_size=32, steps=steps,
-            save_every=every, seed=0, out_dir=run, progress=False)
+            save_every=every, seed=0, out_dir=run)
         df = reinit_robustness(run, (digits.x_test, digits.y_test), to=taus)
     return df[df["metric"] == "error"].reset_index(drop=True)
 

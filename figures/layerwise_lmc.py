@@ -21,7 +21,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     width = 64 if quick else 512
     model = dk.models.mlp(64, [width] * 3, 10)
     train = {"optimizer": "momentum", "lr": 0.05, "epochs": 5 if quick else 40, "batch_size": 64}
-    pa, pb = (fit(model, digits, seed=s, progress=False, **train).params for s in (0, 1))
+    pa, pb = (fit(model, digits, seed=s, **train).params for s in (0, 1))
     aligned = lmc.apply_permutation(model, pb, lmc.weight_matching(model, pa, pb))
     frames = [lmc.layerwise_interpolate(model, pa, p, digits.x_train, digits.y_train,
                                         alphas=6 if quick else 21).assign(alignment=name)

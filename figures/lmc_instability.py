@@ -29,10 +29,11 @@ def data(quick: bool = False) -> pd.DataFrame:
         model = dk.models.build({"arch": "cifar_resnet", "depth": 8, "width": 8,
                                  "input_shape": [8, 8, 1], "num_classes": 10})
         return instability(model, images, [0, 3, 10, 30, 100, 300], 600, lr=0.4, batch_size=4,
-                           alphas=6)
+                           alphas=6, progress=True)
     model = dk.models.build({"arch": "resnet20", "input_shape": [8, 8, 1], "num_classes": 10})
     ks = [0, 10, 25, 50, 100, 200, 400, 800, 1600, 3000]
-    return instability(model, images, ks, 3000, lr=0.1, batch_size=32, alphas=11)
+    return instability(model, images, ks, 3000, lr=0.1, batch_size=32, alphas=11,
+                       progress=True)
 
 
 def plot(df: pd.DataFrame):

@@ -34,7 +34,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     for label, param in PARAMETRIZATIONS.items():
         df = lr_transfer(lambda n, p=param: dk.models.mlp(64, [n, n], 10, parameterization=p),
                          widths, lrs, digits, 50, seeds, optimizer="adam", batch_size=64,
-                         lr_multipliers=param == "mup", base_width=64.0, progress=False)
+                         lr_multipliers=param == "mup", base_width=64.0)
         frames.append(df.assign(parametrization=label))
     return pd.concat(frames, ignore_index=True)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullFormatter
+from tqdm.auto import tqdm
 
 import dynkit as dk
 from dynkit.analyses.collapse import neural_collapse, readout
@@ -84,8 +85,9 @@ def data(quick: bool = False) -> pd.DataFrame:
     else:
         counts, steps, lr, depths, base = COUNTS, 6000, 5.0, (2, 3, 4), 1e-3
         lams = (2.5e-4, 5e-4, 2e-3, 3e-3, 4e-3, 4.5e-3, 5.5e-3, 7e-3, 8.5e-3, 1.1e-2)
-    frames = [run(counts, base, d, steps, lr).assign(experiment="depth") for d in depths]
-    frames += [run(counts, lam, 2, steps, lr).assign(experiment="lambda") for lam in lams]
+    runs = [("depth", base, d) for d in depths] + [("lambda", lam, 2) for lam in lams]
+    frames = [run(counts, lam, depth, steps, lr).assign(experiment=experiment)
+              for experiment, lam, depth in tqdm(runs, desc="nc-imbalanced", unit="run")]
     df = pd.concat(frames, ignore_index=True)
     return df[["experiment", "depth", "lam", "kind", "class", "count", "quantity", "measured",
                "predicted"]]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.analyses.ntk_dynamics import ntk_series
 from dynkit.data import load
@@ -67,7 +68,8 @@ def train_run(out_dir: Path, s: dict, seed: int = 0):
     ds = load("digits", seed=seed)
     model = mlp(64, s["widths"], 10)
     history = None
-    for step in save_steps(s["steps"], s["saves"]):
+    for step in tqdm(save_steps(s["steps"], s["saves"]), desc="ntk-evolution (train)",
+                     unit="checkpoint"):
         res = fit(model, ds, optimizer="sgd", lr=s["lr"], batch_size=s["batch"], steps=step,
                   seed=seed, out_dir=out_dir, progress=False)
         history = res.history
@@ -81,7 +83,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     with tempfile.TemporaryDirectory() as tmp:
         ds, history = train_run(Path(tmp), s)
         x, y = ds.x_train[: s["n_kernel"]], ds.y_train[: s["n_kernel"]]
-        series = ntk_series(tmp, x, y, num_classes=10, progress=False)
+        series = ntk_series(tmp, x, y, num_classes=10)
     extra = [
         history[history["split"] == "train"].assign(metric="train_loss", value=lambda d: d["loss"]),
         history[history["split"] == "test"].assign(metric="test_accuracy",

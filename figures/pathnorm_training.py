@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 import dynkit as dk
 from dynkit.analyses.pathnorm import path_norm
@@ -161,7 +162,8 @@ def network_series(s: Setup, lam: float = 10.0, seed: int = 0) -> pd.DataFrame:
 def data(quick: bool = False) -> pd.DataFrame:
     """The tidy table ``network, variant, step, quantity, q, value, log_value`` (see the
     module docstring; quick: MLP only)."""
-    return pd.concat([network_series(s) for s in setups(quick)], ignore_index=True)
+    return pd.concat([network_series(s) for s in tqdm(setups(quick), desc="pathnorm-training",
+                                                       unit="network")], ignore_index=True)
 
 
 def _series(g: pd.DataFrame, quantity: str, q: float | None = None, variant="trained"):

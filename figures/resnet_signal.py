@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.analyses.scaling import signal_propagation
 from dynkit.figures.claims import Claim
@@ -36,7 +37,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     size, batch = (8, 8) if quick else (32, 64)
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (batch, size, size, 3)))
     frames = []
-    for name, kw in VARIANTS.items():
+    for name, kw in tqdm(VARIANTS.items(), desc="resnet-signal-propagation", unit="variant"):
         model = cifar_resnet(20, 10, input_shape=(size, size, 3), **kw)
         params = model.init(jax.random.PRNGKey(0))
         frames.append(signal_propagation(model, params, x).assign(variant=name))

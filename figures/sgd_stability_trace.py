@@ -22,6 +22,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.analyses.hessian import hessian_operator, top_eigenvalues, trace
 from dynkit.data import load
@@ -57,21 +58,21 @@ def data(quick: bool = False) -> pd.DataFrame:
     x, y = jnp.asarray(sub.x_train), np.asarray(sub.y_train)
     model = mlp(64, [s["width"]], 10)
     rows = []
-    for lr in s["lrs"]:
-        for b in s["batches"]:
-            batch = n if b is None else b
-            res = fit(model, sub, lr=lr, batch_size=batch, steps=s["steps"], loss="mse",
-                      progress=False, seed=0)
-            last = res.history[res.history.split == "train"].iloc[-1]
-            row = {"lr": lr, "batch_size": batch, "gd": batch == n, "two_over_lr": 2 / lr,
-                   "trace": np.nan, "trace_se": np.nan, "lambda_max": np.nan,
-                   "loss": float(last["loss"])}
-            if np.isfinite(row["loss"]):
-                op = hessian_operator(model, res.params, x, y, loss="mse")
-                est = trace(op, rtol=0.02, max_probes=400)
-                row.update(trace=est.value, trace_se=est.std_error,
-                           lambda_max=float(top_eigenvalues(op, tol=1e-3).eigenvalues[0]))
-            rows.append(row)
+    for lr, b in tqdm([(lr, b) for lr in s["lrs"] for b in s["batches"]], desc=NAME,
+                      unit="run"):
+        batch = n if b is None else b
+        res = fit(model, sub, lr=lr, batch_size=batch, steps=s["steps"], loss="mse",
+                  progress=False, seed=0)
+        last = res.history[res.history.split == "train"].iloc[-1]
+        row = {"lr": lr, "batch_size": batch, "gd": batch == n, "two_over_lr": 2 / lr,
+               "trace": np.nan, "trace_se": np.nan, "lambda_max": np.nan,
+               "loss": float(last["loss"])}
+        if np.isfinite(row["loss"]):
+            op = hessian_operator(model, res.params, x, y, loss="mse")
+            est = trace(op, rtol=0.02, max_probes=400)
+            row.update(trace=est.value, trace_se=est.std_error,
+                       lambda_max=float(top_eigenvalues(op, tol=1e-3).eigenvalues[0]))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.figures.claims import Claim
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, style
@@ -28,7 +29,7 @@ def data(quick: bool = False) -> pd.DataFrame:
     sim = ts.simulate(jax.random.PRNGKey(0), dim=500, student=2, teacher=2, seeds=seeds,
                       init_overlap=0.05, **kw)
     frames = [sim.history[["seed", "time", "eg"]].assign(source="sgd")]
-    for s, s0 in enumerate(sim.initial):
+    for s, s0 in enumerate(tqdm(sim.initial, desc="teacher-student-ode", unit="ODE")):
         frames.append(ts.ode(s0, **kw)[["time", "eg"]].assign(seed=s, source="ode"))
     return pd.concat(frames, ignore_index=True)
 

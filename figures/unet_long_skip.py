@@ -13,6 +13,7 @@ import tempfile
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dynkit.analyses.scaling import skip_stability
 from dynkit.data import load
@@ -40,7 +41,7 @@ def data(quick: bool = False, size: str | None = None) -> pd.DataFrame:
     ds = load("denoise", seed=0)
     x, y = ds.x_train[:128], ds.y_train[:128]
     frames = []
-    for kappa in KAPPAS:
+    for kappa in tqdm(KAPPAS, desc="unet-long-skip-scaling", unit="kappa"):
         model = unet(stages, width, input_shape=(8, 8, 1), skip_scale=kappa)
         with tempfile.TemporaryDirectory() as out:
             res = fit(model, ds, optimizer="adam", lr=3e-3, steps=steps, batch_size=64,

@@ -164,4 +164,20 @@ def test_paper_sizes_extend_the_full_ones():
     assert set(ks["full"]) < set(ks["paper"]) and max(ks["paper"]) == 16
     (s_full, w_full, n_full, _), (s_paper, w_paper, n_paper, _) = (
         unet_long_skip.CONFIGS[s] for s in ("full", "paper"))
-    assert s_paper > s_full and w_paper > w_full and n_paper == 100_000
+    assert s_paper > s_full and w_paper > w_full and n_paper == 100_000 > n_full
+
+
+def test_long_runs_talk(capfd):
+    """A figure's sweep and the instability analysis show a tqdm bar (with the time left)."""
+    import dynkit as dk
+    from dynkit.analyses.lmc_stability import instability
+    from dynkit.figures import meanfield_knots
+
+    meanfield_knots.data(quick=True)
+    err = capfd.readouterr().err
+    assert "meanfield-knots: 100%" in err and "1/1" in err
+    data = dk.data.load("gaussian_mixture", n_train=16, n_test=8)
+    instability(dk.models.mlp(2, [8], 3), data, [0, 1], 2, alphas=3, batch_size=8,
+                progress=True)
+    err = capfd.readouterr().err
+    assert "instability: 100%" in err and "2/2" in err and "train" not in err
