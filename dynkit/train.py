@@ -444,6 +444,7 @@ def training_objective(model: Model, loss_f):
     return objective
 
 
+@functools.lru_cache(maxsize=16)
 def _make_step(model: Model, optimizer: str, lr: float, schedule: tuple[str, int, int],
                momentum: float, weight_decay: float, loss: str, num_classes: int | None,
                scaling: tuple[float] | None = None):

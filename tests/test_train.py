@@ -561,3 +561,29 @@ def test_fit_is_train_loop_of_a_train_config(digits, tmp_path):
 def test_train_config_checks_its_settings(bad, match):
     with pytest.raises(InvalidArgumentError, match=match):
         T.TrainConfig(**bad)
+
+
+def test_repeated_fits_compile_nothing_new(digits):
+    """fit's jitted step is cached by (model graph, optimizer settings): a second fit of an
+    equal model, from other parameters, another seed and another length, compiles nothing
+    (instability sweeps, lr sweeps and resumes call fit many times)."""
+    import logging
+
+    events = []
+
+    class Log(logging.Handler):
+        def emit(self, record):
+            if "XLA compilation" in record.getMessage():
+                events.append(record.getMessage())
+
+    first = T.fit(mlp(64, [24], 10), digits, optimizer="sgd", lr=0.05, batch_size=32,
+                  steps=3, progress=False)
+    logger, log = logging.getLogger("jax"), Log(logging.DEBUG)
+    logger.addHandler(log)
+    try:
+        with jax.log_compiles(True):
+            T.fit(mlp(64, [24], 10), digits, params=first.params, optimizer="sgd", lr=0.05,
+                  batch_size=32, steps=5, seed=3, progress=False)
+    finally:
+        logger.removeHandler(log)
+    assert events == []
