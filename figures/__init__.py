@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dynkit.errors import InvalidArgumentError
 from dynkit.registry import FIGURES
 
 __all__ = ["load_figures", "make"]
@@ -40,6 +41,11 @@ def make(name: str, out_dir: str | Path = "figures-out", quick: bool = False,
     Returns:
         The written paths, PNG first, then CSV.
     """
-    if size is None:
-        return FIGURES.get(name).func(Path(out_dir), quick)
-    return FIGURES.get(name).func(Path(out_dir), size=size)
+    size = size or ("quick" if quick else "full")
+    figure = FIGURES.get(name).func
+    sizes = getattr(figure, "sizes", ("quick", "full"))  # a plugin's plain draw function
+    if size not in sizes:
+        raise InvalidArgumentError(
+            f"figure {name!r} has no size {size!r}; it runs at {', '.join(sizes)}")
+    out = Path(out_dir)
+    return figure(out, size=size) if size == "paper" else figure(out, size == "quick")

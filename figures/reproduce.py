@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 import dynkit
 from dynkit.errors import InvalidArgumentError
+from dynkit.figures import make
 from dynkit.figures.claims import SIZES
 from dynkit.io import atomic_write
 from dynkit.registry import FIGURES
@@ -80,8 +81,7 @@ def run_figure(name: str, out: str | Path, size: str = "full") -> dict:
     Dask task."""
     out = Path(out)
     start = time.perf_counter()
-    figure = FIGURES.get(name).func
-    written = figure(out, size=size) if size == "paper" else figure(out, size == "quick")
+    written = make(name, out, size=size)
     expected = [out / f"{name}.png", out / f"{name}.csv"]
     if [Path(p) for p in written] != expected:
         raise InvalidArgumentError(f"figure {name!r} wrote {written}, expected {expected} "
