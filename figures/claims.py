@@ -18,9 +18,10 @@ from dynkit.errors import InvalidArgumentError
 
 __all__ = ["SIZES", "Claim", "ClaimResult"]
 
-#: sizes, smallest first: ``quick`` (CPU minute), ``full`` (<= 30 CPU minutes); a claim of
-#: size ``paper`` needs the paper's own scale (a GPU; not yet a figure size): its figure is
-#: expected to FAIL at ``full`` here, and its statement says what that scale is
+#: sizes, smallest first: ``quick`` (CPU minute), ``full`` (<= 30 minutes on 2 CPU cores),
+#: ``paper`` (the paper's own scale, for a GPU; a figure size only where the figure defines it,
+#: ``PaperFigure(paper=...)``). A claim of size ``paper`` is expected to FAIL at ``full`` here,
+#: and its statement says what that scale is
 SIZES = ("quick", "full", "paper")
 
 
