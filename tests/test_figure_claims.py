@@ -190,6 +190,7 @@ def instability(late_barrier):
             "k": [0, 10, 30, 100],
             "barrier_loss": [0.3, 0.05, late_barrier, 0.0],
             "barrier_error": [0.05, 0.01, 0.0, 0.0],
+            "total_steps": 600,
         }
     )
 
