@@ -183,9 +183,13 @@ def reproduce(out: str | Path = "dynkit-reproduce", quick: bool = False,
     records = {}
     for name in names:
         stored = _finished(name, out, sizes[name])
-        if stored is not None:  # re-check the claim on the stored table
+        if stored is None:
+            continue
+        try:  # re-check the claim on the stored table
             records[name] = figure_record(name, out, sizes[name], stored["seconds"])
-            report.skipped.append(name)
+        except (KeyError, IndexError, ValueError):  # a table older than its claim: redraw
+            continue
+        report.skipped.append(name)
     todo = [n for n in names if n not in records]
     if client is not None:
         futures = [client.submit(try_figure, n, str(out), sizes[n], key=f"dynkit-figure-{n}",

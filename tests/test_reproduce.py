@@ -181,3 +181,21 @@ def test_long_runs_talk(capfd):
                 progress=True)
     err = capfd.readouterr().err
     assert "instability: 100%" in err and "2/2" in err and "train" not in err
+
+
+def test_a_stored_table_older_than_its_claim_is_drawn_again(tmp_path, monkeypatch):
+    """A claim that now reads a column the stored CSV lacks (same dynkit version): the figure
+    is redrawn instead of the run failing on the old table."""
+    needs_z = Claim("z rises", lambda df: ({"dz": float(df["z"].diff().iloc[-1])},
+                                           {"z rises": bool(df["z"].diff().iloc[-1] > 0)}))
+
+    def _line_z(quick=False):
+        return FigureResult(new_figure()[0], pd.DataFrame({"x": [0, 1], "z": [1, 2]}))
+
+    FIGURES.names()
+    old = PaperFigure("z-line", "a line (Nobody 2024)", _line, None)
+    monkeypatch.setitem(FIGURES._entries, "z-line", Entry("z-line", old, old.help))
+    assert reproduce(tmp_path, quick=True, only=["z-line"], progress=False).ran == ["z-line"]
+    _swap(monkeypatch, "z-line", draw=_line_z, claim=needs_z)
+    report = reproduce(tmp_path, quick=True, only=["z-line"], progress=False)
+    assert report.ran == ["z-line"] and report.skipped == [] and report.failed == []
