@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dynkit.errors import InvalidArgumentError
+from dynkit.figures.claims import resolve_size
 from dynkit.registry import FIGURES
 
 __all__ = ["load_figures", "make"]
@@ -41,7 +42,7 @@ def make(name: str, out_dir: str | Path = "figures-out", quick: bool = False,
     Returns:
         The written paths, PNG first, then CSV.
     """
-    size = size or ("quick" if quick else "full")
+    size = resolve_size(quick, size)
     figure = FIGURES.get(name).func
     sizes = getattr(figure, "sizes", ("quick", "full"))  # a plugin's plain draw function
     if size not in sizes:

@@ -16,13 +16,23 @@ import pandas as pd
 
 from dynkit.errors import InvalidArgumentError
 
-__all__ = ["SIZES", "Claim", "ClaimResult"]
+__all__ = ["SIZES", "Claim", "ClaimResult", "resolve_size"]
 
 #: sizes, smallest first: ``quick`` (CPU minute), ``full`` (<= 30 minutes on 2 CPU cores),
 #: ``paper`` (the paper's own scale, for a GPU; a figure size only where the figure defines it,
 #: ``PaperFigure(paper=...)``). A claim of size ``paper`` is expected to FAIL at ``full`` here,
 #: and its statement says what that scale is
 SIZES = ("quick", "full", "paper")
+
+
+def resolve_size(quick: bool = False, size: str | None = None) -> str:
+    """The figure size asked for: ``size`` if given, else ``"quick"`` or ``"full"`` by ``quick``.
+
+    Example:
+        >>> resolve_size(True), resolve_size(False), resolve_size(True, "paper")
+        ('quick', 'full', 'paper')
+    """
+    return size or ("quick" if quick else "full")
 
 
 @dataclass(frozen=True)

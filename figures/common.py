@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from dynkit.errors import InvalidArgumentError
-from dynkit.figures.claims import Claim
+from dynkit.figures.claims import Claim, resolve_size
 from dynkit.io import atomic_write
 
 __all__ = ["STYLE", "FigureResult", "PaperFigure", "draw_from", "new_figure", "paper_from",
@@ -119,7 +119,7 @@ class PaperFigure:
                  size: str | None = None) -> list[Path]:
         """Draw the figure at ``size`` (default ``"quick"`` if ``quick`` else ``"full"``) and
         write ``[<name>.png, <name>.csv]`` under ``out_dir``."""
-        size = size or ("quick" if quick else "full")
+        size = resolve_size(quick, size)
         if size not in self.sizes:
             raise InvalidArgumentError(
                 f"figure {self.name!r} has no size {size!r}; it runs at {', '.join(self.sizes)}")

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from dynkit.data import load
 from dynkit.errors import InvalidArgumentError
-from dynkit.figures.claims import Claim
+from dynkit.figures.claims import Claim, resolve_size
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, paper_from, style
 from dynkit.models import mlp
 
@@ -41,7 +41,7 @@ def settings(quick: bool = False, size: str | None = None) -> dict:
     widths, 2 seeds, 300 steps; full = two hidden layers, widths 64-2048, 5 seeds, 2000 steps
     (width 4096 alone took over 30 minutes on 2 CPU cores); paper = widths up to 8192, as in
     Lee et al.'s Fig. 1 (a GPU)."""
-    size = size or ("quick" if quick else "full")
+    size = resolve_size(quick, size)
     if size == "quick":
         return {"widths": (64, 256, 1024), "depth": 1, "seeds": (0, 1), "steps": 300,
                 "records": 10, "n_train": 128, "n_test": 128, "lr": 0.5}

@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 
 import dynkit as dk
 from dynkit.analyses import lmc
-from dynkit.figures.claims import Claim
+from dynkit.figures.claims import Claim, resolve_size
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, paper_from, style
 from dynkit.train import fit
 
@@ -43,7 +43,7 @@ def data(quick: bool = False, size: str | None = None) -> pd.DataFrame:
     """Barriers for MLPs of growing width on digits (and, at full and paper size, ResNet-20 of
     the width multipliers ``RESNET_MULTIPLIERS`` on 8×8 digits images, and the REPAIR variant
     for both families), with a progress bar over the sweep. ``size`` overrides ``quick``."""
-    size = size or ("quick" if quick else "full")
+    size = resolve_size(quick, size)
     quick = size == "quick"
     digits = dk.data.load("digits", seed=0)
     widths = (16, 128) if quick else (16, 32, 64, 128, 256, 512, 1024)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 import dynkit
 from dynkit.errors import InvalidArgumentError
 from dynkit.figures import make
-from dynkit.figures.claims import SIZES
+from dynkit.figures.claims import SIZES, resolve_size
 from dynkit.io import atomic_write
 from dynkit.registry import FIGURES
 
@@ -177,7 +177,7 @@ def reproduce(out: str | Path = "dynkit-reproduce", quick: bool = False,
     for name in names:
         FIGURES.get(name)  # an unknown name fails here, listing the known ones
     out.mkdir(parents=True, exist_ok=True)
-    size = size or ("quick" if quick else "full")
+    size = resolve_size(quick, size)
     sizes = {name: figure_size(name, size) for name in names}
     report = Report()
     records = {}

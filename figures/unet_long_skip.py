@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from dynkit.analyses.scaling import skip_stability
 from dynkit.data import load
-from dynkit.figures.claims import Claim
+from dynkit.figures.claims import Claim, resolve_size
 from dynkit.figures.common import PaperFigure, draw_from, new_figure, paper_from, style
 from dynkit.models import unet
 from dynkit.train import fit
@@ -37,7 +37,7 @@ def data(quick: bool = False, size: str | None = None) -> pd.DataFrame:
     """Rows ``kind="loss"``: ``kappa, step, loss`` (training loss); ``kind="stage"``:
     ``kappa, stage, feature_oscillation, grad_oscillation``. Sizes: ``CONFIGS`` (``size``
     overrides ``quick``)."""
-    stages, width, steps, every = CONFIGS[size or ("quick" if quick else "full")]
+    stages, width, steps, every = CONFIGS[resolve_size(quick, size)]
     ds = load("denoise", seed=0)
     x, y = ds.x_train[:128], ds.y_train[:128]
     frames = []
